@@ -1,0 +1,34 @@
+"""pytest-llmperf: LLM-inference benchmarks as pytest test suites.
+
+Importing this package stays light (no torch, transformers or vllm) so that
+`pytest --help` is fast and GPUs can be pinned before CUDA starts.
+"""
+
+from __future__ import annotations
+
+from pytest_llmperf.engines.base import (
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    SamplingParams,
+    StreamChunk,
+)
+from pytest_llmperf.grid import Config, Grid, grid_params
+from pytest_llmperf.workload import DatasetWorkload, SyntheticWorkload, Workload
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "DatasetWorkload",
+    "Engine",
+    "EngineConfig",
+    "GenerationRequest",
+    "Grid",
+    "SamplingParams",
+    "StreamChunk",
+    "SyntheticWorkload",
+    "Workload",
+    "__version__",
+    "grid_params",
+]

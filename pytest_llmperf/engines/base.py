@@ -1,0 +1,175 @@
+"""The engine contract: what every inference engine gives the harness.
+
+The engine yields; the harness times. An engine turns a batch of requests into a
+stream of `StreamChunk`s as tokens become available on the host (after any device
+sync), and the harness stamps each chunk with `time.perf_counter()` on receipt.
+Engines never compute latencies themselves, with one exception: an engine that can
+only report timings after the fact (vLLM's offline `LLM`, which keeps its own
+per-request statistics) returns them in `StreamChunk.engine_timings`, on the same
+`time.perf_counter()`-comparable clock, and the harness prefers them.
+
+Life cycle: `Engine(config)` must be cheap (no model loaded); `start()` loads the
+model and returns facts about it; `stream()` may be called many times; `close()`
+frees every resource (GPU memory included) and may be called more than once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to decode. `temperature == 0` means greedy.
+
+    For speed tests set `min_tokens == max_tokens` (or `ignore_eos`) so that every
+    request produces exactly `max_tokens` tokens whatever the model's weights.
+    """
+
+    max_tokens: int = 64
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def fixed_length(cls, tokens: int, **kwargs: Any) -> SamplingParams:
+        """Exactly `tokens` output tokens per request (greedy unless told otherwise)."""
+        return cls(max_tokens=tokens, min_tokens=tokens, ignore_eos=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request. Exactly one of `prompt`, `prompt_token_ids` or `messages` is set."""
+
+    custom_id: str
+    sampling: SamplingParams
+    prompt: str | None = None
+    prompt_token_ids: tuple[int, ...] | None = None
+    messages: tuple[Mapping[str, str], ...] | None = None
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [x is not None for x in (self.prompt, self.prompt_token_ids, self.messages)]
+        if sum(given) != 1:
+            raise ValueError(
+                f"request {self.custom_id!r}: give exactly one of prompt, prompt_token_ids, messages"
+            )
+
+
+@dataclass(frozen=True)
+class EngineTimings:
+    """Per-request timestamps an engine measured itself (seconds, perf_counter clock)."""
+
+    arrival: float
+    scheduled: float | None
+    first_token: float | None
+    last_token: float | None
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """New tokens for one request, in the order the engine produced them.
+
+    `index` is the request's position in the batch given to `stream()`.
+    `finish_reason` is set on the request's last chunk (which may carry no tokens).
+    `prompt_tokens` is set at least once per request: the engine's own count.
+    """
+
+    index: int
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    error: str | None = None
+    text: str | None = None
+    engine_timings: EngineTimings | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Facts about a started engine, recorded with every result."""
+
+    engine: str
+    model: str
+    device: str
+    dtype: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that decides which engine instance serves a test.
+
+    Two tests with equal `EngineConfig`s share one loaded engine; a different one
+    closes the loaded engine before the next starts. `settings` holds engine-level
+    settings only (tensor parallel size, max model length, dtype, ...), never
+    per-request sampling.
+    """
+
+    engine: str
+    model: str
+    settings: tuple[tuple[str, Any], ...] = ()
+    gpus: tuple[int, ...] = ()
+
+    @classmethod
+    def make(
+        cls, engine: str, model: str, settings: Mapping[str, Any] | None = None,
+        gpus: Sequence[int] = (),
+    ) -> EngineConfig:
+        return cls(engine, model, tuple(sorted((settings or {}).items())), tuple(gpus))
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        return dict(self.settings).get(name, default)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.engine, "model": self.model, "gpus": list(self.gpus),
+                "settings": dict(self.settings)}
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """The engine's own tokenizer: the one whose counts we report."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An inference engine the harness can drive. See the module docstring."""
+
+    name: ClassVar[str]
+    #: Engine settings this engine understands (grid keys are checked against these).
+    settings_accepted: ClassVar[frozenset[str]]
+
+    def __init__(self, config: EngineConfig) -> None: ...
+
+    def start(self) -> EngineInfo:
+        """Load the model. Called once per engine instance, before `stream`."""
+        ...
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """Available after `start()`."""
+        ...
+
+    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
+        """Run a batch of requests, yielding chunks as tokens reach the host.
+
+        A request that fails yields a chunk with `error` and `finish_reason="error"`;
+        the others go on. Every request ends with exactly one chunk whose
+        `finish_reason` is set.
+        """
+        ...
+
+    def close(self) -> None:
+        """Free everything `start()` took. Safe to call twice."""
+        ...

@@ -1,0 +1,256 @@
+"""The "hf" engine: Hugging Face transformers on one device, with our own decode loop.
+
+Requests run in batches of at most `max_num_seqs`, in the order given, each batch
+to completion before the next starts (static batching: no request joins a running
+batch). The loop itself lives in `hf_decode`.
+
+Settings (`EngineConfig.settings`):
+- `dtype`: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".
+- `attn_implementation`: "sdpa" (default), "eager", "flash_attention_2", ...;
+  flash_attention_2 without the `flash_attn` package or CUDA falls back to sdpa,
+  recorded in `EngineInfo.details["attn_fallback"]`.
+- `max_num_seqs`: batch size, default 8.
+- `max_model_len`: prompt + max_tokens limit per request, default the model's
+  `max_position_embeddings`.
+- `device`: "cuda" when CUDA is available, else "cpu".
+- `seed`: the sampling seed of requests whose `SamplingParams.seed` is None, default 0.
+- `tensor_parallel_size`: must be 1 (this engine uses one device).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from pytest_llmperf.engines.base import (
+    EngineConfig,
+    EngineInfo,
+    GenerationRequest,
+    StreamChunk,
+    Tokenizer,
+)
+from pytest_llmperf.engines.hf_decode import Row, decode_batch
+from pytest_llmperf.tinymodel import resolve_model
+
+logger = logging.getLogger("pytest_llmperf")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFTokenizer:
+    """The `Tokenizer` protocol over a transformers tokenizer.
+
+    `encode` adds no special tokens and `decode` drops them, so that counts and
+    text are those of the content alone, as the harness expects.
+    """
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        self.hf_tokenizer = hf_tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf_tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.hf_tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+
+class _RequestError(Exception):
+    """A request the engine refuses before running it; the message is the chunk's error."""
+
+
+class HFEngine:
+    """Hugging Face transformers, one device. See the module docstring for settings."""
+
+    name: ClassVar[str] = "hf"
+    settings_accepted: ClassVar[frozenset[str]] = frozenset({
+        "dtype", "attn_implementation", "max_num_seqs", "max_model_len", "device", "seed",
+        "tensor_parallel_size",
+    })
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._model: Any = None
+        self._tokenizer: HFTokenizer | None = None
+        self._device = "cpu"
+        self._max_num_seqs = 8
+        self._max_model_len: int | None = None
+        self._seed = 0
+        self._pad_id = 0
+        self._eos_ids: tuple[int, ...] = ()
+
+    def start(self) -> EngineInfo:
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        settings = dict(self.config.settings)
+        unknown = sorted(set(settings) - self.settings_accepted)
+        if unknown:
+            raise ValueError(f"hf engine: unknown settings {unknown}; "
+                             f"accepted: {sorted(self.settings_accepted)}")
+        if int(settings.get("tensor_parallel_size", 1)) != 1:
+            raise ValueError(
+                f"hf engine: tensor_parallel_size={settings['tensor_parallel_size']} is not "
+                "supported; the hf engine runs on one device (use tensor_parallel_size=1)"
+            )
+        self._max_num_seqs = int(settings.get("max_num_seqs", 8))
+        if self._max_num_seqs < 1:
+            raise ValueError(f"hf engine: max_num_seqs must be at least 1, got {self._max_num_seqs}")
+        self._seed = int(settings.get("seed", 0))
+
+        path = resolve_model(self.config.model)
+        self._device = str(settings.get("device") or
+                           ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self._device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"hf engine: device={self._device!r} but CUDA is not available")
+        dtype_name = _pick_dtype(str(settings.get("dtype", "auto")), self._device)
+        attn, fallback = _pick_attention(str(settings.get("attn_implementation", "sdpa")),
+                                         self._device)
+
+        hf_tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_DTYPES[dtype_name], attn_implementation=attn,
+        )
+        self._model = model.to(self._device).eval()
+        self._tokenizer = HFTokenizer(hf_tokenizer)
+
+        eos: set[int] = set()
+        for ids in (hf_tokenizer.eos_token_id, model.generation_config.eos_token_id):
+            eos.update([ids] if isinstance(ids, int) else (ids or ()))
+        self._eos_ids = tuple(sorted(eos))
+        pad = hf_tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else (self._eos_ids or (0,))[0]
+        limit = settings.get("max_model_len",
+                             getattr(model.config, "max_position_embeddings", None))
+        self._max_model_len = int(limit) if limit is not None else None
+
+        details: dict[str, Any] = {
+            "attn_implementation": getattr(model.config, "_attn_implementation", attn),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "max_num_seqs": self._max_num_seqs,
+            "max_model_len": self._max_model_len,
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+        }
+        if self._device.startswith("cuda"):
+            details["device_name"] = torch.cuda.get_device_name(self._device)
+        if fallback:
+            details["attn_fallback"] = fallback
+        return EngineInfo(engine=self.name, model=str(path), device=self._device,
+                          dtype=dtype_name, details=details)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            raise RuntimeError("hf engine: tokenizer is available after start()")
+        return self._tokenizer
+
+    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
+        """Run `requests` in batches of `max_num_seqs`; see `Engine.stream`.
+
+        A request the engine refuses (too long, empty) yields its error chunk as soon
+        as it is read, and its batch is filled with the next requests instead.
+        """
+        if self._model is None or self._tokenizer is None:
+            raise RuntimeError("hf engine: stream() called before start() or after close()")
+        batch: list[Row] = []
+        for index, request in enumerate(requests):
+            prompt_ids: list[int] | None = None
+            try:
+                prompt_ids = self._prompt_ids(request)
+                self._check(prompt_ids, request)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, _RequestError) else _describe(exc)
+                yield StreamChunk(index, (), finish_reason="error", error=message,
+                                  prompt_tokens=None if prompt_ids is None else len(prompt_ids))
+                continue
+            seed = request.sampling.seed if request.sampling.seed is not None else self._seed
+            batch.append(Row(index, prompt_ids, request.sampling, seed))
+            if len(batch) == self._max_num_seqs:
+                yield from self._run_batch(batch)
+                batch = []
+        if batch:
+            yield from self._run_batch(batch)
+
+    def close(self) -> None:
+        if self._model is None and self._tokenizer is None:
+            return
+        self._model = None
+        self._tokenizer = None
+        gc.collect()
+        if self._device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        assert self._tokenizer is not None
+        if request.prompt_token_ids is not None:
+            return list(request.prompt_token_ids)
+        if request.prompt is not None:
+            return self._tokenizer.encode(request.prompt)
+        assert request.messages is not None
+        encoded = self._tokenizer.hf_tokenizer.apply_chat_template(
+            [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=True,
+            return_dict=True,
+        )
+        return list(encoded["input_ids"])
+
+    def _check(self, prompt_ids: list[int], request: GenerationRequest) -> None:
+        max_tokens = request.sampling.max_tokens
+        if not prompt_ids:
+            raise _RequestError("empty prompt: a request needs at least one prompt token")
+        if max_tokens < 1:
+            raise _RequestError(f"max_tokens must be at least 1, got {max_tokens}")
+        limit = self._max_model_len
+        if limit is not None and len(prompt_ids) + max_tokens > limit:
+            raise _RequestError(f"prompt of {len(prompt_ids)} tokens + max_tokens {max_tokens} "
+                                f"exceeds max_model_len {limit}")
+
+    def _run_batch(self, rows: list[Row]) -> Iterator[StreamChunk]:
+        assert self._tokenizer is not None
+        try:
+            yield from decode_batch(self._model, rows, pad_id=self._pad_id,
+                                    eos_ids=self._eos_ids, decode=self._tokenizer.decode)
+        except Exception as exc:
+            # A failed batch (out of memory, say) is data: its unfinished requests end
+            # with an error chunk and the next batch still runs.
+            message = _describe(exc)
+            logger.warning("hf engine: batch of %d requests failed: %s", len(rows), message)
+            if self._device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            for row in rows:
+                if not row.finished:
+                    row.finished = True
+                    yield StreamChunk(row.index, (), finish_reason="error",
+                                      prompt_tokens=len(row.prompt_ids), error=message)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _pick_dtype(name: str, device: str) -> str:
+    if name == "auto":
+        if not device.startswith("cuda"):
+            return "float32"
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if name not in _DTYPES:
+        raise ValueError(f"hf engine: dtype {name!r} is not one of 'auto', {', '.join(map(repr, _DTYPES))}")
+    return name
+
+
+def _pick_attention(asked: str, device: str) -> tuple[str, str | None]:
+    """The attention implementation to load with, and why we changed it, if we did."""
+    if asked != "flash_attention_2":
+        return asked, None
+    if importlib.util.find_spec("flash_attn") is None:
+        reason = "flash_attention_2 requested but flash_attn is not installed; using sdpa"
+    elif not device.startswith("cuda"):
+        reason = f"flash_attention_2 requested but the device is {device!r}; using sdpa"
+    else:
+        return asked, None
+    logger.warning("hf engine: %s", reason)
+    return "sdpa", reason

@@ -1,0 +1,29 @@
+"""Errors raised at the boundary, each saying what was wrong and where it came from."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+import pytest
+
+
+class LLMPerfUsageError(pytest.UsageError):
+    """Bad input from the user: an option, a file or a line in a file.
+
+    A subclass of `pytest.UsageError`, so that pytest prints it without a traceback
+    and exits with the usage-error status.
+    """
+
+
+def where(path: object, line: int | None = None) -> str:
+    """Format a location as `path: line N` (line numbers are 1-based)."""
+    return f"{path}: line {line}" if line is not None else f"{path}"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean ...?)' suffix naming the closest choices, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"

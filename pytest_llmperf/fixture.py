@@ -1,0 +1,181 @@
+"""`llmperf`, the fixture a benchmark test uses: `llmperf.measure(config, workload)`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pytest_llmperf.engines import load_engine_class
+from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest
+from pytest_llmperf.grid import Config
+from pytest_llmperf.measure import run_round
+from pytest_llmperf.metrics import RequestRecord, TestMetrics, flatten
+from pytest_llmperf.session import EngineStartError, LLMPerfSession
+from pytest_llmperf.thresholds import CheckResult
+from pytest_llmperf.workload import Workload, check_responses
+
+DEFAULT_CONFIG = Config(name="default")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What `llmperf.measure` returns: the metrics, every record and the verdicts."""
+
+    test_id: str
+    metrics: TestMetrics
+    records: tuple[RequestRecord, ...]
+    engine_info: EngineInfo
+    engine_load_s: float | None
+    thresholds: CheckResult
+
+    @property
+    def flat(self) -> dict[str, float | int | None]:
+        return flatten(self.metrics.as_dict())
+
+
+class LLMPerfFixture:
+    """Measures workloads on the run's engine and records them for this test."""
+
+    def __init__(self, request: pytest.FixtureRequest, session: LLMPerfSession) -> None:
+        self._request = request
+        self._session = session
+        self._labels: set[str | None] = set()
+        self._benchmark_used = False
+
+    @property
+    def session(self) -> LLMPerfSession:
+        return self._session
+
+    def engine_config(self, config: Config = DEFAULT_CONFIG) -> EngineConfig:
+        """The engine configuration a grid point maps to on this run."""
+        name = config.engine or self._session.settings.engine
+        accepted = load_engine_class(name).settings_accepted
+        settings = {k: v for k, v in config.engine_settings if k in accepted}
+        gpus = self._session.gpus[: config.tensor_parallel_size]
+        return EngineConfig.make(name, self._session.settings.model, settings, gpus)
+
+    def measure(
+        self,
+        config: Config = DEFAULT_CONFIG,
+        workload: Workload | None = None,
+        *,
+        rounds: int = 3,
+        warmup_rounds: int = 1,
+        label: str | None = None,
+        extra_metrics: Mapping[str, float | None] | None = None,
+    ) -> Measurement:
+        """Run `workload` on the engine for `config`: warm-up rounds, then measured rounds.
+
+        Every round sends all requests at once. Warm-up rounds are run and discarded.
+        The metrics go to pytest-benchmark (`extra_info`), the results folder and the
+        thresholds; a missed bound fails the test with a table, after everything has
+        been recorded. Call it once per test, or give each call its own `label`.
+        """
+        if workload is None:
+            raise TypeError("measure() needs a workload, e.g. SyntheticWorkload()")
+        if label in self._labels:
+            raise ValueError(f"measure() called twice with label {label!r}: give each a label")
+        self._labels.add(label)
+        rounds = self._session.settings.rounds or rounds
+        test_id = self._request.node.nodeid + (f"@{label}" if label else "")
+        engine_config = self.engine_config(config)
+        try:
+            engine, info, load_s = self._session.engine_for(engine_config)
+        except EngineStartError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        self._session.ensure_metadata()
+        requests = workload.with_overrides(dict(config.workload_settings)).build(engine.tokenizer)
+        records, durations = self._run_rounds(engine, requests, rounds, warmup_rounds)
+        metrics = TestMetrics.from_records(records, durations)
+        if extra_metrics:
+            metrics = metrics.with_extra(**extra_metrics)
+        flat = flatten(metrics.as_dict())
+        check = self._session.thresholds_for(engine_config.engine).check(test_id, flat)
+        self._record(test_id, config, workload, engine_config, info, load_s, metrics, flat,
+                     check, rounds, warmup_rounds)
+        measurement = Measurement(test_id, metrics, tuple(records), info, load_s, check)
+        if not check.passed and not self._session.settings.update_thresholds:
+            pytest.fail(f"thresholds missed for {test_id}\n{check.table()}", pytrace=False)
+        return measurement
+
+    def _run_rounds(
+        self, engine: Any, requests: list[GenerationRequest], rounds: int, warmup_rounds: int
+    ) -> tuple[list[RequestRecord], list[float]]:
+        kept: list[RequestRecord] = []
+        durations: list[float] = []
+        count = 0
+        writer = self._session.writer
+        test_id = self._request.node.nodeid
+
+        def one_round() -> None:
+            nonlocal count
+            warmup = count < warmup_rounds
+            index = count - warmup_rounds
+            count += 1
+
+            def on_record(record: RequestRecord) -> None:
+                if not warmup:
+                    writer.append_request({"test_id": test_id, **record.as_dict()})
+
+            records, duration = run_round(engine, requests, index, on_record)
+            if warmup:
+                return
+            problems = check_responses(requests, [r.custom_id for r in records])
+            if problems:
+                raise AssertionError("; ".join(problems))
+            kept.extend(records)
+            durations.append(duration)
+
+        benchmark = self._benchmark()
+        # pytest-benchmark allows one pedantic call per test; later labels use our loop.
+        if benchmark is not None and not benchmark.disabled and not self._benchmark_used:
+            self._benchmark_used = True
+            benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+        else:  # pytest-benchmark is off (xdist, --benchmark-disable): same rounds, our loop
+            for _ in range(warmup_rounds + rounds):
+                one_round()
+        return kept, durations
+
+    def _benchmark(self) -> Any:
+        if not self._request.config.pluginmanager.hasplugin("benchmark"):
+            return None
+        return self._request.getfixturevalue("benchmark")
+
+    def _record(self, test_id: str, config: Config, workload: Workload,
+                engine_config: EngineConfig, info: EngineInfo, load_s: float | None,
+                metrics: TestMetrics, flat: Mapping[str, Any], check: CheckResult,
+                rounds: int, warmup_rounds: int) -> None:
+        benchmark = self._benchmark()
+        if benchmark is not None:
+            benchmark.extra_info.update({k: v for k, v in flat.items() if v is not None})
+            benchmark.extra_info["llmperf_config"] = config.name
+        self._session.writer.append_test({
+            "test_id": self._request.node.nodeid,
+            "threshold_key": test_id,
+            "config": config.describe(),
+            "engine": engine_config.engine,
+            "engine_config": engine_config.describe(),
+            "engine_info": {"engine": info.engine, "model": info.model, "device": info.device,
+                            "dtype": info.dtype, "details": dict(info.details)},
+            "engine_load_s": load_s,
+            "workload": workload.describe(),
+            "rounds": rounds,
+            "warmup_rounds": warmup_rounds,
+            "worker": self._session.worker_id,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "metrics": metrics.as_dict(),
+            "metrics_flat": dict(flat),
+            "thresholds": {
+                "passed": check.passed,
+                "checked": [
+                    {"metric": v.bound.metric, "measured": v.measured, "min": v.bound.min,
+                     "max": v.bound.max, "ok": v.ok, "file": str(v.bound.file),
+                     "line": v.bound.line}
+                    for v in check.verdicts
+                ],
+            },
+        })

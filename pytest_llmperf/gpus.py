@@ -1,0 +1,99 @@
+"""Which GPUs a run may use: parsing `--gpus` and finding what is visible.
+
+Finding GPUs never imports torch (CUDA must not start before the engine's process
+is pinned): it asks NVML through `nvidia-ml-py` when installed, and reads
+`CUDA_VISIBLE_DEVICES` the way CUDA does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pytest_llmperf.errors import LLMPerfUsageError
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    memory_total_bytes: int
+    driver: str
+
+
+def parse_gpus(text: str, source: str = "--gpus") -> tuple[int, ...] | None:
+    """`"0,1"` -> (0, 1); `"cpu"` or `"none"` -> (); `""` or `"auto"` -> None (visible)."""
+    value = text.strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value in ("cpu", "none"):
+        return ()
+    indices: list[int] = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise LLMPerfUsageError(
+                f"{source}: {text!r} is not a list of GPU indices "
+                f"(expected e.g. '0,1', 'cpu' or 'auto'; bad item {part!r})"
+            )
+        index = int(part)
+        if index in indices:
+            raise LLMPerfUsageError(f"{source}: GPU {index} is listed twice in {text!r}")
+        indices.append(index)
+    return tuple(indices)
+
+
+def _nvml_gpus() -> list[GpuInfo]:
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver: a CPU machine with the package installed
+        return []
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(handle)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total
+            gpus.append(GpuInfo(i, _text(name), int(memory), _text(driver)))
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def visible_gpus() -> list[GpuInfo]:
+    """GPUs this process may see, renumbered as CUDA will number them."""
+    physical = _nvml_gpus()
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is None:
+        return physical
+    visible = []
+    for position, item in enumerate(p for p in mask.split(",") if p.strip()):
+        item = item.strip()
+        if not item.isdigit() or int(item) >= len(physical):
+            break  # CUDA stops at the first invalid entry
+        gpu = physical[int(item)]
+        visible.append(GpuInfo(position, gpu.name, gpu.memory_total_bytes, gpu.driver))
+    return visible
+
+
+def select_gpus(requested: tuple[int, ...] | None, visible: list[GpuInfo]) -> tuple[int, ...]:
+    """The run's GPU set: `requested` checked against what is visible."""
+    available = tuple(g.index for g in visible)
+    if requested is None:
+        return available
+    missing = [i for i in requested if i not in available]
+    if missing:
+        shown = ",".join(map(str, available)) or "none"
+        raise LLMPerfUsageError(
+            f"--gpus: GPU {','.join(map(str, missing))} is not visible (visible GPUs: {shown})"
+        )
+    return requested

@@ -1,0 +1,311 @@
+"""Configuration grids: named engine + workload configurations for parametrized tests.
+
+A grid is written in Python or as a YAML file:
+
+    # suites/grids/vllm_sweep.yaml
+    schema: 1
+    configs:                       # named configurations, kept as written
+      tp1_len1024_batch24:
+        tensor_parallel_size: 1
+        max_model_len: 1024
+        max_num_seqs: 24
+        max_new_tokens: 256
+        gpu_memory_utilization: 0.93
+        marks: [longform]          # any registered marker without arguments
+    product:                       # and/or the cross product of some axes
+      axes: {max_num_seqs: [1, 4], max_new_tokens: [16, 32]}
+      base: {max_model_len: 256}
+
+Configurations from `product` are named from their settings in the seeds' style,
+`tp1_len1024_batch24`: each setting's short name followed by its value, joined with
+`_`, in the order the axes are given. A configuration with tensor parallel size k > 1
+gets the `gpu(k)` mark, so it skips where fewer GPUs exist.
+
+In a test module:
+
+    from pytest_llmperf import grid_params
+
+    @pytest.mark.parametrize("config", grid_params("grids/smoke.yaml"))
+    def test_decode(llmperf, config): ...
+
+Collection never loads a model: a grid is plain data.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
+
+#: Engine-level settings (decide which engine instance serves a test) -> id prefix.
+ENGINE_SETTINGS: dict[str, str] = {
+    "tensor_parallel_size": "tp",
+    "max_model_len": "len",
+    "max_num_seqs": "batch",
+    "gpu_memory_utilization": "util",
+    "dtype": "",
+    "enforce_eager": "eager",
+    "quantization": "q",
+    "enable_prefix_caching": "prefix",
+    "seed": "seed",
+    "attn_implementation": "attn",
+}
+#: Per-test workload settings -> id prefix.
+WORKLOAD_SETTINGS: dict[str, str] = {
+    "max_new_tokens": "new",
+    "input_tokens": "in",
+    "num_requests": "n",
+}
+_SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "tensor_parallel_size": (int,), "max_model_len": (int,), "max_num_seqs": (int,),
+    "gpu_memory_utilization": (float, int), "dtype": (str,), "enforce_eager": (bool,),
+    "quantization": (str,), "enable_prefix_caching": (bool,), "seed": (int,),
+    "attn_implementation": (str,), "max_new_tokens": (int,), "input_tokens": (int,),
+    "num_requests": (int,),
+}
+_POSITIVE = {"tensor_parallel_size", "max_model_len", "max_num_seqs", "max_new_tokens",
+             "input_tokens", "num_requests"}
+
+
+class GridError(LLMPerfUsageError):
+    """A grid that cannot be used; the message says which file and line."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """One point of a grid: a name, engine settings, workload settings and marks."""
+
+    name: str
+    engine_settings: tuple[tuple[str, Any], ...] = ()
+    workload_settings: tuple[tuple[str, Any], ...] = ()
+    marks: tuple[str, ...] = ()
+    engine: str | None = None
+
+    @classmethod
+    def make(cls, name: str, settings: Mapping[str, Any], marks: Sequence[str] = (),
+             engine: str | None = None) -> Config:
+        """Split `settings` into engine and workload settings (checking each)."""
+        check_settings(settings, source=f"config {name!r}")
+        eng = tuple((k, v) for k, v in settings.items() if k in ENGINE_SETTINGS)
+        work = tuple((k, v) for k, v in settings.items() if k in WORKLOAD_SETTINGS)
+        return cls(name, eng, work, tuple(marks), engine)
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return int(dict(self.engine_settings).get("tensor_parallel_size", 1))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "engine": self.engine,
+                "engine_settings": dict(self.engine_settings),
+                "workload_settings": dict(self.workload_settings), "marks": list(self.marks)}
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def check_settings(settings: Mapping[str, Any], source: str,
+                   lines: Mapping[str, int] | None = None) -> None:
+    """Raise GridError for an unknown setting or a value of the wrong type."""
+    known = {**ENGINE_SETTINGS, **WORKLOAD_SETTINGS}
+    for key, value in settings.items():
+        here = where(source, (lines or {}).get(key))
+        if key not in known:
+            raise GridError(f"{here}: unknown setting {key!r}{did_you_mean(key, known)}")
+        types = _SETTING_TYPES[key]
+        if isinstance(value, bool) and bool not in types:
+            ok = False
+        else:
+            ok = isinstance(value, types)
+        if not ok:
+            wanted = " or ".join(t.__name__ for t in types)
+            raise GridError(f"{here}: setting {key!r} must be {wanted}, got {value!r}")
+        if key in _POSITIVE and value < 1:
+            raise GridError(f"{here}: setting {key!r} must be at least 1, got {value!r}")
+        if key == "gpu_memory_utilization" and not 0 < value <= 1:
+            raise GridError(f"{here}: setting {key!r} must be in (0, 1], got {value!r}")
+
+
+def config_name(settings: Mapping[str, Any]) -> str:
+    """The seeds' naming style: `tp1_len1024_batch24`, in the settings' order."""
+    parts = []
+    for key, value in settings.items():
+        prefix = {**ENGINE_SETTINGS, **WORKLOAD_SETTINGS}.get(key, key)
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        parts.append(f"{prefix}{text}")
+    return "_".join(parts) or "default"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An ordered set of uniquely named configurations."""
+
+    configs: tuple[Config, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def of(cls, configs: Iterable[Config]) -> Grid:
+        items = tuple(configs)
+        names = [c.name for c in items]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise GridError(f"grid: duplicate configuration name(s) {', '.join(dupes)}")
+        return cls(items)
+
+    @classmethod
+    def product(cls, axes: Mapping[str, Sequence[Any]],
+                base: Mapping[str, Any] | None = None) -> Grid:
+        """Every combination of the axes' values, on top of `base` settings."""
+        keys = list(axes)
+        configs = []
+        for values in itertools.product(*(axes[k] for k in keys)):
+            point = dict(zip(keys, values, strict=True))
+            configs.append(Config.make(config_name(point), {**(base or {}), **point}))
+        return cls.of(configs)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> Grid:
+        return _load_yaml_grid(Path(path))
+
+    def __iter__(self) -> Any:
+        return iter(self.configs)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def params(self) -> list[Any]:
+        """`pytest.param`s with readable ids and each configuration's marks."""
+        params = []
+        for config in self.configs:
+            marks: list[Any] = [getattr(pytest.mark, m) for m in config.marks]
+            if config.tensor_parallel_size > 1:
+                marks.append(pytest.mark.gpu(config.tensor_parallel_size))
+            params.append(pytest.param(config, id=config.name, marks=marks))
+        return params
+
+
+def grid_params(source: Grid | str | Path) -> list[Any]:
+    """Parametrize values for a grid or a YAML grid file.
+
+    A relative path is taken relative to the calling module's directory, so
+    `grid_params("grids/smoke.yaml")` works wherever pytest is started.
+    """
+    if isinstance(source, Grid):
+        return source.params()
+    path = Path(source)
+    if not path.is_absolute():
+        caller = inspect.stack()[1].filename
+        path = Path(caller).parent / path
+    return Grid.from_yaml(path).params()
+
+
+# --- YAML -------------------------------------------------------------------------
+
+def _load_yaml_grid(path: Path) -> Grid:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GridError(f"{path}: grid file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GridError(f"{path}: cannot read grid file: {exc}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise GridError(f"{where(path, line)}: YAML syntax error: {problem}") from None
+    if not isinstance(root, yaml.MappingNode):
+        raise GridError(f"{where(path, _line(root))}: a grid file must be a mapping")
+    top = _pairs(root)
+    for key, (knode, _v) in top.items():
+        if key not in {"schema", "configs", "product"}:
+            raise GridError(f"{where(path, _line(knode))}: unknown key {key!r} "
+                            "(expected schema, configs, product)")
+    if "schema" in top and _value(top["schema"][1]) != 1:
+        raise GridError(f"{where(path, _line(top['schema'][1]))}: unsupported schema (expected 1)")
+    configs: list[Config] = []
+    if "configs" in top:
+        configs.extend(_named_configs(path, top["configs"][1]))
+    if "product" in top:
+        configs.extend(_product_configs(path, top["product"][1]))
+    if not configs:
+        raise GridError(f"{path}: grid has no configurations (add 'configs' or 'product')")
+    return Grid.of(configs)
+
+
+def _named_configs(path: Path, node: yaml.Node) -> list[Config]:
+    if not isinstance(node, yaml.MappingNode):
+        raise GridError(f"{where(path, _line(node))}: 'configs' must map names to settings")
+    configs = []
+    for name, (knode, vnode) in _pairs(node).items():
+        if not isinstance(vnode, yaml.MappingNode):
+            raise GridError(f"{where(path, _line(knode))}: config {name!r} must be a mapping")
+        settings, lines = _settings(vnode)
+        marks = _marks(path, settings, lines)
+        engine = settings.pop("engine", None)
+        check_settings(settings, str(path), lines)
+        configs.append(Config.make(str(name), settings, marks, engine))
+    return configs
+
+
+def _product_configs(path: Path, node: yaml.Node) -> list[Config]:
+    if not isinstance(node, yaml.MappingNode):
+        raise GridError(f"{where(path, _line(node))}: 'product' must be a mapping")
+    parts = _pairs(node)
+    if "axes" not in parts:
+        raise GridError(f"{where(path, _line(node))}: 'product' needs 'axes'")
+    axes_node = parts["axes"][1]
+    if not isinstance(axes_node, yaml.MappingNode):
+        raise GridError(f"{where(path, _line(axes_node))}: 'axes' must be a mapping")
+    axes: dict[str, list[Any]] = {}
+    for key, (knode, vnode) in _pairs(axes_node).items():
+        values = _value(vnode)
+        if not isinstance(values, list) or not values:
+            raise GridError(f"{where(path, _line(knode))}: axis {key!r} must be a non-empty list")
+        for value in values:
+            check_settings({key: value}, str(path), {key: _line(knode)})
+        axes[str(key)] = values
+    base: dict[str, Any] = {}
+    if "base" in parts:
+        bnode = parts["base"][1]
+        if not isinstance(bnode, yaml.MappingNode):
+            raise GridError(f"{where(path, _line(bnode))}: 'base' must be a mapping")
+        base, lines = _settings(bnode)
+        check_settings(base, str(path), lines)
+    return list(Grid.product(axes, base).configs)
+
+
+def _marks(path: Path, settings: dict[str, Any], lines: Mapping[str, int]) -> list[str]:
+    marks = settings.pop("marks", [])
+    if not isinstance(marks, list) or not all(isinstance(m, str) and m.isidentifier() for m in marks):
+        raise GridError(f"{where(path, lines.get('marks'))}: 'marks' must be a list of marker names")
+    return marks
+
+
+def _pairs(node: yaml.MappingNode) -> dict[Any, tuple[yaml.Node, yaml.Node]]:
+    return {_value(k): (k, v) for k, v in node.value}
+
+
+def _settings(node: yaml.MappingNode) -> tuple[dict[str, Any], dict[str, int]]:
+    values: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for knode, vnode in node.value:
+        key = str(_value(knode))
+        values[key] = _value(vnode)
+        lines[key] = _line(knode)
+    return values, lines
+
+
+def _value(node: yaml.Node) -> Any:
+    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1

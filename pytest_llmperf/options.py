@@ -1,0 +1,147 @@
+"""Command-line options and their ini twins, defined once.
+
+Each group is a function taking `addoption`, so that the `llmperf` CLI can reuse
+them (as pytest-benchmark does with its `add_*_options`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_llmperf.engines import check_engine_name
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.gpus import parse_gpus
+
+AddOption = Callable[..., None]
+
+#: (ini name, help, default) for settings people keep in pyproject.toml.
+INI_OPTIONS: list[tuple[str, str, str]] = [
+    ("llmperf_engine", "engine name (like --engine)", "hf"),
+    ("llmperf_model", "model path or 'tiny' (like --model)", "tiny"),
+    ("llmperf_gpus", "GPU indices (like --gpus)", ""),
+    ("llmperf_thresholds_dir", "thresholds folder (like --llmperf-thresholds-dir)", "thresholds"),
+    ("llmperf_results_dir", "results folder (like --llmperf-results-dir)", "results"),
+    ("llmperf_threshold_margin", "margin for --llmperf-update-thresholds", "0.25"),
+    ("llmperf_dataset", "JSONL dataset for dataset suites (like --llmperf-dataset)", ""),
+]
+
+
+def add_engine_options(addoption: AddOption) -> None:
+    addoption("--engine", dest="llmperf_engine", metavar="NAME", default=None,
+              help="inference engine to benchmark (ini: llmperf_engine). Default: hf.")
+    addoption("--model", dest="llmperf_model", metavar="PATH_OR_NAME", default=None,
+              help="model directory, or 'tiny' for the built-in model built locally "
+                   "(ini: llmperf_model). Default: tiny.")
+    addoption("--gpus", dest="llmperf_gpus", metavar="LIST", default=None,
+              help="GPUs the run may use, e.g. '0,1', or 'cpu' (ini: llmperf_gpus). "
+                   "Default: every visible GPU, or the CPU when there is none.")
+
+
+def add_threshold_options(addoption: AddOption) -> None:
+    addoption("--llmperf-thresholds-dir", dest="llmperf_thresholds_dir", metavar="DIR",
+              default=None, help="folder of <hardware>/<engine>.yaml threshold files "
+                                 "(ini: llmperf_thresholds_dir). Default: thresholds.")
+    addoption("--llmperf-update-thresholds", dest="llmperf_update_thresholds",
+              action="store_true", default=False,
+              help="write bounds from this run into the thresholds file instead of "
+                   "failing on them, and say which bounds get looser. Default: off.")
+    addoption("--llmperf-threshold-margin", dest="llmperf_threshold_margin", metavar="FRACTION",
+              default=None, help="headroom the update flag leaves, e.g. 0.25 for 25%% "
+                                 "(ini: llmperf_threshold_margin). Default: 0.25.")
+    addoption("--llmperf-hardware", dest="llmperf_hardware", metavar="KEY", default=None,
+              help="hardware key that picks the thresholds folder, e.g. 'cpu' or 'h100'. "
+                   "Default: from the first GPU's name, or cpu.")
+
+
+def add_run_options(addoption: AddOption) -> None:
+    addoption("--llmperf-results-dir", dest="llmperf_results_dir", metavar="DIR", default=None,
+              help="where runs land, one folder per run (ini: llmperf_results_dir). "
+                   "Default: results.")
+    addoption("--llmperf-dataset", dest="llmperf_dataset", metavar="JSONL", default=None,
+              help="JSONL dataset for dataset-driven suites (ini: llmperf_dataset). "
+                   "Default: the suite's own.")
+    addoption("--llmperf-rounds", dest="llmperf_rounds", metavar="N", type=int, default=None,
+              help="measured rounds per test, overriding each test's own. Default: the test's.")
+
+
+def add_all_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llmperf", "LLM inference benchmarks (pytest-llmperf)")
+    add_engine_options(group.addoption)
+    add_threshold_options(group.addoption)
+    add_run_options(group.addoption)
+    for name, help_text, default in INI_OPTIONS:
+        parser.addini(name, help=f"{help_text}. Default: {default or 'none'}.", default=default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The llmperf options of one run, checked."""
+
+    engine: str
+    model: str
+    gpus: tuple[int, ...] | None
+    thresholds_dir: Path
+    results_dir: Path
+    update_thresholds: bool
+    threshold_margin: float
+    hardware: str | None
+    dataset: Path | None
+    rounds: int | None
+
+
+def _get(config: pytest.Config, name: str) -> tuple[str, str]:
+    """An option's value and where it came from (for error messages)."""
+    value = config.getoption(name)
+    if value is not None:
+        flag = {"llmperf_engine": "--engine", "llmperf_model": "--model",
+                "llmperf_gpus": "--gpus"}.get(name, "--" + name.replace("_", "-"))
+        return str(value), flag
+    return str(config.getini(name)), f"ini option {name}"
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    engine, engine_src = _get(config, "llmperf_engine")
+    check_engine_name(engine, engine_src)
+    model, _ = _get(config, "llmperf_model")
+    gpus_text, gpus_src = _get(config, "llmperf_gpus")
+    margin_text, margin_src = _get(config, "llmperf_threshold_margin")
+    try:
+        margin = float(margin_text)
+    except ValueError:
+        raise LLMPerfUsageError(f"{margin_src}: {margin_text!r} is not a number") from None
+    if not 0 <= margin < 1:
+        raise LLMPerfUsageError(f"{margin_src}: margin must be in [0, 1), got {margin_text}")
+    rounds = config.getoption("llmperf_rounds")
+    if rounds is not None and rounds < 1:
+        raise LLMPerfUsageError(f"--llmperf-rounds: must be at least 1, got {rounds}")
+    root = config.rootpath
+    dataset_text, _ = _get(config, "llmperf_dataset")
+    return Settings(
+        engine=engine,
+        model=model,
+        gpus=parse_gpus(gpus_text, gpus_src),
+        thresholds_dir=root / _get(config, "llmperf_thresholds_dir")[0],
+        results_dir=root / _get(config, "llmperf_results_dir")[0],
+        update_thresholds=bool(config.getoption("llmperf_update_thresholds")),
+        threshold_margin=margin,
+        hardware=config.getoption("llmperf_hardware"),
+        dataset=(Path(dataset_text) if Path(dataset_text).is_absolute()
+                 else Path.cwd() / dataset_text) if dataset_text else None,
+        rounds=rounds,
+    )
+
+
+def describe_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "engine": settings.engine, "model": settings.model,
+        "gpus": list(settings.gpus) if settings.gpus is not None else None,
+        "thresholds_dir": str(settings.thresholds_dir), "results_dir": str(settings.results_dir),
+        "update_thresholds": settings.update_thresholds,
+        "threshold_margin": settings.threshold_margin, "hardware": settings.hardware,
+        "dataset": str(settings.dataset) if settings.dataset else None, "rounds": settings.rounds,
+    }

@@ -1,0 +1,147 @@
+"""pytest-llmperf's pytest plugin: options, markers, hooks and the `llmperf` fixture.
+
+Thin by design: each hook hands off to the run's `LLMPerfSession`, kept in
+`config.stash`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.fixture import LLMPerfFixture
+from pytest_llmperf.grid import Config
+from pytest_llmperf.options import add_all_options, read_settings
+from pytest_llmperf.session import LLMPerfSession
+from pytest_llmperf.summary import write_terminal_summary
+
+session_key = pytest.StashKey[LLMPerfSession]()
+
+MARKERS = (
+    "smoke: quick benchmarks that run anywhere, the CPU included, in minutes",
+    "longform: long outputs (minutes per configuration on a GPU)",
+    "accuracy: tests that score answers as well as time them",
+    "gpu(n=1): needs n GPUs from --gpus; skipped with a reason when fewer are available",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_all_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
+    if config.option.help:
+        return
+    workerinput = getattr(config, "workerinput", None)
+    worker_id = workerinput["workerid"] if workerinput else None
+    run_id = workerinput.get("llmperf_run_id") if workerinput else None
+    session = LLMPerfSession(config, read_settings(config), worker_id, run_id)
+    config.stash[session_key] = session
+    if config.pluginmanager.hasplugin("xdist") and worker_id is None:
+        config.pluginmanager.register(_XdistController(session), "llmperf-xdist")
+
+
+class _XdistController:
+    """Hands the controller's run id to every xdist worker."""
+
+    def __init__(self, session: LLMPerfSession) -> None:
+        self.session = session
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["llmperf_run_id"] = self.session.run_id
+
+
+def _session(config: pytest.Config) -> LLMPerfSession | None:
+    return config.stash.get(session_key, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, Any]:
+    """Bad input found while collecting (a grid file) is a usage error, not a traceback."""
+    report = yield
+    call = report.__dict__.get("call")
+    if call is not None and call.excinfo is not None:
+        if isinstance(call.excinfo.value, LLMPerfUsageError):
+            raise call.excinfo.value
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    session = _session(config)
+    for item in items:
+        for marker in item.iter_markers("gpu"):
+            _gpu_count(item, marker)
+    if session is not None:
+        session.collected_ids = [item.nodeid for item in items]
+    # Keep tests that share an engine configuration together, so each engine loads
+    # once: a stable sort on the first appearance of each configuration.
+    first_seen: dict[Any, int] = {}
+    for item in items:
+        first_seen.setdefault(_engine_key(item), len(first_seen))
+    items.sort(key=lambda item: first_seen[_engine_key(item)])
+
+
+def _engine_key(item: pytest.Item) -> Any:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    for value in callspec.params.values():
+        if isinstance(value, Config):
+            return (value.engine, value.engine_settings)
+    return None
+
+
+def _gpu_count(item: pytest.Item, marker: pytest.Mark) -> int:
+    args = marker.args or (marker.kwargs.get("n", 1),)
+    n = args[0]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise LLMPerfUsageError(
+            f"{item.nodeid}: marker gpu({n!r}): the GPU count must be a positive integer"
+        )
+    return n
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    session = _session(item.config)
+    if session is None:
+        return
+    needed = max((_gpu_count(item, m) for m in item.iter_markers("gpu")), default=0)
+    if needed > len(session.gpus):
+        have = ",".join(map(str, session.gpus)) or "none"
+        pytest.skip(f"needs {needed} GPU(s); this run has {len(session.gpus)} (--gpus: {have})")
+
+
+@pytest.fixture
+def llmperf(request: pytest.FixtureRequest) -> LLMPerfFixture:
+    """Measure a workload on the run's engine: `llmperf.measure(config, workload)`.
+
+    Records go to pytest-benchmark, the results folder and the thresholds check.
+    """
+    session = _session(request.config)
+    if session is None:
+        pytest.skip("pytest-llmperf is not configured in this process")
+    return LLMPerfFixture(request, session)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    llmperf_session = _session(session.config)
+    if llmperf_session is not None:
+        llmperf_session.finish()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    session = _session(config)
+    if session is not None and session.is_controller:
+        write_terminal_summary(terminalreporter, session)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = _session(config)
+    if session is not None:
+        session.close_engine()

@@ -1,0 +1,195 @@
+"""The run's state: settings, GPUs, thresholds, the loaded engine and the results folder.
+
+One `LLMPerfSession` per pytest process, created in `pytest_configure` and kept in
+`config.stash`. Under pytest-xdist the controller decides the run id and writes the
+summary; each worker measures and appends its own records (see `results`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_llmperf import __version__
+from pytest_llmperf.engines import load_engine_class
+from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo
+from pytest_llmperf.environment import machine_metadata
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.gpus import GpuInfo, select_gpus, visible_gpus
+from pytest_llmperf.options import Settings, describe_settings
+from pytest_llmperf.results import (
+    RunWriter,
+    has_measurements,
+    new_run_id,
+    read_tests,
+    write_summary,
+)
+from pytest_llmperf.workload import load_dataset
+from pytest_llmperf.thresholds import (
+    ThresholdSet,
+    UpdateReport,
+    hardware_slug,
+    select_threshold_files,
+    update_thresholds,
+)
+
+log = logging.getLogger("pytest_llmperf")
+
+#: Engines whose --model is a local path we can check before the run starts.
+LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "llamacpp"})
+
+#: Bounds written for a test that has none yet, by --llmperf-update-thresholds.
+DEFAULT_THRESHOLD_METRICS = (
+    "output_tok_per_s", "ttft_ms.p90", "tpot_ms.p90", "e2e_ms.p90", "failure_rate",
+)
+
+
+class EngineStartError(Exception):
+    """The engine for a configuration could not start; the tests that need it fail."""
+
+
+def check_model(settings: Settings) -> None:
+    """A missing model directory is a usage error, caught before anything runs."""
+    if settings.engine not in LOCAL_MODEL_ENGINES or settings.model == "tiny":
+        return
+    path = Path(settings.model)
+    if not path.exists():
+        raise LLMPerfUsageError(
+            f"--model: model path {settings.model!r} does not exist "
+            "(give a local model directory, or 'tiny' for the built-in model)"
+        )
+
+
+class LLMPerfSession:
+    def __init__(self, config: pytest.Config, settings: Settings, worker_id: str | None,
+                 run_id: str | None) -> None:
+        self.config = config
+        self.settings = settings
+        self.worker_id = worker_id
+        self.is_controller = worker_id is None
+        check_model(settings)
+        if settings.dataset is not None:
+            load_dataset(settings.dataset)  # a broken line is a usage error, before any test
+        self.visible: list[GpuInfo] = visible_gpus()
+        self.gpus = select_gpus(settings.gpus, self.visible)
+        run_gpus = [g for g in self.visible if g.index in self.gpus]
+        self.hardware = settings.hardware or (hardware_slug(run_gpus[0].name) if run_gpus else "cpu")
+        self._thresholds: dict[str, ThresholdSet] = {}
+        self.thresholds_for(settings.engine)  # bad threshold files fail before anything runs
+        self.run_id = run_id or new_run_id()
+        self.run_dir = settings.results_dir / self.run_id
+        self.writer = RunWriter(self.run_dir, worker_id)
+        self.metadata: dict[str, Any] = {
+            "run_id": self.run_id,
+            "plugin_version": __version__,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "hardware": self.hardware,
+            "settings": describe_settings(settings),
+            "machine": machine_metadata(run_gpus, config.rootpath, sys.argv),
+        }
+        self._metadata_written = False
+        self._engine_config: EngineConfig | None = None
+        self._engine: Engine | None = None
+        self._engine_info: EngineInfo | None = None
+        self._engine_error: str | None = None
+        self.collected_ids: list[str] = []
+        self.update_report: UpdateReport | None = None
+        self.unmatched_thresholds: list[str] = []
+        self.summary_path: Path | None = None
+
+    # --- thresholds -------------------------------------------------------------
+
+    def threshold_files(self, engine: str) -> list[Path]:
+        return select_threshold_files(self.settings.thresholds_dir, self.hardware, engine)
+
+    def thresholds_for(self, engine: str) -> ThresholdSet:
+        if engine not in self._thresholds:
+            self._thresholds[engine] = ThresholdSet.load(self.threshold_files(engine))
+        return self._thresholds[engine]
+
+    def ensure_metadata(self) -> None:
+        """Write run.json when the run first measures something (controller only)."""
+        if self.is_controller and not self._metadata_written:
+            self.writer.write_metadata(self.metadata)
+            self._metadata_written = True
+
+    # --- engines ----------------------------------------------------------------
+
+    def engine_for(self, engine_config: EngineConfig) -> tuple[Engine, EngineInfo, float | None]:
+        """The loaded engine for this configuration, starting it if needed.
+
+        Returns the engine, its info and its load time in seconds (None when it was
+        already loaded). A configuration whose engine failed to start fails again at
+        once for every test that needs it, without a second attempt.
+        """
+        if engine_config == self._engine_config:
+            if self._engine_error is not None:
+                raise EngineStartError(self._engine_error)
+            assert self._engine is not None and self._engine_info is not None
+            return self._engine, self._engine_info, None
+        self.close_engine()
+        self._engine_config = engine_config
+        engine_cls = load_engine_class(engine_config.engine)
+        engine = engine_cls(engine_config)
+        started = time.perf_counter()
+        try:
+            info = engine.start()
+        except Exception as exc:
+            self._engine_error = f"engine {engine_config.engine!r} failed to start: " \
+                                 f"{type(exc).__name__}: {exc}"
+            try:
+                engine.close()
+            except Exception:  # already broken; the start error is what matters
+                log.exception("closing an engine that failed to start")
+            raise EngineStartError(self._engine_error) from exc
+        self._engine, self._engine_info = engine, info
+        return engine, info, time.perf_counter() - started
+
+    def close_engine(self) -> None:
+        engine, self._engine = self._engine, None
+        self._engine_config = self._engine_info = self._engine_error = None
+        if engine is not None:
+            engine.close()
+
+    # --- end of run ----------------------------------------------------------------
+
+    def finish(self) -> None:
+        self.close_engine()
+        self.writer.close()
+        if not self.is_controller or not has_measurements(self.run_dir):
+            return  # a run that measured nothing leaves no folder behind
+        self.ensure_metadata()
+        tests = read_tests(self.run_dir)
+        if self.settings.update_thresholds:
+            self.update_report = self._update_thresholds(tests)
+        self.unmatched_thresholds = self._unmatched(tests)
+        self.summary_path = write_summary(
+            self.run_dir, {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        )
+
+    def _update_thresholds(self, tests: list[Mapping[str, Any]]) -> UpdateReport:
+        by_engine: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for test in tests:
+            by_engine.setdefault(test["engine"], {})[test["threshold_key"]] = test["metrics_flat"]
+        merged = UpdateReport(written=[], loosened=[])
+        for engine, results in by_engine.items():
+            path = self.settings.thresholds_dir / self.hardware / f"{engine}.yaml"
+            report = update_thresholds(path, results, self.settings.threshold_margin,
+                                       DEFAULT_THRESHOLD_METRICS)
+            merged.written.extend(f"{path}: {t}" for t in report.written)
+            merged.loosened.extend(report.loosened)
+        return merged
+
+    def _unmatched(self, tests: list[Mapping[str, Any]]) -> list[str]:
+        seen_ids = set(self.collected_ids) | {t["threshold_key"] for t in tests}
+        seen_metrics = {m for t in tests for m in t["metrics_flat"]}
+        messages: list[str] = []
+        for engine in sorted({t["engine"] for t in tests} | {self.settings.engine}):
+            messages.extend(self.thresholds_for(engine).unmatched(seen_ids, seen_metrics))
+        return messages

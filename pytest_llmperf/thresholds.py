@@ -1,0 +1,464 @@
+"""Thresholds: pass/fail bounds on benchmark metrics, in YAML files kept with the suites.
+
+A run reads `<thresholds_dir>/<hardware>/<engine>.yaml` (default dir `thresholds/`)::
+
+    # thresholds/cpu/hf.yaml
+    schema: 1
+    tests:
+      "suites/test_smoke.py::test_decode[tiny_len256_batch4]":
+        output_tok_per_s: {min: 120.5}
+        ttft_ms.p90: {max: 800}
+        failure_rate: {max: 0}
+      "suites/test_smoke.py::test_latency[*]":     # a glob: it contains '*'
+        e2e_ms.p50: {min: 1, max: 5000}
+
+Hardware is `cpu` without a GPU, else the GPU's name with a leading "NVIDIA" dropped,
+lower-cased, other characters turned into "-" ("NVIDIA H100 80GB HBM3" -> "h100-80gb-hbm3").
+A directory applies when its name is that slug or a "-"-separated prefix of it (`h100/`
+applies to "h100-80gb-hbm3"); of those holding `<engine>.yaml`, the longest name wins.
+
+Test keys are pytest node ids relative to rootdir. A key is a glob only if it contains
+`*`: then `*` matches any characters and `?` one, while `[` and `]` stay literal, as in
+parametrized ids. Per metric, an exact key wins over globs; among globs the one with most
+literal characters wins, then the later one. Metric keys are paths from
+`metrics.metric_names()` (`ttft_ms.p90`), looked up at load time so that registered metrics
+count. A bound is `{min: x}`, `{max: y}` or both, finite numbers with min <= max; a metric
+not measured misses it. Errors name the place: `<path>: line <n>: <what is wrong>`.
+
+`update_thresholds` (`--llmperf-update-thresholds`) rewrites a file from measurements: an
+exact entry keeps the shape of its bounds, reset around the measurement with the margin; a
+test without one gets the default metrics (`min` if higher is better, else `max`); glob
+entries stay. Bounds are rounded outward to 4 significant digits, so that the measurements
+that wrote a file pass it. The file is rewritten whole: its comments are lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
+from pytest_llmperf.metrics import metric_names, spec_for
+
+SCHEMA = 1
+_TOP_KEYS = ("schema", "tests")
+_BOUND_KEYS = ("min", "max")
+_NVIDIA = re.compile(r"^\s*nvidia(?![a-z0-9])", re.IGNORECASE)
+
+Measured: TypeAlias = Mapping[str, float | int | None]
+Limits: TypeAlias = tuple[float | None, float | None]  # (min, max)
+
+
+def hardware_slug(gpu_name: str | None) -> str:
+    """`cpu` without a GPU, else a slug of its name: "NVIDIA H100 80GB HBM3" -> "h100-80gb-hbm3"."""
+    if gpu_name is None or not gpu_name.strip():
+        return "cpu"
+    slug = re.sub(r"[^a-z0-9]+", "-", _NVIDIA.sub("", gpu_name).lower()).strip("-")
+    return slug or "nvidia"
+
+
+def select_threshold_files(thresholds_dir: Path, hardware: str, engine: str) -> list[Path]:
+    """The `<engine>.yaml` of the most specific hardware directory that applies, if any."""
+    if not thresholds_dir.is_dir():
+        return []
+    applies = [
+        d
+        for d in thresholds_dir.iterdir()
+        if (hardware == d.name.lower() or hardware.startswith(d.name.lower() + "-"))
+        and (d / f"{engine}.yaml").is_file()
+    ]
+    return [max(applies, key=lambda d: len(d.name)) / f"{engine}.yaml"] if applies else []
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One metric's limits for the tests a key names, and where they were written."""
+
+    test_pattern: str
+    metric: str
+    min: float | None
+    max: float | None
+    file: Path
+    line: int
+
+    def describe(self) -> str:
+        """`>= 120.5`, `<= 800` or `1 .. 5000`."""
+        if self.min is not None and self.max is not None:
+            return f"{_num(self.min)} .. {_num(self.max)}"
+        return f">= {_num(self.min)}" if self.min is not None else f"<= {_num(self.max or 0)}"
+
+
+@dataclass(frozen=True)
+class ThresholdFile:
+    path: Path
+    bounds: list[Bound]
+    schema: int
+    # Line of each test key, so that keys matching no test can be reported where they are.
+    test_lines: dict[str, int] = field(default_factory=dict)
+
+
+def load_threshold_file(path: Path) -> ThresholdFile:
+    """Read and check one thresholds file; any problem raises `LLMPerfUsageError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LLMPerfUsageError(f"{path}: cannot read thresholds file: {exc}") from exc
+    return _parse(text, path)
+
+
+# The file is read as a node tree, not as loaded values, because nodes know their line.
+def _error(path: Path, node: yaml.Node | None, what: str) -> LLMPerfUsageError:
+    line = node.start_mark.line + 1 if node is not None else 1
+    return LLMPerfUsageError(f"{where(path, line)}: {what}")
+
+
+def _value(path: Path, node: yaml.Node) -> Any:
+    try:
+        return SafeConstructor().construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise _error(path, node, f"cannot read value: {exc}") from exc
+
+
+def _items(path: Path, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        raise _error(path, node, what)
+    items: list[tuple[str, yaml.Node, yaml.Node]] = []
+    for key_node, value_node in node.value:
+        key = _value(path, key_node) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key, str):
+            raise _error(path, key_node, f"keys must be strings, got {key!r}")
+        # PyYAML silently keeps the last of duplicate keys; a silently lost bound is worse.
+        if any(key == seen for seen, _, _ in items):
+            raise _error(path, key_node, f"duplicate key {key!r}")
+        items.append((key, key_node, value_node))
+    return items
+
+
+def _parse(text: str, path: Path) -> ThresholdFile:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        raise _error(path, None, "") if mark is None else LLMPerfUsageError(
+            f"{where(path, mark.line + 1)}: invalid YAML: {problem}"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise _error(path, None, f"invalid YAML: {exc}") from exc
+    if root is None:
+        raise _error(path, None, "empty file: expected 'schema: 1' and 'tests'")
+    top = _items(path, root, "the top level must be a mapping with 'schema' and 'tests'")
+    for key, key_node, _ in top:
+        if key not in _TOP_KEYS:
+            hint = did_you_mean(key, _TOP_KEYS) or " (expected 'schema' and 'tests')"
+            raise _error(path, key_node, f"unknown top-level key {key!r}{hint}")
+    nodes = {key: value_node for key, _, value_node in top}
+    if "schema" not in nodes:
+        raise _error(path, root, f"missing 'schema: {SCHEMA}'")
+    schema = _value(path, nodes["schema"])
+    if type(schema) is not int or schema != SCHEMA:
+        what = f"unsupported schema {schema!r}: this version reads schema {SCHEMA}"
+        raise _error(path, nodes["schema"], what)
+    bounds: list[Bound] = []
+    test_lines: dict[str, int] = {}
+    tests = nodes.get("tests")
+    # `tests:` with nothing under it is an empty table, as after deleting every entry.
+    if tests is not None and _value(path, tests) is not None:
+        what = "'tests' must be a mapping of test ids to metric bounds"
+        for pattern, test_node, entry in _items(path, tests, what):
+            if not pattern.strip():
+                raise _error(path, test_node, "empty test id")
+            test_lines[pattern] = test_node.start_mark.line + 1
+            what = f"test {pattern!r} must be a mapping of metric names to bounds"
+            for metric, metric_node, bound_node in _items(path, entry, what):
+                bounds.append(_read_bound(path, pattern, metric, metric_node, bound_node))
+    return ThresholdFile(path, bounds, schema, test_lines)
+
+
+def _read_bound(
+    path: Path, pattern: str, metric: str, metric_node: yaml.Node, bound_node: yaml.Node
+) -> Bound:
+    if spec_for(metric) is None:
+        hint = did_you_mean(metric, metric_names())
+        raise _error(path, metric_node, f"unknown metric {metric!r}{hint}")
+    what = f"bound of {metric!r} must be a mapping with 'min' and/or 'max', e.g. {{max: 800}}"
+    items = _items(path, bound_node, what)
+    if not items:
+        raise _error(path, bound_node, what)
+    limits: dict[str, float] = {}
+    for key, key_node, value_node in items:
+        if key not in _BOUND_KEYS:
+            raise _error(path, key_node, f"unknown key {key!r} in bound of {metric!r}: {what}")
+        value = _value(path, value_node)
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            got = f"bound {key!r} of {metric!r} must be a number, got {value!r}"
+            raise _error(path, value_node, got)
+        if math.isinf(value):
+            raise _error(path, value_node, f"bound {key!r} of {metric!r} must be finite")
+        limits[key] = float(value)
+    low, high = limits.get("min"), limits.get("max")
+    if low is not None and high is not None and low > high:
+        what = f"bound of {metric!r} has min {_num(low)} > max {_num(high)}"
+        raise _error(path, metric_node, what)
+    return Bound(pattern, metric, low, high, path, metric_node.start_mark.line + 1)
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    # Not fnmatch: its `[...]` classes would swallow the brackets of parametrized ids.
+    parts = (".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _rank(pattern: str, test_id: str) -> tuple[int, int] | None:
+    """How specifically a key names a test (exact beats any glob), or None if it does not."""
+    if "*" not in pattern:
+        return (1, 0) if pattern == test_id else None
+    if _glob(pattern).fullmatch(test_id) is None:
+        return None
+    return (0, sum(ch not in "*?" for ch in pattern))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One bound against one measurement; `margin` < 0 means missed (see `_margins`)."""
+
+    bound: Bound
+    measured: float | None
+    ok: bool
+    margin: float | None
+
+
+def _margins(bound: Bound, value: float) -> list[tuple[float, bool]]:
+    """Headroom per side as (margin, relative): relative to the limit, absolute if it is 0."""
+    gaps = []
+    if bound.min is not None:
+        gaps.append((value - bound.min, bound.min))
+    if bound.max is not None:
+        gaps.append((bound.max - value, bound.max))
+    return [(gap / abs(limit), True) if limit else (gap, False) for gap, limit in gaps]
+
+
+def _verdict(bound: Bound, value: float | int | None) -> Verdict:
+    if value is None or isinstance(value, bool):
+        return Verdict(bound, None, False, None)
+    number = float(value)
+    # NaN compares false with everything, so it misses every bound.
+    ok = (bound.min is None or number >= bound.min) and (bound.max is None or number <= bound.max)
+    margin = None if math.isnan(number) else min(_margins(bound, number))[0]
+    return Verdict(bound, number, ok, margin)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    test_id: str
+    verdicts: list[Verdict]
+
+    @property
+    def passed(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    @property
+    def failed_verdicts(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.ok]
+
+    def table(self) -> str:
+        """`metric | measured | bound | margin | status` rows, then where the misses came from."""
+        rows = [("metric", "measured", "bound", "margin", "status")]
+        for v in self.verdicts:
+            measured, margin = "not measured", "-"
+            if v.measured is not None and v.margin is not None:
+                value, relative = min(_margins(v.bound, v.measured))
+                measured, margin = _num(v.measured), (
+                    f"{value * 100:+.1f}%" if relative else f"{value:+.4g}"
+                )
+            elif v.measured is not None:
+                measured = _num(v.measured)
+            status = "ok" if v.ok else "MISS"
+            rows.append((v.bound.metric, measured, v.bound.describe(), margin, status))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [
+            " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+        lines.insert(1, "-+-".join("-" * w for w in widths))
+        lines += [f"thresholds from {v.bound.file}:{v.bound.line}" for v in self.failed_verdicts]
+        return "\n".join(lines)
+
+
+class ThresholdSet:
+    """The bounds of a run, from one or more files (on ties, later files win)."""
+
+    def __init__(self, files: Sequence[ThresholdFile] = ()) -> None:
+        self.files = list(files)
+
+    @classmethod
+    def load(cls, paths: Iterable[Path]) -> ThresholdSet:
+        return cls([load_threshold_file(path) for path in paths])
+
+    @property
+    def bounds(self) -> list[Bound]:
+        return [bound for file in self.files for bound in file.bounds]
+
+    def bounds_for(self, test_id: str) -> list[Bound]:
+        """The bound that applies to each metric of a test, in file order."""
+        chosen: dict[str, tuple[tuple[int, int], int, Bound]] = {}
+        for index, bound in enumerate(self.bounds):
+            rank = _rank(bound.test_pattern, test_id)
+            current = chosen.get(bound.metric)
+            if rank is not None and (current is None or rank >= current[0]):
+                chosen[bound.metric] = (rank, index, bound)
+        return [bound for _, _, bound in sorted(chosen.values(), key=lambda c: c[1])]
+
+    def check(self, test_id: str, measured: Measured) -> CheckResult:
+        """Each applicable bound against flat measurements (`{"ttft_ms.p90": 3.1}`)."""
+        verdicts = [_verdict(b, measured.get(b.metric)) for b in self.bounds_for(test_id)]
+        return CheckResult(test_id, verdicts)
+
+    def unmatched(self, seen_test_ids: Iterable[str], seen_metrics: Iterable[str]) -> list[str]:
+        """Keys that matched no collected test, and bounds on metrics never measured.
+
+        Pass every collected id, not only those that ran, so that deselecting a test does
+        not make its thresholds look stale.
+        """
+        ids, metrics = list(seen_test_ids), set(seen_metrics)
+        messages: list[str] = []
+        for file in self.files:
+            matched = set()
+            for pattern, line in file.test_lines.items():
+                if any(_rank(pattern, test_id) is not None for test_id in ids):
+                    matched.add(pattern)
+                else:
+                    messages.append(f"{where(file.path, line)}: {pattern!r} matched no test")
+            messages.extend(
+                f"{where(b.file, b.line)}: {b.metric!r} of {b.test_pattern!r} was never measured"
+                for b in file.bounds
+                if b.test_pattern in matched and b.metric not in metrics
+            )
+        return messages
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    written: list[str]
+    loosened: list[str]
+
+
+def update_thresholds(
+    path: Path, results: Mapping[str, Measured], margin: float, default_metrics: Sequence[str]
+) -> UpdateReport:
+    """Rewrite `path` so that each test's measurements pass with `margin` to spare."""
+    if not 0 <= margin < 1:
+        raise LLMPerfUsageError(f"threshold margin must be at least 0 and below 1, got {margin}")
+    for name in default_metrics:
+        if spec_for(name) is None:
+            hint = did_you_mean(name, metric_names())
+            raise LLMPerfUsageError(f"unknown default threshold metric {name!r}{hint}")
+    before = ThresholdSet([load_threshold_file(path)] if path.exists() else [])
+    entries: dict[str, dict[str, Limits]] = {}
+    for file in before.files:
+        entries.update({pattern: {} for pattern in file.test_lines})
+        for bound in file.bounds:
+            entries[bound.test_pattern][bound.metric] = (bound.min, bound.max)
+    written: list[str] = []
+    loosened: list[str] = []
+    for test_id in sorted(results):
+        # An exact entry keeps its shape; an empty or missing one gets the defaults.
+        shape = {m: (lo is not None, hi is not None) for m, (lo, hi) in entries.get(test_id, {}).items()}
+        if not shape:
+            higher = {m: getattr(spec_for(m), "better", "") == "higher" for m in default_metrics}
+            shape = {m: (up, not up) for m, up in higher.items()}
+        fresh: dict[str, Limits] = {}
+        for metric, (has_min, has_max) in shape.items():
+            value = results[test_id].get(metric)
+            if value is None or isinstance(value, bool) or not math.isfinite(value):
+                continue  # not measured: an existing bound stays as it was
+            spread = abs(value) * margin
+            fresh[metric] = (
+                _round_sig(value - spread, ROUND_FLOOR) if has_min else None,
+                _round_sig(value + spread, ROUND_CEILING) if has_max else None,
+            )
+        if fresh:
+            old = {b.metric: b for b in before.bounds_for(test_id)}
+            loosened += [
+                f"{test_id}: {metric} {side} {_num(was)} -> {_num(now) if now is not None else 'none'} (looser)"
+                for metric, limits in sorted(fresh.items()) if metric in old
+                for side, was, now in zip(_BOUND_KEYS, (old[metric].min, old[metric].max), limits, strict=True)
+                if was is not None and (now is None or (now < was if side == "min" else now > was))
+            ]
+            entries[test_id] = {**entries.get(test_id, {}), **fresh}
+            written.append(test_id)
+    if written:
+        text = _render(entries, margin)
+        _parse(text, path)  # never replace a good file with one that does not load
+        _write_atomic(path, text)
+    return UpdateReport(written, loosened)
+
+
+def _round_sig(value: float, rounding: str) -> float:
+    """`value` to 4 significant digits, rounded away from the measurement it came from."""
+    if value == 0:
+        return 0.0
+    exact = Decimal(value)
+    return float(exact.quantize(Decimal(1).scaleb(exact.adjusted() - 3), rounding=rounding))
+
+
+def _num(value: float) -> str:
+    """Up to 4 significant digits, without turning large numbers into exponents."""
+    return f"{value:.0f}" if math.isfinite(value) and abs(value) >= 1e4 else f"{value:.4g}"
+
+
+class _TestId(str):
+    """A test id, written double-quoted: ids hold `::`, `[`, spaces and other YAML syntax."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _TestId, lambda dumper, s: dumper.represent_scalar("tag:yaml.org,2002:str", s, style='"')
+)
+
+
+def _render(entries: Mapping[str, Mapping[str, Limits]], margin: float) -> str:
+    tests = {
+        _TestId(test_id): {
+            metric: {k: int(v) if v.is_integer() else v for k, v in zip(_BOUND_KEYS, limits, strict=True) if v is not None}
+            for metric, limits in sorted(entries[test_id].items())
+        }
+        for test_id in sorted(entries)
+    }
+    # Leaf mappings (one metric's bounds) come out in flow style, one line each.
+    options: dict[str, Any] = {"sort_keys": False, "default_flow_style": None, "width": 10**6}
+    body = yaml.dump({"schema": SCHEMA, "tests": tests}, Dumper=_Dumper, allow_unicode=True, **options)
+    return f"# Written by pytest --llmperf-update-thresholds (margin {margin * 100:g}%).\n{body}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); a thresholds file is shared, committed data.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
