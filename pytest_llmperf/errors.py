@@ -23,7 +23,7 @@ def where(path: object, line: int | None = None) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean ...?)' suffix naming the closest choices, or ''."""
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.75)
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"

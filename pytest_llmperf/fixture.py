@@ -13,7 +13,7 @@ from pytest_llmperf.engines import load_engine_class
 from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest
 from pytest_llmperf.grid import Config
 from pytest_llmperf.measure import run_round
-from pytest_llmperf.metrics import RequestRecord, TestMetrics, flatten
+from pytest_llmperf.metrics import RequestRecord, AggregateMetrics, flatten
 from pytest_llmperf.session import EngineStartError, LLMPerfSession
 from pytest_llmperf.thresholds import CheckResult
 from pytest_llmperf.workload import Workload, check_responses
@@ -26,7 +26,7 @@ class Measurement:
     """What `llmperf.measure` returns: the metrics, every record and the verdicts."""
 
     test_id: str
-    metrics: TestMetrics
+    metrics: AggregateMetrics
     records: tuple[RequestRecord, ...]
     engine_info: EngineInfo
     engine_load_s: float | None
@@ -90,7 +90,7 @@ class LLMPerfFixture:
         self._session.ensure_metadata()
         requests = workload.with_overrides(dict(config.workload_settings)).build(engine.tokenizer)
         records, durations = self._run_rounds(engine, requests, rounds, warmup_rounds)
-        metrics = TestMetrics.from_records(records, durations)
+        metrics = AggregateMetrics.from_records(records, durations)
         if extra_metrics:
             metrics = metrics.with_extra(**extra_metrics)
         flat = flatten(metrics.as_dict())
@@ -147,7 +147,7 @@ class LLMPerfFixture:
 
     def _record(self, test_id: str, config: Config, workload: Workload,
                 engine_config: EngineConfig, info: EngineInfo, load_s: float | None,
-                metrics: TestMetrics, flat: Mapping[str, Any], check: CheckResult,
+                metrics: AggregateMetrics, flat: Mapping[str, Any], check: CheckResult,
                 rounds: int, warmup_rounds: int) -> None:
         benchmark = self._benchmark()
         if benchmark is not None:

@@ -23,7 +23,7 @@ Per request (one `RequestRecord`):
     output_tokens  output length in the engine's own tokens (never re-tokenised).
     finish_reason  "stop" (EOS or stop string), "length" (hit max_tokens) or "error".
 
-Per test (one `TestMetrics`, over the measured rounds only; warm-up rounds are run
+Per test (one `AggregateMetrics`, over the measured rounds only; warm-up rounds are run
 and discarded):
     requests            requests measured (all rounds).
     failures            requests that ended with an error.
@@ -189,7 +189,7 @@ def tpot_ms(e2e_ms: float | None, ttft: float | None, output_tokens: int) -> flo
 
 
 @dataclass(frozen=True)
-class TestMetrics:
+class AggregateMetrics:
     """Per-test aggregate over the measured rounds."""
 
     requests: int
@@ -210,7 +210,7 @@ class TestMetrics:
     @classmethod
     def from_records(
         cls, records: Sequence[RequestRecord], round_durations_s: Sequence[float]
-    ) -> TestMetrics:
+    ) -> AggregateMetrics:
         ok = [r for r in records if r.error is None]
         duration = math.fsum(round_durations_s)
         out_tokens = sum(r.output_tokens for r in ok)
@@ -234,10 +234,10 @@ class TestMetrics:
             queue_ms=Distribution.of(r.queue_ms for r in ok if r.queue_ms is not None),
         )
 
-    def with_extra(self, **values: float | None) -> TestMetrics:
+    def with_extra(self, **values: float | None) -> AggregateMetrics:
         """A copy with more scalar metrics (accuracy, samples/s, ...)."""
         merged = {**self.extra, **values}
-        return TestMetrics(**{**self.__dict__, "extra": merged})
+        return AggregateMetrics(**{**self.__dict__, "extra": merged})
 
     def as_dict(self) -> dict[str, Any]:
         """Nested form, as written to JSON: distributions as objects."""

@@ -55,6 +55,7 @@ from pytest_llmperf.metrics import metric_names, spec_for
 SCHEMA = 1
 _TOP_KEYS = ("schema", "tests")
 _BOUND_KEYS = ("min", "max")
+_NULL = "tag:yaml.org,2002:null"
 _NVIDIA = re.compile(r"^\s*nvidia(?![a-z0-9])", re.IGNORECASE)
 
 Measured: TypeAlias = Mapping[str, float | int | None]
@@ -97,7 +98,9 @@ class Bound:
         """`>= 120.5`, `<= 800` or `1 .. 5000`."""
         if self.min is not None and self.max is not None:
             return f"{_num(self.min)} .. {_num(self.max)}"
-        return f">= {_num(self.min)}" if self.min is not None else f"<= {_num(self.max or 0)}"
+        if self.min is not None:
+            return f">= {_num(self.min)}"
+        return f"<= {_num(self.max)}" if self.max is not None else "any"
 
 
 @dataclass(frozen=True)
@@ -149,14 +152,11 @@ def _items(path: Path, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node,
 def _parse(text: str, path: Path) -> ThresholdFile:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "syntax error"
-        raise _error(path, None, "") if mark is None else LLMPerfUsageError(
-            f"{where(path, mark.line + 1)}: invalid YAML: {problem}"
-        ) from exc
     except yaml.YAMLError as exc:
-        raise _error(path, None, f"invalid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or exc
+        raise LLMPerfUsageError(f"{where(path, line)}: invalid YAML: {problem}") from exc
     if root is None:
         raise _error(path, None, "empty file: expected 'schema: 1' and 'tests'")
     top = _items(path, root, "the top level must be a mapping with 'schema' and 'tests'")
@@ -175,7 +175,7 @@ def _parse(text: str, path: Path) -> ThresholdFile:
     test_lines: dict[str, int] = {}
     tests = nodes.get("tests")
     # `tests:` with nothing under it is an empty table, as after deleting every entry.
-    if tests is not None and _value(path, tests) is not None:
+    if tests is not None and not (isinstance(tests, yaml.ScalarNode) and tests.tag == _NULL):
         what = "'tests' must be a mapping of test ids to metric bounds"
         for pattern, test_node, entry in _items(path, tests, what):
             if not pattern.strip():
@@ -191,8 +191,7 @@ def _read_bound(
     path: Path, pattern: str, metric: str, metric_node: yaml.Node, bound_node: yaml.Node
 ) -> Bound:
     if spec_for(metric) is None:
-        hint = did_you_mean(metric, metric_names())
-        raise _error(path, metric_node, f"unknown metric {metric!r}{hint}")
+        raise _error(path, metric_node, f"unknown metric {metric!r}{_metric_hint(metric)}")
     what = f"bound of {metric!r} must be a mapping with 'min' and/or 'max', e.g. {{max: 800}}"
     items = _items(path, bound_node, what)
     if not items:
@@ -202,17 +201,31 @@ def _read_bound(
         if key not in _BOUND_KEYS:
             raise _error(path, key_node, f"unknown key {key!r} in bound of {metric!r}: {what}")
         value = _value(path, value_node)
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            got = f"bound {key!r} of {metric!r} must be a number, got {value!r}"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            need = "a finite number" if number else "a number"
+            got = f"bound {key!r} of {metric!r} must be {need}, got {value!r}"
             raise _error(path, value_node, got)
-        if math.isinf(value):
-            raise _error(path, value_node, f"bound {key!r} of {metric!r} must be finite")
         limits[key] = float(value)
     low, high = limits.get("min"), limits.get("max")
     if low is not None and high is not None and low > high:
         what = f"bound of {metric!r} has min {_num(low)} > max {_num(high)}"
         raise _error(path, metric_node, what)
     return Bound(pattern, metric, low, high, path, metric_node.start_mark.line + 1)
+
+
+def _metric_hint(metric: str) -> str:
+    names = metric_names()
+    hint = did_you_mean(metric, names)
+    base = metric.partition(".")[0]
+    if hint or len(base) < 3:
+        return hint
+    # `ttft` or `ttft_ms` is too far from `ttft_ms.p90` for difflib, yet plainly means
+    # one of the names it begins: offer those, the usual percentiles first.
+    extending = [name for name in names if name.startswith(base)]
+    usual = [name for name in extending if name.rpartition(".")[2] in ("p50", "p90", "p99")]
+    close = (usual or extending)[:3]
+    return " (did you mean " + " or ".join(map(repr, close)) + "?)" if close else ""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -243,7 +256,7 @@ class Verdict:
 
 def _margins(bound: Bound, value: float) -> list[tuple[float, bool]]:
     """Headroom per side as (margin, relative): relative to the limit, absolute if it is 0."""
-    gaps = []
+    gaps: list[tuple[float, float]] = []
     if bound.min is not None:
         gaps.append((value - bound.min, bound.min))
     if bound.max is not None:
@@ -259,6 +272,13 @@ def _verdict(bound: Bound, value: float | int | None) -> Verdict:
     ok = (bound.min is None or number >= bound.min) and (bound.max is None or number <= bound.max)
     margin = None if math.isnan(number) else min(_margins(bound, number))[0]
     return Verdict(bound, number, ok, margin)
+
+
+def _margin_text(verdict: Verdict) -> str:
+    if verdict.measured is None or verdict.margin is None:
+        return "-"
+    margin, relative = min(_margins(verdict.bound, verdict.measured))
+    return f"{margin * 100:+.1f}%" if relative else f"{margin:+.4g}"
 
 
 @dataclass(frozen=True)
@@ -278,16 +298,9 @@ class CheckResult:
         """`metric | measured | bound | margin | status` rows, then where the misses came from."""
         rows = [("metric", "measured", "bound", "margin", "status")]
         for v in self.verdicts:
-            measured, margin = "not measured", "-"
-            if v.measured is not None and v.margin is not None:
-                value, relative = min(_margins(v.bound, v.measured))
-                measured, margin = _num(v.measured), (
-                    f"{value * 100:+.1f}%" if relative else f"{value:+.4g}"
-                )
-            elif v.measured is not None:
-                measured = _num(v.measured)
+            measured = "not measured" if v.measured is None else _num(v.measured)
             status = "ok" if v.ok else "MISS"
-            rows.append((v.bound.metric, measured, v.bound.describe(), margin, status))
+            rows.append((v.bound.metric, measured, v.bound.describe(), _margin_text(v), status))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = [
             " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -336,7 +349,7 @@ class ThresholdSet:
         ids, metrics = list(seen_test_ids), set(seen_metrics)
         messages: list[str] = []
         for file in self.files:
-            matched = set()
+            matched: set[str] = set()
             for pattern, line in file.test_lines.items():
                 if any(_rank(pattern, test_id) is not None for test_id in ids):
                     matched.add(pattern)
@@ -376,29 +389,25 @@ def update_thresholds(
     loosened: list[str] = []
     for test_id in sorted(results):
         # An exact entry keeps its shape; an empty or missing one gets the defaults.
-        shape = {m: (lo is not None, hi is not None) for m, (lo, hi) in entries.get(test_id, {}).items()}
+        existing = entries.get(test_id, {})
+        shape = {m: (lo is not None, hi is not None) for m, (lo, hi) in existing.items()}
         if not shape:
-            higher = {m: getattr(spec_for(m), "better", "") == "higher" for m in default_metrics}
-            shape = {m: (up, not up) for m, up in higher.items()}
+            shape = {m: _default_shape(m) for m in default_metrics}
         fresh: dict[str, Limits] = {}
         for metric, (has_min, has_max) in shape.items():
             value = results[test_id].get(metric)
             if value is None or isinstance(value, bool) or not math.isfinite(value):
                 continue  # not measured: an existing bound stays as it was
-            spread = abs(value) * margin
             fresh[metric] = (
-                _round_sig(value - spread, ROUND_FLOOR) if has_min else None,
-                _round_sig(value + spread, ROUND_CEILING) if has_max else None,
+                _limit(value, margin, "min") if has_min else None,
+                _limit(value, margin, "max") if has_max else None,
             )
         if fresh:
             old = {b.metric: b for b in before.bounds_for(test_id)}
-            loosened += [
-                f"{test_id}: {metric} {side} {_num(was)} -> {_num(now) if now is not None else 'none'} (looser)"
-                for metric, limits in sorted(fresh.items()) if metric in old
-                for side, was, now in zip(_BOUND_KEYS, (old[metric].min, old[metric].max), limits, strict=True)
-                if was is not None and (now is None or (now < was if side == "min" else now > was))
-            ]
-            entries[test_id] = {**entries.get(test_id, {}), **fresh}
+            for metric, limits in sorted(fresh.items()):
+                if metric in old:
+                    loosened += _looser(test_id, metric, old[metric], limits)
+            entries[test_id] = {**existing, **fresh}
             written.append(test_id)
     if written:
         text = _render(entries, margin)
@@ -407,17 +416,45 @@ def update_thresholds(
     return UpdateReport(written, loosened)
 
 
-def _round_sig(value: float, rounding: str) -> float:
-    """`value` to 4 significant digits, rounded away from the measurement it came from."""
-    if value == 0:
+def _default_shape(metric: str) -> tuple[bool, bool]:
+    """(has min, has max) of a new bound: a floor if higher is better, else a ceiling."""
+    spec = spec_for(metric)
+    higher = spec is not None and spec.better == "higher"
+    return (higher, not higher)
+
+
+def _looser(test_id: str, metric: str, old: Bound, new: Limits) -> list[str]:
+    """Messages for each side of the bound in force before that the new limits relax."""
+    messages: list[str] = []
+    for side, was, now in zip(_BOUND_KEYS, (old.min, old.max), new, strict=True):
+        if was is not None and (now is None or (now < was if side == "min" else now > was)):
+            shown = "none" if now is None else _num(now)
+            messages.append(f"{test_id}: {metric} {side} {_num(was)} -> {shown} (looser)")
+    return messages
+
+
+def _limit(value: float, margin: float, side: str) -> float:
+    """`value` less (min) or plus (max) `margin`, to 4 significant digits rounded outward.
+
+    Outward, so that the measurement passes its new bound even with no margin; in decimal,
+    from the shortest repr, so that 109.1 less 10% is 98.19 rather than 98.18.
+    """
+    exact = Decimal(repr(float(value)))
+    spread = abs(exact) * Decimal(repr(float(margin)))
+    moved = exact - spread if side == "min" else exact + spread
+    if moved == 0:
         return 0.0
-    exact = Decimal(value)
-    return float(exact.quantize(Decimal(1).scaleb(exact.adjusted() - 3), rounding=rounding))
+    rounding = ROUND_FLOOR if side == "min" else ROUND_CEILING
+    return float(moved.quantize(Decimal(1).scaleb(moved.adjusted() - 3), rounding=rounding))
 
 
 def _num(value: float) -> str:
-    """Up to 4 significant digits, without turning large numbers into exponents."""
-    return f"{value:.0f}" if math.isfinite(value) and abs(value) >= 1e4 else f"{value:.4g}"
+    """Up to 4 significant digits; whole below 1e9, where `1.235e+04` would be harder to read."""
+    return f"{value:.0f}" if 1e4 <= abs(value) < 1e9 else f"{value:.4g}"
+
+
+def _plain(value: float) -> float | int:
+    return int(value) if value.is_integer() else value  # `800`, not `800.0`
 
 
 class _TestId(str):
@@ -436,14 +473,23 @@ _Dumper.add_representer(
 def _render(entries: Mapping[str, Mapping[str, Limits]], margin: float) -> str:
     tests = {
         _TestId(test_id): {
-            metric: {k: int(v) if v.is_integer() else v for k, v in zip(_BOUND_KEYS, limits, strict=True) if v is not None}
+            metric: {
+                k: _plain(v) for k, v in zip(_BOUND_KEYS, limits, strict=True) if v is not None
+            }
             for metric, limits in sorted(entries[test_id].items())
         }
         for test_id in sorted(entries)
     }
     # Leaf mappings (one metric's bounds) come out in flow style, one line each.
-    options: dict[str, Any] = {"sort_keys": False, "default_flow_style": None, "width": 10**6}
-    body = yaml.dump({"schema": SCHEMA, "tests": tests}, Dumper=_Dumper, allow_unicode=True, **options)
+    doc = {"schema": SCHEMA, "tests": tests}
+    body = yaml.dump(
+        doc,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=None,
+        allow_unicode=True,
+        width=10**6,
+    )
     return f"# Written by pytest --llmperf-update-thresholds (margin {margin * 100:g}%).\n{body}"
 
 

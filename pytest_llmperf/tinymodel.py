@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 
@@ -117,7 +118,8 @@ def resolve_model(name_or_path: str) -> Path:
     if name_or_path == TINY_MODEL_NAME:
         return tiny_model_path()
     path = Path(name_or_path).expanduser()
-    hint = f"(give a local directory with config.json, or {TINY_MODEL_NAME!r} for the built-in model)"
+    hint = (f"(give a local directory with config.json, or {TINY_MODEL_NAME!r} "
+            "for the built-in model)")
     if not path.is_dir():
         raise LLMPerfUsageError(f"--model: model path {name_or_path!r} does not exist {hint}")
     if not (path / "config.json").is_file():
@@ -160,17 +162,17 @@ def build_tiny_model(dest: Path) -> None:
     # fork_rng: seeding must not leak into the caller's global torch RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
-        model = LlamaForCausalLM(config).to(torch.float32)
+        model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
     # The same three files `model.save_pretrained` writes, without its progress bar.
     config.save_pretrained(dest)
     model.generation_config.save_pretrained(dest)
-    state = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    state = {name: t.detach().to(torch.float32).contiguous()
+             for name, t in model.state_dict().items()}
     save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
 
 
-def _build_tokenizer() -> object:
-    # Returns a transformers PreTrainedTokenizerFast; typed loosely so that mypy does
-    # not need transformers' stubs.
+def _build_tokenizer() -> Any:
+    """A `transformers.PreTrainedTokenizerFast` over a freshly trained byte-level BPE."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -184,7 +186,7 @@ def _build_tokenizer() -> object:
         show_progress=False,
     )
     bpe.train_from_iterator(_synthetic_corpus(), trainer=trainer)
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=bpe,
         bos_token="<s>",
         eos_token="</s>",

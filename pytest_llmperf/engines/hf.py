@@ -82,6 +82,7 @@ class HFEngine:
         self._seed = 0
         self._pad_id = 0
         self._eos_ids: tuple[int, ...] = ()
+        self._vocab_size = 0
 
     def start(self) -> EngineInfo:
         import transformers
@@ -99,7 +100,8 @@ class HFEngine:
             )
         self._max_num_seqs = int(settings.get("max_num_seqs", 8))
         if self._max_num_seqs < 1:
-            raise ValueError(f"hf engine: max_num_seqs must be at least 1, got {self._max_num_seqs}")
+            raise ValueError(
+                f"hf engine: max_num_seqs must be at least 1, got {self._max_num_seqs}")
         self._seed = int(settings.get("seed", 0))
 
         path = resolve_model(self.config.model)
@@ -112,16 +114,20 @@ class HFEngine:
                                          self._device)
 
         hf_tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             path, dtype=_DTYPES[dtype_name], attn_implementation=attn,
         )
         self._model = model.to(self._device).eval()
         self._tokenizer = HFTokenizer(hf_tokenizer)
 
         eos: set[int] = set()
-        for ids in (hf_tokenizer.eos_token_id, model.generation_config.eos_token_id):
+        # Like vLLM, stop at the tokenizer's EOS and at every EOS the generation config
+        # lists (Llama 3's <|eot_id|>, say).
+        generation_config = getattr(model, "generation_config", None)
+        for ids in (hf_tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
             eos.update([ids] if isinstance(ids, int) else (ids or ()))
         self._eos_ids = tuple(sorted(eos))
+        self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         pad = hf_tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self._eos_ids or (0,))[0]
         limit = settings.get("max_model_len",
@@ -202,6 +208,12 @@ class HFEngine:
         max_tokens = request.sampling.max_tokens
         if not prompt_ids:
             raise _RequestError("empty prompt: a request needs at least one prompt token")
+        # Checked here because on CUDA a bad id is a device-side assert that breaks
+        # every later batch, not an exception confined to this one.
+        bad = [t for t in prompt_ids if not 0 <= t < self._vocab_size]
+        if bad:
+            raise _RequestError(f"prompt token id {bad[0]} is outside the vocabulary "
+                                f"[0, {self._vocab_size})")
         if max_tokens < 1:
             raise _RequestError(f"max_tokens must be at least 1, got {max_tokens}")
         limit = self._max_model_len
@@ -238,7 +250,8 @@ def _pick_dtype(name: str, device: str) -> str:
             return "float32"
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if name not in _DTYPES:
-        raise ValueError(f"hf engine: dtype {name!r} is not one of 'auto', {', '.join(map(repr, _DTYPES))}")
+        known = ", ".join(repr(n) for n in ("auto", *_DTYPES))
+        raise ValueError(f"hf engine: dtype {name!r} is not one of {known}")
     return name
 
 

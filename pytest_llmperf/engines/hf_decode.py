@@ -59,9 +59,7 @@ def decode_batch(
         for row, token in zip(rows, tokens, strict=True):
             if row.finished:
                 continue
-            chunk = _advance(row, token, eos_ids, decode)
-            if chunk is not None:
-                yield chunk
+            yield _advance(row, token, eos_ids, decode)
         if all(row.finished for row in rows):
             return
         tokens = step.next()
@@ -69,8 +67,8 @@ def decode_batch(
 
 def _advance(
     row: Row, token: int, eos_ids: Sequence[int], decode: Callable[[Sequence[int]], str],
-) -> StreamChunk | None:
-    """Apply one sampled token to `row`; the chunk to yield, if any."""
+) -> StreamChunk:
+    """Apply one sampled token to `row`; the chunk to yield for it."""
     prompt_tokens = len(row.prompt_ids)
     if token in eos_ids and row.eos_allowed():
         # EOS ends the request but is not output: an empty final chunk.
@@ -80,7 +78,8 @@ def _advance(
     row.output.append(token)
     if row.sampling.stop:
         text = decode(row.output)
-        cut = min((i for i in (text.find(s) for s in row.sampling.stop) if i >= 0), default=-1)
+        found = (text.find(s) for s in row.sampling.stop if s)
+        cut = min((i for i in found if i >= 0), default=-1)
         if cut >= 0:
             # Like vLLM: the tokens stay, the text ends before the stop string.
             row.finished = True
@@ -107,6 +106,8 @@ class _Stepper:
         self.attention_mask = torch.empty(0)
         self.next_position = torch.empty(0)
         self.last_tokens = torch.empty(0, dtype=torch.long)
+        self.masked_rows: list[int] = []  # rows whose EOS logits are masked, and their index
+        self.mask_index = (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
 
     @torch.inference_mode()
     def prefill(self) -> list[int]:
@@ -146,9 +147,11 @@ class _Stepper:
         logits = logits.float()
         masked = [i for i, r in enumerate(self.rows) if not r.finished and not r.eos_allowed()]
         if masked and self.eos_ids:
-            rows = torch.tensor(masked, device=self.device)[:, None]
-            cols = torch.tensor(self.eos_ids, device=self.device)[None, :]
-            logits[rows, cols] = float("-inf")
+            if masked != self.masked_rows:  # index tensors change rarely: copy them only then
+                self.masked_rows = masked
+                self.mask_index = (torch.tensor(masked, device=self.device)[:, None],
+                                   torch.tensor(self.eos_ids, device=self.device)[None, :])
+            logits[self.mask_index] = float("-inf")
         tokens = logits.argmax(dim=-1)
         for i, row in enumerate(self.rows):
             if not row.finished and row.generator is not None:
@@ -158,7 +161,9 @@ class _Stepper:
         return host
 
 
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator,
+) -> torch.Tensor:
     """One token from a row of logits with temperature, then top-k, then top-p."""
     logits = logits / params.temperature
     if 0 < params.top_k < logits.shape[-1]:

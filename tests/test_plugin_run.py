@@ -1,0 +1,156 @@
+"""A user's run end to end on the real HF engine and the tiny model: measure, record, summarise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import only_run, read_summary
+
+
+def test_suite_passes_prints_summary_and_writes_results(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-m", "smoke")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        "*llmperf summary*",
+        "test*engine*req*fail*out tok/s*ttft p50 ms*",
+        "test_suite.py::test_decode?batch1?*hf*8*0*",
+        "test_suite.py::test_decode?batch4?*hf*8*0*",
+        "hardware: cpu; results: *results*",
+    ])
+    run_dir = only_run(suite)
+    summary = read_summary(suite)
+    assert summary["schema_version"] == 1
+    assert summary["hardware"] == "cpu"
+    assert summary["machine"]["packages"]["torch"]
+    assert summary["machine"]["packages"]["transformers"]
+    assert summary["machine"]["cpu_count"] >= 1
+    assert summary["machine"]["command_line"]
+    by_id = {t["test_id"]: t for t in summary["tests"]}
+    decode = by_id["test_suite.py::test_decode[batch4]"]
+    assert decode["metrics"]["requests"] == 8
+    assert decode["metrics"]["output_tok_per_s"] > 0
+    assert decode["metrics"]["ttft_ms"]["count"] == 8
+    assert set(decode["metrics"]["ttft_ms"]) == {"count", "mean", "p50", "p90", "p95", "p99", "min", "max"}
+    assert decode["metrics"]["tpot_ms"]["p50"] > 0
+    assert decode["engine_info"]["device"] == "cpu"
+    assert decode["config"]["engine_settings"] == {"max_num_seqs": 4, "max_model_len": 256}
+    # Per-request records: measured rounds only (2 rounds x 4 requests), warm-up discarded.
+    lines = (run_dir / "requests.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    mine = [r for r in records if r["test_id"] == "test_suite.py::test_decode[batch4]"]
+    assert len(mine) == 8
+    assert {r["round"] for r in mine} == {0, 1}
+    assert all(r["output_tokens"] == 8 and r["prompt_tokens"] == 16 for r in mine)
+    assert all(len(r["itl_ms"]) == 7 for r in mine)
+
+
+def test_engine_is_loaded_once_per_configuration(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_more="""
+        import pytest
+        from pytest_llmperf import Config, SyntheticWorkload
+
+        SMALL = Config.make("small", {"max_num_seqs": 2})
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_same_config(llmperf, n):
+            llmperf.measure(SMALL, SyntheticWorkload(num_requests=n, input_tokens=4,
+                                                     output_tokens=2), rounds=1)
+    """)
+    suite.runpytest("test_more.py").assert_outcomes(passed=2)
+    tests = {t["test_id"]: t for t in read_summary(suite)["tests"]}
+    assert tests["test_more.py::test_same_config[1]"]["engine_load_s"] > 0
+    assert tests["test_more.py::test_same_config[2]"]["engine_load_s"] is None
+
+
+def test_benchmark_json_carries_our_metrics(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-k", "latency", "--benchmark-json=bench.json")
+    result.assert_outcomes(passed=1, deselected=2)
+    data = json.loads((suite.path / "bench.json").read_text())
+    (bench,) = data["benchmarks"]
+    assert bench["stats"]["rounds"] == 2
+    assert bench["extra_info"]["requests"] == 2
+    assert bench["extra_info"]["output_tok_per_s"] > 0
+    assert "ttft_ms.p90" in bench["extra_info"]
+
+
+def test_metrics_still_recorded_with_benchmark_disabled(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-k", "latency", "--benchmark-disable")
+    result.assert_outcomes(passed=1, deselected=2)
+    (test,) = read_summary(suite)["tests"]
+    assert test["metrics"]["requests"] == 2  # our own loop ran both measured rounds
+
+
+def test_under_xdist_workers_record_and_controller_summarises(suite: pytest.Pytester) -> None:
+    result = suite.runpytest_subprocess("-n", "2", "-m", "smoke")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*llmperf summary*", "*test_decode?batch1?*hf*"])
+    run_dir = only_run(suite)
+    summary = read_summary(suite)
+    assert len(summary["tests"]) == 3
+    assert {t["worker"] for t in summary["tests"]} <= {"gw0", "gw1"}
+    assert sorted(p.name for p in run_dir.glob("requests-gw*.jsonl"))
+
+
+def test_collection_loads_no_model(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+        import sys
+        def pytest_collection_finish(session):
+            print("TORCH_IMPORTED", "torch" in sys.modules)
+    """)
+    pytester.makepyfile(test_grid="""
+        import pytest
+        from pytest_llmperf import Grid, grid_params
+        GRID = Grid.product({"max_num_seqs": list(range(1, 51)), "max_new_tokens": [8, 16]})
+        @pytest.mark.parametrize("config", grid_params(GRID))
+        def test_x(llmperf, config):
+            pass
+    """)
+    result = pytester.runpytest_subprocess("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["TORCH_IMPORTED False", "100 tests collected*"])
+    assert not (pytester.path / "results").exists()
+
+
+def test_gpu_marker_skips_with_reason_on_cpu(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        from pytest_llmperf import Config, grid_params, Grid
+        @pytest.mark.gpu(2)
+        def test_needs_two(llmperf):
+            pass
+        @pytest.mark.parametrize("config", grid_params(Grid.product({"tensor_parallel_size": [2]})))
+        def test_tp2(llmperf, config):
+            pass
+    """)
+    result = pytester.runpytest("-rs", "--gpus", "cpu")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*needs 2 GPU(s); this run has 0 (--gpus: none)*"])
+
+
+def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess("-p", "no:llmperf", "--engine", "hf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unrecognized arguments: --engine*"])
+
+
+def test_help_lists_our_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines([
+        "LLM inference benchmarks (pytest-llmperf):",
+        "*--engine=NAME*inference engine to benchmark*",
+        "*--model=PATH_OR_NAME*",
+        "*--gpus=LIST*",
+        "*--llmperf-thresholds-dir=DIR*",
+        "*--llmperf-update-thresholds*",
+        "*--llmperf-results-dir=DIR*",
+        "*llmperf_engine (string)*",
+    ])
+
+
+def test_markers_are_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines([
+        "@pytest.mark.smoke:*", "@pytest.mark.longform:*", "@pytest.mark.accuracy:*",
+        "@pytest.mark.gpu(n=1):*",
+    ])
