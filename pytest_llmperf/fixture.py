@@ -13,7 +13,7 @@ from pytest_llmperf.engines import load_engine_class
 from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest
 from pytest_llmperf.grid import Config
 from pytest_llmperf.measure import run_round
-from pytest_llmperf.metrics import RequestRecord, AggregateMetrics, flatten
+from pytest_llmperf.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.session import EngineStartError, LLMPerfSession
 from pytest_llmperf.thresholds import CheckResult
 from pytest_llmperf.workload import Workload, check_responses
@@ -95,8 +95,19 @@ class LLMPerfFixture:
             metrics = metrics.with_extra(**extra_metrics)
         flat = flatten(metrics.as_dict())
         check = self._session.thresholds_for(engine_config.engine).check(test_id, flat)
-        self._record(test_id, config, workload, engine_config, info, load_s, metrics, flat,
-                     check, rounds, warmup_rounds)
+        self._record(
+            test_id,
+            config,
+            workload,
+            engine_config,
+            info,
+            load_s,
+            metrics,
+            flat,
+            check,
+            rounds,
+            warmup_rounds,
+        )
         measurement = Measurement(test_id, metrics, tuple(records), info, load_s, check)
         if not check.passed and not self._session.settings.update_thresholds:
             pytest.fail(f"thresholds missed for {test_id}\n{check.table()}", pytrace=False)
@@ -145,37 +156,60 @@ class LLMPerfFixture:
             return None
         return self._request.getfixturevalue("benchmark")
 
-    def _record(self, test_id: str, config: Config, workload: Workload,
-                engine_config: EngineConfig, info: EngineInfo, load_s: float | None,
-                metrics: AggregateMetrics, flat: Mapping[str, Any], check: CheckResult,
-                rounds: int, warmup_rounds: int) -> None:
+    def _record(
+        self,
+        test_id: str,
+        config: Config,
+        workload: Workload,
+        engine_config: EngineConfig,
+        info: EngineInfo,
+        load_s: float | None,
+        metrics: AggregateMetrics,
+        flat: Mapping[str, Any],
+        check: CheckResult,
+        rounds: int,
+        warmup_rounds: int,
+    ) -> None:
         benchmark = self._benchmark()
         if benchmark is not None:
             benchmark.extra_info.update({k: v for k, v in flat.items() if v is not None})
             benchmark.extra_info["llmperf_config"] = config.name
-        self._session.writer.append_test({
-            "test_id": self._request.node.nodeid,
-            "threshold_key": test_id,
-            "config": config.describe(),
-            "engine": engine_config.engine,
-            "engine_config": engine_config.describe(),
-            "engine_info": {"engine": info.engine, "model": info.model, "device": info.device,
-                            "dtype": info.dtype, "details": dict(info.details)},
-            "engine_load_s": load_s,
-            "workload": workload.describe(),
-            "rounds": rounds,
-            "warmup_rounds": warmup_rounds,
-            "worker": self._session.worker_id,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "metrics": metrics.as_dict(),
-            "metrics_flat": dict(flat),
-            "thresholds": {
-                "passed": check.passed,
-                "checked": [
-                    {"metric": v.bound.metric, "measured": v.measured, "min": v.bound.min,
-                     "max": v.bound.max, "ok": v.ok, "file": str(v.bound.file),
-                     "line": v.bound.line}
-                    for v in check.verdicts
-                ],
-            },
-        })
+        self._session.writer.append_test(
+            {
+                "test_id": self._request.node.nodeid,
+                "threshold_key": test_id,
+                "config": config.describe(),
+                "engine": engine_config.engine,
+                "engine_config": engine_config.describe(),
+                "engine_info": {
+                    "engine": info.engine,
+                    "model": info.model,
+                    "device": info.device,
+                    "dtype": info.dtype,
+                    "details": dict(info.details),
+                },
+                "engine_load_s": load_s,
+                "workload": workload.describe(),
+                "rounds": rounds,
+                "warmup_rounds": warmup_rounds,
+                "worker": self._session.worker_id,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "metrics": metrics.as_dict(),
+                "metrics_flat": dict(flat),
+                "thresholds": {
+                    "passed": check.passed,
+                    "checked": [
+                        {
+                            "metric": v.bound.metric,
+                            "measured": v.measured,
+                            "min": v.bound.min,
+                            "max": v.bound.max,
+                            "ok": v.ok,
+                            "file": str(v.bound.file),
+                            "line": v.bound.line,
+                        }
+                        for v in check.verdicts
+                    ],
+                },
+            }
+        )

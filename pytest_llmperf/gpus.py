@@ -45,7 +45,7 @@ def parse_gpus(text: str, source: str = "--gpus") -> tuple[int, ...] | None:
 
 def _nvml_gpus() -> list[GpuInfo]:
     try:
-        import pynvml
+        import pynvml  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return []
     try:

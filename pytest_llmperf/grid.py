@@ -44,6 +44,7 @@ import pytest
 import yaml
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
+from pytest_llmperf.yamlnodes import compose, mapping_items, node_error, node_line, node_value
 
 #: Engine-level settings (decide which engine instance serves a test) -> id prefix.
 ENGINE_SETTINGS: dict[str, str] = {
@@ -65,17 +66,31 @@ WORKLOAD_SETTINGS: dict[str, str] = {
     "num_requests": "n",
 }
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
-    "tensor_parallel_size": (int,), "max_model_len": (int,), "max_num_seqs": (int,),
-    "gpu_memory_utilization": (float, int), "dtype": (str,), "enforce_eager": (bool,),
-    "quantization": (str,), "enable_prefix_caching": (bool,), "seed": (int,),
-    "attn_implementation": (str,), "max_new_tokens": (int,), "input_tokens": (int,),
+    "tensor_parallel_size": (int,),
+    "max_model_len": (int,),
+    "max_num_seqs": (int,),
+    "gpu_memory_utilization": (float, int),
+    "dtype": (str,),
+    "enforce_eager": (bool,),
+    "quantization": (str,),
+    "enable_prefix_caching": (bool,),
+    "seed": (int,),
+    "attn_implementation": (str,),
+    "max_new_tokens": (int,),
+    "input_tokens": (int,),
     "num_requests": (int,),
 }
-_POSITIVE = {"tensor_parallel_size", "max_model_len", "max_num_seqs", "max_new_tokens",
-             "input_tokens", "num_requests"}
+_POSITIVE = {
+    "tensor_parallel_size",
+    "max_model_len",
+    "max_num_seqs",
+    "max_new_tokens",
+    "input_tokens",
+    "num_requests",
+}
 
 
-class GridError(LLMPerfUsageError):
+class GridError(LLMPerfUsageError):  # type: ignore[misc]  # UsageError is final in typing only
     """A grid that cannot be used; the message says which file and line."""
 
 
@@ -90,8 +105,13 @@ class Config:
     engine: str | None = None
 
     @classmethod
-    def make(cls, name: str, settings: Mapping[str, Any], marks: Sequence[str] = (),
-             engine: str | None = None) -> Config:
+    def make(
+        cls,
+        name: str,
+        settings: Mapping[str, Any],
+        marks: Sequence[str] = (),
+        engine: str | None = None,
+    ) -> Config:
         """Split `settings` into engine and workload settings (checking each)."""
         check_settings(settings, source=f"config {name!r}")
         eng = tuple((k, v) for k, v in settings.items() if k in ENGINE_SETTINGS)
@@ -103,16 +123,21 @@ class Config:
         return int(dict(self.engine_settings).get("tensor_parallel_size", 1))
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "engine": self.engine,
-                "engine_settings": dict(self.engine_settings),
-                "workload_settings": dict(self.workload_settings), "marks": list(self.marks)}
+        return {
+            "name": self.name,
+            "engine": self.engine,
+            "engine_settings": dict(self.engine_settings),
+            "workload_settings": dict(self.workload_settings),
+            "marks": list(self.marks),
+        }
 
     def __str__(self) -> str:
         return self.name
 
 
-def check_settings(settings: Mapping[str, Any], source: str,
-                   lines: Mapping[str, int] | None = None) -> None:
+def check_settings(
+    settings: Mapping[str, Any], source: str, lines: Mapping[str, int] | None = None
+) -> None:
     """Raise GridError for an unknown setting or a value of the wrong type."""
     known = {**ENGINE_SETTINGS, **WORKLOAD_SETTINGS}
     for key, value in settings.items():
@@ -159,8 +184,9 @@ class Grid:
         return cls(items)
 
     @classmethod
-    def product(cls, axes: Mapping[str, Sequence[Any]],
-                base: Mapping[str, Any] | None = None) -> Grid:
+    def product(
+        cls, axes: Mapping[str, Sequence[Any]], base: Mapping[str, Any] | None = None
+    ) -> Grid:
         """Every combination of the axes' values, on top of `base` settings."""
         keys = list(axes)
         configs = []
@@ -206,6 +232,8 @@ def grid_params(source: Grid | str | Path) -> list[Any]:
 
 
 # --- YAML -------------------------------------------------------------------------
+# Read as node trees, not values, so that errors can name the line (see yamlnodes).
+
 
 def _load_yaml_grid(path: Path) -> Grid:
     try:
@@ -214,98 +242,76 @@ def _load_yaml_grid(path: Path) -> Grid:
         raise GridError(f"{path}: grid file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise GridError(f"{path}: cannot read grid file: {exc}") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise GridError(f"{where(path, line)}: YAML syntax error: {problem}") from None
-    if not isinstance(root, yaml.MappingNode):
-        raise GridError(f"{where(path, _line(root))}: a grid file must be a mapping")
-    top = _pairs(root)
-    for key, (knode, _v) in top.items():
+    root = compose(text, path, GridError)
+    if root is None:
+        raise GridError(f"{path}: a grid file must be a mapping")
+    items = _items(path, root, "a grid file must be a mapping")
+    for key, knode, _ in items:
         if key not in {"schema", "configs", "product"}:
-            raise GridError(f"{where(path, _line(knode))}: unknown key {key!r} "
-                            "(expected schema, configs, product)")
-    if "schema" in top and _value(top["schema"][1]) != 1:
-        raise GridError(f"{where(path, _line(top['schema'][1]))}: unsupported schema (expected 1)")
+            what = f"unknown key {key!r} (expected schema, configs, product)"
+            raise node_error(path, knode, what, GridError)
+    top = {key: value for key, _, value in items}
+    if "schema" in top and node_value(path, top["schema"], GridError) != 1:
+        raise node_error(path, top["schema"], "unsupported schema (expected 1)", GridError)
     configs: list[Config] = []
     if "configs" in top:
-        configs.extend(_named_configs(path, top["configs"][1]))
+        configs.extend(_named_configs(path, top["configs"]))
     if "product" in top:
-        configs.extend(_product_configs(path, top["product"][1]))
+        configs.extend(_product_configs(path, top["product"]))
     if not configs:
         raise GridError(f"{path}: grid has no configurations (add 'configs' or 'product')")
     return Grid.of(configs)
 
 
 def _named_configs(path: Path, node: yaml.Node) -> list[Config]:
-    if not isinstance(node, yaml.MappingNode):
-        raise GridError(f"{where(path, _line(node))}: 'configs' must map names to settings")
     configs = []
-    for name, (knode, vnode) in _pairs(node).items():
+    for name, knode, vnode in _items(path, node, "'configs' must map names to settings"):
         if not isinstance(vnode, yaml.MappingNode):
-            raise GridError(f"{where(path, _line(knode))}: config {name!r} must be a mapping")
-        settings, lines = _settings(vnode)
+            raise node_error(path, knode, f"config {name!r} must be a mapping", GridError)
+        settings, lines = _settings(path, vnode, f"config {name!r} must be a mapping")
         marks = _marks(path, settings, lines)
         engine = settings.pop("engine", None)
         check_settings(settings, str(path), lines)
-        configs.append(Config.make(str(name), settings, marks, engine))
+        configs.append(Config.make(name, settings, marks, engine))
     return configs
 
 
 def _product_configs(path: Path, node: yaml.Node) -> list[Config]:
-    if not isinstance(node, yaml.MappingNode):
-        raise GridError(f"{where(path, _line(node))}: 'product' must be a mapping")
-    parts = _pairs(node)
+    parts = {key: value for key, _, value in _items(path, node, "'product' must be a mapping")}
     if "axes" not in parts:
-        raise GridError(f"{where(path, _line(node))}: 'product' needs 'axes'")
-    axes_node = parts["axes"][1]
-    if not isinstance(axes_node, yaml.MappingNode):
-        raise GridError(f"{where(path, _line(axes_node))}: 'axes' must be a mapping")
+        raise node_error(path, node, "'product' needs 'axes'", GridError)
     axes: dict[str, list[Any]] = {}
-    for key, (knode, vnode) in _pairs(axes_node).items():
-        values = _value(vnode)
+    for key, knode, vnode in _items(path, parts["axes"], "'axes' must be a mapping"):
+        values = node_value(path, vnode, GridError)
         if not isinstance(values, list) or not values:
-            raise GridError(f"{where(path, _line(knode))}: axis {key!r} must be a non-empty list")
+            raise node_error(path, knode, f"axis {key!r} must be a non-empty list", GridError)
         for value in values:
-            check_settings({key: value}, str(path), {key: _line(knode)})
-        axes[str(key)] = values
+            check_settings({key: value}, str(path), {key: node_line(knode)})
+        axes[key] = values
     base: dict[str, Any] = {}
     if "base" in parts:
-        bnode = parts["base"][1]
-        if not isinstance(bnode, yaml.MappingNode):
-            raise GridError(f"{where(path, _line(bnode))}: 'base' must be a mapping")
-        base, lines = _settings(bnode)
+        base, lines = _settings(path, parts["base"], "'base' must be a mapping")
         check_settings(base, str(path), lines)
     return list(Grid.product(axes, base).configs)
 
 
 def _marks(path: Path, settings: dict[str, Any], lines: Mapping[str, int]) -> list[str]:
     marks = settings.pop("marks", [])
-    if not isinstance(marks, list) or not all(isinstance(m, str) and m.isidentifier() for m in marks):
-        raise GridError(f"{where(path, lines.get('marks'))}: 'marks' must be a list of marker names")
-    return marks
+    if isinstance(marks, list) and all(isinstance(m, str) and m.isidentifier() for m in marks):
+        return marks
+    raise GridError(f"{where(path, lines.get('marks'))}: 'marks' must be a list of marker names")
 
 
-def _pairs(node: yaml.MappingNode) -> dict[Any, tuple[yaml.Node, yaml.Node]]:
-    return {_value(k): (k, v) for k, v in node.value}
+def _items(path: Path, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    """`yamlnodes.mapping_items`, raising GridError."""
+    return mapping_items(path, node, what, GridError)
 
 
-def _settings(node: yaml.MappingNode) -> tuple[dict[str, Any], dict[str, int]]:
+def _settings(path: Path, node: yaml.Node, what: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """A mapping's values by key, and the line of each key."""
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
-    for knode, vnode in node.value:
-        key = str(_value(knode))
-        values[key] = _value(vnode)
-        lines[key] = _line(knode)
+    for key, knode, vnode in _items(path, node, what):
+        values[key] = node_value(path, vnode, GridError)
+        lines[key] = node_line(knode)
     return values, lines
-
-
-def _value(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
-
-
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1

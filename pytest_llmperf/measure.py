@@ -61,6 +61,9 @@ def _record(request: GenerationRequest, progress: _Progress, round_index: int) -
         progress.error = progress.error or "engine ended the stream without finishing this request"
     failed = progress.finish_reason == "error"
     timings = progress.engine_timings
+    arrival: float
+    first: float | None
+    last: float | None
     if timings is not None and timings.first_token is not None:
         arrival = timings.arrival
         first, last = timings.first_token, timings.last_token
@@ -68,7 +71,12 @@ def _record(request: GenerationRequest, progress: _Progress, round_index: int) -
         source = "engine"
     else:
         arrival, first, last, queue, source = (
-            progress.arrival, progress.first, progress.last, None, "harness")
+            progress.arrival,
+            progress.first,
+            progress.last,
+            None,
+            "harness",
+        )
     ttft = (first - arrival) * _MS if first is not None and not failed else None
     end = last if last is not None else progress.finished_at
     e2e = (end - arrival) * _MS if end is not None and not failed else None

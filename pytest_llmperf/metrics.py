@@ -194,7 +194,7 @@ class AggregateMetrics:
 
     requests: int
     failures: int
-    failure_rate: float
+    failure_rate: float | None
     duration_s: float
     output_tok_per_s: float
     total_tok_per_s: float
@@ -219,7 +219,7 @@ class AggregateMetrics:
         return cls(
             requests=len(records),
             failures=len(records) - len(ok),
-            failure_rate=(len(records) - len(ok)) / len(records) if records else 0.0,
+            failure_rate=(len(records) - len(ok)) / len(records) if records else None,
             duration_s=duration,
             output_tok_per_s=per_s(out_tokens),
             total_tok_per_s=per_s(out_tokens + prompt_tokens),

@@ -32,41 +32,90 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
 
 
 def add_engine_options(addoption: AddOption) -> None:
-    addoption("--engine", dest="llmperf_engine", metavar="NAME", default=None,
-              help="inference engine to benchmark (ini: llmperf_engine). Default: hf.")
-    addoption("--model", dest="llmperf_model", metavar="PATH_OR_NAME", default=None,
-              help="model directory, or 'tiny' for the built-in model built locally "
-                   "(ini: llmperf_model). Default: tiny.")
-    addoption("--gpus", dest="llmperf_gpus", metavar="LIST", default=None,
-              help="GPUs the run may use, e.g. '0,1', or 'cpu' (ini: llmperf_gpus). "
-                   "Default: every visible GPU, or the CPU when there is none.")
+    addoption(
+        "--engine",
+        dest="llmperf_engine",
+        metavar="NAME",
+        default=None,
+        help="inference engine to benchmark (ini: llmperf_engine). Default: hf.",
+    )
+    addoption(
+        "--model",
+        dest="llmperf_model",
+        metavar="PATH_OR_NAME",
+        default=None,
+        help="model directory, or 'tiny' for the built-in model built locally "
+        "(ini: llmperf_model). Default: tiny.",
+    )
+    addoption(
+        "--gpus",
+        dest="llmperf_gpus",
+        metavar="LIST",
+        default=None,
+        help="GPUs the run may use, e.g. '0,1', or 'cpu' (ini: llmperf_gpus). "
+        "Default: every visible GPU, or the CPU when there is none.",
+    )
 
 
 def add_threshold_options(addoption: AddOption) -> None:
-    addoption("--llmperf-thresholds-dir", dest="llmperf_thresholds_dir", metavar="DIR",
-              default=None, help="folder of <hardware>/<engine>.yaml threshold files "
-                                 "(ini: llmperf_thresholds_dir). Default: thresholds.")
-    addoption("--llmperf-update-thresholds", dest="llmperf_update_thresholds",
-              action="store_true", default=False,
-              help="write bounds from this run into the thresholds file instead of "
-                   "failing on them, and say which bounds get looser. Default: off.")
-    addoption("--llmperf-threshold-margin", dest="llmperf_threshold_margin", metavar="FRACTION",
-              default=None, help="headroom the update flag leaves, e.g. 0.25 for 25%% "
-                                 "(ini: llmperf_threshold_margin). Default: 0.25.")
-    addoption("--llmperf-hardware", dest="llmperf_hardware", metavar="KEY", default=None,
-              help="hardware key that picks the thresholds folder, e.g. 'cpu' or 'h100'. "
-                   "Default: from the first GPU's name, or cpu.")
+    addoption(
+        "--llmperf-thresholds-dir",
+        dest="llmperf_thresholds_dir",
+        metavar="DIR",
+        default=None,
+        help="folder of <hardware>/<engine>.yaml threshold files "
+        "(ini: llmperf_thresholds_dir). Default: thresholds.",
+    )
+    addoption(
+        "--llmperf-update-thresholds",
+        dest="llmperf_update_thresholds",
+        action="store_true",
+        default=False,
+        help="write bounds from this run into the thresholds file instead of "
+        "failing on them, and say which bounds get looser. Default: off.",
+    )
+    addoption(
+        "--llmperf-threshold-margin",
+        dest="llmperf_threshold_margin",
+        metavar="FRACTION",
+        default=None,
+        help="headroom the update flag leaves, e.g. 0.25 for 25%% "
+        "(ini: llmperf_threshold_margin). Default: 0.25.",
+    )
+    addoption(
+        "--llmperf-hardware",
+        dest="llmperf_hardware",
+        metavar="KEY",
+        default=None,
+        help="hardware key that picks the thresholds folder, e.g. 'cpu' or 'h100'. "
+        "Default: from the first GPU's name, or cpu.",
+    )
 
 
 def add_run_options(addoption: AddOption) -> None:
-    addoption("--llmperf-results-dir", dest="llmperf_results_dir", metavar="DIR", default=None,
-              help="where runs land, one folder per run (ini: llmperf_results_dir). "
-                   "Default: results.")
-    addoption("--llmperf-dataset", dest="llmperf_dataset", metavar="JSONL", default=None,
-              help="JSONL dataset for dataset-driven suites (ini: llmperf_dataset). "
-                   "Default: the suite's own.")
-    addoption("--llmperf-rounds", dest="llmperf_rounds", metavar="N", type=int, default=None,
-              help="measured rounds per test, overriding each test's own. Default: the test's.")
+    addoption(
+        "--llmperf-results-dir",
+        dest="llmperf_results_dir",
+        metavar="DIR",
+        default=None,
+        help="where runs land, one folder per run (ini: llmperf_results_dir). Default: results.",
+    )
+    addoption(
+        "--llmperf-dataset",
+        dest="llmperf_dataset",
+        metavar="JSONL",
+        default=None,
+        help="JSONL dataset for dataset-driven suites (ini: llmperf_dataset). "
+        "Default: the suite's own.",
+    )
+    addoption(
+        "--llmperf-rounds",
+        dest="llmperf_rounds",
+        metavar="N",
+        type=int,
+        default=None,
+        help="measured rounds per test, overriding each test's own. Default: the test's.",
+    )
 
 
 def add_all_options(parser: pytest.Parser) -> None:
@@ -98,8 +147,11 @@ def _get(config: pytest.Config, name: str) -> tuple[str, str]:
     """An option's value and where it came from (for error messages)."""
     value = config.getoption(name)
     if value is not None:
-        flag = {"llmperf_engine": "--engine", "llmperf_model": "--model",
-                "llmperf_gpus": "--gpus"}.get(name, "--" + name.replace("_", "-"))
+        flag = {
+            "llmperf_engine": "--engine",
+            "llmperf_model": "--model",
+            "llmperf_gpus": "--gpus",
+        }.get(name, "--" + name.replace("_", "-"))
         return str(value), flag
     return str(config.getini(name)), f"ini option {name}"
 
@@ -130,18 +182,25 @@ def read_settings(config: pytest.Config) -> Settings:
         update_thresholds=bool(config.getoption("llmperf_update_thresholds")),
         threshold_margin=margin,
         hardware=config.getoption("llmperf_hardware"),
-        dataset=(Path(dataset_text) if Path(dataset_text).is_absolute()
-                 else Path.cwd() / dataset_text) if dataset_text else None,
+        dataset=(
+            Path(dataset_text) if Path(dataset_text).is_absolute() else Path.cwd() / dataset_text
+        )
+        if dataset_text
+        else None,
         rounds=rounds,
     )
 
 
 def describe_settings(settings: Settings) -> dict[str, Any]:
     return {
-        "engine": settings.engine, "model": settings.model,
+        "engine": settings.engine,
+        "model": settings.model,
         "gpus": list(settings.gpus) if settings.gpus is not None else None,
-        "thresholds_dir": str(settings.thresholds_dir), "results_dir": str(settings.results_dir),
+        "thresholds_dir": str(settings.thresholds_dir),
+        "results_dir": str(settings.results_dir),
         "update_thresholds": settings.update_thresholds,
-        "threshold_margin": settings.threshold_margin, "hardware": settings.hardware,
-        "dataset": str(settings.dataset) if settings.dataset else None, "rounds": settings.rounds,
+        "threshold_margin": settings.threshold_margin,
+        "hardware": settings.hardware,
+        "dataset": str(settings.dataset) if settings.dataset else None,
+        "rounds": settings.rounds,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from pytest_llmperf.results import (
     read_tests,
     write_summary,
 )
-from pytest_llmperf.workload import load_dataset
 from pytest_llmperf.thresholds import (
     ThresholdSet,
     UpdateReport,
@@ -38,6 +37,7 @@ from pytest_llmperf.thresholds import (
     select_threshold_files,
     update_thresholds,
 )
+from pytest_llmperf.workload import load_dataset
 
 log = logging.getLogger("pytest_llmperf")
 
@@ -46,7 +46,11 @@ LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "llamacpp"})
 
 #: Bounds written for a test that has none yet, by --llmperf-update-thresholds.
 DEFAULT_THRESHOLD_METRICS = (
-    "output_tok_per_s", "ttft_ms.p90", "tpot_ms.p90", "e2e_ms.p90", "failure_rate",
+    "output_tok_per_s",
+    "ttft_ms.p90",
+    "tpot_ms.p90",
+    "e2e_ms.p90",
+    "failure_rate",
 )
 
 
@@ -67,8 +71,9 @@ def check_model(settings: Settings) -> None:
 
 
 class LLMPerfSession:
-    def __init__(self, config: pytest.Config, settings: Settings, worker_id: str | None,
-                 run_id: str | None) -> None:
+    def __init__(
+        self, config: pytest.Config, settings: Settings, worker_id: str | None, run_id: str | None
+    ) -> None:
         self.config = config
         self.settings = settings
         self.worker_id = worker_id
@@ -79,7 +84,9 @@ class LLMPerfSession:
         self.visible: list[GpuInfo] = visible_gpus()
         self.gpus = select_gpus(settings.gpus, self.visible)
         run_gpus = [g for g in self.visible if g.index in self.gpus]
-        self.hardware = settings.hardware or (hardware_slug(run_gpus[0].name) if run_gpus else "cpu")
+        self.hardware = settings.hardware or (
+            hardware_slug(run_gpus[0].name) if run_gpus else "cpu"
+        )
         self._thresholds: dict[str, ThresholdSet] = {}
         self.thresholds_for(settings.engine)  # bad threshold files fail before anything runs
         self.run_id = run_id or new_run_id()
@@ -141,8 +148,9 @@ class LLMPerfSession:
         try:
             info = engine.start()
         except Exception as exc:
-            self._engine_error = f"engine {engine_config.engine!r} failed to start: " \
-                                 f"{type(exc).__name__}: {exc}"
+            self._engine_error = (
+                f"engine {engine_config.engine!r} failed to start: {type(exc).__name__}: {exc}"
+            )
             try:
                 engine.close()
             except Exception:  # already broken; the start error is what matters
@@ -173,20 +181,28 @@ class LLMPerfSession:
             self.run_dir, {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         )
 
-    def _update_thresholds(self, tests: list[Mapping[str, Any]]) -> UpdateReport:
+    def _update_thresholds(self, tests: Sequence[Mapping[str, Any]]) -> UpdateReport:
         by_engine: dict[str, dict[str, Mapping[str, Any]]] = {}
         for test in tests:
             by_engine.setdefault(test["engine"], {})[test["threshold_key"]] = test["metrics_flat"]
         merged = UpdateReport(written=[], loosened=[])
         for engine, results in by_engine.items():
-            path = self.settings.thresholds_dir / self.hardware / f"{engine}.yaml"
-            report = update_thresholds(path, results, self.settings.threshold_margin,
-                                       DEFAULT_THRESHOLD_METRICS)
+            # Update the file this run was checked against, so an `h100/` folder is not
+            # shadowed by a new `h100-80gb-hbm3/` one; start a new file only if none exists.
+            chosen = self.threshold_files(engine)
+            path = (
+                chosen[0]
+                if chosen
+                else self.settings.thresholds_dir / self.hardware / f"{engine}.yaml"
+            )
+            report = update_thresholds(
+                path, results, self.settings.threshold_margin, DEFAULT_THRESHOLD_METRICS
+            )
             merged.written.extend(f"{path}: {t}" for t in report.written)
             merged.loosened.extend(report.loosened)
         return merged
 
-    def _unmatched(self, tests: list[Mapping[str, Any]]) -> list[str]:
+    def _unmatched(self, tests: Sequence[Mapping[str, Any]]) -> list[str]:
         seen_ids = set(self.collected_ids) | {t["threshold_key"] for t in tests}
         seen_metrics = {m for t in tests for m in t["metrics_flat"]}
         messages: list[str] = []

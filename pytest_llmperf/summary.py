@@ -37,12 +37,15 @@ def format_number(value: Any) -> str:
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+
     def line(cells: Sequence[str]) -> str:
         first = cells[0].ljust(widths[0])
         rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
         return "  ".join([first, *rest]).rstrip()
+
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
@@ -53,11 +56,14 @@ def summary_rows(tests: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         thresholds = test.get("thresholds", {})
         checked = thresholds.get("checked", [])
         status = "none" if not checked else ("ok" if thresholds.get("passed") else "MISS")
-        rows.append([
-            test["threshold_key"], test["engine"],
-            *(format_number(flat.get(key)) for _, key in COLUMNS),
-            f"{status} ({len(checked)})" if checked else status,
-        ])
+        rows.append(
+            [
+                test["threshold_key"],
+                test["engine"],
+                *(format_number(flat.get(key)) for _, key in COLUMNS),
+                f"{status} ({len(checked)})" if checked else status,
+            ]
+        )
     return rows
 
 

@@ -25,32 +25,45 @@ literal characters wins, then the later one. Metric keys are paths from
 count. A bound is `{min: x}`, `{max: y}` or both, finite numbers with min <= max; a metric
 not measured misses it. Errors name the place: `<path>: line <n>: <what is wrong>`.
 
-`update_thresholds` (`--llmperf-update-thresholds`) rewrites a file from measurements: an
-exact entry keeps the shape of its bounds, reset around the measurement with the margin; a
-test without one gets the default metrics (`min` if higher is better, else `max`); glob
-entries stay. Bounds are rounded outward to 4 significant digits, so that the measurements
-that wrote a file pass it. The file is rewritten whole: its comments are lost.
+`update_thresholds` (`--llmperf-update-thresholds`, in `thresholds_update`, re-exported
+here) rewrites a file from measurements: an exact entry keeps the shape of its bounds, reset
+around the measurement with the margin; a test without one gets the default metrics (`min`
+if higher is better, else `max`); glob entries stay. Bounds are rounded outward to 4
+significant digits, so that the measurements that wrote a file pass it. The file is
+rewritten whole: its comments are lost.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import yaml
-from yaml.constructor import SafeConstructor
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
 from pytest_llmperf.metrics import metric_names, spec_for
+from pytest_llmperf.thresholds_update import UpdateReport, update_thresholds
+from pytest_llmperf.yamlnodes import compose, mapping_items, node_error, node_line, node_value
+
+__all__ = [
+    "SCHEMA",
+    "Bound",
+    "CheckResult",
+    "Measured",
+    "ThresholdFile",
+    "ThresholdSet",
+    "UpdateReport",
+    "Verdict",
+    "hardware_slug",
+    "load_threshold_file",
+    "select_threshold_files",
+    "update_thresholds",
+]
 
 SCHEMA = 1
 _TOP_KEYS = ("schema", "tests")
@@ -59,7 +72,6 @@ _NULL = "tag:yaml.org,2002:null"
 _NVIDIA = re.compile(r"^\s*nvidia(?![a-z0-9])", re.IGNORECASE)
 
 Measured: TypeAlias = Mapping[str, float | int | None]
-Limits: TypeAlias = tuple[float | None, float | None]  # (min, max)
 
 
 def hardware_slug(gpu_name: str | None) -> str:
@@ -121,68 +133,35 @@ def load_threshold_file(path: Path) -> ThresholdFile:
     return _parse(text, path)
 
 
-# The file is read as a node tree, not as loaded values, because nodes know their line.
-def _error(path: Path, node: yaml.Node | None, what: str) -> LLMPerfUsageError:
-    line = node.start_mark.line + 1 if node is not None else 1
-    return LLMPerfUsageError(f"{where(path, line)}: {what}")
-
-
-def _value(path: Path, node: yaml.Node) -> Any:
-    try:
-        return SafeConstructor().construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise _error(path, node, f"cannot read value: {exc}") from exc
-
-
-def _items(path: Path, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        raise _error(path, node, what)
-    items: list[tuple[str, yaml.Node, yaml.Node]] = []
-    for key_node, value_node in node.value:
-        key = _value(path, key_node) if isinstance(key_node, yaml.ScalarNode) else None
-        if not isinstance(key, str):
-            raise _error(path, key_node, f"keys must be strings, got {key!r}")
-        # PyYAML silently keeps the last of duplicate keys; a silently lost bound is worse.
-        if any(key == seen for seen, _, _ in items):
-            raise _error(path, key_node, f"duplicate key {key!r}")
-        items.append((key, key_node, value_node))
-    return items
-
-
 def _parse(text: str, path: Path) -> ThresholdFile:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or exc
-        raise LLMPerfUsageError(f"{where(path, line)}: invalid YAML: {problem}") from exc
+    # Read as a node tree, not as values, so that errors can name the line (see yamlnodes).
+    root = compose(text, path)
     if root is None:
-        raise _error(path, None, "empty file: expected 'schema: 1' and 'tests'")
-    top = _items(path, root, "the top level must be a mapping with 'schema' and 'tests'")
+        raise node_error(path, None, "empty file: expected 'schema: 1' and 'tests'")
+    top = mapping_items(path, root, "the top level must be a mapping with 'schema' and 'tests'")
     for key, key_node, _ in top:
         if key not in _TOP_KEYS:
             hint = did_you_mean(key, _TOP_KEYS) or " (expected 'schema' and 'tests')"
-            raise _error(path, key_node, f"unknown top-level key {key!r}{hint}")
+            raise node_error(path, key_node, f"unknown top-level key {key!r}{hint}")
     nodes = {key: value_node for key, _, value_node in top}
     if "schema" not in nodes:
-        raise _error(path, root, f"missing 'schema: {SCHEMA}'")
-    schema = _value(path, nodes["schema"])
+        raise node_error(path, root, f"missing 'schema: {SCHEMA}'")
+    schema = node_value(path, nodes["schema"])
     if type(schema) is not int or schema != SCHEMA:
         what = f"unsupported schema {schema!r}: this version reads schema {SCHEMA}"
-        raise _error(path, nodes["schema"], what)
+        raise node_error(path, nodes["schema"], what)
     bounds: list[Bound] = []
     test_lines: dict[str, int] = {}
     tests = nodes.get("tests")
     # `tests:` with nothing under it is an empty table, as after deleting every entry.
     if tests is not None and not (isinstance(tests, yaml.ScalarNode) and tests.tag == _NULL):
         what = "'tests' must be a mapping of test ids to metric bounds"
-        for pattern, test_node, entry in _items(path, tests, what):
+        for pattern, test_node, entry in mapping_items(path, tests, what):
             if not pattern.strip():
-                raise _error(path, test_node, "empty test id")
-            test_lines[pattern] = test_node.start_mark.line + 1
+                raise node_error(path, test_node, "empty test id")
+            test_lines[pattern] = node_line(test_node)
             what = f"test {pattern!r} must be a mapping of metric names to bounds"
-            for metric, metric_node, bound_node in _items(path, entry, what):
+            for metric, metric_node, bound_node in mapping_items(path, entry, what):
                 bounds.append(_read_bound(path, pattern, metric, metric_node, bound_node))
     return ThresholdFile(path, bounds, schema, test_lines)
 
@@ -191,27 +170,27 @@ def _read_bound(
     path: Path, pattern: str, metric: str, metric_node: yaml.Node, bound_node: yaml.Node
 ) -> Bound:
     if spec_for(metric) is None:
-        raise _error(path, metric_node, f"unknown metric {metric!r}{_metric_hint(metric)}")
+        raise node_error(path, metric_node, f"unknown metric {metric!r}{_metric_hint(metric)}")
     what = f"bound of {metric!r} must be a mapping with 'min' and/or 'max', e.g. {{max: 800}}"
-    items = _items(path, bound_node, what)
+    items = mapping_items(path, bound_node, what)
     if not items:
-        raise _error(path, bound_node, what)
+        raise node_error(path, bound_node, what)
     limits: dict[str, float] = {}
     for key, key_node, value_node in items:
         if key not in _BOUND_KEYS:
-            raise _error(path, key_node, f"unknown key {key!r} in bound of {metric!r}: {what}")
-        value = _value(path, value_node)
+            raise node_error(path, key_node, f"unknown key {key!r} in bound of {metric!r}: {what}")
+        value = node_value(path, value_node)
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value):
             need = "a finite number" if number else "a number"
             got = f"bound {key!r} of {metric!r} must be {need}, got {value!r}"
-            raise _error(path, value_node, got)
+            raise node_error(path, value_node, got)
         limits[key] = float(value)
     low, high = limits.get("min"), limits.get("max")
     if low is not None and high is not None and low > high:
         what = f"bound of {metric!r} has min {_num(low)} > max {_num(high)}"
-        raise _error(path, metric_node, what)
-    return Bound(pattern, metric, low, high, path, metric_node.start_mark.line + 1)
+        raise node_error(path, metric_node, what)
+    return Bound(pattern, metric, low, high, path, node_line(metric_node))
 
 
 def _metric_hint(metric: str) -> str:
@@ -363,148 +342,6 @@ class ThresholdSet:
         return messages
 
 
-@dataclass(frozen=True)
-class UpdateReport:
-    written: list[str]
-    loosened: list[str]
-
-
-def update_thresholds(
-    path: Path, results: Mapping[str, Measured], margin: float, default_metrics: Sequence[str]
-) -> UpdateReport:
-    """Rewrite `path` so that each test's measurements pass with `margin` to spare."""
-    if not 0 <= margin < 1:
-        raise LLMPerfUsageError(f"threshold margin must be at least 0 and below 1, got {margin}")
-    for name in default_metrics:
-        if spec_for(name) is None:
-            hint = did_you_mean(name, metric_names())
-            raise LLMPerfUsageError(f"unknown default threshold metric {name!r}{hint}")
-    before = ThresholdSet([load_threshold_file(path)] if path.exists() else [])
-    entries: dict[str, dict[str, Limits]] = {}
-    for file in before.files:
-        entries.update({pattern: {} for pattern in file.test_lines})
-        for bound in file.bounds:
-            entries[bound.test_pattern][bound.metric] = (bound.min, bound.max)
-    written: list[str] = []
-    loosened: list[str] = []
-    for test_id in sorted(results):
-        # An exact entry keeps its shape; an empty or missing one gets the defaults.
-        existing = entries.get(test_id, {})
-        shape = {m: (lo is not None, hi is not None) for m, (lo, hi) in existing.items()}
-        if not shape:
-            shape = {m: _default_shape(m) for m in default_metrics}
-        fresh: dict[str, Limits] = {}
-        for metric, (has_min, has_max) in shape.items():
-            value = results[test_id].get(metric)
-            if value is None or isinstance(value, bool) or not math.isfinite(value):
-                continue  # not measured: an existing bound stays as it was
-            fresh[metric] = (
-                _limit(value, margin, "min") if has_min else None,
-                _limit(value, margin, "max") if has_max else None,
-            )
-        if fresh:
-            old = {b.metric: b for b in before.bounds_for(test_id)}
-            for metric, limits in sorted(fresh.items()):
-                if metric in old:
-                    loosened += _looser(test_id, metric, old[metric], limits)
-            entries[test_id] = {**existing, **fresh}
-            written.append(test_id)
-    if written:
-        text = _render(entries, margin)
-        _parse(text, path)  # never replace a good file with one that does not load
-        _write_atomic(path, text)
-    return UpdateReport(written, loosened)
-
-
-def _default_shape(metric: str) -> tuple[bool, bool]:
-    """(has min, has max) of a new bound: a floor if higher is better, else a ceiling."""
-    spec = spec_for(metric)
-    higher = spec is not None and spec.better == "higher"
-    return (higher, not higher)
-
-
-def _looser(test_id: str, metric: str, old: Bound, new: Limits) -> list[str]:
-    """Messages for each side of the bound in force before that the new limits relax."""
-    messages: list[str] = []
-    for side, was, now in zip(_BOUND_KEYS, (old.min, old.max), new, strict=True):
-        if was is not None and (now is None or (now < was if side == "min" else now > was)):
-            shown = "none" if now is None else _num(now)
-            messages.append(f"{test_id}: {metric} {side} {_num(was)} -> {shown} (looser)")
-    return messages
-
-
-def _limit(value: float, margin: float, side: str) -> float:
-    """`value` less (min) or plus (max) `margin`, to 4 significant digits rounded outward.
-
-    Outward, so that the measurement passes its new bound even with no margin; in decimal,
-    from the shortest repr, so that 109.1 less 10% is 98.19 rather than 98.18.
-    """
-    exact = Decimal(repr(float(value)))
-    spread = abs(exact) * Decimal(repr(float(margin)))
-    moved = exact - spread if side == "min" else exact + spread
-    if moved == 0:
-        return 0.0
-    rounding = ROUND_FLOOR if side == "min" else ROUND_CEILING
-    return float(moved.quantize(Decimal(1).scaleb(moved.adjusted() - 3), rounding=rounding))
-
-
 def _num(value: float) -> str:
     """Up to 4 significant digits; whole below 1e9, where `1.235e+04` would be harder to read."""
     return f"{value:.0f}" if 1e4 <= abs(value) < 1e9 else f"{value:.4g}"
-
-
-def _plain(value: float) -> float | int:
-    return int(value) if value.is_integer() else value  # `800`, not `800.0`
-
-
-class _TestId(str):
-    """A test id, written double-quoted: ids hold `::`, `[`, spaces and other YAML syntax."""
-
-
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-_Dumper.add_representer(
-    _TestId, lambda dumper, s: dumper.represent_scalar("tag:yaml.org,2002:str", s, style='"')
-)
-
-
-def _render(entries: Mapping[str, Mapping[str, Limits]], margin: float) -> str:
-    tests = {
-        _TestId(test_id): {
-            metric: {
-                k: _plain(v) for k, v in zip(_BOUND_KEYS, limits, strict=True) if v is not None
-            }
-            for metric, limits in sorted(entries[test_id].items())
-        }
-        for test_id in sorted(entries)
-    }
-    # Leaf mappings (one metric's bounds) come out in flow style, one line each.
-    doc = {"schema": SCHEMA, "tests": tests}
-    body = yaml.dump(
-        doc,
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=None,
-        allow_unicode=True,
-        width=10**6,
-    )
-    return f"# Written by pytest --llmperf-update-thresholds (margin {margin * 100:g}%).\n{body}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); a thresholds file is shared, committed data.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -61,8 +61,32 @@ _COMMON_WORDS = (
     "such follow act why ask men change went light kind off need house picture try us "
     "again animal point mother world near build self earth father model token speed test"
 ).split()
-_ONSETS = ("b", "c", "d", "f", "g", "h", "l", "m", "n", "p", "r", "s", "t", "v", "w",
-           "st", "tr", "pl", "gr", "ch", "sh", "th", "br", "cl")
+_ONSETS = (
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "st",
+    "tr",
+    "pl",
+    "gr",
+    "ch",
+    "sh",
+    "th",
+    "br",
+    "cl",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "ea", "ou", "ai", "io")
 _CODAS = ("", "", "n", "r", "s", "t", "l", "nd", "ng", "st", "ck", "m")
 _PUNCTUATION = (".", ".", ".", "?", "!", ",")
@@ -118,8 +142,9 @@ def resolve_model(name_or_path: str) -> Path:
     if name_or_path == TINY_MODEL_NAME:
         return tiny_model_path()
     path = Path(name_or_path).expanduser()
-    hint = (f"(give a local directory with config.json, or {TINY_MODEL_NAME!r} "
-            "for the built-in model)")
+    hint = (
+        f"(give a local directory with config.json, or {TINY_MODEL_NAME!r} for the built-in model)"
+    )
     if not path.is_dir():
         raise LLMPerfUsageError(f"--model: model path {name_or_path!r} does not exist {hint}")
     if not (path / "config.json").is_file():
@@ -166,8 +191,9 @@ def build_tiny_model(dest: Path) -> None:
     # The same three files `model.save_pretrained` writes, without its progress bar.
     config.save_pretrained(dest)
     model.generation_config.save_pretrained(dest)
-    state = {name: t.detach().to(torch.float32).contiguous()
-             for name, t in model.state_dict().items()}
+    state = {
+        name: t.detach().to(torch.float32).contiguous() for name, t in model.state_dict().items()
+    }
     save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
 
 
@@ -201,11 +227,15 @@ def _build_tokenizer() -> Any:
 def _synthetic_corpus(sentences: int = 3000) -> Iterator[str]:
     """Seeded English-like sentences: common words plus invented ones, Zipf-weighted."""
     rng = random.Random(_SEED)
-    invented = sorted({
-        "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
-                for _ in range(rng.choice((1, 2, 2, 3))))
-        for _ in range(1500)
-    })
+    invented = sorted(
+        {
+            "".join(
+                rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+                for _ in range(rng.choice((1, 2, 2, 3)))
+            )
+            for _ in range(1500)
+        }
+    )
     vocabulary = list(_COMMON_WORDS) + invented
     weights = [1.0 / (rank + 1) for rank in range(len(vocabulary))]
     for _ in range(sentences):

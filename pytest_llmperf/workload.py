@@ -117,7 +117,9 @@ class SyntheticWorkload:
             "kind": "synthetic",
             "num_requests": self.num_requests,
             "input_tokens": self.input_tokens,
-            "output_tokens": out if isinstance(out, int) else {"kind": out.kind, "a": out.a, "b": out.b},
+            "output_tokens": out
+            if isinstance(out, int)
+            else {"kind": out.kind, "a": out.a, "b": out.b},
             "seed": self.seed,
             "temperature": self.temperature,
         }
@@ -133,7 +135,7 @@ class SyntheticWorkload:
         return replace(self, **changes)
 
 
-class DatasetError(LLMPerfUsageError):
+class DatasetError(LLMPerfUsageError):  # type: ignore[misc]
     """A dataset file that cannot be read as the JSONL format above."""
 
 
@@ -183,7 +185,9 @@ def _parse_item(path: Path, line: int, raw: str, seen: dict[str, int]) -> Datase
     if not isinstance(custom_id, str) or not custom_id:
         raise DatasetError(f"{here}: 'custom_id' must be a non-empty string")
     if custom_id in seen:
-        raise DatasetError(f"{here}: duplicate custom_id {custom_id!r} (first on line {seen[custom_id]})")
+        raise DatasetError(
+            f"{here}: duplicate custom_id {custom_id!r} (first on line {seen[custom_id]})"
+        )
     seen[custom_id] = line
     prompt, messages = obj.get("prompt"), obj.get("messages")
     if (prompt is None) == (messages is None):
@@ -201,15 +205,25 @@ def _parse_item(path: Path, line: int, raw: str, seen: dict[str, int]) -> Datase
     if reference is not None and not isinstance(reference, str):
         raise DatasetError(f"{here}: 'reference' must be a string")
     return DatasetItem(
-        custom_id, prompt, tuple(messages) if messages is not None else None,
-        max_tokens, reference, line,
+        custom_id,
+        prompt,
+        tuple(messages) if messages is not None else None,
+        max_tokens,
+        reference,
+        line,
     )
 
 
 def _valid_messages(messages: object) -> bool:
-    return isinstance(messages, list) and bool(messages) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in messages
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
     )
 
 
@@ -233,14 +247,20 @@ class DatasetWorkload:
                 prompt=item.prompt,
                 messages=item.messages,
                 reference=item.reference,
-                sampling=replace(self.sampling, max_tokens=item.max_tokens or self.default_max_tokens),
+                sampling=replace(
+                    self.sampling, max_tokens=item.max_tokens or self.default_max_tokens
+                ),
             )
             for item in self.items()
         ]
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "dataset", "path": str(self.path), "limit": self.limit,
-                "default_max_tokens": self.default_max_tokens}
+        return {
+            "kind": "dataset",
+            "path": str(self.path),
+            "limit": self.limit,
+            "default_max_tokens": self.default_max_tokens,
+        }
 
     def with_overrides(self, settings: Mapping[str, Any]) -> DatasetWorkload:
         if "max_new_tokens" in settings:
@@ -252,5 +272,7 @@ def check_responses(requests: Sequence[GenerationRequest], answered: Sequence[st
     """Problems with the mapping from responses back to requests (empty when fine)."""
     expected = {r.custom_id for r in requests}
     problems = [f"no response for custom_id {cid!r}" for cid in sorted(expected - set(answered))]
-    problems += [f"response for unknown custom_id {cid!r}" for cid in sorted(set(answered) - expected)]
+    problems += [
+        f"response for unknown custom_id {cid!r}" for cid in sorted(set(answered) - expected)
+    ]
     return problems

@@ -1,7 +1,7 @@
 """Smoke tier: throughput and latency of the run's engine, in minutes on any machine.
 
-    pytest suites/ -m smoke                     # the built-in tiny model on hf
-    pytest suites/ -m smoke --engine hf --model /models/llama-3.2-1b --gpus 0
+pytest suites/ -m smoke                     # the built-in tiny model on hf
+pytest suites/ -m smoke --engine hf --model /models/llama-3.2-1b --gpus 0
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ DATA = Path(__file__).parent / "data"
 def test_decode_throughput(llmperf, config):
     """Sixteen requests of 64 prompt tokens, exactly 32 output tokens each."""
     result = llmperf.measure(
-        config, SyntheticWorkload(num_requests=16, input_tokens=64, output_tokens=32),
-        rounds=3, warmup_rounds=1,
+        config,
+        SyntheticWorkload(num_requests=16, input_tokens=64, output_tokens=32),
+        rounds=3,
+        warmup_rounds=1,
     )
     assert result.metrics.failures == 0
     assert all(r.output_tokens == 32 for r in result.records)
@@ -32,7 +34,8 @@ def test_single_request_latency(llmperf):
     """One request at a time: time to first token and time per output token."""
     result = llmperf.measure(
         workload=SyntheticWorkload(num_requests=1, input_tokens=128, output_tokens=64),
-        rounds=5, warmup_rounds=1,
+        rounds=5,
+        warmup_rounds=1,
     )
     assert result.metrics.ttft_ms.count == 5
 

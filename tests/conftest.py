@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-
 # A benchmark test module as a user would write it, small enough for seconds on a CPU.
 SUITE = textwrap.dedent(
     """

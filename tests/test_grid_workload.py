@@ -19,8 +19,10 @@ from pytest_llmperf.workload import (
 
 
 def test_ids_in_the_seeds_style() -> None:
-    assert config_name({"tensor_parallel_size": 1, "max_model_len": 1024, "max_num_seqs": 24}) \
+    assert (
+        config_name({"tensor_parallel_size": 1, "max_model_len": 1024, "max_num_seqs": 24})
         == "tp1_len1024_batch24"
+    )
     grid = Grid.product({"tensor_parallel_size": [1, 2], "max_num_seqs": [4, 8]})
     assert [c.name for c in grid] == ["tp1_batch4", "tp1_batch8", "tp2_batch4", "tp2_batch8"]
     params = grid.params()
@@ -37,27 +39,67 @@ def test_yaml_named_configs_keep_their_names(tmp_path: Path) -> None:
     )
     (config,) = Grid.from_yaml(path)
     assert config.name == "tp1_len2048_batch4_long"
-    assert dict(config.engine_settings) == {"tensor_parallel_size": 1, "max_model_len": 2048,
-                                            "max_num_seqs": 4}
+    assert dict(config.engine_settings) == {
+        "tensor_parallel_size": 1,
+        "max_model_len": 2048,
+        "max_num_seqs": 4,
+    }
     assert dict(config.workload_settings) == {"max_new_tokens": 1024}
     assert config.marks == ("longform",)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("schema: 1\nconfigs:\n  a:\n    max_num_seqs: many\n",
-     "line 4: setting 'max_num_seqs' must be int, got 'many'"),
-    ("schema: 1\nconfigs:\n  a:\n    max_num_seqs: 0\n", "line 4: setting 'max_num_seqs' must be at least 1"),
-    ("schema: 1\nconfigs: [1, 2\n", "YAML syntax error"),
-    ("schema: 1\nproduct:\n  axes:\n    max_num_seqs: 4\n", "line 4: axis 'max_num_seqs' must be a non-empty list"),
-    ("schema: 2\nconfigs: {}\n", "line 1: unsupported schema"),
-    ("schema: 1\nconfig: {}\n", "line 2: unknown key 'config'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "schema: 1\nconfigs:\n  a:\n    max_num_seqs: many\n",
+            "line 4: setting 'max_num_seqs' must be int, got 'many'",
+        ),
+        (
+            "schema: 1\nconfigs:\n  a:\n    max_num_seqs: 0\n",
+            "line 4: setting 'max_num_seqs' must be at least 1",
+        ),
+        ("schema: 1\nconfigs: [1, 2\n", "line 3: invalid YAML"),
+        (
+            "schema: 1\nproduct:\n  axes:\n    max_num_seqs: 4\n",
+            "line 4: axis 'max_num_seqs' must be a non-empty list",
+        ),
+        ("schema: 2\nconfigs: {}\n", "line 1: unsupported schema"),
+        ("schema: 1\nconfig: {}\n", "line 2: unknown key 'config'"),
+    ],
+)
 def test_yaml_errors_name_the_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "g.yaml"
     path.write_text(text)
     with pytest.raises(GridError, match=str(path)) as info:
         Grid.from_yaml(path)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "schema: 1\nconfigs:\n  a:\n    max_num_seqs: 1\n  a:\n    max_num_seqs: 2\n",
+            "line 5: duplicate key 'a'",
+        ),
+        (
+            "schema: 1\nconfigs:\n  a:\n    max_num_seqs: 1\n    max_new_tokens: 8\n    max_num_seqs: 2\n",
+            "line 6: duplicate key 'max_num_seqs'",
+        ),
+        (
+            "schema: 1\nproduct:\n  axes: {max_num_seqs: [1], max_num_seqs: [2]}\n",
+            "line 3: duplicate key 'max_num_seqs'",
+        ),
+    ],
+)
+def test_yaml_duplicate_keys_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    # PyYAML would silently keep the last one.
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    with pytest.raises(GridError) as info:
+        Grid.from_yaml(path)
+    assert str(info.value) == f"{path}: {message}"
 
 
 def test_duplicate_names_are_refused() -> None:
@@ -74,29 +116,38 @@ def tokenizer():  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("n_tokens", [1, 7, 64, 300])
 def test_synthetic_prompts_have_exact_token_lengths(tokenizer, n_tokens: int) -> None:  # type: ignore[no-untyped-def]
-    requests = SyntheticWorkload(num_requests=5, input_tokens=n_tokens, output_tokens=3).build(tokenizer)
-    assert [len(tokenizer.encode(r.prompt, add_special_tokens=False)) for r in requests] == [n_tokens] * 5
+    requests = SyntheticWorkload(num_requests=5, input_tokens=n_tokens, output_tokens=3).build(
+        tokenizer
+    )
+    assert [len(tokenizer.encode(r.prompt, add_special_tokens=False)) for r in requests] == [
+        n_tokens
+    ] * 5
     assert all(r.sampling.min_tokens == r.sampling.max_tokens == 3 for r in requests)
     assert n_tokens < 7 or len({r.prompt for r in requests}) == 5
 
 
 def test_output_length_distribution_is_seeded(tokenizer) -> None:  # type: ignore[no-untyped-def]
-    work = SyntheticWorkload(num_requests=20, input_tokens=4,
-                             output_tokens=LengthDistribution("uniform", 4, 12), seed=3)
+    work = SyntheticWorkload(
+        num_requests=20, input_tokens=4, output_tokens=LengthDistribution("uniform", 4, 12), seed=3
+    )
     first = [r.sampling.max_tokens for r in work.build(tokenizer)]
     assert first == [r.sampling.max_tokens for r in work.build(tokenizer)]
     assert min(first) >= 4 and max(first) <= 12 and len(set(first)) > 3
 
 
 def test_grid_settings_override_the_workload() -> None:
-    work = SyntheticWorkload(output_tokens=8).with_overrides({"max_new_tokens": 99, "num_requests": 2})
+    work = SyntheticWorkload(output_tokens=8).with_overrides(
+        {"max_new_tokens": 99, "num_requests": 2}
+    )
     assert work.output_tokens == 99 and work.num_requests == 2
 
 
 def test_dataset_round_trip_and_limit(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    path.write_text('{"custom_id": "a", "prompt": "hi", "max_tokens": 4, "reference": "x"}\n\n'
-                    '{"custom_id": "b", "messages": [{"role": "user", "content": "yo"}]}\n')
+    path.write_text(
+        '{"custom_id": "a", "prompt": "hi", "max_tokens": 4, "reference": "x"}\n\n'
+        '{"custom_id": "b", "messages": [{"role": "user", "content": "yo"}]}\n'
+    )
     items = load_dataset(path)
     assert [(i.custom_id, i.line) for i in items] == [("a", 1), ("b", 3)]
     requests = DatasetWorkload(path, default_max_tokens=7).build(tokenizer=None)  # type: ignore[arg-type]
@@ -106,15 +157,21 @@ def test_dataset_round_trip_and_limit(tmp_path: Path) -> None:
     assert check_responses(requests, ["a", "b", "z"]) == ["response for unknown custom_id 'z'"]
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"prompt": "x"}', "'custom_id' must be a non-empty string"),
-    ('{"custom_id": "a"}', "give exactly one of 'prompt' or 'messages'"),
-    ('{"custom_id": "a", "prompt": "x", "max_tokens": -1}', "'max_tokens' must be a positive integer"),
-    ('{"custom_id": "a", "prompt": "x", "colour": 1}', "unknown field(s) colour"),
-    ('{"custom_id": "a", "messages": [{"role": "user"}]}', "'messages' must be a list"),
-    ('[1, 2]', "each line must be a JSON object"),
-    ('{"custom_id": "a", "prompt": "x"', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "x"}', "'custom_id' must be a non-empty string"),
+        ('{"custom_id": "a"}', "give exactly one of 'prompt' or 'messages'"),
+        (
+            '{"custom_id": "a", "prompt": "x", "max_tokens": -1}',
+            "'max_tokens' must be a positive integer",
+        ),
+        ('{"custom_id": "a", "prompt": "x", "colour": 1}', "unknown field(s) colour"),
+        ('{"custom_id": "a", "messages": [{"role": "user"}]}', "'messages' must be a list"),
+        ("[1, 2]", "each line must be a JSON object"),
+        ('{"custom_id": "a", "prompt": "x"', "not valid JSON"),
+    ],
+)
 def test_dataset_errors_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"custom_id": "ok", "prompt": "fine"}\n' + line + "\n")

@@ -108,8 +108,13 @@ def test_greedy_batch_matches_unpadded_generate(engine: HFEngine) -> None:
     from transformers import AutoModelForCausalLM
 
     n = 16
-    chunks = run(engine, [req(i, SamplingParams(max_tokens=n, min_tokens=n), prompt=p)
-                          for i, p in enumerate(PROMPTS)])
+    chunks = run(
+        engine,
+        [
+            req(i, SamplingParams(max_tokens=n, min_tokens=n), prompt=p)
+            for i, p in enumerate(PROMPTS)
+        ],
+    )
     got = outputs(chunks)
     lengths = {len(engine.tokenizer.encode(p)) for p in PROMPTS}
     assert len(lengths) == len(PROMPTS), "prompts must differ in length to test left padding"
@@ -118,16 +123,23 @@ def test_greedy_batch_matches_unpadded_generate(engine: HFEngine) -> None:
     for i, prompt in enumerate(PROMPTS):
         ids = torch.tensor([engine.tokenizer.encode(prompt)])
         with torch.inference_mode():
-            ref = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=n, min_new_tokens=n)
-        assert got[i] == ref[0, ids.shape[1]:].tolist(), f"prompt {i}: {prompt!r}"
+            ref = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+            )
+        assert got[i] == ref[0, ids.shape[1] :].tolist(), f"prompt {i}: {prompt!r}"
         assert {c.prompt_tokens for c in chunks if c.index == i} == {ids.shape[1]}
 
 
 def test_fixed_length_and_step_by_step_order(engine: HFEngine) -> None:
     n = 7
-    chunks = run(engine, [req(i, SamplingParams.fixed_length(n), prompt=p)
-                          for i, p in enumerate(PROMPTS[:3])])
+    chunks = run(
+        engine,
+        [req(i, SamplingParams.fixed_length(n), prompt=p) for i, p in enumerate(PROMPTS[:3])],
+    )
     # One token per running request per step, in request order: step by step.
     assert [c.index for c in chunks] == [0, 1, 2] * n
     assert all(len(c.token_ids) == 1 for c in chunks)
@@ -152,8 +164,13 @@ def test_stream_is_lazy_and_can_be_abandoned(engine: HFEngine) -> None:
 def test_batches_of_max_num_seqs_run_in_order() -> None:
     engine = start(max_num_seqs=2)
     try:
-        chunks = run(engine, [req(i, SamplingParams.fixed_length(3), prompt=p)
-                              for i, p in enumerate([*PROMPTS, "last one"])])
+        chunks = run(
+            engine,
+            [
+                req(i, SamplingParams.fixed_length(3), prompt=p)
+                for i, p in enumerate([*PROMPTS, "last one"])
+            ],
+        )
     finally:
         engine.close()
     assert [c.index for c in chunks] == [0, 1] * 3 + [2, 3] * 3 + [4] * 3
@@ -164,8 +181,12 @@ def test_seeded_sampling_repeats_and_differs_from_greedy(engine: HFEngine) -> No
     sampled = SamplingParams.fixed_length(16, temperature=1.0, top_k=100, top_p=0.95, seed=7)
     first = outputs(run(engine, [req(0, sampled, prompt=prompt)]))[0]
     # The same seed gives the same tokens, alone or with batch-mates around it.
-    again = outputs(run(engine, [req(0, SamplingParams.fixed_length(4), prompt="x"),
-                                 req(1, sampled, prompt=prompt)]))[1]
+    again = outputs(
+        run(
+            engine,
+            [req(0, SamplingParams.fixed_length(4), prompt="x"), req(1, sampled, prompt=prompt)],
+        )
+    )[1]
     assert again == first
     assert first != greedy(engine, prompt)
     other_seed = SamplingParams.fixed_length(16, temperature=1.0, seed=8)
@@ -177,7 +198,8 @@ def test_top_k_1_and_tiny_top_p_are_greedy(engine: HFEngine) -> None:
     for params in (dict(top_k=1), dict(top_p=1e-6)):
         sampling = SamplingParams.fixed_length(12, temperature=0.8, seed=1, **params)
         assert outputs(run(engine, [req(0, sampling, prompt=prompt)]))[0] == greedy(
-            engine, prompt, 12), params
+            engine, prompt, 12
+        ), params
 
 
 def test_stop_strings(engine: HFEngine) -> None:
@@ -189,21 +211,26 @@ def test_stop_strings(engine: HFEngine) -> None:
     expected = next(j for j in range(1, 17) if stop in decode(tokens[:j]))
     assert expected < 16
 
-    chunks = run(engine, [req(0, SamplingParams(max_tokens=16, stop=("never-seen", stop)),
-                              prompt=prompt),
-                          req(1, SamplingParams(max_tokens=16), prompt=prompt)])
+    chunks = run(
+        engine,
+        [
+            req(0, SamplingParams(max_tokens=16, stop=("never-seen", stop)), prompt=prompt),
+            req(1, SamplingParams(max_tokens=16), prompt=prompt),
+        ],
+    )
     done = finals(chunks)
     assert outputs(chunks)[0] == tokens[:expected]
     assert done[0].finish_reason == "stop"
     full = decode(tokens[:expected])
-    assert done[0].text == full[:full.index(stop)]
+    assert done[0].text == full[: full.index(stop)]
     # The batch-mate without stop strings runs to max_tokens.
     assert (outputs(chunks)[1], done[1].finish_reason) == (tokens, "length")
 
 
 @pytest.fixture(scope="module")
-def two_eos(engine: HFEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[HFEngine, list[int], int, int]]:
+def two_eos(
+    engine: HFEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[HFEngine, list[int], int, int]]:
     """An engine whose model has a second EOS token: one the greedy output emits.
 
     Random weights never pick `</s>`; a model that lists the k-th greedy token as
@@ -233,8 +260,9 @@ def test_eos_stops_without_being_output(two_eos: tuple[HFEngine, list[int], int,
 
 def test_min_tokens_masks_eos(two_eos: tuple[HFEngine, list[int], int, int]) -> None:
     engine, tokens, eos, k = two_eos
-    chunks = run(engine, [req(0, SamplingParams(max_tokens=16, min_tokens=k + 2),
-                              prompt=PROMPTS[2])])
+    chunks = run(
+        engine, [req(0, SamplingParams(max_tokens=16, min_tokens=k + 2), prompt=PROMPTS[2])]
+    )
     out = outputs(chunks)[0]
     assert out[:k] == tokens[:k]
     assert len(out) >= k + 2
@@ -257,10 +285,16 @@ def test_prompt_token_ids_and_messages(engine: HFEngine) -> None:
     from transformers import AutoTokenizer
 
     chat_ids = AutoTokenizer.from_pretrained(tiny_model_path()).apply_chat_template(
-        list(messages), add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-    chunks = run(engine, [req(0, SamplingParams.fixed_length(8), prompt_token_ids=ids),
-                          req(1, SamplingParams.fixed_length(8), messages=messages),
-                          req(2, SamplingParams.fixed_length(8), prompt_token_ids=tuple(chat_ids))])
+        list(messages), add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    chunks = run(
+        engine,
+        [
+            req(0, SamplingParams.fixed_length(8), prompt_token_ids=ids),
+            req(1, SamplingParams.fixed_length(8), messages=messages),
+            req(2, SamplingParams.fixed_length(8), prompt_token_ids=tuple(chat_ids)),
+        ],
+    )
     got = outputs(chunks)
     assert got[0] == greedy(engine, prompt, 8)
     assert got[1] == got[2]
@@ -269,21 +303,33 @@ def test_prompt_token_ids_and_messages(engine: HFEngine) -> None:
 
 
 def test_too_long_request_is_an_error_chunk(engine: HFEngine) -> None:
-    chunks = run(engine, [req(0, SamplingParams.fixed_length(4), prompt="Hello"),
-                          req(1, SamplingParams.fixed_length(MAX_MODEL_LEN), prompt="Hello"),
-                          req(2, SamplingParams.fixed_length(4), prompt="Bye")])
+    chunks = run(
+        engine,
+        [
+            req(0, SamplingParams.fixed_length(4), prompt="Hello"),
+            req(1, SamplingParams.fixed_length(MAX_MODEL_LEN), prompt="Hello"),
+            req(2, SamplingParams.fixed_length(4), prompt="Bye"),
+        ],
+    )
     done = finals(chunks)
     n = len(engine.tokenizer.encode("Hello"))
-    assert [c for c in chunks if c.index == 1] == [StreamChunk(
-        1, (), finish_reason="error", prompt_tokens=n,
-        error=f"prompt of {n} tokens + max_tokens {MAX_MODEL_LEN} exceeds max_model_len "
-              f"{MAX_MODEL_LEN}")]
+    assert [c for c in chunks if c.index == 1] == [
+        StreamChunk(
+            1,
+            (),
+            finish_reason="error",
+            prompt_tokens=n,
+            error=f"prompt of {n} tokens + max_tokens {MAX_MODEL_LEN} exceeds max_model_len "
+            f"{MAX_MODEL_LEN}",
+        )
+    ]
     assert (done[0].finish_reason, done[2].finish_reason) == ("length", "length")
     assert len(outputs(chunks)[0]) == len(outputs(chunks)[2]) == 4
 
 
 def test_failing_batch_yields_errors_and_next_batch_runs(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     """A model whose logits are NaN: sampling fails inside the batch (greedy does not)."""
     from safetensors.torch import load_file, save_file
 
@@ -295,9 +341,14 @@ def test_failing_batch_yields_errors_and_next_batch_runs(
     engine = start(str(path), max_num_seqs=2)
     try:
         sampled = SamplingParams.fixed_length(3, temperature=1.0)
-        chunks = run(engine, [req(0, SamplingParams.fixed_length(3), prompt="Hello"),
-                              req(1, sampled, prompt="Hello"),
-                              req(2, SamplingParams.fixed_length(3), prompt="Bye")])
+        chunks = run(
+            engine,
+            [
+                req(0, SamplingParams.fixed_length(3), prompt="Hello"),
+                req(1, sampled, prompt="Hello"),
+                req(2, SamplingParams.fixed_length(3), prompt="Bye"),
+            ],
+        )
         n = len(engine.tokenizer.encode("Hello"))
     finally:
         engine.close()
@@ -312,16 +363,26 @@ def test_failing_batch_yields_errors_and_next_batch_runs(
 
 
 def test_bad_requests_are_error_chunks(engine: HFEngine) -> None:
-    chunks = run(engine, [req(0, SamplingParams(max_tokens=0), prompt="Hello"),
-                          req(1, SamplingParams(max_tokens=2), prompt=""),
-                          req(2, SamplingParams(max_tokens=2), prompt_token_ids=(5, 10**6)),
-                          req(3, SamplingParams(max_tokens=2), prompt="Hello")])
-    assert [(c.index, c.finish_reason, c.error) for c in chunks if c.index != 3] == [
-        (0, "error", "max_tokens must be at least 1, got 0"),
-        (1, "error", "empty prompt: a request needs at least one prompt token"),
-        (2, "error", "prompt token id 1000000 is outside the vocabulary [0, 1024)"),
+    chunks = run(
+        engine,
+        [
+            req(0, SamplingParams(max_tokens=2), prompt=""),
+            req(1, SamplingParams(max_tokens=2), prompt_token_ids=(5, 10**6)),
+            req(2, SamplingParams(max_tokens=2), prompt="Hello"),
+        ],
+    )
+    assert [(c.index, c.finish_reason, c.error) for c in chunks if c.index != 2] == [
+        (0, "error", "empty prompt: a request needs at least one prompt token"),
+        (1, "error", "prompt token id 1000000 is outside the vocabulary [0, 1024)"),
     ]
-    assert finals(chunks)[3].finish_reason == "length"
+    assert finals(chunks)[2].finish_reason == "length"
+
+
+def test_impossible_sampling_is_refused_when_built() -> None:
+    with pytest.raises(ValueError, match="max_tokens must be at least 1, got 0"):
+        SamplingParams(max_tokens=0)
+    with pytest.raises(ValueError, match="min_tokens must be in"):
+        SamplingParams(max_tokens=2, min_tokens=3)
 
 
 def test_settings_are_checked() -> None:
@@ -335,8 +396,9 @@ def test_settings_are_checked() -> None:
 
 def test_flash_attention_falls_back_to_sdpa(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="pytest_llmperf"):
-        engine = HFEngine(EngineConfig.make("hf", "tiny", {"attn_implementation":
-                                                           "flash_attention_2"}))
+        engine = HFEngine(
+            EngineConfig.make("hf", "tiny", {"attn_implementation": "flash_attention_2"})
+        )
         info = engine.start()
     engine.close()
     assert info.details["attn_implementation"] == "sdpa"

@@ -27,8 +27,12 @@ class ScriptedEngine:
     name = "scripted"
     settings_accepted = frozenset[str]()
 
-    def __init__(self, script: list[list[tuple[float, int]]], fail_after: int | None = None,
-                 leave_open: bool = False) -> None:
+    def __init__(
+        self,
+        script: list[list[tuple[float, int]]],
+        fail_after: int | None = None,
+        leave_open: bool = False,
+    ) -> None:
         self.script = script
         self.fail_after = fail_after
         self.leave_open = leave_open
@@ -57,8 +61,9 @@ def requests(n: int) -> list[GenerationRequest]:
 
 
 def test_ttft_and_gaps_follow_the_script() -> None:
-    engine = ScriptedEngine([[(0.030, 1), (0.040, 1), (0.050, 1), (0.070, 1)],
-                             [(0.020, 1), (0.060, 2)]])
+    engine = ScriptedEngine(
+        [[(0.030, 1), (0.040, 1), (0.050, 1), (0.070, 1)], [(0.020, 1), (0.060, 2)]]
+    )
     records, duration = run_round(engine, requests(2), 0)  # type: ignore[arg-type]
     a, b = records
     assert a.ttft_ms == pytest.approx(30, abs=5)

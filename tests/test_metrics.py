@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmperf.metrics import (
+    AggregateMetrics,
     Distribution,
     RequestRecord,
-    AggregateMetrics,
     flatten,
     metric_names,
     percentile,
@@ -36,12 +36,22 @@ def test_tpot_excludes_the_first_token() -> None:
     assert tpot_ms(e2e_ms=10.0, ttft=10.0, output_tokens=1) is None
 
 
-def record(cid: str, out: int, ttft: float, e2e: float, finish: str = "length",
-           error: str | None = None) -> RequestRecord:
-    return RequestRecord(custom_id=cid, round=0, prompt_tokens=10, output_tokens=out,
-                         finish_reason=finish, ttft_ms=ttft, e2e_ms=e2e,
-                         tpot_ms=tpot_ms(e2e, ttft, out), queue_ms=None,
-                         itl_ms=(1.0,) * max(out - 1, 0), error=error)
+def record(
+    cid: str, out: int, ttft: float, e2e: float, finish: str = "length", error: str | None = None
+) -> RequestRecord:
+    return RequestRecord(
+        custom_id=cid,
+        round=0,
+        prompt_tokens=10,
+        output_tokens=out,
+        finish_reason=finish,
+        ttft_ms=ttft,
+        e2e_ms=e2e,
+        tpot_ms=tpot_ms(e2e, ttft, out),
+        queue_ms=None,
+        itl_ms=(1.0,) * max(out - 1, 0),
+        error=error,
+    )
 
 
 def test_per_test_aggregates() -> None:

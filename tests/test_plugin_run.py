@@ -12,13 +12,15 @@ from tests.conftest import only_run, read_summary
 def test_suite_passes_prints_summary_and_writes_results(suite: pytest.Pytester) -> None:
     result = suite.runpytest("-m", "smoke")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines([
-        "*llmperf summary*",
-        "test*engine*req*fail*out tok/s*ttft p50 ms*",
-        "test_suite.py::test_decode?batch1?*hf*8*0*",
-        "test_suite.py::test_decode?batch4?*hf*8*0*",
-        "hardware: cpu; results: *results*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*llmperf summary*",
+            "test*engine*req*fail*out tok/s*ttft p50 ms*",
+            "test_suite.py::test_decode?batch1?*hf*8*0*",
+            "test_suite.py::test_decode?batch4?*hf*8*0*",
+            "hardware: cpu; results: *results*",
+        ]
+    )
     run_dir = only_run(suite)
     summary = read_summary(suite)
     assert summary["schema_version"] == 1
@@ -32,7 +34,16 @@ def test_suite_passes_prints_summary_and_writes_results(suite: pytest.Pytester) 
     assert decode["metrics"]["requests"] == 8
     assert decode["metrics"]["output_tok_per_s"] > 0
     assert decode["metrics"]["ttft_ms"]["count"] == 8
-    assert set(decode["metrics"]["ttft_ms"]) == {"count", "mean", "p50", "p90", "p95", "p99", "min", "max"}
+    assert set(decode["metrics"]["ttft_ms"]) == {
+        "count",
+        "mean",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "min",
+        "max",
+    }
     assert decode["metrics"]["tpot_ms"]["p50"] > 0
     assert decode["engine_info"]["device"] == "cpu"
     assert decode["config"]["engine_settings"] == {"max_num_seqs": 4, "max_model_len": 256}
@@ -47,7 +58,8 @@ def test_suite_passes_prints_summary_and_writes_results(suite: pytest.Pytester) 
 
 
 def test_engine_is_loaded_once_per_configuration(suite: pytest.Pytester) -> None:
-    suite.makepyfile(test_more="""
+    suite.makepyfile(
+        test_more="""
         import pytest
         from pytest_llmperf import Config, SyntheticWorkload
 
@@ -56,7 +68,8 @@ def test_engine_is_loaded_once_per_configuration(suite: pytest.Pytester) -> None
         def test_same_config(llmperf, n):
             llmperf.measure(SMALL, SyntheticWorkload(num_requests=n, input_tokens=4,
                                                      output_tokens=2), rounds=1)
-    """)
+    """
+    )
     suite.runpytest("test_more.py").assert_outcomes(passed=2)
     tests = {t["test_id"]: t for t in read_summary(suite)["tests"]}
     assert tests["test_more.py::test_same_config[1]"]["engine_load_s"] > 0
@@ -98,14 +111,16 @@ def test_collection_loads_no_model(pytester: pytest.Pytester) -> None:
         def pytest_collection_finish(session):
             print("TORCH_IMPORTED", "torch" in sys.modules)
     """)
-    pytester.makepyfile(test_grid="""
+    pytester.makepyfile(
+        test_grid="""
         import pytest
         from pytest_llmperf import Grid, grid_params
         GRID = Grid.product({"max_num_seqs": list(range(1, 51)), "max_new_tokens": [8, 16]})
         @pytest.mark.parametrize("config", grid_params(GRID))
         def test_x(llmperf, config):
             pass
-    """)
+    """
+    )
     result = pytester.runpytest_subprocess("--collect-only", "-q")
     result.stdout.fnmatch_lines(["TORCH_IMPORTED False", "100 tests collected*"])
     assert not (pytester.path / "results").exists()
@@ -136,21 +151,27 @@ def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
 
 def test_help_lists_our_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines([
-        "LLM inference benchmarks (pytest-llmperf):",
-        "*--engine=NAME*inference engine to benchmark*",
-        "*--model=PATH_OR_NAME*",
-        "*--gpus=LIST*",
-        "*--llmperf-thresholds-dir=DIR*",
-        "*--llmperf-update-thresholds*",
-        "*--llmperf-results-dir=DIR*",
-        "*llmperf_engine (string)*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "LLM inference benchmarks (pytest-llmperf):",
+            "*--engine=NAME*inference engine to benchmark*",
+            "*--model=PATH_OR_NAME*",
+            "*--gpus=LIST*",
+            "*--llmperf-thresholds-dir=DIR*",
+            "*--llmperf-update-thresholds*",
+            "*--llmperf-results-dir=DIR*",
+            "*llmperf_engine (string)*",
+        ]
+    )
 
 
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines([
-        "@pytest.mark.smoke:*", "@pytest.mark.longform:*", "@pytest.mark.accuracy:*",
-        "@pytest.mark.gpu(n=1):*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.smoke:*",
+            "@pytest.mark.longform:*",
+            "@pytest.mark.accuracy:*",
+            "@pytest.mark.gpu(n=1):*",
+        ]
+    )

@@ -23,19 +23,24 @@ def write_thresholds(pytester: pytest.Pytester, tests: dict[str, object]) -> Non
 
 
 def test_impossible_bound_fails_exactly_that_test_with_a_table(suite: pytest.Pytester) -> None:
-    write_thresholds(suite, {
-        DECODE_1: {"output_tok_per_s": {"min": 1e12}},
-        DECODE_4: {"failure_rate": {"max": 0}, "ttft_ms.p90": {"max": 1e9}},
-    })
+    write_thresholds(
+        suite,
+        {
+            DECODE_1: {"output_tok_per_s": {"min": 1e12}},
+            DECODE_4: {"failure_rate": {"max": 0}, "ttft_ms.p90": {"max": 1e9}},
+        },
+    )
     result = suite.runpytest("-m", "smoke")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines([
-        f"*thresholds missed for {glob(DECODE_1)}",
-        "*metric*measured*bound*margin*status*",
-        "*output_tok_per_s*>= 1*MISS*",
-        "thresholds from *thresholds/cpu/hf.yaml:4",
-        f"FAILED {glob(DECODE_1)}*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*thresholds missed for {glob(DECODE_1)}",
+            "*metric*measured*bound*margin*status*",
+            "*output_tok_per_s*>= 1*MISS*",
+            "thresholds from *thresholds/cpu/hf.yaml:4",
+            f"FAILED {glob(DECODE_1)}*",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
     # The failed test's numbers were recorded all the same.
     tests = {t["test_id"]: t for t in read_summary(suite)["tests"]}
@@ -49,32 +54,44 @@ def test_update_flag_writes_a_passing_file_and_says_what_loosened(suite: pytest.
     write_thresholds(suite, {DECODE_1: {"requests": {"min": 1000}}})
     result = suite.runpytest("-m", "smoke", "--llmperf-update-thresholds")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines([
-        "*thresholds updated: *hf.yaml: test_suite.py::test_decode?batch1?*",
-        f"*WARNING: threshold loosened: {glob(DECODE_1)}: requests min 1000 -> 6*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*thresholds updated: *hf.yaml: test_suite.py::test_decode?batch1?*",
+            f"*WARNING: threshold loosened: {glob(DECODE_1)}: requests min 1000 -> 6*",
+        ]
+    )
     written = yaml.safe_load((suite.path / "thresholds" / "cpu" / "hf.yaml").read_text())
     assert set(written["tests"]) == {DECODE_1, DECODE_4, "test_suite.py::test_latency"}
     assert written["tests"][DECODE_1] == {"requests": {"min": 6}}  # 8 measured, 25% margin
     # Tests that had no bounds get the default set, from their own measurements.
     measured = {t["test_id"]: t["metrics_flat"] for t in read_summary(suite)["tests"]}
     new_bounds = written["tests"][DECODE_4]
-    assert set(new_bounds) == {"output_tok_per_s", "ttft_ms.p90", "tpot_ms.p90", "e2e_ms.p90",
-                               "failure_rate"}
+    assert set(new_bounds) == {
+        "output_tok_per_s",
+        "ttft_ms.p90",
+        "tpot_ms.p90",
+        "e2e_ms.p90",
+        "failure_rate",
+    }
     assert new_bounds["output_tok_per_s"]["min"] == pytest.approx(
-        measured[DECODE_4]["output_tok_per_s"] * 0.75, rel=1e-3)
+        measured[DECODE_4]["output_tok_per_s"] * 0.75, rel=1e-3
+    )
     assert new_bounds["ttft_ms.p90"]["max"] == pytest.approx(
-        measured[DECODE_4]["ttft_ms.p90"] * 1.25, rel=1e-3)
+        measured[DECODE_4]["ttft_ms.p90"] * 1.25, rel=1e-3
+    )
     # The rewritten bound now passes.
     result = suite.runpytest("-k", "decode and batch1")
     result.assert_outcomes(passed=1, deselected=2)
 
 
 def test_unmatched_test_ids_and_metrics_are_reported(suite: pytest.Pytester) -> None:
-    write_thresholds(suite, {
-        "test_suite.py::test_decode[batch99]": {"output_tok_per_s": {"min": 1}},
-        DECODE_4: {"failure_rate": {"max": 0}},
-    })
+    write_thresholds(
+        suite,
+        {
+            "test_suite.py::test_decode[batch99]": {"output_tok_per_s": {"min": 1}},
+            DECODE_4: {"failure_rate": {"max": 0}},
+        },
+    )
     result = suite.runpytest("-m", "smoke")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*thresholds: *hf.yaml*line 3*test_decode?batch99?*"])

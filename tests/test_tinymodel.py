@@ -71,9 +71,13 @@ def test_loads_with_auto_classes() -> None:
     assert config.vocab_size == len(tokenizer) == 1024
     assert str(next(model.parameters()).dtype) == "torch.float32"
     assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (
-        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    assert tokenizer.convert_ids_to_tokens([config.bos_token_id, config.eos_token_id,
-                                            config.pad_token_id]) == ["<s>", "</s>", "<pad>"]
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
+    assert tokenizer.convert_ids_to_tokens(
+        [config.bos_token_id, config.eos_token_id, config.pad_token_id]
+    ) == ["<s>", "</s>", "<pad>"]
     assert tokenizer.padding_side == "left"
 
     ids = tokenizer.encode("The quick brown fox, 42 times!")
@@ -81,8 +85,9 @@ def test_loads_with_auto_classes() -> None:
     assert tokenizer.decode(ids) == "The quick brown fox, 42 times!"
     assert tokenizer.decode(tokenizer.encode("naïve café ☕")) == "naïve café ☕"  # byte-level
 
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
-                                         add_generation_prompt=True, tokenize=False)
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert chat == "<s><|user|>\nhi</s>\n<|assistant|>\n"
 
 
@@ -138,6 +143,8 @@ def test_resolve_model_refuses_hub_names() -> None:
 
 
 def test_import_does_not_import_torch() -> None:
-    code = ("import sys, pytest_llmperf.tinymodel; "
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    code = (
+        "import sys, pytest_llmperf.tinymodel; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,6 +8,15 @@ only report timings after the fact (vLLM's offline `LLM`, which keeps its own
 per-request statistics) returns them in `StreamChunk.engine_timings`, on the same
 `time.perf_counter()`-comparable clock, and the harness prefers them.
 
+Semantics every engine keeps, so that numbers compare across engines:
+- `ignore_eos` and `min_tokens` keep EOS from ending a request (the HF engine masks
+  EOS; engines that let it through as a token must still not stop on it).
+- A request that hits a stop string ends with "stop"; `text` is the output up to,
+  not including, the stop string (vLLM's behaviour). `text` comes on the last chunk.
+- `SamplingParams.seed=None` means the engine's seed setting (default 0), so runs repeat.
+- GPUs are chosen by the harness before the engine starts (`CUDA_VISIBLE_DEVICES` or
+  `EngineConfig.gpus`); engines use the devices they are given.
+
 Life cycle: `Engine(config)` must be cheap (no model loaded); `start()` loads the
 model and returns facts about it; `stream()` may be called many times; `close()`
 frees every resource (GPU memory included) and may be called more than once.
@@ -39,6 +48,21 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_tokens < 1:
+            problems.append(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            problems.append(f"min_tokens must be in [0, max_tokens], got {self.min_tokens}")
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0, got {self.top_k}")
+        if problems:
+            raise ValueError("SamplingParams: " + "; ".join(problems))
+
     @classmethod
     def fixed_length(cls, tokens: int, **kwargs: Any) -> SamplingParams:
         """Exactly `tokens` output tokens per request (greedy unless told otherwise)."""
@@ -60,7 +84,8 @@ class GenerationRequest:
         given = [x is not None for x in (self.prompt, self.prompt_token_ids, self.messages)]
         if sum(given) != 1:
             raise ValueError(
-                f"request {self.custom_id!r}: give exactly one of prompt, prompt_token_ids, messages"
+                f"request {self.custom_id!r}: "
+                "give exactly one of prompt, prompt_token_ids, messages"
             )
 
 
@@ -116,11 +141,15 @@ class EngineConfig:
     engine: str
     model: str
     settings: tuple[tuple[str, Any], ...] = ()
+    #: CUDA device indices (as this process numbers them) the engine runs on; empty: CPU.
     gpus: tuple[int, ...] = ()
 
     @classmethod
     def make(
-        cls, engine: str, model: str, settings: Mapping[str, Any] | None = None,
+        cls,
+        engine: str,
+        model: str,
+        settings: Mapping[str, Any] | None = None,
         gpus: Sequence[int] = (),
     ) -> EngineConfig:
         return cls(engine, model, tuple(sorted((settings or {}).items())), tuple(gpus))
@@ -129,8 +158,12 @@ class EngineConfig:
         return dict(self.settings).get(name, default)
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.engine, "model": self.model, "gpus": list(self.gpus),
-                "settings": dict(self.settings)}
+        return {
+            "engine": self.engine,
+            "model": self.model,
+            "gpus": list(self.gpus),
+            "settings": dict(self.settings),
+        }
 
 
 @runtime_checkable

@@ -67,10 +67,17 @@ class HFEngine:
     """Hugging Face transformers, one device. See the module docstring for settings."""
 
     name: ClassVar[str] = "hf"
-    settings_accepted: ClassVar[frozenset[str]] = frozenset({
-        "dtype", "attn_implementation", "max_num_seqs", "max_model_len", "device", "seed",
-        "tensor_parallel_size",
-    })
+    settings_accepted: ClassVar[frozenset[str]] = frozenset(
+        {
+            "dtype",
+            "attn_implementation",
+            "max_num_seqs",
+            "max_model_len",
+            "device",
+            "seed",
+            "tensor_parallel_size",
+        }
+    )
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -87,12 +94,14 @@ class HFEngine:
     def start(self) -> EngineInfo:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         settings = dict(self.config.settings)
         unknown = sorted(set(settings) - self.settings_accepted)
         if unknown:
-            raise ValueError(f"hf engine: unknown settings {unknown}; "
-                             f"accepted: {sorted(self.settings_accepted)}")
+            raise ValueError(
+                f"hf engine: unknown settings {unknown}; accepted: {sorted(self.settings_accepted)}"
+            )
         if int(settings.get("tensor_parallel_size", 1)) != 1:
             raise ValueError(
                 f"hf engine: tensor_parallel_size={settings['tensor_parallel_size']} is not "
@@ -101,21 +110,28 @@ class HFEngine:
         self._max_num_seqs = int(settings.get("max_num_seqs", 8))
         if self._max_num_seqs < 1:
             raise ValueError(
-                f"hf engine: max_num_seqs must be at least 1, got {self._max_num_seqs}")
+                f"hf engine: max_num_seqs must be at least 1, got {self._max_num_seqs}"
+            )
         self._seed = int(settings.get("seed", 0))
 
         path = resolve_model(self.config.model)
-        self._device = str(settings.get("device") or
-                           ("cuda" if torch.cuda.is_available() else "cpu"))
+        # The harness chose the GPUs (EngineConfig.gpus, CUDA numbering); none means the CPU.
+        gpus = self.config.gpus
+        self._device = str(settings.get("device") or (f"cuda:{gpus[0]}" if gpus else "cpu"))
         if self._device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"hf engine: device={self._device!r} but CUDA is not available")
         dtype_name = _pick_dtype(str(settings.get("dtype", "auto")), self._device)
-        attn, fallback = _pick_attention(str(settings.get("attn_implementation", "sdpa")),
-                                         self._device)
+        attn, fallback = _pick_attention(
+            str(settings.get("attn_implementation", "sdpa")), self._device
+        )
 
+        # A progress bar per load would land in every test's captured stderr.
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         hf_tokenizer = AutoTokenizer.from_pretrained(path)
         model: Any = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_DTYPES[dtype_name], attn_implementation=attn,
+            path,
+            dtype=_DTYPES[dtype_name],
+            attn_implementation=attn,
         )
         self._model = model.to(self._device).eval()
         self._tokenizer = HFTokenizer(hf_tokenizer)
@@ -130,8 +146,9 @@ class HFEngine:
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         pad = hf_tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self._eos_ids or (0,))[0]
-        limit = settings.get("max_model_len",
-                             getattr(model.config, "max_position_embeddings", None))
+        limit = settings.get(
+            "max_model_len", getattr(model.config, "max_position_embeddings", None)
+        )
         self._max_model_len = int(limit) if limit is not None else None
 
         details: dict[str, Any] = {
@@ -146,8 +163,13 @@ class HFEngine:
             details["device_name"] = torch.cuda.get_device_name(self._device)
         if fallback:
             details["attn_fallback"] = fallback
-        return EngineInfo(engine=self.name, model=str(path), device=self._device,
-                          dtype=dtype_name, details=details)
+        return EngineInfo(
+            engine=self.name,
+            model=str(path),
+            device=self._device,
+            dtype=dtype_name,
+            details=details,
+        )
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -171,8 +193,13 @@ class HFEngine:
                 self._check(prompt_ids, request)
             except Exception as exc:
                 message = str(exc) if isinstance(exc, _RequestError) else _describe(exc)
-                yield StreamChunk(index, (), finish_reason="error", error=message,
-                                  prompt_tokens=None if prompt_ids is None else len(prompt_ids))
+                yield StreamChunk(
+                    index,
+                    (),
+                    finish_reason="error",
+                    error=message,
+                    prompt_tokens=None if prompt_ids is None else len(prompt_ids),
+                )
                 continue
             seed = request.sampling.seed if request.sampling.seed is not None else self._seed
             batch.append(Row(index, prompt_ids, request.sampling, seed))
@@ -199,7 +226,9 @@ class HFEngine:
             return self._tokenizer.encode(request.prompt)
         assert request.messages is not None
         encoded = self._tokenizer.hf_tokenizer.apply_chat_template(
-            [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=True,
+            [dict(m) for m in request.messages],
+            add_generation_prompt=True,
+            tokenize=True,
             return_dict=True,
         )
         return list(encoded["input_ids"])
@@ -212,20 +241,28 @@ class HFEngine:
         # every later batch, not an exception confined to this one.
         bad = [t for t in prompt_ids if not 0 <= t < self._vocab_size]
         if bad:
-            raise _RequestError(f"prompt token id {bad[0]} is outside the vocabulary "
-                                f"[0, {self._vocab_size})")
+            raise _RequestError(
+                f"prompt token id {bad[0]} is outside the vocabulary [0, {self._vocab_size})"
+            )
         if max_tokens < 1:
             raise _RequestError(f"max_tokens must be at least 1, got {max_tokens}")
         limit = self._max_model_len
         if limit is not None and len(prompt_ids) + max_tokens > limit:
-            raise _RequestError(f"prompt of {len(prompt_ids)} tokens + max_tokens {max_tokens} "
-                                f"exceeds max_model_len {limit}")
+            raise _RequestError(
+                f"prompt of {len(prompt_ids)} tokens + max_tokens {max_tokens} "
+                f"exceeds max_model_len {limit}"
+            )
 
     def _run_batch(self, rows: list[Row]) -> Iterator[StreamChunk]:
         assert self._tokenizer is not None
         try:
-            yield from decode_batch(self._model, rows, pad_id=self._pad_id,
-                                    eos_ids=self._eos_ids, decode=self._tokenizer.decode)
+            yield from decode_batch(
+                self._model,
+                rows,
+                pad_id=self._pad_id,
+                eos_ids=self._eos_ids,
+                decode=self._tokenizer.decode,
+            )
         except Exception as exc:
             # A failed batch (out of memory, say) is data: its unfinished requests end
             # with an error chunk and the next batch still runs.
@@ -236,8 +273,13 @@ class HFEngine:
             for row in rows:
                 if not row.finished:
                     row.finished = True
-                    yield StreamChunk(row.index, (), finish_reason="error",
-                                      prompt_tokens=len(row.prompt_ids), error=message)
+                    yield StreamChunk(
+                        row.index,
+                        (),
+                        finish_reason="error",
+                        prompt_tokens=len(row.prompt_ids),
+                        error=message,
+                    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -66,15 +66,23 @@ def decode_batch(
 
 
 def _advance(
-    row: Row, token: int, eos_ids: Sequence[int], decode: Callable[[Sequence[int]], str],
+    row: Row,
+    token: int,
+    eos_ids: Sequence[int],
+    decode: Callable[[Sequence[int]], str],
 ) -> StreamChunk:
     """Apply one sampled token to `row`; the chunk to yield for it."""
     prompt_tokens = len(row.prompt_ids)
     if token in eos_ids and row.eos_allowed():
         # EOS ends the request but is not output: an empty final chunk.
         row.finished = True
-        return StreamChunk(row.index, (), finish_reason="stop", prompt_tokens=prompt_tokens,
-                           text=decode(row.output))
+        return StreamChunk(
+            row.index,
+            (),
+            finish_reason="stop",
+            prompt_tokens=prompt_tokens,
+            text=decode(row.output),
+        )
     row.output.append(token)
     if row.sampling.stop:
         text = decode(row.output)
@@ -83,20 +91,31 @@ def _advance(
         if cut >= 0:
             # Like vLLM: the tokens stay, the text ends before the stop string.
             row.finished = True
-            return StreamChunk(row.index, (token,), finish_reason="stop",
-                               prompt_tokens=prompt_tokens, text=text[:cut])
+            return StreamChunk(
+                row.index,
+                (token,),
+                finish_reason="stop",
+                prompt_tokens=prompt_tokens,
+                text=text[:cut],
+            )
     if len(row.output) >= row.sampling.max_tokens:
         row.finished = True
-        return StreamChunk(row.index, (token,), finish_reason="length",
-                           prompt_tokens=prompt_tokens, text=decode(row.output))
+        return StreamChunk(
+            row.index,
+            (token,),
+            finish_reason="length",
+            prompt_tokens=prompt_tokens,
+            text=decode(row.output),
+        )
     return StreamChunk(row.index, (token,), prompt_tokens=prompt_tokens)
 
 
 class _Stepper:
     """The tensors of one batch: prefill once, then one decode step per call."""
 
-    def __init__(self, model: Any, rows: Sequence[Row], *, pad_id: int,
-                 eos_ids: Sequence[int]) -> None:
+    def __init__(
+        self, model: Any, rows: Sequence[Row], *, pad_id: int, eos_ids: Sequence[int]
+    ) -> None:
         self.model = model
         self.rows = rows
         self.pad_id = pad_id
@@ -121,8 +140,11 @@ class _Stepper:
         # Left padding shifts real tokens right; positions must still start at 0.
         positions = (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
-            input_ids=input_ids, attention_mask=self.attention_mask, position_ids=positions,
-            past_key_values=DynamicCache(config=self.model.config), use_cache=True,
+            input_ids=input_ids,
+            attention_mask=self.attention_mask,
+            position_ids=positions,
+            past_key_values=DynamicCache(config=self.model.config),
+            use_cache=True,
             logits_to_keep=1,
         )
         self.past = out.past_key_values
@@ -135,8 +157,11 @@ class _Stepper:
         ones = torch.ones((batch, 1), dtype=torch.long, device=self.device)
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=-1)
         out = self.model(
-            input_ids=self.last_tokens[:, None], attention_mask=self.attention_mask,
-            position_ids=self.next_position, past_key_values=self.past, use_cache=True,
+            input_ids=self.last_tokens[:, None],
+            attention_mask=self.attention_mask,
+            position_ids=self.next_position,
+            past_key_values=self.past,
+            use_cache=True,
         )
         self.past = out.past_key_values
         self.next_position = self.next_position + 1
@@ -149,8 +174,10 @@ class _Stepper:
         if masked and self.eos_ids:
             if masked != self.masked_rows:  # index tensors change rarely: copy them only then
                 self.masked_rows = masked
-                self.mask_index = (torch.tensor(masked, device=self.device)[:, None],
-                                   torch.tensor(self.eos_ids, device=self.device)[None, :])
+                self.mask_index = (
+                    torch.tensor(masked, device=self.device)[:, None],
+                    torch.tensor(self.eos_ids, device=self.device)[None, :],
+                )
             logits[self.mask_index] = float("-inf")
         tokens = logits.argmax(dim=-1)
         for i, row in enumerate(self.rows):
@@ -162,7 +189,9 @@ class _Stepper:
 
 
 def sample(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator,
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """One token from a row of logits with temperature, then top-k, then top-p."""
     logits = logits / params.temperature

@@ -1,0 +1,59 @@
+"""The suites we ship pass on this machine against the thresholds we ship.
+
+This is the README's first command, run by CI: `pytest suites/ -m smoke` on the built-in
+tiny model, checked against `thresholds/cpu/hf.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_suite_passes_against_shipped_cpu_thresholds(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites/",
+            "-m",
+            "smoke",
+            "-p",
+            "no:cacheprovider",
+            "--gpus",
+            "cpu",
+            "--llmperf-results-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "llmperf summary" in out.stdout
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["hardware"] == "cpu"
+    tests = summary["tests"]
+    assert len(tests) >= 4
+    for test in tests:
+        # Every shipped smoke test has bounds, and they were checked.
+        assert test["thresholds"]["checked"], f"{test['test_id']} has no thresholds"
+        assert test["thresholds"]["passed"]
+    assert "thresholds:" not in out.stdout  # no stale ids or metrics in the shipped file
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "thresholds").glob("*/*.yaml")))
+def test_shipped_threshold_files_load(path: Path) -> None:
+    from pytest_llmperf.thresholds import load_threshold_file
+
+    assert load_threshold_file(path).bounds
