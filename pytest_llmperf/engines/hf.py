@@ -161,6 +161,7 @@ class HFEngine:
         }
         if self._device.startswith("cuda"):
             details["device_name"] = torch.cuda.get_device_name(self._device)
+            details["cuda_version"] = torch.version.cuda
         if fallback:
             details["attn_fallback"] = fallback
         return EngineInfo(
