@@ -109,6 +109,13 @@ class LLMPerfFixture:
             warmup_rounds,
         )
         measurement = Measurement(test_id, metrics, tuple(records), info, load_s, check)
+        death = getattr(engine, "death_cause", None)
+        if death:
+            pytest.fail(
+                f"engine died during {test_id}: {death}\n"
+                f"{getattr(engine, 'log_errors', lambda: '')()}",
+                pytrace=False,
+            )
         if not check.passed and not self._session.settings.update_thresholds:
             pytest.fail(f"thresholds missed for {test_id}\n{check.table()}", pytrace=False)
         return measurement
@@ -124,6 +131,8 @@ class LLMPerfFixture:
 
         def one_round() -> None:
             nonlocal count
+            if getattr(engine, "death_cause", None):
+                return  # the engine's process is gone: the test fails after recording
             warmup = count < warmup_rounds
             index = count - warmup_rounds
             count += 1

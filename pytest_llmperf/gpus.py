@@ -97,3 +97,31 @@ def select_gpus(requested: tuple[int, ...] | None, visible: list[GpuInfo]) -> tu
             f"--gpus: GPU {','.join(map(str, missing))} is not visible (visible GPUs: {shown})"
         )
     return requested
+
+
+def physical_indices(cuda_indices: tuple[int, ...]) -> tuple[int, ...]:
+    """Map this process's CUDA indices to the machine's (NVML) indices via the mask."""
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is None:
+        return cuda_indices
+    items = [p.strip() for p in mask.split(",") if p.strip()]
+    return tuple(int(items[i]) for i in cuda_indices if i < len(items) and items[i].isdigit())
+
+
+def gpu_memory_used(physical: tuple[int, ...]) -> dict[int, int] | None:
+    """Memory in use on each GPU (bytes), or None where NVML is not available."""
+    if not physical:
+        return None
+    try:
+        import pynvml  # type: ignore[import-not-found, unused-ignore]
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        return {
+            i: int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).used)
+            for i in physical
+        }
+    finally:
+        pynvml.nvmlShutdown()

@@ -109,6 +109,30 @@ def add_run_options(addoption: AddOption) -> None:
         "Default: the suite's own.",
     )
     addoption(
+        "--llmperf-isolate",
+        dest="llmperf_isolate",
+        action="store_true",
+        default=False,
+        help="run every engine in a child process of its own (vllm always is). Default: off.",
+    )
+    addoption(
+        "--llmperf-engine-start-timeout",
+        dest="llmperf_engine_start_timeout",
+        metavar="SECONDS",
+        type=float,
+        default=600.0,
+        help="bound on an isolated engine's start. Default: 600.",
+    )
+    addoption(
+        "--llmperf-request-timeout",
+        dest="llmperf_request_timeout",
+        metavar="SECONDS",
+        type=float,
+        default=1800.0,
+        help="bound on an isolated engine's silence while generating; past it the "
+        "engine's process is ended and its requests fail. Default: 1800.",
+    )
+    addoption(
         "--llmperf-rounds",
         dest="llmperf_rounds",
         metavar="N",
@@ -141,6 +165,9 @@ class Settings:
     hardware: str | None
     dataset: Path | None
     rounds: int | None
+    isolate: bool = False
+    engine_start_timeout_s: float = 600.0
+    request_timeout_s: float = 1800.0
 
 
 def _get(config: pytest.Config, name: str) -> tuple[str, str]:
@@ -188,7 +215,18 @@ def read_settings(config: pytest.Config) -> Settings:
         if dataset_text
         else None,
         rounds=rounds,
+        isolate=bool(config.getoption("llmperf_isolate")),
+        engine_start_timeout_s=_positive(config, "llmperf_engine_start_timeout"),
+        request_timeout_s=_positive(config, "llmperf_request_timeout"),
     )
+
+
+def _positive(config: pytest.Config, name: str) -> float:
+    value = float(config.getoption(name))
+    if not value > 0:
+        flag = "--" + name.replace("_", "-")
+        raise LLMPerfUsageError(f"{flag}: must be a positive number of seconds, got {value}")
+    return value
 
 
 def describe_settings(settings: Settings) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from pytest_llmperf import __version__
-from pytest_llmperf.engines import load_engine_class
+from pytest_llmperf.engines import engine_target, load_engine_class
 from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo
+from pytest_llmperf.engines.isolated import IsolatedEngine
 from pytest_llmperf.environment import machine_metadata
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.gpus import GpuInfo, select_gpus, visible_gpus
@@ -109,6 +110,8 @@ class LLMPerfSession:
         self.update_report: UpdateReport | None = None
         self.unmatched_thresholds: list[str] = []
         self.summary_path: Path | None = None
+        #: Each isolated engine's hand-over: GPU memory before it started and after it ended.
+        self.handovers: list[dict[str, Any]] = []
 
     # --- thresholds -------------------------------------------------------------
 
@@ -136,6 +139,10 @@ class LLMPerfSession:
         once for every test that needs it, without a second attempt.
         """
         if engine_config == self._engine_config:
+            if isinstance(self._engine, IsolatedEngine) and self._engine.death_cause:
+                self._engine_error = (
+                    f"engine for this configuration died earlier: {self._engine.death_cause}"
+                )
             if self._engine_error is not None:
                 raise EngineStartError(self._engine_error)
             assert self._engine is not None and self._engine_info is not None
@@ -143,7 +150,16 @@ class LLMPerfSession:
         self.close_engine()
         self._engine_config = engine_config
         engine_cls = load_engine_class(engine_config.engine)
-        engine = engine_cls(engine_config)
+        engine: Engine
+        if getattr(engine_cls, "isolated", False) or self.settings.isolate:
+            engine = IsolatedEngine(
+                engine_target(engine_config.engine),
+                engine_config,
+                start_timeout_s=self.settings.engine_start_timeout_s,
+                stream_timeout_s=self.settings.request_timeout_s,
+            )
+        else:
+            engine = engine_cls(engine_config)
         started = time.perf_counter()
         try:
             info = engine.start()
@@ -161,9 +177,12 @@ class LLMPerfSession:
 
     def close_engine(self) -> None:
         engine, self._engine = self._engine, None
+        config = self._engine_config
         self._engine_config = self._engine_info = self._engine_error = None
         if engine is not None:
             engine.close()
+        if isinstance(engine, IsolatedEngine) and config is not None:
+            self.handovers.append({"engine_config": config.describe(), **(engine.released or {})})
 
     # --- end of run ----------------------------------------------------------------
 
@@ -178,7 +197,11 @@ class LLMPerfSession:
             self.update_report = self._update_thresholds(tests)
         self.unmatched_thresholds = self._unmatched(tests)
         self.summary_path = write_summary(
-            self.run_dir, {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            self.run_dir,
+            {
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "engine_handovers": self.handovers,
+            },
         )
 
     def _update_thresholds(self, tests: Sequence[Mapping[str, Any]]) -> UpdateReport:

@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "pytest_llmperf.engines"
 
 BUILTIN_ENGINES: dict[str, str] = {
     "hf": "pytest_llmperf.engines.hf:HFEngine",
+    "vllm": "pytest_llmperf.engines.vllm:VLLMEngine",
 }
 
 
@@ -43,6 +44,12 @@ def check_engine_name(name: str, source: str = "--engine") -> None:
             f"{source}: unknown engine {name!r}{did_you_mean(name, known)}; "
             f"known engines: {', '.join(sorted(known))}"
         )
+
+
+def engine_target(name: str) -> str:
+    """The "module:Class" string registered under `name`."""
+    check_engine_name(name)
+    return available_engines()[name]
 
 
 def load_engine_class(name: str) -> type[Engine]:
