@@ -54,7 +54,8 @@ class LLMPerfFixture:
         """The engine configuration a grid point maps to on this run."""
         name = config.engine or self._session.settings.engine
         accepted = load_engine_class(name).settings_accepted
-        settings = {k: v for k, v in config.engine_settings if k in accepted}
+        given = {**dict(self._session.settings.engine_options), **dict(config.engine_settings)}
+        settings = {k: v for k, v in given.items() if k in accepted}
         gpus = self._session.gpus[: config.tensor_parallel_size]
         return EngineConfig.make(name, self._session.settings.model, settings, gpus)
 

@@ -58,6 +58,9 @@ ENGINE_SETTINGS: dict[str, str] = {
     "enable_prefix_caching": "prefix",
     "seed": "seed",
     "attn_implementation": "attn",
+    "max_concurrency": "c",
+    "prompts_per_request": "ppr",
+    "endpoint": "",
 }
 #: Per-test workload settings -> id prefix.
 WORKLOAD_SETTINGS: dict[str, str] = {
@@ -76,6 +79,9 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "enable_prefix_caching": (bool,),
     "seed": (int,),
     "attn_implementation": (str,),
+    "max_concurrency": (int,),
+    "prompts_per_request": (int,),
+    "endpoint": (str,),
     "max_new_tokens": (int,),
     "input_tokens": (int,),
     "num_requests": (int,),
@@ -87,6 +93,8 @@ _POSITIVE = {
     "max_new_tokens",
     "input_tokens",
     "num_requests",
+    "max_concurrency",
+    "prompts_per_request",
 }
 
 

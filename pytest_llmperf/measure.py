@@ -31,12 +31,22 @@ class _Progress:
     error: str | None = None
     text: str | None = None
     engine_timings: EngineTimings | None = None
+    output_tokens: int | None = None
+    token_count_source: str = "engine"
 
     def add(self, chunk: StreamChunk, now: float) -> None:
+        if chunk.received_at is not None:
+            now = chunk.received_at
+        if chunk.sent_at is not None:
+            self.arrival = chunk.sent_at
         if chunk.prompt_tokens is not None:
             self.prompt_tokens = chunk.prompt_tokens
-        if chunk.token_ids:
-            k = len(chunk.token_ids)
+        if chunk.output_tokens is not None:
+            self.output_tokens = chunk.output_tokens
+        if chunk.token_count_source is not None:
+            self.token_count_source = chunk.token_count_source
+        k = chunk.token_count if chunk.token_count is not None else len(chunk.token_ids)
+        if k:
             if self.first is None:
                 self.first = now
             elif self.last is not None:
@@ -80,20 +90,22 @@ def _record(request: GenerationRequest, progress: _Progress, round_index: int) -
     ttft = (first - arrival) * _MS if first is not None and not failed else None
     end = last if last is not None else progress.finished_at
     e2e = (end - arrival) * _MS if end is not None and not failed else None
+    tokens = progress.output_tokens if progress.output_tokens is not None else progress.tokens
     return RequestRecord(
         custom_id=request.custom_id,
         round=round_index,
         prompt_tokens=progress.prompt_tokens,
-        output_tokens=progress.tokens,
+        output_tokens=tokens,
         finish_reason=progress.finish_reason,
         ttft_ms=ttft,
         e2e_ms=e2e,
-        tpot_ms=None if failed else tpot_ms(e2e, ttft, progress.tokens),
+        tpot_ms=None if failed else tpot_ms(e2e, ttft, tokens),
         queue_ms=queue,
         itl_ms=() if failed else tuple(progress.itl_ms),
         error=progress.error,
         output_text=progress.text,
         timing_source=source,
+        token_count_source=progress.token_count_source,
     )
 
 

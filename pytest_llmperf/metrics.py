@@ -174,6 +174,7 @@ class RequestRecord:
     error: str | None = None
     output_text: str | None = None
     timing_source: str = "harness"
+    token_count_source: str = "engine"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -27,6 +27,8 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
     ("llmperf_thresholds_dir", "thresholds folder (like --llmperf-thresholds-dir)", "thresholds"),
     ("llmperf_results_dir", "results folder (like --llmperf-results-dir)", "results"),
     ("llmperf_threshold_margin", "margin for --llmperf-update-thresholds", "0.25"),
+    ("llmperf_base_url", "server URL for --engine openai (like --base-url)", ""),
+    ("llmperf_api_key_env", "variable holding the API key (like --api-key-env)", ""),
     ("llmperf_dataset", "JSONL dataset for dataset suites (like --llmperf-dataset)", ""),
 ]
 
@@ -54,6 +56,26 @@ def add_engine_options(addoption: AddOption) -> None:
         default=None,
         help="GPUs the run may use, e.g. '0,1', or 'cpu' (ini: llmperf_gpus). "
         "Default: every visible GPU, or the CPU when there is none.",
+    )
+
+
+def add_server_options(addoption: AddOption) -> None:
+    addoption(
+        "--base-url",
+        dest="llmperf_base_url",
+        metavar="URL",
+        default=None,
+        help="OpenAI-compatible server for --engine openai, e.g. http://127.0.0.1:8000 "
+        "(ini: llmperf_base_url). Default: http://127.0.0.1:8000.",
+    )
+    addoption(
+        "--api-key-env",
+        dest="llmperf_api_key_env",
+        metavar="VAR",
+        default=None,
+        help="environment variable holding the server's API key; keys are never "
+        "taken from the command line (ini: llmperf_api_key_env). "
+        "Default: OPENAI_API_KEY.",
     )
 
 
@@ -145,6 +167,7 @@ def add_run_options(addoption: AddOption) -> None:
 def add_all_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmperf", "LLM inference benchmarks (pytest-llmperf)")
     add_engine_options(group.addoption)
+    add_server_options(group.addoption)
     add_threshold_options(group.addoption)
     add_run_options(group.addoption)
     for name, help_text, default in INI_OPTIONS:
@@ -168,6 +191,8 @@ class Settings:
     isolate: bool = False
     engine_start_timeout_s: float = 600.0
     request_timeout_s: float = 1800.0
+    #: Settings every engine that accepts them receives (server URL, key variable).
+    engine_options: tuple[tuple[str, str], ...] = ()
 
 
 def _get(config: pytest.Config, name: str) -> tuple[str, str]:
@@ -218,6 +243,14 @@ def read_settings(config: pytest.Config) -> Settings:
         isolate=bool(config.getoption("llmperf_isolate")),
         engine_start_timeout_s=_positive(config, "llmperf_engine_start_timeout"),
         request_timeout_s=_positive(config, "llmperf_request_timeout"),
+        engine_options=tuple(
+            (key, value)
+            for key, value in (
+                ("base_url", _get(config, "llmperf_base_url")[0]),
+                ("api_key_env", _get(config, "llmperf_api_key_env")[0]),
+            )
+            if value
+        ),
     )
 
 

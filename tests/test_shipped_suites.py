@@ -1,7 +1,8 @@
 """The suites we ship pass on this machine against the thresholds we ship.
 
 This is the README's first command, run by CI: `pytest suites/ -m smoke` on the built-in
-tiny model, checked against `thresholds/cpu/hf.yaml`.
+tiny model, checked against `thresholds/cpu/<engine>.yaml`, for the hf engine and for vLLM's
+CPU build.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def test_smoke_suite_passes_against_shipped_cpu_thresholds(tmp_path: Path) -> No
     assert summary["hardware"] == "cpu"
     tests = summary["tests"]
     assert len(tests) >= 4
+    assert {t["engine"] for t in tests} == {engine}
     for test in tests:
         # Every shipped smoke test has bounds, and they were checked.
         assert test["thresholds"]["checked"], f"{test['test_id']} has no thresholds"

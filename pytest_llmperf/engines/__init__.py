@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "pytest_llmperf.engines"
 BUILTIN_ENGINES: dict[str, str] = {
     "hf": "pytest_llmperf.engines.hf:HFEngine",
     "vllm": "pytest_llmperf.engines.vllm:VLLMEngine",
+    "openai": "pytest_llmperf.engines.openai:OpenAIEngine",
 }
 
 

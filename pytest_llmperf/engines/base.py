@@ -106,6 +106,16 @@ class StreamChunk:
     `index` is the request's position in the batch given to `stream()`.
     `finish_reason` is set on the request's last chunk (which may carry no tokens).
     `prompt_tokens` is set at least once per request: the engine's own count.
+
+    Engines that receive tokens over a network (HTTP servers) know neither the token
+    ids nor always the count per event, and they receive on an event loop, not on the
+    harness's thread. They set `token_count` (tokens in this chunk, instead of
+    `len(token_ids)`), `received_at` (when the event reached the client, on the
+    `time.perf_counter()` clock: the harness uses it instead of its own receipt time),
+    `sent_at` on a request's first chunk (when the request left the client: its
+    arrival, so that waiting for a concurrency slot does not count as latency), and on
+    the final chunk `output_tokens` (the server's own count, e.g. its usage report) with
+    `token_count_source` saying where the count came from.
     """
 
     index: int
@@ -115,6 +125,11 @@ class StreamChunk:
     error: str | None = None
     text: str | None = None
     engine_timings: EngineTimings | None = None
+    token_count: int | None = None
+    received_at: float | None = None
+    sent_at: float | None = None
+    output_tokens: int | None = None
+    token_count_source: str | None = None
 
 
 @dataclass(frozen=True)

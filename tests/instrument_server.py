@@ -1,0 +1,132 @@
+"""An instrument: an OpenAI-style server that emits tokens at scripted times, or fails on cue.
+
+It stands in for no engine; its only behaviour is to send server-sent events at known
+moments (and to misbehave in known ways), so that tests can check the client measures
+what happened. It runs on 127.0.0.1 in a thread of the test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Script:
+    """What the server does with the next requests.
+
+    `delays_s`: the gap before each token event (the first is the time to first token).
+    `fault`: None, "http500", "cut" (close the stream half-way), "malformed" (a broken
+    event half-way), "stall" (stop sending half-way and hold the connection), or
+    "inband" (an error event half-way).
+    """
+
+    delays_s: list[float] = field(default_factory=lambda: [0.02] + [0.01] * 9)
+    fault: str | None = None
+    usage: bool = True
+
+
+class InstrumentServer:
+    def __init__(self, script: Script | None = None) -> None:
+        self.script = script or Script()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def __enter__(self) -> InstrumentServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._completions)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "tiny"}]})
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        script = self.script
+        if script.fault == "http500":
+            return web.Response(status=500, text="scripted failure")
+        chat = request.path.endswith("chat/completions")
+        prompts = body.get("prompt")
+        n_choices = (
+            len(prompts)
+            if isinstance(prompts, list) and prompts and not isinstance(prompts[0], int)
+            else 1
+        )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        half = len(script.delays_s) // 2
+        start = time.perf_counter()
+        due = start
+        for i, delay in enumerate(script.delays_s):
+            due += delay
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            if i == half and script.fault in ("cut", "malformed", "stall", "inband"):
+                if script.fault == "malformed":
+                    await response.write(b"data: {not json\n\n")
+                elif script.fault == "inband":
+                    await response.write(b'data: {"error": {"message": "scripted"}}\n\n')
+                elif script.fault == "stall":
+                    await asyncio.sleep(3600)
+                return response  # "cut": end the stream without [DONE]
+            last = i == len(script.delays_s) - 1
+            choices = []
+            for c in range(n_choices):
+                choice: dict[str, Any] = {"index": c, "finish_reason": "length" if last else None}
+                if chat:
+                    choice["delta"] = {"content": f" t{i}"}
+                else:
+                    choice["text"] = f" t{i}"
+                choices.append(choice)
+            await response.write(f"data: {json.dumps({'choices': choices})}\n\n".encode())
+        if script.usage:
+            usage = {"prompt_tokens": 7, "completion_tokens": len(script.delays_s) * n_choices}
+            await response.write(
+                f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
+            )
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    def scripted_times_ms(self) -> list[float]:
+        """Cumulative times of the token events, from the request's arrival."""
+        times, total = [], 0.0
+        for delay in self.script.delays_s:
+            total += delay
+            times.append(total * 1000)
+        return times
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

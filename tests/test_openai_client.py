@@ -1,0 +1,147 @@
+"""The OpenAI-compatible client measured against an instrument server with scripted timing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
+from pytest_llmperf.engines.openai import OpenAIEngine
+from pytest_llmperf.measure import run_round
+from tests.instrument_server import InstrumentServer, Script
+
+
+def engine_for(server: InstrumentServer, **settings: object) -> OpenAIEngine:
+    engine = OpenAIEngine(
+        EngineConfig.make(
+            "openai", "tiny", {"base_url": server.base_url, "tokenizer": "tiny", **settings}
+        )
+    )
+    engine.start()
+    return engine
+
+
+def requests(n: int, **kw: object) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(f"r{i}", SamplingParams.fixed_length(10), prompt="hello", **kw)  # type: ignore[arg-type]
+        for i in range(n)
+    ]
+
+
+def test_ttft_and_gaps_within_2ms_of_the_script() -> None:
+    script = Script(delays_s=[0.050] + [0.020, 0.005, 0.030, 0.010] * 4)
+    with InstrumentServer(script) as server:
+        engine = engine_for(server)
+        try:
+            run_round(engine, requests(1), 0)  # warm the connection pool
+            errors_ttft, errors_itl = [], []
+            for _ in range(5):
+                (record,), _ = run_round(engine, requests(1), 0)
+                expected = server.scripted_times_ms()
+                errors_ttft.append(abs(record.ttft_ms - expected[0]))  # type: ignore[operator]
+                gaps = [b - a for a, b in zip(expected, expected[1:])]
+                errors_itl.extend(abs(m - e) for m, e in zip(record.itl_ms, gaps, strict=True))
+        finally:
+            engine.close()
+    assert statistics.median(errors_ttft) < 2.0, errors_ttft
+    assert statistics.median(errors_itl) < 2.0
+    assert max(errors_itl) < 10.0  # one scheduling hiccup is tolerated, not a trend
+    assert record.output_tokens == 17 and record.token_count_source == "usage"
+    assert record.prompt_tokens == 7
+
+
+def test_concurrency_limit_and_arrival_at_send() -> None:
+    script = Script(delays_s=[0.05] * 2)
+    with InstrumentServer(script) as server:
+        engine = engine_for(server, max_concurrency=2)
+        try:
+            records, duration = run_round(engine, requests(4), 0)
+        finally:
+            engine.close()
+    # Two waves of 100 ms; each request's TTFT counts from when it was sent, not queued.
+    assert 0.18 < duration < 0.5
+    assert all(40 < r.ttft_ms < 90 for r in records), [r.ttft_ms for r in records]  # type: ignore[operator]
+
+
+def test_prompt_lists_and_token_ids_are_sent_as_evaluation_harnesses_do() -> None:
+    with InstrumentServer(Script(delays_s=[0.01] * 3)) as server:
+        engine = engine_for(server, prompts_per_request=4)
+        try:
+            batch = requests(3) + [
+                GenerationRequest(
+                    "ids", SamplingParams.fixed_length(10), prompt_token_ids=(5, 6, 7)
+                )
+            ]
+            records, _ = run_round(engine, batch, 0)
+        finally:
+            engine.close()
+    (body,) = server.requests
+    assert body["prompt"] == ["hello", "hello", "hello", [5, 6, 7]]
+    assert body["min_tokens"] == 10 and body["ignore_eos"] is True and body["stream"] is True
+    assert [r.error for r in records] == [None] * 4
+    # Usage covers the whole request: each prompt is counted with the tokenizer instead.
+    assert {r.token_count_source for r in records} == {"tokenizer"}
+
+
+def test_chat_messages_use_the_chat_endpoint() -> None:
+    with InstrumentServer(Script(delays_s=[0.01] * 3)) as server:
+        engine = engine_for(server)
+        try:
+            chat = GenerationRequest(
+                "c", SamplingParams(max_tokens=3), messages=({"role": "user", "content": "hi"},)
+            )
+            (record,), _ = run_round(engine, [chat], 0)
+        finally:
+            engine.close()
+    assert server.requests[0]["messages"] == [{"role": "user", "content": "hi"}]
+    assert record.output_text == " t0 t1 t2" and record.error is None
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("http500", "HTTP 500: scripted failure"),
+        ("cut", "stream ended before the request finished"),
+        ("malformed", "malformed event from the server"),
+        ("inband", "server error in the stream"),
+        ("stall", "request timed out after 2 s"),
+    ],
+)
+def test_faults_end_as_failed_requests_with_their_reason(fault: str, reason: str) -> None:
+    with InstrumentServer(Script(delays_s=[0.01] * 6, fault=fault)) as server:
+        engine = engine_for(server, request_timeout_s=2)
+        try:
+            started = time.perf_counter()
+            records, _ = run_round(engine, requests(2), 0)
+            elapsed = time.perf_counter() - started
+        finally:
+            engine.close()
+    assert [r.finish_reason for r in records] == ["error", "error"]
+    assert all(reason in (r.error or "") for r in records), records[0].error
+    assert elapsed < 5  # every wait is bounded
+
+
+def test_dead_server_is_a_failed_request_not_a_crash() -> None:
+    server = InstrumentServer(Script(delays_s=[0.01]))
+    with server:
+        engine = engine_for(server, request_timeout_s=2)
+    try:  # the server is gone now
+        records, _ = run_round(engine, requests(1), 0)
+    finally:
+        engine.close()
+    assert records[0].finish_reason == "error"
+    assert "connection failed" in (records[0].error or "")
+
+
+def test_api_key_comes_from_the_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-secret-123")
+    with InstrumentServer(Script(delays_s=[0.01])) as server:
+        engine = engine_for(server, api_key_env="MY_KEY")
+        try:
+            run_round(engine, requests(1), 0)
+        finally:
+            engine.close()
+    assert server.headers[0]["Authorization"] == "Bearer sk-secret-123"
+    assert "sk-secret-123" not in repr(vars(engine))  # read when needed, never kept
