@@ -50,6 +50,12 @@ class InstrumentServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        async def cancel_handlers() -> None:  # a "stall" handler sleeps for an hour
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(cancel_handlers(), self._loop).result(10)
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

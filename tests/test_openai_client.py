@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 
@@ -41,7 +42,7 @@ def test_ttft_and_gaps_within_2ms_of_the_script() -> None:
                 (record,), _ = run_round(engine, requests(1), 0)
                 expected = server.scripted_times_ms()
                 errors_ttft.append(abs(record.ttft_ms - expected[0]))  # type: ignore[operator]
-                gaps = [b - a for a, b in zip(expected, expected[1:])]
+                gaps = [b - a for a, b in itertools.pairwise(expected)]
                 errors_itl.extend(abs(m - e) for m, e in zip(record.itl_ms, gaps, strict=True))
         finally:
             engine.close()
@@ -69,11 +70,10 @@ def test_prompt_lists_and_token_ids_are_sent_as_evaluation_harnesses_do() -> Non
     with InstrumentServer(Script(delays_s=[0.01] * 3)) as server:
         engine = engine_for(server, prompts_per_request=4)
         try:
-            batch = requests(3) + [
-                GenerationRequest(
-                    "ids", SamplingParams.fixed_length(10), prompt_token_ids=(5, 6, 7)
-                )
-            ]
+            ids = GenerationRequest(
+                "ids", SamplingParams.fixed_length(10), prompt_token_ids=(5, 6, 7)
+            )
+            batch = [*requests(3), ids]
             records, _ = run_round(engine, batch, 0)
         finally:
             engine.close()

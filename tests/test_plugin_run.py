@@ -178,7 +178,8 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
 
 
 def test_alternating_configurations_load_each_engine_once(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_alt="""
+    pytester.makepyfile(
+        test_alt="""
         import pytest
         from pytest_llmperf import Config, SyntheticWorkload
 
@@ -188,11 +189,14 @@ def test_alternating_configurations_load_each_engine_once(pytester: pytest.Pytes
         def test_alt(llmperf, config):
             llmperf.measure(config, SyntheticWorkload(num_requests=2, input_tokens=4,
                                                       output_tokens=2), rounds=1)
-    """)
+    """
+    )
     result = pytester.runpytest("-v")
     result.assert_outcomes(passed=4)
     # Tests are regrouped by engine configuration: a, a, b, b.
-    result.stdout.fnmatch_lines(["*test_alt?a1?*", "*test_alt?a2?*", "*test_alt?b1?*", "*test_alt?b2?*"])
+    result.stdout.fnmatch_lines(
+        ["*test_alt?a1?*", "*test_alt?a2?*", "*test_alt?b1?*", "*test_alt?b2?*"]
+    )
     tests = read_summary(pytester)["tests"]
     loads = [(t["config"]["name"], t["engine_load_s"] is not None) for t in tests]
     assert loads == [("a", True), ("a", False), ("b", True), ("b", False)]
@@ -200,24 +204,29 @@ def test_alternating_configurations_load_each_engine_once(pytester: pytest.Pytes
 
 def test_engines_registered_by_entry_point_are_found(pytester: pytest.Pytester) -> None:
     # A third-party package, installed the way pip would leave it: a module plus dist-info.
-    pytester.makepyfile(my_engines="""
+    pytester.makepyfile(
+        my_engines="""
         from pytest_llmperf.engines.hf import HFEngine
 
         class RenamedHF(HFEngine):
             name = "renamed-hf"
-    """)
+    """
+    )
     dist = pytester.path / "my_engines-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-engines\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[pytest_llmperf.engines]\nrenamed-hf = my_engines:RenamedHF\n")
-    pytester.makepyfile(test_x="""
+        "[pytest_llmperf.engines]\nrenamed-hf = my_engines:RenamedHF\n"
+    )
+    pytester.makepyfile(
+        test_x="""
         from pytest_llmperf import SyntheticWorkload
         def test_x(llmperf):
             m = llmperf.measure(workload=SyntheticWorkload(num_requests=1, input_tokens=4,
                                                            output_tokens=2), rounds=1)
             assert m.engine_info.engine == "renamed-hf"
-    """)
+    """
+    )
     pytester.syspathinsert()
     result = pytester.runpytest("--engine", "renamed-hf")
     result.assert_outcomes(passed=1)
