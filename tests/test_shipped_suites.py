@@ -17,7 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_smoke_suite_passes_against_shipped_cpu_thresholds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["hf", "vllm"])
+def test_smoke_suite_passes_against_shipped_cpu_thresholds(tmp_path: Path, engine: str) -> None:
     out = subprocess.run(
         [
             sys.executable,
@@ -28,6 +29,8 @@ def test_smoke_suite_passes_against_shipped_cpu_thresholds(tmp_path: Path) -> No
             "smoke",
             "-p",
             "no:cacheprovider",
+            "--engine",
+            engine,
             "--gpus",
             "cpu",
             "--llmperf-results-dir",
