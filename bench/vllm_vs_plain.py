@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -93,10 +92,10 @@ class Report:
 
     @property
     def ratio_of_medians(self) -> float:
-        plain, plugin = self.median("plain", "output_tok_per_s"), self.median(
-            "plugin", "output_tok_per_s"
-        )
-        assert plain is not None and plugin is not None
+        plain = self.median("plain", "output_tok_per_s")
+        plugin = self.median("plugin", "output_tok_per_s")
+        if plain is None or plugin is None:
+            raise ValueError("both arms need at least one trial")
         return plugin / plain
 
     @property
@@ -167,7 +166,9 @@ def plain_worker(settings: Settings, out: Path) -> None:
         output_tokens=settings.output_tokens,
     )
     requests = workload.build(_TokenizerAdapter(llm.get_tokenizer()))
-    prompts = [r.prompt for r in requests]
+    prompts = [r.prompt for r in requests if r.prompt is not None]
+    if len(prompts) != len(requests):
+        raise TypeError("SyntheticWorkload was expected to build text prompts")
     n = settings.output_tokens
     params = [
         vllm.SamplingParams(max_tokens=n, min_tokens=n, ignore_eos=True, temperature=0)
@@ -200,7 +201,9 @@ def _env() -> dict[str, str]:
 def _run_logged(command: list[str], log: Path, cwd: Path) -> float:
     started = time.perf_counter()
     with open(log, "wb") as handle:
-        code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=_env())
+        code = subprocess.call(
+            command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=_env()
+        )
     if code != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{command[:4]} exited with {code}; log {log}:\n{tail}")
@@ -377,10 +380,10 @@ def markdown(report: Report) -> str:
         )
     for arm in ("plain", "plugin"):
         tok = report.median(arm, "output_tok_per_s")
-        start = report.median(arm, "engine_start_s")
+        start_s = report.median(arm, "engine_start_s")
         wall = report.median(arm, "process_wall_s")
         lines.append(
-            f"| median | {arm} | {tok or 0:,.0f} | | {start or 0:.1f} | {wall or 0:.1f} |"
+            f"| median | {arm} | {tok or 0:,.0f} | | {start_s or 0:.1f} | {wall or 0:.1f} |"
         )
     pairs = ", ".join(f"{r:.3f}" for r in report.pair_ratios)
     counts = {(t.output_tokens, t.prompt_tokens) for t in report.trials}

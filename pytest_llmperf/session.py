@@ -43,7 +43,7 @@ from pytest_llmperf.workload import load_dataset
 log = logging.getLogger("pytest_llmperf")
 
 #: Engines whose --model is a local path we can check before the run starts.
-LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "llamacpp"})
+LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "vllm-server", "llamacpp"})
 
 #: Bounds written for a test that has none yet, by --llmperf-update-thresholds.
 DEFAULT_THRESHOLD_METRICS = (

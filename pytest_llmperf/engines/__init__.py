@@ -26,6 +26,7 @@ BUILTIN_ENGINES: dict[str, str] = {
     "hf": "pytest_llmperf.engines.hf:HFEngine",
     "vllm": "pytest_llmperf.engines.vllm:VLLMEngine",
     "openai": "pytest_llmperf.engines.openai:OpenAIEngine",
+    "vllm-server": "pytest_llmperf.engines.vllm_server:VLLMServerEngine",
 }
 
 

@@ -1,0 +1,133 @@
+"""The `vllm-server` engine: vLLM's OpenAI-compatible server, started for the configuration.
+
+`start` launches `python -m vllm.entrypoints.openai.api_server` (an argument list, on
+127.0.0.1 and a free port) with the grid's engine settings, as a `ManagedServer`, and
+benchmarks it through the `openai` client; `close` stops it. Tests that share the
+configuration share the server (the session keeps one engine per configuration).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from pytest_llmperf.engines.base import (
+    EngineConfig,
+    EngineInfo,
+    GenerationRequest,
+    StreamChunk,
+    Tokenizer,
+)
+from pytest_llmperf.engines.openai import OpenAIEngine
+from pytest_llmperf.gpus import physical_indices
+from pytest_llmperf.servers import ManagedServer, free_port
+from pytest_llmperf.tinymodel import resolve_model
+
+#: Our setting -> the server's flag (booleans become --flag / --no-flag).
+_SERVER_FLAGS = {
+    "tensor_parallel_size": "--tensor-parallel-size",
+    "max_model_len": "--max-model-len",
+    "max_num_seqs": "--max-num-seqs",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "dtype": "--dtype",
+    "quantization": "--quantization",
+    "seed": "--seed",
+}
+_CLIENT_SETTINGS = frozenset(
+    {"max_concurrency", "prompts_per_request", "endpoint", "request_timeout_s", "api_key_env"}
+)
+
+
+def server_argv(model_path: str, port: int, settings: dict[str, Any], on_gpu: bool) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    for key, flag in _SERVER_FLAGS.items():
+        if key in settings:
+            argv += [flag, str(settings[key])]
+    if "dtype" not in settings and not on_gpu:
+        argv += ["--dtype", "bfloat16"]
+    if settings.get("enforce_eager", not on_gpu):
+        argv.append("--enforce-eager")
+    # Off unless asked: every round repeats its prompts (see the vllm engine's docs).
+    argv.append(
+        "--enable-prefix-caching"
+        if settings.get("enable_prefix_caching")
+        else "--no-enable-prefix-caching"
+    )
+    return argv
+
+
+class VLLMServerEngine:
+    name: ClassVar[str] = "vllm-server"
+    settings_accepted: ClassVar[frozenset[str]] = (
+        frozenset(_SERVER_FLAGS) | {"enforce_eager", "enable_prefix_caching"} | _CLIENT_SETTINGS
+    )
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._server: ManagedServer | None = None
+        self._client: OpenAIEngine | None = None
+
+    def start(self) -> EngineInfo:
+        settings = dict(self.config.settings)
+        path = str(resolve_model(self.config.model))
+        port = free_port()
+        on_gpu = bool(self.config.gpus)
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, physical_indices(self.config.gpus)))}
+        if not on_gpu and "gpu_memory_utilization" not in settings:
+            env["VLLM_CPU_KVCACHE_SPACE"] = "1"  # see the vllm engine: 1 GiB for the tiny model
+        argv = server_argv(path, port, settings, on_gpu)
+        self._server = ManagedServer(
+            argv,
+            f"http://127.0.0.1:{port}/health",
+            env=env,
+            start_timeout_s=float(settings.get("start_timeout_s", 600)),
+        )
+        self._server.start()
+        client_settings = {k: v for k, v in settings.items() if k in _CLIENT_SETTINGS}
+        self._client = OpenAIEngine(
+            EngineConfig.make(
+                "openai",
+                path,
+                {**client_settings, "base_url": f"http://127.0.0.1:{port}", "tokenizer": path},
+            )
+        )
+        client_info = self._client.start()
+        return EngineInfo(
+            engine=self.name,
+            model=path,
+            device="server",
+            dtype="server",
+            details={**client_info.details, "server_argv": argv},
+        )
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._client is None:
+            raise RuntimeError("vllm-server engine: start() it first")
+        return self._client.tokenizer
+
+    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
+        if self._client is None:
+            raise RuntimeError("vllm-server engine: start() it first")
+        return self._client.stream(requests)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        server, self._server = self._server, None
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            if server is not None:
+                server.stop()

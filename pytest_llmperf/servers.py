@@ -1,0 +1,151 @@
+"""Managed servers: start an inference server from an argument list, wait, always stop it.
+
+`ManagedServer` starts the command (never through a shell) in a session of its own,
+with its output in a log file, and waits for its health URL with a deadline while
+watching the process: a server that exits first fails with its exit status and the end
+of its log. Stopping ends the whole process group (SIGTERM, then SIGKILL) and waits.
+
+No server outlives the run: every started server is stopped when the pytest session
+ends (the `vllm-server` engine's `close`, called by the session), at interpreter exit
+(`atexit`), and, if the test process is killed outright, by the kernel: the server is
+started with a parent-death signal (Linux `PR_SET_PDEATHSIG`), so it gets SIGTERM when
+the process that started it dies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+LOG_TAIL_CHARS = 3000
+_live: weakref.WeakSet[ManagedServer] = weakref.WeakSet()
+
+
+class ServerError(RuntimeError):
+    """The server could not be started or did not become healthy in time."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    with contextlib.suppress(OSError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class ManagedServer:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        health_url: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        start_timeout_s: float = 600.0,
+    ) -> None:
+        if isinstance(argv, str):
+            raise TypeError("argv must be a list of arguments, not a shell string")
+        self.argv = list(argv)
+        self.health_url = health_url
+        self.env = dict(env) if env is not None else None
+        self.start_timeout_s = start_timeout_s
+        self.log_path = Path(tempfile.mkstemp(prefix="llmperf-server-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(  # an argument list: no shell, no quoting bugs
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env is not None else None,
+                preexec_fn=_die_with_parent,
+            )
+        _live.add(self)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                self.stop()
+                raise ServerError(
+                    f"server exited with status {code} before it was healthy: "
+                    f"{self.argv[:4]}...\nend of its log:\n{self.log_tail()}"
+                )
+            if self._healthy():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise ServerError(
+            f"server not healthy at {self.health_url} after "
+            f"{self.start_timeout_s:.0f} s\nend of its log:\n{self.log_tail()}"
+        )
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and _group_alive(process.pid):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=0.1)
+            if not _group_alive(process.pid):
+                break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        _live.discard(self)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live):
+        server.stop(timeout_s=10.0)
