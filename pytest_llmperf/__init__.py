@@ -14,11 +14,14 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
 )
 from pytest_llmperf.grid import Config, Grid, grid_params
+from pytest_llmperf.load import SLO, Arrivals
 from pytest_llmperf.workload import DatasetWorkload, SyntheticWorkload, Workload
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SLO",
+    "Arrivals",
     "Config",
     "DatasetWorkload",
     "Engine",

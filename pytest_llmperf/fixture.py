@@ -12,6 +12,7 @@ import pytest
 from pytest_llmperf.engines import load_engine_class
 from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest
 from pytest_llmperf.grid import Config
+from pytest_llmperf.load import SLO, Arrivals, client_check
 from pytest_llmperf.measure import run_round
 from pytest_llmperf.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.session import EngineStartError, LLMPerfSession
@@ -68,6 +69,8 @@ class LLMPerfFixture:
         warmup_rounds: int = 1,
         label: str | None = None,
         extra_metrics: Mapping[str, float | None] | None = None,
+        arrivals: Arrivals | None = None,
+        slo: SLO | None = None,
     ) -> Measurement:
         """Run `workload` on the engine for `config`: warm-up rounds, then measured rounds.
 
@@ -75,6 +78,9 @@ class LLMPerfFixture:
         The metrics go to pytest-benchmark (`extra_info`), the results folder and the
         thresholds; a missed bound fails the test with a table, after everything has
         been recorded. Call it once per test, or give each call its own `label`.
+
+        `arrivals` sends the requests open loop, at a rate (client engines only: others
+        skip the test); `slo` adds goodput metrics (see `pytest_llmperf.load`).
         """
         if workload is None:
             raise TypeError("measure() needs a workload, e.g. SyntheticWorkload()")
@@ -84,16 +90,28 @@ class LLMPerfFixture:
         rounds = self._session.settings.rounds or rounds
         test_id = self._request.node.nodeid + (f"@{label}" if label else "")
         engine_config = self.engine_config(config)
+        engine_cls = load_engine_class(engine_config.engine)
+        if arrivals is not None and not getattr(engine_cls, "supports_arrivals", False):
+            pytest.skip(
+                f"engine {engine_config.engine!r} runs a batch at once; open-loop "
+                "arrivals need a client engine (openai, vllm-server)"
+            )
         try:
             engine, info, load_s = self._session.engine_for(engine_config)
         except EngineStartError as exc:
             pytest.fail(str(exc), pytrace=False)
         self._session.ensure_metadata()
         requests = workload.with_overrides(dict(config.workload_settings)).build(engine.tokenizer)
-        records, durations = self._run_rounds(engine, requests, rounds, warmup_rounds)
+        if arrivals is not None:
+            requests = arrivals.apply(requests)
+        records, durations, client = self._run_rounds(engine, requests, rounds, warmup_rounds)
         metrics = AggregateMetrics.from_records(records, durations)
-        if extra_metrics:
-            metrics = metrics.with_extra(**extra_metrics)
+        extra: dict[str, float | None] = dict(extra_metrics or {})
+        if slo is not None:
+            extra.update(slo.goodput(records, sum(durations)))
+        extra.update(client_check(client, durations, sum(r.output_tokens for r in records)))
+        if extra:
+            metrics = metrics.with_extra(**extra)
         flat = flatten(metrics.as_dict())
         check = self._session.thresholds_for(engine_config.engine).check(test_id, flat)
         self._record(
@@ -123,9 +141,10 @@ class LLMPerfFixture:
 
     def _run_rounds(
         self, engine: Any, requests: list[GenerationRequest], rounds: int, warmup_rounds: int
-    ) -> tuple[list[RequestRecord], list[float]]:
+    ) -> tuple[list[RequestRecord], list[float], list[dict[str, float]]]:
         kept: list[RequestRecord] = []
         durations: list[float] = []
+        client: list[dict[str, float]] = []
         count = 0
         writer = self._session.writer
         test_id = self._request.node.nodeid
@@ -150,6 +169,9 @@ class LLMPerfFixture:
                 raise AssertionError("; ".join(problems))
             kept.extend(records)
             durations.append(duration)
+            stats = getattr(engine, "last_round_stats", None)
+            if stats:
+                client.append(dict(stats))
 
         benchmark = self._benchmark()
         # pytest-benchmark allows one pedantic call per test; later labels use our loop.
@@ -159,7 +181,7 @@ class LLMPerfFixture:
         else:  # pytest-benchmark is off (xdist, --benchmark-disable): same rounds, our loop
             for _ in range(warmup_rounds + rounds):
                 one_round()
-        return kept, durations
+        return kept, durations, client
 
     def _benchmark(self) -> Any:
         if not self._request.config.pluginmanager.hasplugin("benchmark"):

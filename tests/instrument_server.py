@@ -38,6 +38,7 @@ class InstrumentServer:
         self.script = script or Script()
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.received_at: list[float] = []
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
@@ -75,6 +76,7 @@ class InstrumentServer:
         return web.json_response({"data": [{"id": "tiny"}]})
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
+        self.received_at.append(time.perf_counter())
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))

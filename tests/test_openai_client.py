@@ -10,6 +10,7 @@ import pytest
 
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
 from pytest_llmperf.engines.openai import OpenAIEngine
+from pytest_llmperf.load import SLO, Arrivals, client_check
 from pytest_llmperf.measure import run_round
 from tests.instrument_server import InstrumentServer, Script
 
@@ -145,3 +146,42 @@ def test_api_key_comes_from_the_environment_only(monkeypatch: pytest.MonkeyPatch
             engine.close()
     assert server.headers[0]["Authorization"] == "Bearer sk-secret-123"
     assert "sk-secret-123" not in repr(vars(engine))  # read when needed, never kept
+
+
+def test_open_loop_arrivals_follow_the_schedule() -> None:
+    with InstrumentServer(Script(delays_s=[0.01] * 3)) as server:
+        engine = engine_for(server)
+        try:
+            scheduled = Arrivals(rate_per_s=20, distribution="constant").apply(requests(5))
+            records, duration = run_round(engine, scheduled, 0)
+        finally:
+            engine.close()
+    gaps_ms = [(b - a) * 1000 for a, b in itertools.pairwise(server.received_at)]
+    assert all(abs(g - 50) < 10 for g in gaps_ms), gaps_ms
+    assert 0.2 < duration < 0.5  # the last request left at 200 ms
+    assert all(r.error is None for r in records)
+
+
+def test_poisson_arrivals_are_seeded_and_have_the_rate() -> None:
+    offsets = Arrivals(rate_per_s=10, seed=1).offsets(2000)
+    assert offsets == Arrivals(rate_per_s=10, seed=1).offsets(2000)
+    assert offsets[-1] / 1999 == pytest.approx(0.1, rel=0.1)
+    with pytest.raises(ValueError, match="rate_per_s must be positive"):
+        Arrivals(rate_per_s=0)
+
+
+def test_goodput_and_client_self_check() -> None:
+    with InstrumentServer(Script(delays_s=[0.03] + [0.01] * 4)) as server:
+        engine = engine_for(server)
+        try:
+            records, duration = run_round(engine, requests(4), 0)
+            stats = engine.last_round_stats
+        finally:
+            engine.close()
+    assert SLO(ttft_ms=100).goodput(records, duration)["goodput_fraction"] == 1.0
+    assert SLO(ttft_ms=10).goodput(records, duration)["goodput_fraction"] == 0.0
+    assert SLO(tpot_ms=100, e2e_ms=1).goodput(records, duration)["goodput_fraction"] == 0.0
+    assert stats["client_cpu_s"] > 0 and stats["loop_lag_ms_max"] < 50
+    check = client_check([stats], [duration], sum(r.output_tokens for r in records))
+    assert check["client_bound"] == 0.0
+    assert check["client_cpu_ms_per_1k_tok"] > 0  # type: ignore[operator]

@@ -51,7 +51,7 @@ def test_server_that_exits_early_fails_with_status_and_log() -> None:
 def test_unhealthy_server_fails_at_the_deadline() -> None:
     argv = [sys.executable, "-c", "import time; time.sleep(60)"]
     server = ManagedServer(argv, f"http://127.0.0.1:{free_port()}/health", start_timeout_s=2)
-    with pytest.raises(ServerError, match="not healthy .* after 2 s"):
+    with pytest.raises(ServerError, match=r"not healthy .* after 2 s"):
         server.start()
     assert server.process is None
 

@@ -23,15 +23,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 def vllm_server_processes() -> list[str]:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    return [line for line in out.stdout.splitlines() if "vllm.entrypoints.openai.api_server" in line]
+    return [
+        line for line in out.stdout.splitlines() if "vllm.entrypoints.openai.api_server" in line
+    ]
 
 
 @pytest.fixture(scope="module")
 def vllm_server() -> Iterator[str]:
     port = free_port()
     argv = server_argv(str(tiny_model_path()), port, {"max_model_len": 512}, on_gpu=False)
-    server = ManagedServer(argv, f"http://127.0.0.1:{port}/health",
-                           env={"VLLM_CPU_KVCACHE_SPACE": "1", "CUDA_VISIBLE_DEVICES": ""})
+    server = ManagedServer(
+        argv,
+        f"http://127.0.0.1:{port}/health",
+        env={"VLLM_CPU_KVCACHE_SPACE": "1", "CUDA_VISIBLE_DEVICES": ""},
+    )
     server.start()
     try:
         yield f"http://127.0.0.1:{port}"
@@ -41,9 +46,26 @@ def vllm_server() -> Iterator[str]:
 
 def run_smoke(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/test_smoke.py", "-m", "smoke", "-p",
-         "no:cacheprovider", "--gpus", "cpu", "--llmperf-results-dir", str(tmp_path), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites/test_smoke.py",
+            "-m",
+            "smoke",
+            "-p",
+            "no:cacheprovider",
+            "--gpus",
+            "cpu",
+            "--llmperf-results-dir",
+            str(tmp_path),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     (run_dir,) = tmp_path.iterdir()
@@ -51,7 +73,7 @@ def run_smoke(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
 
 
 def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path) -> None:
-    out, summary = run_smoke(tmp_path, "--engine", "openai", "--base-url", vllm_server)
+    _, summary = run_smoke(tmp_path, "--engine", "openai", "--base-url", vllm_server)
     tests = summary["tests"]
     assert len(tests) == 4 and {t["engine"] for t in tests} == {"openai"}
     for test in tests:
@@ -59,8 +81,10 @@ def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path)
         assert test["engine_info"]["details"]["base_url"] == vllm_server
     decode = next(t for t in tests if "batch8" in t["test_id"])
     assert decode["metrics"]["ttft_ms"]["count"] == 48
-    requests = [json.loads(line) for line in (tmp_path / summary["run_id"] / "requests.jsonl")
-                .read_text().splitlines()]
+    requests = [
+        json.loads(line)
+        for line in (tmp_path / summary["run_id"] / "requests.jsonl").read_text().splitlines()
+    ]
     fixed = [r for r in requests if "decode_throughput" in r["test_id"]]
     assert all(r["output_tokens"] == 32 and r["prompt_tokens"] == 64 for r in fixed)
     assert {r["token_count_source"] for r in fixed} == {"usage"}
@@ -68,7 +92,7 @@ def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path)
 
 def test_smoke_suite_through_a_managed_vllm_server(tmp_path: Path) -> None:
     before = vllm_server_processes()
-    out, summary = run_smoke(tmp_path, "--engine", "vllm-server")
+    _, summary = run_smoke(tmp_path, "--engine", "vllm-server")
     tests = summary["tests"]
     assert len(tests) == 4 and {t["engine"] for t in tests} == {"vllm-server"}
     assert all(t["metrics"]["failures"] == 0 for t in tests)

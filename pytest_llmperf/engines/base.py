@@ -79,6 +79,9 @@ class GenerationRequest:
     prompt_token_ids: tuple[int, ...] | None = None
     messages: tuple[Mapping[str, str], ...] | None = None
     reference: str | None = None
+    #: Open-loop load: seconds after the round starts at which a client engine sends
+    #: this request (its arrival). Engines that run a batch at once do not take it.
+    send_offset_s: float = 0.0
 
     def __post_init__(self) -> None:
         given = [x is not None for x in (self.prompt, self.prompt_token_ids, self.messages)]

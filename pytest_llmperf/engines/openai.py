@@ -43,8 +43,18 @@ from pytest_llmperf.engines.base import (
 _DONE = object()
 
 
+async def _measure_lag(lags: list[float], interval_s: float = 0.005) -> None:
+    """How late a short timer fires: the time an arriving event may wait unstamped."""
+    while True:
+        due = time.perf_counter() + interval_s
+        await asyncio.sleep(interval_s)
+        lags.append(max(0.0, time.perf_counter() - due))
+
+
 class OpenAIEngine:
     name: ClassVar[str] = "openai"
+    #: Sends requests on a schedule (`GenerationRequest.send_offset_s`): open-loop load.
+    supports_arrivals: ClassVar[bool] = True
     settings_accepted: ClassVar[frozenset[str]] = frozenset(
         {
             "base_url",
@@ -74,6 +84,8 @@ class OpenAIEngine:
         self._thread: threading.Thread | None = None
         self._session: Any = None
         self._served_model: str = config.model
+        #: The client's own cost in the last round (see `load.client_check`).
+        self.last_round_stats: dict[str, float] = {}
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -180,14 +192,28 @@ class OpenAIEngine:
     async def _send_all(self, requests: Sequence[GenerationRequest], out: queue.Queue[Any]) -> None:
         limit = asyncio.Semaphore(self.max_concurrency or max(1, len(requests)))
         groups = self._groups(requests)
+        start = time.perf_counter()
+        cpu_start = time.thread_time()
+        lags: list[float] = []
+        ticker = asyncio.ensure_future(_measure_lag(lags))
 
         async def one(group: list[tuple[int, GenerationRequest]]) -> None:
+            offset = group[0][1].send_offset_s
+            if offset > 0:  # open loop: send on schedule; the schedule is the arrival
+                await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
             async with limit:
-                await self._send(group, out)
+                await self._send(group, out, start + offset if offset > 0 else None)
 
         try:
             await asyncio.gather(*(one(g) for g in groups))
         finally:
+            ticker.cancel()
+            lags.sort()
+            self.last_round_stats = {
+                "client_cpu_s": time.thread_time() - cpu_start,
+                "loop_lag_ms_max": lags[-1] * 1000 if lags else 0.0,
+                "loop_lag_ms_p99": lags[int(0.99 * (len(lags) - 1))] * 1000 if lags else 0.0,
+            }
             out.put(_DONE)
 
     def _groups(
@@ -242,7 +268,10 @@ class OpenAIEngine:
         return "/v1/completions", body
 
     async def _send(
-        self, group: list[tuple[int, GenerationRequest]], out: queue.Queue[Any]
+        self,
+        group: list[tuple[int, GenerationRequest]],
+        out: queue.Queue[Any],
+        scheduled: float | None = None,
     ) -> None:
         import aiohttp
 
@@ -252,7 +281,7 @@ class OpenAIEngine:
         texts = {index: [] for index in open_members}  # type: dict[int, list[str]]
         usage: dict[str, Any] = {}
         finished: dict[int, tuple[str, float]] = {}
-        sent = time.perf_counter()
+        sent = scheduled if scheduled is not None else time.perf_counter()
         for index in open_members:
             out.put(StreamChunk(index, (), sent_at=sent, received_at=sent, token_count=0))
 

@@ -69,6 +69,7 @@ def server_argv(model_path: str, port: int, settings: dict[str, Any], on_gpu: bo
 
 class VLLMServerEngine:
     name: ClassVar[str] = "vllm-server"
+    supports_arrivals: ClassVar[bool] = True
     settings_accepted: ClassVar[frozenset[str]] = (
         frozenset(_SERVER_FLAGS) | {"enforce_eager", "enable_prefix_caching"} | _CLIENT_SETTINGS
     )
@@ -110,6 +111,10 @@ class VLLMServerEngine:
             dtype="server",
             details={**client_info.details, "server_argv": argv},
         )
+
+    @property
+    def last_round_stats(self) -> dict[str, float]:
+        return self._client.last_round_stats if self._client is not None else {}
 
     @property
     def tokenizer(self) -> Tokenizer:
