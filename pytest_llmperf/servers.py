@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import fcntl
+import json
 import os
 import signal
 import socket
@@ -26,8 +28,9 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 LOG_TAIL_CHARS = 3000
 _live: weakref.WeakSet[ManagedServer] = weakref.WeakSet()
@@ -149,3 +152,79 @@ def _group_alive(pgid: int) -> bool:
 def _stop_all() -> None:
     for server in list(_live):
         server.stop(timeout_s=10.0)
+
+
+class SharedServer:
+    """One server per configuration, shared by the pytest-xdist workers of a run.
+
+    The first worker to ask starts the server and owns it; the others find its URL in
+    a state file and count themselves in. Every change of the state happens under an
+    exclusive file lock. When its owner is done with it, the owner waits (bounded)
+    until no other worker uses it, then stops it.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        directory: Path,
+        make: Callable[[], ManagedServer],
+        base_url_of: Callable[[ManagedServer], str],
+        release_timeout_s: float = 3600.0,
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._state = directory / f"{key}.json"
+        self._lock = directory / f"{key}.lock"
+        self._make = make
+        self._base_url_of = base_url_of
+        self._release_timeout_s = release_timeout_s
+        self.owned: ManagedServer | None = None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any] | None]:
+        with open(self._lock, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                state = json.loads(self._state.read_text()) if self._state.exists() else None
+                yield state
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self._state.unlink(missing_ok=True)
+        else:
+            self._state.write_text(json.dumps(state))
+
+    def acquire(self) -> str:
+        """The shared server's base URL, starting it if no live one exists."""
+        with self._locked() as state:
+            if state is not None and _group_alive(int(state["pid"])):
+                state["users"] += 1
+                self._write(state)
+                return str(state["base_url"])
+            server = self._make()
+            server.start()  # under the lock: the other workers wait for this one
+            assert server.process is not None
+            self.owned = server
+            url = self._base_url_of(server)
+            self._write(
+                {"base_url": url, "pid": server.process.pid, "users": 1, "owner": os.getpid()}
+            )
+            return url
+
+    def release(self) -> None:
+        with self._locked() as state:
+            if state is not None:
+                state["users"] -= 1
+                self._write(state)
+        if self.owned is None:
+            return
+        deadline = time.monotonic() + self._release_timeout_s
+        while time.monotonic() < deadline:
+            with self._locked() as state:
+                if state is None or state["users"] <= 0:
+                    self._write(None)
+                    break
+            time.sleep(0.5)
+        server, self.owned = self.owned, None
+        server.stop()

@@ -84,3 +84,32 @@ def test_server_dies_with_a_killed_test_process(tmp_path: Path) -> None:
     while group_alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not group_alive(server_pid)
+
+
+def test_workers_share_one_server_and_the_owner_stops_it_last(tmp_path: Path) -> None:
+    import threading
+
+    from pytest_llmperf.servers import SharedServer
+
+    port = free_port()
+    started: list[ManagedServer] = []
+
+    def make() -> ManagedServer:
+        server = ManagedServer(http_server(port), f"http://127.0.0.1:{port}/", start_timeout_s=30)
+        started.append(server)
+        return server
+
+    def url_of(server: ManagedServer) -> str:
+        return server.health_url
+
+    owner = SharedServer("cfg", tmp_path, make, url_of)  # as worker gw0 would
+    other = SharedServer("cfg", tmp_path, make, url_of)  # as worker gw1 would
+    assert owner.acquire() == other.acquire() == f"http://127.0.0.1:{port}/"
+    assert len(started) == 1 and owner.owned is not None and other.owned is None
+    pid = started[0].process.pid  # type: ignore[union-attr]
+    threading.Timer(1.0, other.release).start()  # gw1 is still busy for a second
+    begun = time.monotonic()
+    owner.release()  # waits for gw1, then stops the server
+    assert time.monotonic() - begun >= 0.9
+    assert not group_alive(pid)
+    assert not (tmp_path / "cfg.json").exists()

@@ -100,3 +100,28 @@ def test_smoke_suite_through_a_managed_vllm_server(tmp_path: Path) -> None:
     assert "--no-enable-prefix-caching" in argv and "127.0.0.1" in argv
     # Every server the run started is gone.
     assert vllm_server_processes() == before
+
+
+def test_xdist_workers_share_one_managed_server(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_shared="""
+        import pytest
+        from pytest_llmperf import Config, SyntheticWorkload
+        C = Config.make("c", {"max_model_len": 256})
+        @pytest.mark.parametrize("i", range(4))
+        def test_s(llmperf, i):
+            llmperf.measure(C, SyntheticWorkload(num_requests=2, input_tokens=8,
+                                                 output_tokens=4), rounds=1, warmup_rounds=0)
+    """
+    )
+    before = vllm_server_processes()
+    result = pytester.runpytest("-n", "2", "--engine", "vllm-server", "--gpus", "cpu")
+    result.assert_outcomes(passed=4)
+    run_dir = next(p for p in (pytester.path / "results").iterdir() if p.is_dir())
+    tests = json.loads((run_dir / "summary.json").read_text())["tests"]
+    assert {t["worker"] for t in tests} == {"gw0", "gw1"}
+    urls = {t["engine_info"]["details"]["base_url"] for t in tests}
+    assert len(urls) == 1  # one server for the configuration, used by both workers
+    owners = {t["worker"] for t in tests if t["engine_info"]["details"]["server_owner"]}
+    assert len(owners) == 1
+    assert vllm_server_processes() == before

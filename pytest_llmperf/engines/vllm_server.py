@@ -8,8 +8,12 @@ configuration share the server (the session keeps one engine per configuration).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pytest_llmperf.engines.base import (
@@ -21,7 +25,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.engines.openai import OpenAIEngine
 from pytest_llmperf.gpus import physical_indices
-from pytest_llmperf.servers import ManagedServer, free_port
+from pytest_llmperf.servers import ManagedServer, SharedServer, free_port
 from pytest_llmperf.tinymodel import resolve_model
 
 #: Our setting -> the server's flag (booleans become --flag / --no-flag).
@@ -77,30 +81,46 @@ class VLLMServerEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self._server: ManagedServer | None = None
+        self._shared: SharedServer | None = None
         self._client: OpenAIEngine | None = None
 
-    def start(self) -> EngineInfo:
-        settings = dict(self.config.settings)
-        path = str(resolve_model(self.config.model))
+    def _make_server(self, path: str, settings: dict[str, Any]) -> ManagedServer:
         port = free_port()
         on_gpu = bool(self.config.gpus)
         env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, physical_indices(self.config.gpus)))}
         if not on_gpu and "gpu_memory_utilization" not in settings:
             env["VLLM_CPU_KVCACHE_SPACE"] = "1"  # see the vllm engine: 1 GiB for the tiny model
-        argv = server_argv(path, port, settings, on_gpu)
-        self._server = ManagedServer(
-            argv,
-            f"http://127.0.0.1:{port}/health",
-            env=env,
-            start_timeout_s=float(settings.get("start_timeout_s", 600)),
+        return ManagedServer(
+            server_argv(path, port, settings, on_gpu), f"http://127.0.0.1:{port}/health", env=env
         )
-        self._server.start()
+
+    def start(self) -> EngineInfo:
+        settings = dict(self.config.settings)
+        path = str(resolve_model(self.config.model))
+        server_settings = {k: v for k, v in settings.items() if k not in _CLIENT_SETTINGS}
+        run_uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        argv: list[str] | None
+        if os.environ.get("PYTEST_XDIST_WORKER") and run_uid:
+            # Under xdist the workers share one server per configuration.
+            key = hashlib.sha256(
+                repr((path, sorted(server_settings.items()), self.config.gpus)).encode()
+            ).hexdigest()[:16]
+            self._shared = SharedServer(
+                key,
+                Path(tempfile.gettempdir()) / f"llmperf-servers-{run_uid}",
+                lambda: self._make_server(path, server_settings),
+                _base_url,
+            )
+            base_url = self._shared.acquire()
+            argv = self._shared.owned.argv if self._shared.owned else None
+        else:
+            self._server = self._make_server(path, server_settings)
+            self._server.start()
+            base_url, argv = _base_url(self._server), self._server.argv
         client_settings = {k: v for k, v in settings.items() if k in _CLIENT_SETTINGS}
         self._client = OpenAIEngine(
             EngineConfig.make(
-                "openai",
-                path,
-                {**client_settings, "base_url": f"http://127.0.0.1:{port}", "tokenizer": path},
+                "openai", path, {**client_settings, "base_url": base_url, "tokenizer": path}
             )
         )
         client_info = self._client.start()
@@ -109,7 +129,12 @@ class VLLMServerEngine:
             model=path,
             device="server",
             dtype="server",
-            details={**client_info.details, "server_argv": argv},
+            details={
+                **client_info.details,
+                "server_argv": argv,
+                "shared_server": self._shared is not None,
+                "server_owner": self._shared is None or self._shared.owned is not None,
+            },
         )
 
     @property
@@ -130,9 +155,16 @@ class VLLMServerEngine:
     def close(self) -> None:
         client, self._client = self._client, None
         server, self._server = self._server, None
+        shared, self._shared = self._shared, None
         try:
             if client is not None:
                 client.close()
         finally:
             if server is not None:
                 server.stop()
+            if shared is not None:
+                shared.release()
+
+
+def _base_url(server: ManagedServer) -> str:
+    return server.health_url.removesuffix("/health")
