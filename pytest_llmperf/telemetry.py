@@ -134,7 +134,10 @@ class Sampler:
         end = self._energy_mj()
         samples = self._samples or [self._sample()]
         self._nvml.nvmlShutdown()
-        mean = lambda key: sum(s[key] for s in samples) / len(samples)  # noqa: E731
+
+        def mean(key: str) -> float:
+            return sum(s[key] for s in samples) / len(samples)
+
         power_mean = mean("power")
         if self._energy_start is not None and end is not None and end >= self._energy_start:
             energy = (end - self._energy_start) / 1000.0

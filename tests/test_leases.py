@@ -6,6 +6,7 @@ coordinator is tested here on a CPU machine exactly as it runs on a GPU host.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def test_xdist_workers_never_share_a_gpu(pytester: pytest.Pytester, private_lock
     assert {s["gpu"] for s in spans} == {0, 1}
     for gpu in (0, 1):
         mine = sorted((s["start"], s["end"]) for s in spans if s["gpu"] == gpu)
-        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(mine, mine[1:]))
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(mine))
 
 
 def test_telemetry_is_null_without_nvml() -> None:
