@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,10 +13,12 @@ import pytest
 from pytest_llmperf.engines import load_engine_class
 from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest
 from pytest_llmperf.grid import Config
+from pytest_llmperf.leases import foreign_processes
 from pytest_llmperf.load import SLO, Arrivals, client_check
 from pytest_llmperf.measure import run_round
 from pytest_llmperf.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.session import EngineStartError, LLMPerfSession
+from pytest_llmperf.telemetry import Sampler
 from pytest_llmperf.thresholds import CheckResult
 from pytest_llmperf.workload import Workload, check_responses
 
@@ -57,8 +60,15 @@ class LLMPerfFixture:
         accepted = load_engine_class(name).settings_accepted
         given = {**dict(self._session.settings.engine_options), **dict(config.engine_settings)}
         settings = {k: v for k, v in given.items() if k in accepted}
-        gpus = self._session.gpus[: config.tensor_parallel_size]
-        return EngineConfig.make(name, self._session.settings.model, settings, gpus)
+        return EngineConfig.make(name, self._session.settings.model, settings)
+
+    def gpu_count(self, config: Config = DEFAULT_CONFIG) -> int:
+        """GPUs this test leases: tensor parallel size or its `gpu(n)` mark, none on a CPU run."""
+        name = config.engine or self._session.settings.engine
+        if not self._session.gpus or not getattr(load_engine_class(name), "uses_gpus", True):
+            return 0
+        marked = [int(m.args[0]) if m.args else 1 for m in self._request.node.iter_markers("gpu")]
+        return max([config.tensor_parallel_size, *marked])
 
     def measure(
         self,
@@ -97,16 +107,22 @@ class LLMPerfFixture:
                 "arrivals need a client engine (openai, vllm-server)"
             )
         try:
-            engine, info, load_s = self._session.engine_for(engine_config)
+            engine, info, load_s = self._session.engine_for(engine_config, self.gpu_count(config))
         except EngineStartError as exc:
             pytest.fail(str(exc), pytrace=False)
         self._session.ensure_metadata()
         requests = workload.with_overrides(dict(config.workload_settings)).build(engine.tokenizer)
         if arrivals is not None:
             requests = arrivals.apply(requests)
-        records, durations, client = self._run_rounds(engine, requests, rounds, warmup_rounds)
+        held = self._session.lease
+        sampler = Sampler(held.physical if held is not None else ())
+        records, durations, client = self._run_rounds(
+            engine, requests, rounds, warmup_rounds, sampler
+        )
+        out_tokens = sum(r.output_tokens for r in records if r.error is None)
         metrics = AggregateMetrics.from_records(records, durations)
         extra: dict[str, float | None] = dict(extra_metrics or {})
+        extra.update(sampler.stop(out_tokens))
         if slo is not None:
             extra.update(slo.goodput(records, sum(durations)))
         extra.update(client_check(client, durations, sum(r.output_tokens for r in records)))
@@ -140,7 +156,12 @@ class LLMPerfFixture:
         return measurement
 
     def _run_rounds(
-        self, engine: Any, requests: list[GenerationRequest], rounds: int, warmup_rounds: int
+        self,
+        engine: Any,
+        requests: list[GenerationRequest],
+        rounds: int,
+        warmup_rounds: int,
+        sampler: Sampler,
     ) -> tuple[list[RequestRecord], list[float], list[dict[str, float]]]:
         kept: list[RequestRecord] = []
         durations: list[float] = []
@@ -161,6 +182,8 @@ class LLMPerfFixture:
                 if not warmup:
                     writer.append_request({"test_id": test_id, **record.as_dict()})
 
+            if index == 0:
+                sampler.start()  # telemetry covers the measured rounds, not the warm-up
             records, duration = run_round(engine, requests, index, on_record)
             if warmup:
                 return
@@ -182,6 +205,19 @@ class LLMPerfFixture:
             for _ in range(warmup_rounds + rounds):
                 one_round()
         return kept, durations, client
+
+    def _gpu_record(self) -> dict[str, Any] | None:
+        """The leased GPUs and every process NVML sees on them (proof of isolation)."""
+        held = self._session.lease
+        if held is None:
+            return None
+        return {
+            "cuda": list(held.gpus),
+            "physical": list(held.physical),
+            "processes": {
+                str(i): procs for i, procs in foreign_processes(held.physical, ours=set()).items()
+            },
+        }
 
     def _benchmark(self) -> Any:
         if not self._request.config.pluginmanager.hasplugin("benchmark"):
@@ -225,6 +261,8 @@ class LLMPerfFixture:
                 "rounds": rounds,
                 "warmup_rounds": warmup_rounds,
                 "worker": self._session.worker_id,
+                "worker_pid": os.getpid(),
+                "gpus": self._gpu_record(),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "metrics": metrics.as_dict(),
                 "metrics_flat": dict(flat),

@@ -138,6 +138,15 @@ def add_run_options(addoption: AddOption) -> None:
         help="run every engine in a child process of its own (vllm always is). Default: off.",
     )
     addoption(
+        "--llmperf-lease-timeout",
+        dest="llmperf_lease_timeout",
+        metavar="SECONDS",
+        type=float,
+        default=3600.0,
+        help="bound on waiting for free, clean GPUs (other workers or runs may hold them). "
+        "Default: 3600.",
+    )
+    addoption(
         "--llmperf-engine-start-timeout",
         dest="llmperf_engine_start_timeout",
         metavar="SECONDS",
@@ -189,6 +198,7 @@ class Settings:
     dataset: Path | None
     rounds: int | None
     isolate: bool = False
+    lease_timeout_s: float = 3600.0
     engine_start_timeout_s: float = 600.0
     request_timeout_s: float = 1800.0
     #: Settings every engine that accepts them receives (server URL, key variable).
@@ -241,6 +251,7 @@ def read_settings(config: pytest.Config) -> Settings:
         else None,
         rounds=rounds,
         isolate=bool(config.getoption("llmperf_isolate")),
+        lease_timeout_s=_positive(config, "llmperf_lease_timeout"),
         engine_start_timeout_s=_positive(config, "llmperf_engine_start_timeout"),
         request_timeout_s=_positive(config, "llmperf_request_timeout"),
         engine_options=tuple(

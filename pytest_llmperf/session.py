@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo
 from pytest_llmperf.engines.isolated import IsolatedEngine
 from pytest_llmperf.environment import machine_metadata
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.gpus import GpuInfo, select_gpus, visible_gpus
+from pytest_llmperf.gpus import (
+    GpuInfo,
+    gpu_memory_used,
+    physical_indices,
+    select_gpus,
+    visible_gpus,
+)
+from pytest_llmperf.leases import Lease, LeaseError, lease, wait_until_clean
 from pytest_llmperf.options import Settings, describe_settings
 from pytest_llmperf.results import (
     RunWriter,
@@ -103,6 +111,12 @@ class LLMPerfSession:
         }
         self._metadata_written = False
         self._engine_config: EngineConfig | None = None
+        self._engine_key: tuple[EngineConfig, int] | None = None
+        #: The GPUs the loaded engine holds, if any.
+        self.lease: Lease | None = None
+        #: Memory in use on each of the run's GPUs when it started (NVML), for the
+        #: isolation check; None without NVML.
+        self.gpu_baseline = gpu_memory_used(physical_indices(self.gpus))
         self._engine: Engine | None = None
         self._engine_info: EngineInfo | None = None
         self._engine_error: str | None = None
@@ -131,14 +145,19 @@ class LLMPerfSession:
 
     # --- engines ----------------------------------------------------------------
 
-    def engine_for(self, engine_config: EngineConfig) -> tuple[Engine, EngineInfo, float | None]:
+    def engine_for(
+        self, engine_config: EngineConfig, gpu_count: int = 0
+    ) -> tuple[Engine, EngineInfo, float | None]:
         """The loaded engine for this configuration, starting it if needed.
 
+        `gpu_count` GPUs are leased from the run's set (see `leases`) and checked clean
+        before the engine starts on them; the engine gets them as `EngineConfig.gpus`.
         Returns the engine, its info and its load time in seconds (None when it was
         already loaded). A configuration whose engine failed to start fails again at
         once for every test that needs it, without a second attempt.
         """
-        if engine_config == self._engine_config:
+        key = (engine_config, gpu_count)
+        if key == self._engine_key:
             if isinstance(self._engine, IsolatedEngine) and self._engine.death_cause:
                 self._engine_error = (
                     f"engine for this configuration died earlier: {self._engine.death_cause}"
@@ -148,7 +167,19 @@ class LLMPerfSession:
             assert self._engine is not None and self._engine_info is not None
             return self._engine, self._engine_info, None
         self.close_engine()
+        self._engine_key = key
         self._engine_config = engine_config
+        if gpu_count:
+            try:
+                self.lease = lease(gpu_count, self.gpus, self.settings.lease_timeout_s)
+                wait_until_clean(
+                    self.lease.physical, self.gpu_baseline, self.settings.lease_timeout_s
+                )
+            except LeaseError as exc:
+                self._engine_error = f"GPU lease: {exc}"
+                raise EngineStartError(self._engine_error) from exc
+            engine_config = replace(engine_config, gpus=self.lease.gpus)
+            self._engine_config = engine_config
         engine_cls = load_engine_class(engine_config.engine)
         engine: Engine
         if getattr(engine_cls, "isolated", False) or self.settings.isolate:
@@ -179,8 +210,14 @@ class LLMPerfSession:
         engine, self._engine = self._engine, None
         config = self._engine_config
         self._engine_config = self._engine_info = self._engine_error = None
-        if engine is not None:
-            engine.close()
+        self._engine_key = None
+        try:
+            if engine is not None:
+                engine.close()
+        finally:
+            held, self.lease = self.lease, None
+            if held is not None:
+                held.release()
         if isinstance(engine, IsolatedEngine) and config is not None:
             self.handovers.append({"engine_config": config.describe(), **(engine.released or {})})
 

@@ -234,4 +234,6 @@ def test_engines_registered_by_entry_point_are_found(pytester: pytest.Pytester) 
     assert test["engine"] == "renamed-hf"
     # And the unknown-engine message lists it.
     result = pytester.runpytest("--engine", "renamed")
-    result.stderr.fnmatch_lines(["*unknown engine 'renamed'*known engines: hf, renamed-hf*"])
+    result.stderr.fnmatch_lines(
+        ["*unknown engine 'renamed'*known engines: hf, openai, renamed-hf, vllm, vllm-server*"]
+    )

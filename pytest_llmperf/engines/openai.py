@@ -55,6 +55,8 @@ class OpenAIEngine:
     name: ClassVar[str] = "openai"
     #: Sends requests on a schedule (`GenerationRequest.send_offset_s`): open-loop load.
     supports_arrivals: ClassVar[bool] = True
+    #: The server runs elsewhere: a test on this engine leases no GPU of the run.
+    uses_gpus: ClassVar[bool] = False
     settings_accepted: ClassVar[frozenset[str]] = frozenset(
         {
             "base_url",
