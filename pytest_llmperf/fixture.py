@@ -13,7 +13,7 @@ import pytest
 from pytest_llmperf.engines import load_engine_class
 from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest
 from pytest_llmperf.grid import Config
-from pytest_llmperf.leases import foreign_processes
+from pytest_llmperf.leases import gpu_processes
 from pytest_llmperf.load import SLO, Arrivals, client_check
 from pytest_llmperf.measure import run_round
 from pytest_llmperf.metrics import AggregateMetrics, RequestRecord, flatten
@@ -214,9 +214,7 @@ class LLMPerfFixture:
         return {
             "cuda": list(held.gpus),
             "physical": list(held.physical),
-            "processes": {
-                str(i): procs for i, procs in foreign_processes(held.physical, ours=set()).items()
-            },
+            "processes": {str(i): procs for i, procs in gpu_processes(held.physical).items()},
         }
 
     def _benchmark(self) -> Any:

@@ -101,6 +101,11 @@ def lease(
         time.sleep(poll_s)
 
 
+def gpu_processes(physical: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
+    """Every NVML compute process (pid, bytes) on each GPU."""
+    return foreign_processes(physical, ours=set())
+
+
 def foreign_processes(physical: Iterable[int], ours: set[int]) -> dict[int, list[tuple[int, int]]]:
     """NVML compute processes (pid, bytes) on each GPU that are not in `ours`."""
     try:
@@ -132,11 +137,16 @@ def wait_until_clean(
     deadline = time.monotonic() + timeout_s
     while True:
         used = gpu_memory_used(physical)
-        others = foreign_processes(physical, ours)
+        procs = gpu_processes(physical)
+        others = {i: [p for p in ps if p[0] not in ours] for i, ps in procs.items()}
+        others = {i: ps for i, ps in others.items() if ps}
+        # This process's own memory (a CUDA context an in-process engine keeps) is not
+        # someone else's: compare what the others use with the baseline.
+        mine = {i: sum(b for pid, b in ps if pid in ours) for i, ps in procs.items()}
         high = {
             i: u
             for i, u in (used or {}).items()
-            if baseline is not None and u > baseline.get(i, 0) + SLACK_BYTES
+            if baseline is not None and u - mine.get(i, 0) > baseline.get(i, 0) + SLACK_BYTES
         }
         if not others and not high:
             return

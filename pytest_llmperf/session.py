@@ -53,6 +53,10 @@ log = logging.getLogger("pytest_llmperf")
 #: Engines whose --model is a local path we can check before the run starts.
 LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "vllm-server", "llamacpp"})
 
+#: How long a leased GPU may take to become clean (no one else's processes, memory at
+#: baseline) before the engine that wants it fails with what was seen.
+CLEAN_TIMEOUT_S = 120.0
+
 #: Bounds written for a test that has none yet, by --llmperf-update-thresholds.
 DEFAULT_THRESHOLD_METRICS = (
     "output_tok_per_s",
@@ -173,7 +177,9 @@ class LLMPerfSession:
             try:
                 self.lease = lease(gpu_count, self.gpus, self.settings.lease_timeout_s)
                 wait_until_clean(
-                    self.lease.physical, self.gpu_baseline, self.settings.lease_timeout_s
+                    self.lease.physical,
+                    self.gpu_baseline,
+                    min(CLEAN_TIMEOUT_S, self.settings.lease_timeout_s),
                 )
             except LeaseError as exc:
                 self._engine_error = f"GPU lease: {exc}"
