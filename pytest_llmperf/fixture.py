@@ -111,7 +111,20 @@ class LLMPerfFixture:
         except EngineStartError as exc:
             pytest.fail(str(exc), pytrace=False)
         self._session.ensure_metadata()
-        requests = workload.with_overrides(dict(config.workload_settings)).build(engine.tokenizer)
+        try:
+            requests = workload.with_overrides(dict(config.workload_settings)).build(
+                engine.tokenizer
+            )
+        except Exception:
+            death = getattr(engine, "death_cause", None)
+            if not death:
+                raise
+            # The engine died before this measurement (its tokenizer lives in it too).
+            pytest.fail(
+                f"engine died during {test_id}: {death}\n"
+                f"{getattr(engine, 'log_errors', lambda: '')()}",
+                pytrace=False,
+            )
         if arrivals is not None:
             requests = arrivals.apply(requests)
         held = self._session.lease
@@ -178,15 +191,16 @@ class LLMPerfFixture:
             index = count - warmup_rounds
             count += 1
 
-            def on_record(record: RequestRecord) -> None:
-                if not warmup:
-                    writer.append_request({"test_id": test_id, **record.as_dict()})
-
             if index == 0:
                 sampler.start()  # telemetry covers the measured rounds, not the warm-up
-            records, duration = run_round(engine, requests, index, on_record)
+            # Records are written when the round ends, not while it runs: a write inside the
+            # loop would delay the next chunk's timestamp (and, for an in-process engine,
+            # the engine itself). A run killed mid-way keeps every finished round.
+            records, duration = run_round(engine, requests, index)
             if warmup:
                 return
+            for record in records:
+                writer.append_request({"test_id": test_id, **record.as_dict()})
             problems = check_responses(requests, [r.custom_id for r in records])
             if problems:
                 raise AssertionError("; ".join(problems))

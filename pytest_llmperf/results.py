@@ -3,7 +3,7 @@
 Each run writes `results/<run-id>/`:
 
     run.json              metadata, written when the run starts
-    requests[-gwN].jsonl  one line per measured request, appended as it completes
+    requests[-gwN].jsonl  one line per measured request, appended when its round ends
     tests[-gwN].jsonl     one line per measured test, appended when it finishes
     summary.json          metadata + every test, written when the run ends
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import tempfile
 import time
@@ -159,6 +160,8 @@ class IsolatedEngine:
             message = self._receive(self.stream_timeout_s, "generating")
             if message[0] == "chunk":
                 yield message[1]
+            elif message[0] == "chunks":
+                yield from message[1]
             elif message[0] == "done":
                 return
             else:
@@ -271,6 +274,17 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _last_line(text: str) -> str:
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
+def _last_line(text: str, limit: int = 2000) -> str:
+    """The final exception of a traceback: its type and its whole message.
+
+    Not just the last line: pydantic's ValidationError (vLLM's config errors) ends with
+    a link, and the cause is in the lines before it.
+    """
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text
+    starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
+    if not starts:
+        return lines[-1] if lines else text
+    return "\n".join(lines[starts[-1] :])[:limit]

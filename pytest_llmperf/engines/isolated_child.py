@@ -35,7 +35,9 @@ def serve(conn: Connection, target: str, config: Any, visible: str, log_path: st
         engine = getattr(importlib.import_module(module_name), attr)(config)
         info = engine.start()
     except BaseException:
-        conn.send(("error", traceback.format_exc()))
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)  # the log keeps it for whoever reads it later
+        conn.send(("error", text))
         return
     conn.send(("ready", info))
     while True:
@@ -52,8 +54,11 @@ def serve(conn: Connection, target: str, config: Any, visible: str, log_path: st
             elif kind == "decode":
                 conn.send(("ok", engine.tokenizer.decode(message[1])))
             elif kind == "stream":
-                for chunk in engine.stream(message[1]):
-                    conn.send(("chunk", chunk))
+                if getattr(engine, "streams_tokens", True):
+                    for chunk in engine.stream(message[1]):
+                        conn.send(("chunk", chunk))
+                else:  # all chunks arrive at once (vLLM's LLM.generate): one message
+                    conn.send(("chunks", list(engine.stream(message[1]))))
                 conn.send(("done",))
             else:
                 conn.send(("error", f"unknown message {kind!r}"))

@@ -68,6 +68,8 @@ class _VLLMTokenizer:
 class VLLMEngine:
     name: ClassVar[str] = "vllm"
     isolated: ClassVar[bool] = True
+    #: `LLM.generate` returns the whole batch at once: the child sends it in one message.
+    streams_tokens: ClassVar[bool] = False
     settings_accepted: ClassVar[frozenset[str]] = frozenset(_LLM_ARGS)
 
     def __init__(self, config: EngineConfig) -> None:
