@@ -109,7 +109,8 @@ class LLMPerfFixture:
         try:
             engine, info, load_s = self._session.engine_for(engine_config, self.gpu_count(config))
         except EngineStartError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            # `from None`: the message already says why; a chained traceback would repeat it.
+            raise pytest.fail.Exception(str(exc), pytrace=False) from None
         self._session.ensure_metadata()
         try:
             requests = workload.with_overrides(dict(config.workload_settings)).build(
@@ -120,11 +121,11 @@ class LLMPerfFixture:
             if not death:
                 raise
             # The engine died before this measurement (its tokenizer lives in it too).
-            pytest.fail(
+            raise pytest.fail.Exception(
                 f"engine died during {test_id}: {death}\n"
                 f"{getattr(engine, 'log_errors', lambda: '')()}",
                 pytrace=False,
-            )
+            ) from None
         if arrivals is not None:
             requests = arrivals.apply(requests)
         held = self._session.lease

@@ -223,6 +223,8 @@ class IsolatedEngine:
                 break
             try:
                 os.killpg(process.pid, sig)
+                # A stopped (SIGSTOP) process keeps SIGTERM pending until it runs again.
+                os.killpg(process.pid, signal.SIGCONT)
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s
