@@ -128,17 +128,18 @@ class ManagedServer:
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and _group_alive(process.pid):
+            while time.monotonic() < deadline and group_alive(process.pid):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=0.1)
-            if not _group_alive(process.pid):
+            if not group_alive(process.pid):
                 break
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
         _live.discard(self)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group `pgid` still exists."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -198,7 +199,7 @@ class SharedServer:
     def acquire(self) -> str:
         """The shared server's base URL, starting it if no live one exists."""
         with self._locked() as state:
-            if state is not None and _group_alive(int(state["pid"])):
+            if state is not None and group_alive(int(state["pid"])):
                 state["users"] += 1
                 self._write(state)
                 return str(state["base_url"])

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest, StreamChunk
 from pytest_llmperf.gpus import gpu_memory_used, physical_indices
+from pytest_llmperf.servers import group_alive
 
 DEFAULT_START_TIMEOUT_S = 600.0
 DEFAULT_STREAM_TIMEOUT_S = 1800.0
@@ -219,7 +220,7 @@ class IsolatedEngine:
         process.join(timeout=0.1)
         # The child leads its own process group: end it and everything it started.
         for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-            if not _group_alive(process.pid):
+            if not group_alive(process.pid):
                 break
             try:
                 os.killpg(process.pid, sig)
@@ -228,7 +229,7 @@ class IsolatedEngine:
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s
-            while _group_alive(process.pid) and time.monotonic() < deadline:
+            while group_alive(process.pid) and time.monotonic() < deadline:
                 process.join(timeout=0.05)
         process.join(timeout=1.0)
 
@@ -264,16 +265,6 @@ class IsolatedEngine:
             "after_bytes": used,
             "waited_s": time.monotonic() - started,
         }
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
