@@ -172,27 +172,13 @@ class Report:
 # --- plain arm --------------------------------------------------------------------
 
 
-class _TokenizerAdapter:
-    """vLLM's tokenizer as `pytest_llmperf`'s `Tokenizer`, exactly as the engine wraps it."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
-        return ids
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        text: str = self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
-        return text
-
-
 def plain_worker(settings: Settings, out: Path) -> None:
     """The plain script: `LLM.generate` timed around the call alone; JSON to `out`."""
     started = time.perf_counter()
     import vllm
 
     from pytest_llmperf import SyntheticWorkload
+    from pytest_llmperf.engines.vllm import _VLLMTokenizer  # the engine's own wrapper
     from pytest_llmperf.tinymodel import tiny_model_path
 
     llm = vllm.LLM(
@@ -211,7 +197,7 @@ def plain_worker(settings: Settings, out: Path) -> None:
         input_tokens=settings.input_tokens,
         output_tokens=settings.output_tokens,
     )
-    requests = workload.build(_TokenizerAdapter(llm.get_tokenizer()))
+    requests = workload.build(_VLLMTokenizer(llm.get_tokenizer()))
     prompts = [r.prompt for r in requests if r.prompt is not None]
     if len(prompts) != len(requests):
         raise TypeError("SyntheticWorkload was expected to build text prompts")

@@ -13,17 +13,10 @@ import pytest
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
 from pytest_llmperf.engines.isolated import EngineDied, IsolatedEngine
 from pytest_llmperf.gpus import physical_indices
+from pytest_llmperf.servers import group_alive
 from tests.conftest import read_summary
 
 HF = "pytest_llmperf.engines.hf:HFEngine"
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_child_runs_the_engine_and_leaves_nothing_behind() -> None:

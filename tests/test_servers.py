@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,15 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.servers import ManagedServer, ServerError, free_port
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from pytest_llmperf.servers import ManagedServer, ServerError, free_port, group_alive
 
 
 def http_server(port: int) -> list[str]:
