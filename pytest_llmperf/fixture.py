@@ -16,7 +16,7 @@ from pytest_llmperf.grid import Config
 from pytest_llmperf.leases import gpu_processes
 from pytest_llmperf.load import SLO, Arrivals, client_check
 from pytest_llmperf.measure import run_round
-from pytest_llmperf.metrics import AggregateMetrics, RequestRecord, flatten
+from pytest_llmperf.metrics import AggregateMetrics, RequestRecord, flatten, server_timing_metrics
 from pytest_llmperf.session import EngineStartError, LLMPerfSession
 from pytest_llmperf.telemetry import Sampler
 from pytest_llmperf.thresholds import CheckResult
@@ -140,6 +140,7 @@ class LLMPerfFixture:
         if slo is not None:
             extra.update(slo.goodput(records, sum(durations)))
         extra.update(client_check(client, durations, sum(r.output_tokens for r in records)))
+        extra.update(server_timing_metrics(records))
         if extra:
             metrics = metrics.with_extra(**extra)
         flat = flatten(metrics.as_dict())

@@ -6,8 +6,9 @@ The engine yields, the harness times (see `engines.base`); metric definitions ar
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pytest_llmperf.engines.base import Engine, EngineTimings, GenerationRequest, StreamChunk
@@ -33,6 +34,7 @@ class _Progress:
     engine_timings: EngineTimings | None = None
     output_tokens: int | None = None
     token_count_source: str = "engine"
+    server_timings: Mapping[str, float] | None = None
 
     def add(self, chunk: StreamChunk, now: float) -> None:
         if chunk.received_at is not None:
@@ -55,14 +57,27 @@ class _Progress:
                 self.itl_ms.extend([gap] * k)
             self.last = now
             self.tokens += k
+        if chunk.token_times:
+            self._add_times(chunk.token_times)
         if chunk.engine_timings is not None:
             self.engine_timings = chunk.engine_timings
+        if chunk.server_timings is not None:
+            self.server_timings = chunk.server_timings
         if chunk.text is not None:
             self.text = chunk.text
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
             self.finished_at = now
             self.error = chunk.error
+
+    def _add_times(self, times: tuple[float, ...]) -> None:
+        """Token events stamped where they were received, handed over in one chunk."""
+        previous = times if self.last is None else (self.last, *times)
+        self.itl_ms.extend((b - a) * _MS for a, b in itertools.pairwise(previous))
+        if self.first is None:
+            self.first = times[0]
+        self.last = times[-1]
+        self.tokens += len(times)
 
 
 def _record(request: GenerationRequest, progress: _Progress, round_index: int) -> RequestRecord:
@@ -106,6 +121,7 @@ def _record(request: GenerationRequest, progress: _Progress, round_index: int) -
         output_text=progress.text,
         timing_source=source,
         token_count_source=progress.token_count_source,
+        server_timings=progress.server_timings,
     )
 
 

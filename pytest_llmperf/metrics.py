@@ -22,6 +22,9 @@ Per request (one `RequestRecord`):
     prompt_tokens  prompt length in the engine's own tokens.
     output_tokens  output length in the engine's own tokens (never re-tokenised).
     finish_reason  "stop" (EOS or stop string), "length" (hit max_tokens) or "error".
+    server_timings the server's own timings of the request when it reports them
+                   (Ollama's native API: prompt_eval_ms, eval_ms, load_ms, total_ms,
+                   prompt_eval_count, eval_count), beside ours, never instead of them.
 
 Per test (one `AggregateMetrics`, over the measured rounds only; warm-up rounds are run
 and discarded):
@@ -34,6 +37,10 @@ and discarded):
     requests_per_s      successful requests / duration_s.
     length_stop_fraction  share of successful requests whose finish_reason is
                    "length": the truncation rate of a workload with free lengths.
+    server_prefill_ms_p50  median of the server's prompt_eval_ms (requests with
+                   server timings only; absent otherwise).
+    server_decode_tok_per_s  sum of the server's eval_count / sum of its eval_ms,
+                   in tokens per second: the decode speed the server itself reports.
     ttft_ms, tpot_ms, itl_ms, e2e_ms, queue_ms
                         distributions (see `Distribution`) over successful requests.
 
@@ -79,6 +86,8 @@ _SPECS = [
     MetricSpec("itl_ms", "ms", "lower", distribution=True),
     MetricSpec("e2e_ms", "ms", "lower", distribution=True),
     MetricSpec("queue_ms", "ms", "lower", distribution=True),
+    MetricSpec("server_prefill_ms_p50", "ms", "lower"),
+    MetricSpec("server_decode_tok_per_s", "tok/s", "higher"),
 ]
 METRICS: dict[str, MetricSpec] = {m.name: m for m in _SPECS}
 
@@ -175,11 +184,27 @@ class RequestRecord:
     output_text: str | None = None
     timing_source: str = "harness"
     token_count_source: str = "engine"
+    server_timings: Mapping[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["itl_ms"] = list(self.itl_ms)
+        data["server_timings"] = dict(self.server_timings) if self.server_timings else None
         return data
+
+
+def server_timing_metrics(records: Sequence[RequestRecord]) -> dict[str, float | None]:
+    """`server_prefill_ms_p50` and `server_decode_tok_per_s`; empty without server timings."""
+    timed = [r.server_timings for r in records if r.error is None and r.server_timings]
+    if not timed:
+        return {}
+    prefill = sorted(t["prompt_eval_ms"] for t in timed if "prompt_eval_ms" in t)
+    eval_ms = math.fsum(t.get("eval_ms", 0.0) for t in timed)
+    eval_tokens = math.fsum(t.get("eval_count", 0.0) for t in timed)
+    return {
+        "server_prefill_ms_p50": percentile(prefill, 50) if prefill else None,
+        "server_decode_tok_per_s": eval_tokens / eval_ms * 1000 if eval_ms > 0 else None,
+    }
 
 
 def tpot_ms(e2e_ms: float | None, ttft: float | None, output_tokens: int) -> float | None:

@@ -68,6 +68,8 @@ class InstrumentServer:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_post("/api/generate", self._ollama)
+        app.router.add_post("/api/chat", self._ollama)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -122,6 +124,37 @@ class InstrumentServer:
                 f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
             )
         await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def _ollama(self, request: web.Request) -> web.StreamResponse:
+        """Ollama's native API: JSON lines, then its statistics (durations in ns)."""
+        self.received_at.append(time.perf_counter())
+        body = await request.json()
+        self.requests.append(body)
+        chat = request.path.endswith("/chat")
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        due = time.perf_counter()
+        for i, delay in enumerate(self.script.delays_s):
+            due += delay
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            piece = f" t{i}"
+            line = {"message": {"role": "assistant", "content": piece}} if chat else {}
+            line = line or {"response": piece}
+            await response.write((json.dumps({**line, "done": False}) + "\n").encode())
+        n = len(self.script.delays_s)
+        final = {
+            "response": "",
+            "done": True,
+            "done_reason": "length",
+            "total_duration": 250_000_000,
+            "load_duration": 1_000_000,
+            "prompt_eval_count": 7,
+            "prompt_eval_duration": 12_500_000,
+            "eval_count": n,
+            "eval_duration": n * 10_000_000,
+        }
+        await response.write((json.dumps(final) + "\n").encode())
         return response
 
     def scripted_times_ms(self) -> list[float]:

@@ -185,3 +185,99 @@ def test_goodput_and_client_self_check() -> None:
     check = client_check([stats], [duration], sum(r.output_tokens for r in records))
     assert check["client_bound"] == 0.0
     assert check["client_cpu_ms_per_1k_tok"] > 0  # type: ignore[operator]
+
+
+def test_token_events_are_the_events_that_carry_a_token() -> None:
+    from pytest_llmperf.engines.openai import _EventStream
+
+    completions = _EventStream([0])
+    for at, event in enumerate(
+        [
+            b'{"choices": [{"index": 0, "text": "a", "finish_reason": null}]}',
+            b'{"choices": [{"index": 0, "text": "", "finish_reason": null}]}',  # half a char
+            b'{"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}',  # closing only
+            b'{"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}',
+        ]
+    ):
+        assert completions.on_event(event, float(at)) is False
+    (chunk,) = completions.chunks(0.0, lambda text: 99)
+    assert chunk.token_times == (0.0, 1.0) and chunk.finish_reason == "stop"
+    assert (chunk.output_tokens, chunk.token_count_source, chunk.prompt_tokens) == (2, "usage", 3)
+
+    chat = _EventStream([0])
+    for at, event in enumerate(
+        [
+            b'{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}',
+            b'{"choices": [{"index": 0, "delta": {"content": "hi"}}]}',
+            b'{"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}',
+        ]
+    ):
+        chat.on_event(event, float(at))
+    (chunk,) = chat.chunks(0.0, lambda text: len(text))
+    assert chunk.token_times == (1.0,) and chunk.finish_reason == "length"
+    assert (chunk.text, chunk.output_tokens, chunk.token_count_source) == ("hi", 2, "tokenizer")
+
+
+@pytest.mark.parametrize(
+    "event", [b"{not json", b"[1, 2]", b'{"choices": [7]}', b'{"choices": 3}', b'{"a": 1} x']
+)
+def test_events_not_shaped_like_openai_events_are_malformed(event: bytes) -> None:
+    from pytest_llmperf.engines.openai import _EventStream
+
+    stream = _EventStream([4])
+    assert stream.on_event(event, 1.0) is True  # stop reading
+    (chunk,) = stream.chunks(0.0, len)
+    assert chunk.index == 4 and chunk.finish_reason == "error"
+    assert "malformed event from the server" in (chunk.error or "")
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_ollama_native_api_records_the_servers_own_timings_beside_ours(chat: bool) -> None:
+    from pytest_llmperf.metrics import server_timing_metrics
+
+    with InstrumentServer(Script(delays_s=[0.03] + [0.01] * 5)) as server:
+        engine = engine_for(server, endpoint="ollama")
+        try:
+            given = {"messages": ({"role": "user", "content": "hi"},)} if chat else {"prompt": "hi"}
+            batch = [
+                GenerationRequest(f"r{i}", SamplingParams.fixed_length(10), **given)  # type: ignore[arg-type]
+                for i in range(2)
+            ]
+            records, _ = run_round(engine, batch, 0)
+        finally:
+            engine.close()
+    body = server.requests[0]
+    assert body["options"]["num_predict"] == 10 and body["stream"] is True
+    assert ("messages" in body) == chat and body.get("raw") is (None if chat else True)
+    for record in records:
+        assert record.error is None and record.finish_reason == "length"
+        assert record.output_text == " t0 t1 t2 t3 t4 t5"
+        assert (record.output_tokens, record.token_count_source) == (6, "usage")
+        assert record.prompt_tokens == 7
+        assert 28 < record.ttft_ms < 32 + 5, record.ttft_ms  # type: ignore[operator]
+        assert len(record.itl_ms) == 5 and all(8 < gap < 15 for gap in record.itl_ms)
+        assert record.server_timings == {
+            "prompt_eval_ms": 12.5,
+            "eval_ms": 60.0,
+            "load_ms": 1.0,
+            "total_ms": 250.0,
+            "prompt_eval_count": 7.0,
+            "eval_count": 6.0,
+        }
+    assert server_timing_metrics(records) == {
+        "server_prefill_ms_p50": 12.5,
+        "server_decode_tok_per_s": pytest.approx(100.0),
+    }
+
+
+def test_ollama_takes_no_token_id_prompts() -> None:
+    with InstrumentServer() as server:
+        engine = engine_for(server, endpoint="ollama")
+        try:
+            request = GenerationRequest("r0", SamplingParams(max_tokens=4), prompt_token_ids=(5, 6))
+            (record,), _ = run_round(engine, [request], 0)
+        finally:
+            engine.close()
+    assert record.finish_reason == "error"
+    assert record.error == "Ollama's native API takes text prompts, not token ids"
+    assert server.requests == []

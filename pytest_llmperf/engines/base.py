@@ -118,7 +118,10 @@ class StreamChunk:
     `sent_at` on a request's first chunk (when the request left the client: its
     arrival, so that waiting for a concurrency slot does not count as latency), and on
     the final chunk `output_tokens` (the server's own count, e.g. its usage report) with
-    `token_count_source` saying where the count came from.
+    `token_count_source` saying where the count came from. Such an engine may also hand
+    over a whole request at once, in its final chunk: `token_times` are then the receipt
+    times of its token events (one per event), so nothing needs to cross threads per
+    token.
     """
 
     index: int
@@ -133,6 +136,11 @@ class StreamChunk:
     sent_at: float | None = None
     output_tokens: int | None = None
     token_count_source: str | None = None
+    token_times: tuple[float, ...] = ()
+    #: The server's own account of the request, when it gives one (Ollama's native API:
+    #: `prompt_eval_ms`, `eval_ms`, `load_ms`, `total_ms`, `prompt_eval_count`,
+    #: `eval_count`), recorded beside ours.
+    server_timings: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,19 @@
 
 Requests go out as streaming `/v1/completions` (or `/v1/chat/completions` with
 `endpoint: chat`, and always for `messages` requests) with `stream_options.include_usage`.
-The client runs on an asyncio loop in a thread of its own; each server-sent event is
-stamped with `time.perf_counter()` the moment it is read, and the harness uses those
-stamps (`StreamChunk.received_at`), so the time a chunk waits for the harness's thread
-is not counted. A request's arrival is when it left the client (`sent_at`).
+The client (`engines.http_stream`, our own HTTP/1.1 client on asyncio protocols, on
+uvloop when it is installed) runs on an event loop in a thread of its own; each packet
+is stamped with `time.perf_counter()` the moment it is read, and every token event in
+it gets that stamp. A request is handed to the harness once, when it ends, with the
+stamps of all its token events (`StreamChunk.token_times`): nothing crosses threads per
+token, and the time a request waits for the harness's thread is not counted. A
+request's arrival is when it left the client (`sent_at`).
+
+A token event is an event whose choice carries text (a completion's `text`, a chat
+`delta.content`), or empty text before the finish (a token whose characters are not
+complete yet); the chat role announcement and an empty closing event are not tokens.
+One event is one inter-token gap sample even if a server that fell behind merged
+several tokens into it (the count of tokens still comes from usage).
 
 Token counts: the server's usage report when it sends one (`token_count_source =
 "usage"`); otherwise the run's tokenizer on the returned text ("tokenizer"); for a
@@ -39,12 +48,21 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
     Tokenizer,
 )
+from pytest_llmperf.engines.http_stream import HTTPClient
 
 _DONE = object()
+#: The C scanner behind `json.loads`, called directly: one event is one JSON value, and
+#: this skips `loads`'s encoding detection and wrapper calls (a third of its cost here).
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
-async def _measure_lag(lags: list[float], interval_s: float = 0.005) -> None:
-    """How late a short timer fires: the time an arriving event may wait unstamped."""
+async def _measure_lag(lags: list[float], interval_s: float = 0.02) -> None:
+    """How late a short timer fires: the time an arriving event may wait unstamped.
+
+    Every 20 ms: each wake-up costs the client CPU (at 5 ms this timer cost 2.5 us per
+    token in `bench/client_vs_vllm_bench.py`), and a loop busy enough to delay stamps
+    stays busy for longer than that.
+    """
     while True:
         due = time.perf_counter() + interval_s
         await asyncio.sleep(interval_s)
@@ -84,7 +102,7 @@ class OpenAIEngine:
         self._tokenizer: Tokenizer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._session: Any = None
+        self._http = HTTPClient(self.base_url, self._headers)
         self._served_model: str = config.model
         #: The client's own cost in the last round (see `load.client_check`).
         self.last_round_stats: dict[str, float] = {}
@@ -92,12 +110,12 @@ class OpenAIEngine:
     # --- life cycle -------------------------------------------------------------------
 
     def start(self) -> EngineInfo:
-        self._loop = asyncio.new_event_loop()
+        self._loop, loop_name = _new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="llmperf-http", daemon=True
         )
         self._thread.start()
-        models = self._run(self._open(), timeout=30.0)
+        models = self._run(self._models(), timeout=30.0)
         if self.config.model in ("", "tiny", "auto") and models:
             self._served_model = models[0]
         self._tokenizer = self._make_tokenizer()
@@ -113,6 +131,7 @@ class OpenAIEngine:
                 "api_key_env": self.api_key_env,
                 "max_concurrency": self.max_concurrency,
                 "prompts_per_request": self.prompts_per_request,
+                "event_loop": loop_name,
             },
         )
 
@@ -124,23 +143,21 @@ class OpenAIEngine:
         key = os.environ.get(self.api_key_env)
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    async def _open(self) -> list[str]:
-        import aiohttp
-
-        self._session = aiohttp.ClientSession(headers=self._headers())
+    async def _models(self) -> list[str]:
         try:
-            async with self._session.get(
-                f"{self.base_url}/v1/models", timeout=aiohttp.ClientTimeout(total=10)
-            ) as response:
-                if response.status != 200:
-                    raise ConnectionError(
-                        f"{self.base_url}/v1/models answered HTTP {response.status}"
-                    )
-                body = await response.json()
-        except aiohttp.ClientError as exc:
-            await self._session.close()
-            raise ConnectionError(f"cannot reach the server at {self.base_url}: {exc}") from None
-        return [str(m["id"]) for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
+            response = await self._http.request("GET", "/v1/models", timeout_s=10.0)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ConnectionError(
+                f"cannot reach the server at {self.base_url}: {_describe(exc)}"
+            ) from None
+        if response.status != 200:
+            raise ConnectionError(f"{self.base_url}/v1/models answered HTTP {response.status}")
+        try:
+            body = json.loads(response.body)
+        except ValueError:
+            raise ConnectionError(f"{self.base_url}/v1/models did not answer JSON") from None
+        data = body.get("data", []) if isinstance(body, dict) else []
+        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
 
     def _make_tokenizer(self) -> Tokenizer:
         """The tokenizer that builds prompts and counts tokens when usage is missing.
@@ -166,13 +183,24 @@ class OpenAIEngine:
         loop, self._loop = self._loop, None
         if loop is None:
             return
-        if self._session is not None:
-            asyncio.run_coroutine_threadsafe(self._session.close(), loop).result(10)
+        if self._thread is not None and self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
+            except Exception:  # closing must go on; the loop stops below
+                pass
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=10)
         if not loop.is_running():
             loop.close()
+
+    async def _shutdown(self) -> None:
+        self._http.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # let the closed transports report `connection_lost`
 
     # --- requests -------------------------------------------------------------------
 
@@ -188,7 +216,7 @@ class OpenAIEngine:
             item = out.get(timeout=max(0.1, deadline - time.monotonic()))
             if item is _DONE:
                 break
-            yield item
+            yield from item
         future.result(timeout=5)
 
     async def _send_all(self, requests: Sequence[GenerationRequest], out: queue.Queue[Any]) -> None:
@@ -204,7 +232,7 @@ class OpenAIEngine:
             if offset > 0:  # open loop: send on schedule; the schedule is the arrival
                 await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
             async with limit:
-                await self._send(group, out, start + offset if offset > 0 else None)
+                out.put(await self._send(group, start + offset if offset > 0 else None))
 
         try:
             await asyncio.gather(*(one(g) for g in groups))
@@ -223,7 +251,7 @@ class OpenAIEngine:
     ) -> list[list[tuple[int, GenerationRequest]]]:
         indexed = list(enumerate(requests))
         size = self.prompts_per_request
-        if size <= 1:
+        if size <= 1 or self.endpoint == "ollama":  # Ollama takes one prompt per request
             return [[item] for item in indexed]
         # Only plain prompts with equal sampling share a request (the `prompt` list form).
         groups: list[list[tuple[int, GenerationRequest]]] = []
@@ -244,6 +272,8 @@ class OpenAIEngine:
     def _body(self, group: list[tuple[int, GenerationRequest]]) -> tuple[str, dict[str, Any]]:
         first = group[0][1]
         s = first.sampling
+        if self.endpoint == "ollama":
+            return _ollama_body(self._served_model, first)
         body: dict[str, Any] = {
             "model": self._served_model,
             "max_tokens": s.max_tokens,
@@ -270,114 +300,207 @@ class OpenAIEngine:
         return "/v1/completions", body
 
     async def _send(
-        self,
-        group: list[tuple[int, GenerationRequest]],
-        out: queue.Queue[Any],
-        scheduled: float | None = None,
-    ) -> None:
-        import aiohttp
-
-        path, body = self._body(group)
-        members = {choice: index for choice, (index, _) in enumerate(group)}
-        open_members = set(members.values())
-        texts = {index: [] for index in open_members}  # type: dict[int, list[str]]
-        usage: dict[str, Any] = {}
-        finished: dict[int, tuple[str, float]] = {}
+        self, group: list[tuple[int, GenerationRequest]], scheduled: float | None = None
+    ) -> list[StreamChunk]:
+        """One HTTP request for a group of prompts; its members' final chunks."""
+        ollama = self.endpoint == "ollama"
+        stream = _EventStream([index for index, _ in group], ollama=ollama)
         sent = scheduled if scheduled is not None else time.perf_counter()
-        for index in open_members:
-            out.put(StreamChunk(index, (), sent_at=sent, received_at=sent, token_count=0))
-
-        def fail(reason: str) -> None:
-            now = time.perf_counter()
-            for index in sorted(open_members):
-                out.put(StreamChunk(index, (), "error", error=reason, received_at=now))
-            open_members.clear()
-
         try:
-            timeout = aiohttp.ClientTimeout(total=self.request_timeout_s)
-            async with self._session.post(
-                f"{self.base_url}{path}", json=body, timeout=timeout
-            ) as response:
-                if response.status != 200:
-                    text = (await response.text())[:300]
-                    fail(f"HTTP {response.status}: {text}")
-                    return
-                async for raw in response.content:
-                    now = time.perf_counter()
-                    line = raw.decode("utf-8", errors="replace").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        event = json.loads(data)
-                    except json.JSONDecodeError:
-                        fail(f"malformed event from the server: {data[:200]!r}")
-                        return
-                    if not isinstance(event, dict):
-                        fail(f"malformed event from the server: {data[:200]!r}")
-                        return
-                    if "error" in event:
-                        fail(f"server error in the stream: {json.dumps(event['error'])[:300]}")
-                        return
-                    if event.get("usage"):
-                        usage = event["usage"]
-                    for choice in event.get("choices") or ():
-                        member = members.get(int(choice.get("index", 0)))
-                        if member is None or member not in open_members:
-                            continue
-                        index = member
-                        piece = choice.get("text")
-                        if piece is None:
-                            piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            texts[index].append(piece)
-                            out.put(StreamChunk(index, (), token_count=1, received_at=now))
-                        if choice.get("finish_reason"):
-                            # Usage comes in a later event: finish when the stream ends.
-                            open_members.discard(index)
-                            finished[index] = (choice["finish_reason"], now)
-        except asyncio.TimeoutError:
-            fail(f"request timed out after {self.request_timeout_s:.0f} s")
-            return
-        except aiohttp.ClientError as exc:
-            fail(f"connection failed: {type(exc).__name__}: {exc}")
-            return
-        for index, (finish, at) in finished.items():
-            self._finish(out, index, len(group), finish, "".join(texts[index]), usage, at)
-        if open_members:
-            fail("stream ended before the request finished")
-
-    def _finish(
-        self,
-        out: queue.Queue[Any],
-        index: int,
-        group_size: int,
-        finish: str,
-        text: str,
-        usage: dict[str, Any],
-        at: float,
-    ) -> None:
-        # The server's usage covers the whole request, so it is one request's count only
-        # when the request carried one prompt; otherwise count with the run's tokenizer.
-        if group_size == 1 and usage.get("completion_tokens") is not None:
-            count, source = int(usage["completion_tokens"]), "usage"
-            prompt = usage.get("prompt_tokens")
-        else:
-            count, source = (len(self.tokenizer.encode(text)) if text else 0), "tokenizer"
-            prompt = None
-        reason: FinishReason = "length" if finish == "length" else "stop"
-        out.put(
-            StreamChunk(
-                index,
-                (),
-                reason,
-                text=text,
-                received_at=at,
-                token_count=0,
-                prompt_tokens=prompt,
-                output_tokens=count,
-                token_count_source=source,
+            path, body = self._body(group)
+            response = await self._http.request(
+                "POST",
+                path,
+                json.dumps(body).encode(),
+                on_event=stream.on_event,
+                ndjson=ollama,
+                timeout_s=self.request_timeout_s,
             )
-        )
+            if response.status != 200:
+                text = response.body.decode("utf-8", errors="replace")[:300]
+                stream.fail(f"HTTP {response.status}: {text}")
+        except asyncio.TimeoutError:
+            stream.fail(f"request timed out after {self.request_timeout_s:.0f} s")
+        except OSError as exc:  # refused, reset, closed mid-response, not HTTP
+            stream.fail(f"connection failed: {_describe(exc)}")
+        except ValueError as exc:  # a request this server's API cannot express
+            stream.fail(str(exc))
+        return stream.chunks(sent, self._count_tokens)
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text)) if text else 0
+
+
+class _EventStream:
+    """What the events of one request said, member by member (one per prompt sent)."""
+
+    def __init__(self, members: list[int], ollama: bool = False) -> None:
+        self.members = members
+        self.ollama = ollama
+        self.server_timings: dict[str, float] | None = None
+        self.open = set(range(len(members)))
+        self.times: list[list[float]] = [[] for _ in members]
+        self.texts: list[list[str]] = [[] for _ in members]
+        self.finished: dict[int, tuple[str, float]] = {}
+        self.usage: dict[str, Any] = {}
+        self.failure: tuple[str, float] | None = None
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = (reason, time.perf_counter())
+
+    def on_event(self, data: bytes, at: float) -> bool:
+        """One event's data; True stops the stream (an error, in band or malformed)."""
+        if data == b"[DONE]":
+            return False  # read on to the end of the response: the connection is reused
+        try:
+            text = data.decode()
+            event, end = _scan_json(text, 0)
+            if end != len(text) and text[end:].strip():
+                raise ValueError("trailing data")
+            if not isinstance(event, dict):
+                raise ValueError("not an object")
+            if "error" in event:
+                message = json.dumps(event["error"])[:300]
+                self.failure = (f"server error in the stream: {message}", at)
+                return True
+            if self.ollama:
+                self._ollama_event(event, at)
+                return False
+            if event.get("usage"):
+                self.usage = event["usage"]
+            for choice in event.get("choices") or ():
+                self._choice(choice, at)
+        except (StopIteration, ValueError, TypeError, AttributeError):
+            # Not JSON (StopIteration is the scanner's "no value here"), or not shaped
+            # like an OpenAI event.
+            self.failure = (f"malformed event from the server: {data[:200]!r}", at)
+            return True
+        return False
+
+    def _ollama_event(self, event: dict[str, Any], at: float) -> None:
+        """A line of Ollama's native stream: text until `done`, then its own statistics."""
+        if 0 not in self.open:
+            return
+        message = event.get("message")
+        piece = message.get("content") if isinstance(message, dict) else event.get("response")
+        done = bool(event.get("done"))
+        if piece:
+            self.texts[0].append(piece)
+        if piece or (piece is not None and not done):
+            self.times[0].append(at)
+        if not done:
+            return
+        self.open.discard(0)
+        self.finished[0] = (str(event.get("done_reason") or "stop"), at)
+        if "eval_count" in event:
+            self.usage = {
+                "completion_tokens": event["eval_count"],
+                "prompt_tokens": event.get("prompt_eval_count"),
+            }
+        timings = {
+            f"{name}_ms": float(event[f"{name}_duration"]) / 1e6
+            for name in ("prompt_eval", "eval", "load", "total")
+            if isinstance(event.get(f"{name}_duration"), (int, float))
+        }
+        for name in ("prompt_eval_count", "eval_count"):
+            if isinstance(event.get(name), (int, float)):
+                timings[name] = float(event[name])
+        self.server_timings = timings or None
+
+    def _choice(self, choice: dict[str, Any], at: float) -> None:
+        member = choice.get("index", 0)
+        if member not in self.open:
+            return
+        finish = choice.get("finish_reason")
+        if "text" in choice:
+            piece = choice["text"]
+            token = bool(piece) or (piece is not None and not finish)
+        else:
+            delta = choice.get("delta") or {}
+            piece = delta.get("content")
+            token = bool(piece) or (piece is not None and not finish and "role" not in delta)
+        if piece:
+            self.texts[member].append(piece)
+        if token:
+            self.times[member].append(at)
+        if finish:
+            # Usage comes in a later event: the chunk is made when the stream ends.
+            self.open.discard(member)
+            self.finished[member] = (str(finish), at)
+
+    def chunks(self, sent: float, count_tokens: Any) -> list[StreamChunk]:
+        out = []
+        single = len(self.members) == 1
+        for member, index in enumerate(self.members):
+            text = "".join(self.texts[member])
+            times = tuple(self.times[member])
+            if member not in self.finished:
+                reason, at = self.failure or ("stream ended before the request finished", 0.0)
+                at = at or time.perf_counter()
+                out.append(
+                    StreamChunk(index, (), "error", error=reason, sent_at=sent, received_at=at)
+                )
+                continue
+            finish, at = self.finished[member]
+            # The server's usage covers the whole request, so it is one request's count
+            # only when the request carried one prompt; otherwise count with the tokenizer.
+            if single and self.usage.get("completion_tokens") is not None:
+                count, source = int(self.usage["completion_tokens"]), "usage"
+                prompt = self.usage.get("prompt_tokens")
+            else:
+                count, source, prompt = count_tokens(text), "tokenizer", None
+            reason_out: FinishReason = "length" if finish == "length" else "stop"
+            out.append(
+                StreamChunk(
+                    index,
+                    (),
+                    reason_out,
+                    text=text,
+                    sent_at=sent,
+                    received_at=at,
+                    token_count=0,
+                    token_times=times,
+                    prompt_tokens=prompt,
+                    output_tokens=count,
+                    token_count_source=source,
+                    server_timings=self.server_timings if single else None,
+                )
+            )
+        return out
+
+
+def _ollama_body(model: str, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+    """Ollama's native API, which reports the server's own timings in its last line."""
+    s = request.sampling
+    options: dict[str, Any] = {"num_predict": s.max_tokens, "temperature": s.temperature}
+    options["top_p"] = s.top_p
+    if s.top_k:
+        options["top_k"] = s.top_k
+    if s.seed is not None:
+        options["seed"] = s.seed
+    if s.stop:
+        options["stop"] = list(s.stop)
+    body: dict[str, Any] = {"model": model, "stream": True, "options": options}
+    if request.messages is not None:
+        body["messages"] = [dict(m) for m in request.messages]
+        return "/api/chat", body
+    if request.prompt_token_ids:
+        raise ValueError("Ollama's native API takes text prompts, not token ids")
+    # raw: the prompt goes to the model as it is, as `/v1/completions` sends it.
+    body.update(prompt=request.prompt or "", raw=True)
+    return "/api/generate", body
+
+
+def _new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+    """uvloop when it is installed (a cheaper loop: less CPU per packet), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio"
+    return uvloop.new_event_loop(), "uvloop"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
