@@ -6,6 +6,7 @@ Importing this package stays light (no torch, transformers or vllm) so that
 
 from __future__ import annotations
 
+from pytest_llmperf.accuracy import ChoiceTask, GenerationTask
 from pytest_llmperf.engines.base import (
     Engine,
     EngineConfig,
@@ -22,11 +23,13 @@ __version__ = "0.1.0"
 __all__ = [
     "SLO",
     "Arrivals",
+    "ChoiceTask",
     "Config",
     "DatasetWorkload",
     "Engine",
     "EngineConfig",
     "GenerationRequest",
+    "GenerationTask",
     "Grid",
     "SamplingParams",
     "StreamChunk",

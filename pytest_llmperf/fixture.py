@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from pytest_llmperf.accuracy import ChoiceTask
 from pytest_llmperf.engines import load_engine_class
 from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest
 from pytest_llmperf.grid import Config
@@ -54,13 +55,15 @@ class LLMPerfFixture:
     def session(self) -> LLMPerfSession:
         return self._session
 
-    def engine_config(self, config: Config = DEFAULT_CONFIG) -> EngineConfig:
+    def engine_config(
+        self, config: Config = DEFAULT_CONFIG, model: str | None = None
+    ) -> EngineConfig:
         """The engine configuration a grid point maps to on this run."""
         name = config.engine or self._session.settings.engine
         accepted = load_engine_class(name).settings_accepted
         given = {**dict(self._session.settings.engine_options), **dict(config.engine_settings)}
         settings = {k: v for k, v in given.items() if k in accepted}
-        return EngineConfig.make(name, self._session.settings.model, settings)
+        return EngineConfig.make(name, model or self._session.settings.model, settings)
 
     def gpu_count(self, config: Config = DEFAULT_CONFIG) -> int:
         """GPUs this test leases: tensor parallel size or its `gpu(n)` mark, none on a CPU run."""
@@ -81,6 +84,8 @@ class LLMPerfFixture:
         extra_metrics: Mapping[str, float | None] | None = None,
         arrivals: Arrivals | None = None,
         slo: SLO | None = None,
+        model: str | None = None,
+        score: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None,
     ) -> Measurement:
         """Run `workload` on the engine for `config`: warm-up rounds, then measured rounds.
 
@@ -91,6 +96,9 @@ class LLMPerfFixture:
 
         `arrivals` sends the requests open loop, at a rate (client engines only: others
         skip the test); `slo` adds goodput metrics (see `pytest_llmperf.load`).
+        `model` replaces the run's `--model` for this call; `score` turns the measured
+        records into more metrics (e.g. `GenerationTask.score`: exact match), checked by
+        thresholds like the rest.
         """
         if workload is None:
             raise TypeError("measure() needs a workload, e.g. SyntheticWorkload()")
@@ -99,7 +107,7 @@ class LLMPerfFixture:
         self._labels.add(label)
         rounds = self._session.settings.rounds or rounds
         test_id = self._request.node.nodeid + (f"@{label}" if label else "")
-        engine_config = self.engine_config(config)
+        engine_config = self.engine_config(config, model)
         engine_cls = load_engine_class(engine_config.engine)
         if arrivals is not None and not getattr(engine_cls, "supports_arrivals", False):
             pytest.skip(
@@ -141,6 +149,8 @@ class LLMPerfFixture:
             extra.update(slo.goodput(records, sum(durations)))
         extra.update(client_check(client, durations, sum(r.output_tokens for r in records)))
         extra.update(server_timing_metrics(records))
+        if score is not None:
+            extra.update(score(records))
         if extra:
             metrics = metrics.with_extra(**extra)
         flat = flatten(metrics.as_dict())
@@ -169,6 +179,64 @@ class LLMPerfFixture:
         if not check.passed and not self._session.settings.update_thresholds:
             pytest.fail(f"thresholds missed for {test_id}\n{check.table()}", pytrace=False)
         return measurement
+
+    def evaluate_choices(
+        self,
+        task: ChoiceTask,
+        config: Config = DEFAULT_CONFIG,
+        *,
+        model: str | None = None,
+        label: str | None = None,
+    ) -> Measurement:
+        """Score every choice of `task` by log-likelihood; accuracy and questions per second.
+
+        One untimed warm-up pass over the first question, then one timed pass over all
+        of them (the engine batches choices as it likes; the hf engine puts all choices
+        of a question, and many questions, in one forward pass). Metrics are defined in
+        `pytest_llmperf.accuracy`; thresholds check them like speed.
+        """
+        if label in self._labels:
+            raise ValueError(f"called twice with label {label!r}: give each call a label")
+        self._labels.add(label)
+        test_id = self._request.node.nodeid + (f"@{label}" if label else "")
+        engine_config = self.engine_config(config, model)
+        if not getattr(load_engine_class(engine_config.engine), "supports_scoring", False):
+            pytest.skip(
+                f"engine {engine_config.engine!r} cannot score log-likelihoods "
+                "(multiple choice needs an engine with `score`, e.g. hf)"
+            )
+        try:
+            engine, info, load_s = self._session.engine_for(engine_config, self.gpu_count(config))
+        except EngineStartError as exc:
+            raise pytest.fail.Exception(str(exc), pytrace=False) from None
+        if not hasattr(engine, "score"):  # e.g. an engine isolated in a child process
+            pytest.skip(f"engine {engine_config.engine!r} in this mode cannot score")
+        self._session.ensure_metadata()
+        requests = task.requests()
+        engine.score(requests[: len(task.items[0].choices)])  # warm-up, discarded
+        timed: dict[str, Any] = {}
+
+        def timed_pass() -> None:
+            started = time.perf_counter()
+            timed["results"] = engine.score(requests)
+            timed["duration"] = time.perf_counter() - started
+
+        benchmark = self._benchmark()
+        if benchmark is not None and not benchmark.disabled and not self._benchmark_used:
+            self._benchmark_used = True
+            benchmark.pedantic(timed_pass, rounds=1, iterations=1)
+        else:
+            timed_pass()
+        results, duration = timed["results"], timed["duration"]
+        metrics = AggregateMetrics.from_records([], [duration]).with_extra(
+            **task.metrics(results, duration)
+        )
+        flat = flatten(metrics.as_dict())
+        check = self._session.thresholds_for(engine_config.engine).check(test_id, flat)
+        self._record(test_id, config, task, engine_config, info, load_s, metrics, flat, check, 1, 1)
+        if not check.passed and not self._session.settings.update_thresholds:
+            pytest.fail(f"thresholds missed for {test_id}\n{check.table()}", pytrace=False)
+        return Measurement(test_id, metrics, (), info, load_s, check)
 
     def _run_rounds(
         self,
@@ -242,7 +310,7 @@ class LLMPerfFixture:
         self,
         test_id: str,
         config: Config,
-        workload: Workload,
+        workload: Workload | ChoiceTask,
         engine_config: EngineConfig,
         info: EngineInfo,
         load_s: float | None,

@@ -273,5 +273,9 @@ class LLMPerfSession:
         seen_metrics = {m for t in tests for m in t["metrics_flat"]}
         messages: list[str] = []
         for engine in sorted({t["engine"] for t in tests} | {self.settings.engine}):
-            messages.extend(self.thresholds_for(engine).unmatched(seen_ids, seen_metrics))
+            messages.extend(
+                self.thresholds_for(engine).unmatched(
+                    seen_ids, seen_metrics, {t["threshold_key"] for t in tests}
+                )
+            )
         return messages

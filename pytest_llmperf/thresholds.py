@@ -319,21 +319,28 @@ class ThresholdSet:
         verdicts = [_verdict(b, measured.get(b.metric)) for b in self.bounds_for(test_id)]
         return CheckResult(test_id, verdicts)
 
-    def unmatched(self, seen_test_ids: Iterable[str], seen_metrics: Iterable[str]) -> list[str]:
+    def unmatched(
+        self,
+        seen_test_ids: Iterable[str],
+        seen_metrics: Iterable[str],
+        ran_test_ids: Iterable[str] | None = None,
+    ) -> list[str]:
         """Keys that matched no collected test, and bounds on metrics never measured.
 
         Pass every collected id, not only those that ran, so that deselecting a test does
-        not make its thresholds look stale.
+        not make its thresholds look stale; metrics are only expected of the keys that
+        match a test that ran (`ran_test_ids`, default: all of `seen_test_ids`).
         """
         ids, metrics = list(seen_test_ids), set(seen_metrics)
+        ran = list(ran_test_ids) if ran_test_ids is not None else ids
         messages: list[str] = []
         for file in self.files:
             matched: set[str] = set()
             for pattern, line in file.test_lines.items():
-                if any(_rank(pattern, test_id) is not None for test_id in ids):
-                    matched.add(pattern)
-                else:
+                if not any(_rank(pattern, test_id) is not None for test_id in ids):
                     messages.append(f"{where(file.path, line)}: {pattern!r} matched no test")
+                elif any(_rank(pattern, test_id) is not None for test_id in ran):
+                    matched.add(pattern)
             messages.extend(
                 f"{where(b.file, b.line)}: {b.metric!r} of {b.test_pattern!r} was never measured"
                 for b in file.bounds

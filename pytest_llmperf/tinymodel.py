@@ -25,13 +25,14 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 
 TINY_MODEL_NAME = "tiny"
+TRAINED_MODEL_NAME = "tiny-trained"  # see pytest_llmperf.tinytrain
 
 _TINY_DIRNAME = "tiny-v1"
 _SEED = 1234
@@ -103,24 +104,36 @@ def default_cache_dir() -> Path:
 
 
 def tiny_model_path(cache_dir: Path | None = None) -> Path:
-    """The directory of the tiny model, built first if the cache lacks it.
+    """The directory of the tiny model, built first if the cache lacks it."""
+    return _cached_model(_TINY_DIRNAME, build_tiny_model, cache_dir)
+
+
+def trained_model_path(cache_dir: Path | None = None) -> Path:
+    """The directory of "tiny-trained" (see `pytest_llmperf.tinytrain`), built if missing."""
+    from pytest_llmperf.tinytrain import TRAINED_DIRNAME, build_trained_model
+
+    return _cached_model(TRAINED_DIRNAME, build_trained_model, cache_dir)
+
+
+def _cached_model(dirname: str, build: Callable[[Path], None], cache_dir: Path | None) -> Path:
+    """`<cache>/models/<dirname>`, built by `build` first if the cache lacks it.
 
     Safe to call from several processes at once (pytest-xdist workers): one builds
     under a file lock, into a temporary directory renamed into place when complete,
     so a reader never sees a half-written model.
     """
     models = (cache_dir if cache_dir is not None else default_cache_dir()) / "models"
-    dest = models / _TINY_DIRNAME
+    dest = models / dirname
     if dest.is_dir():
         return dest
     models.mkdir(parents=True, exist_ok=True)
-    with open(models / f"{_TINY_DIRNAME}.lock", "w") as lock:
+    with open(models / f"{dirname}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not dest.is_dir():  # another process may have built it while we waited
-                tmp = Path(tempfile.mkdtemp(prefix=f".{_TINY_DIRNAME}.", dir=models))
+                tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=models))
                 try:
-                    build_tiny_model(tmp)
+                    build(tmp)
                     # mkdtemp and safetensors make private files; the cache is shared.
                     tmp.chmod(0o755)
                     for file in tmp.iterdir():
@@ -141,9 +154,12 @@ def resolve_model(name_or_path: str) -> Path:
     """
     if name_or_path == TINY_MODEL_NAME:
         return tiny_model_path()
+    if name_or_path == TRAINED_MODEL_NAME:
+        return trained_model_path()
     path = Path(name_or_path).expanduser()
     hint = (
-        f"(give a local directory with config.json, or {TINY_MODEL_NAME!r} for the built-in model)"
+        f"(give a local directory with config.json, or {TINY_MODEL_NAME!r} / "
+        f"{TRAINED_MODEL_NAME!r} for the built-in models)"
     )
     if not path.is_dir():
         raise LLMPerfUsageError(f"--model: model path {name_or_path!r} does not exist {hint}")

@@ -138,7 +138,7 @@ def test_resolve_model_refuses_hub_names() -> None:
         resolve_model("nonexistent/dir")
     assert str(info.value) == (
         "--model: model path 'nonexistent/dir' does not exist (give a local directory "
-        "with config.json, or 'tiny' for the built-in model)"
+        "with config.json, or 'tiny' / 'tiny-trained' for the built-in models)"
     )
 
 

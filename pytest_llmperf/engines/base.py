@@ -144,6 +144,28 @@ class StreamChunk:
 
 
 @dataclass(frozen=True)
+class ScoreRequest:
+    """The log-likelihood of `continuation` given `context`.
+
+    Both are text; an engine tokenizes each on its own and scores the continuation's
+    tokens after the context's, so the tokens scored are the continuation's own.
+    """
+
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    #: Sum over the continuation's tokens of log p(token | everything before it).
+    logprob: float
+    #: The continuation's length in the engine's tokens.
+    tokens: int
+    #: Whether every continuation token was the most likely one at its position.
+    greedy: bool
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     """Facts about a started engine, recorded with every result."""
 

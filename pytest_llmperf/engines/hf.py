@@ -31,6 +31,8 @@ from pytest_llmperf.engines.base import (
     EngineConfig,
     EngineInfo,
     GenerationRequest,
+    ScoreRequest,
+    ScoreResult,
     StreamChunk,
     Tokenizer,
 )
@@ -76,8 +78,11 @@ class HFEngine:
             "device",
             "seed",
             "tensor_parallel_size",
+            "score_batch_size",
         }
     )
+    #: Scores continuations (`score`): log-likelihood multiple choice.
+    supports_scoring: ClassVar[bool] = True
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -253,6 +258,27 @@ class HFEngine:
                 f"prompt of {len(prompt_ids)} tokens + max_tokens {max_tokens} "
                 f"exceeds max_model_len {limit}"
             )
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Log-likelihoods of continuations, `score_batch_size` rows (default 64) a pass."""
+        from pytest_llmperf.engines import hf_score
+
+        if self._tokenizer is None:
+            raise RuntimeError("hf engine: start() it first")
+        pairs = []
+        for request in requests:
+            context = self._tokenizer.encode(request.context)
+            continuation = self._tokenizer.encode(request.continuation)
+            if not context or not continuation:
+                raise ValueError(
+                    f"hf engine: cannot score {request!r}: context and continuation "
+                    "must both be non-empty"
+                )
+            pairs.append((context, continuation))
+        batch_rows = int(dict(self.config.settings).get("score_batch_size", 64))
+        return hf_score.score_rows(
+            self._model, pairs, pad_id=self._pad_id, device=self._device, batch_rows=batch_rows
+        )
 
     def _run_batch(self, rows: list[Row]) -> Iterator[StreamChunk]:
         assert self._tokenizer is not None

@@ -1,0 +1,43 @@
+"""Accuracy tier: the model must still know what it knew, measured beside its speed.
+
+pytest suites/ -m accuracy                  # "tiny-trained" on hf: one-digit sums
+pytest suites/ -m accuracy --engine vllm    # the same questions through vLLM
+
+With the built-in model (`--model tiny`, the default) these tests use "tiny-trained",
+tiny's configuration trained on the hundred one-digit sums the datasets ask
+(`pytest_llmperf.tinytrain`); with `--model PATH` they ask that model. Bounds are in
+`thresholds/<hardware>/<engine>.yaml` beside the speed bounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_llmperf import ChoiceTask, GenerationTask
+
+DATA = Path(__file__).parent / "data"
+
+
+def _model(llmperf):
+    return "tiny-trained" if llmperf.session.settings.model == "tiny" else None
+
+
+@pytest.mark.accuracy
+def test_sums_multiple_choice(llmperf):
+    """Four choices per question, scored by log-likelihood in batched forward passes."""
+    result = llmperf.evaluate_choices(
+        ChoiceTask.load(DATA / "sums_choice.jsonl"), model=_model(llmperf)
+    )
+    assert result.metrics.extra["accuracy"] is not None
+
+
+@pytest.mark.accuracy
+def test_sums_generation(llmperf):
+    """Greedy answers, stopped at a new line, against the references: exact match and F1."""
+    task = GenerationTask.load(DATA / "sums_generation.jsonl", max_tokens=4)
+    result = llmperf.measure(
+        workload=task, rounds=1, warmup_rounds=1, model=_model(llmperf), score=task.score
+    )
+    assert result.metrics.failures == 0
