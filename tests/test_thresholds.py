@@ -221,10 +221,10 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 def test_metrics_registered_after_import_are_accepted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write(tmp_path / "t.yaml", "schema: 1\ntests:\n  t::a:\n    accuracy: {min: 0.5}\n")
-    with pytest.raises(LLMPerfUsageError, match="unknown metric 'accuracy'"):
+    path = write(tmp_path / "t.yaml", "schema: 1\ntests:\n  t::a:\n    rouge_l: {min: 0.5}\n")
+    with pytest.raises(LLMPerfUsageError, match="unknown metric 'rouge_l'"):
         load_threshold_file(path)
-    monkeypatch.setitem(METRICS, "accuracy", MetricSpec("accuracy", "ratio", "higher"))
+    monkeypatch.setitem(METRICS, "rouge_l", MetricSpec("rouge_l", "ratio", "higher"))
     assert load_threshold_file(path).bounds[0].min == 0.5
 
 
