@@ -114,12 +114,7 @@ class LLMPerfFixture:
                 f"engine {engine_config.engine!r} runs a batch at once; open-loop "
                 "arrivals need a client engine (openai, vllm-server)"
             )
-        try:
-            engine, info, load_s = self._session.engine_for(engine_config, self.gpu_count(config))
-        except EngineStartError as exc:
-            # `from None`: the message already says why; a chained traceback would repeat it.
-            raise pytest.fail.Exception(str(exc), pytrace=False) from None
-        self._session.ensure_metadata()
+        engine, info, load_s = self._start_engine(engine_config, config)
         try:
             requests = workload.with_overrides(dict(config.workload_settings)).build(
                 engine.tokenizer
@@ -205,13 +200,9 @@ class LLMPerfFixture:
                 f"engine {engine_config.engine!r} cannot score log-likelihoods "
                 "(multiple choice needs an engine with `score`, e.g. hf)"
             )
-        try:
-            engine, info, load_s = self._session.engine_for(engine_config, self.gpu_count(config))
-        except EngineStartError as exc:
-            raise pytest.fail.Exception(str(exc), pytrace=False) from None
+        engine, info, load_s = self._start_engine(engine_config, config)
         if not hasattr(engine, "score"):  # e.g. an engine isolated in a child process
             pytest.skip(f"engine {engine_config.engine!r} in this mode cannot score")
-        self._session.ensure_metadata()
         requests = task.requests()
         engine.score(requests[: len(task.items[0].choices)])  # warm-up, discarded
         timed: dict[str, Any] = {}
@@ -237,6 +228,18 @@ class LLMPerfFixture:
         if not check.passed and not self._session.settings.update_thresholds:
             pytest.fail(f"thresholds missed for {test_id}\n{check.table()}", pytrace=False)
         return Measurement(test_id, metrics, (), info, load_s, check)
+
+    def _start_engine(
+        self, engine_config: EngineConfig, config: Config
+    ) -> tuple[Any, EngineInfo, float | None]:
+        """The session's engine for this configuration; a failed start fails the test."""
+        try:
+            started = self._session.engine_for(engine_config, self.gpu_count(config))
+        except EngineStartError as exc:
+            # `from None`: the message already says why; a chained traceback would repeat it.
+            raise pytest.fail.Exception(str(exc), pytrace=False) from None
+        self._session.ensure_metadata()
+        return started
 
     def _run_rounds(
         self,
