@@ -260,3 +260,24 @@ def _synthetic_corpus(sentences: int = 3000) -> Iterator[str]:
             words.insert(rng.randrange(len(words)), str(rng.randint(0, 2025)))
         text = " ".join(words)
         yield text[0].upper() + text[1:] + rng.choice(_PUNCTUATION)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pytest_llmperf.tinymodel [tiny|tiny-trained]`: build once, print the path.
+
+    For starting a server on a built-in model: `--model "$(python -m
+    pytest_llmperf.tinymodel tiny-trained)"`.
+    """
+    import sys
+
+    names = (TINY_MODEL_NAME, TRAINED_MODEL_NAME)
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or (args and args[0] not in names):
+        print(f"usage: python -m pytest_llmperf.tinymodel [{'|'.join(names)}]", file=sys.stderr)
+        return 2
+    print(resolve_model(args[0] if args else TINY_MODEL_NAME))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,6 +31,11 @@ class Script:
     delays_s: list[float] = field(default_factory=lambda: [0.02] + [0.01] * 9)
     fault: str | None = None
     usage: bool = True
+    #: How a scoring request (`echo` + `logprobs`, not streamed) is answered, as servers
+    #: without prompt log-probabilities answer it: "refuse" (HTTP 400 naming echo, as
+    #: OpenAI's API does) or "ignore" (a completion whose logprobs cover only the
+    #: generated token, in the chat-style shape llama.cpp's server uses).
+    echo: str = "refuse"
 
 
 class InstrumentServer:
@@ -85,6 +90,8 @@ class InstrumentServer:
         script = self.script
         if script.fault == "http500":
             return web.Response(status=500, text="scripted failure")
+        if body.get("echo"):
+            return self._echo_answer(body)
         chat = request.path.endswith("chat/completions")
         prompts = body.get("prompt")
         n_choices = (
@@ -125,6 +132,14 @@ class InstrumentServer:
             )
         await response.write(b"data: [DONE]\n\n")
         return response
+
+    def _echo_answer(self, body: dict[str, Any]) -> web.Response:
+        if self.script.echo == "refuse":
+            error = {"message": "echo is not supported with this model", "param": "echo"}
+            return web.json_response({"error": error}, status=400)
+        logprobs = {"content": [{"token": " t0", "logprob": -0.5, "top_logprobs": []}]}
+        choice = {"index": 0, "text": " t0", "finish_reason": "length", "logprobs": logprobs}
+        return web.json_response({"choices": [choice]})
 
     async def _ollama(self, request: web.Request) -> web.StreamResponse:
         """Ollama's native API: JSON lines, then its statistics (durations in ns)."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,8 @@ from pytest_llmperf.engines.base import EngineConfig, ScoreRequest
 from pytest_llmperf.metrics import RequestRecord
 from pytest_llmperf.tinytrain import datasets
 from pytest_llmperf.workload import DatasetError
+from tests.suite_run import REPO, SuiteRun, run_suite
 
-REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
 
 
@@ -122,57 +120,21 @@ def test_bad_choice_lines_name_file_and_line(tmp_path: Path, line: str, error: s
         ChoiceTask.load(path)
 
 
-def _suite(
-    tmp_path: Path, *extra: str, conftest: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`pytest suites/ -m accuracy` on a copy of the suites (and thresholds)."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("suites", "thresholds"):
-        subprocess.run(["cp", "-r", str(REPO / name), str(root / name)], check=True)
-    if conftest is not None:
-        (root / "conftest.py").write_text(conftest)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "suites/",
-            "-m",
-            "accuracy",
-            "-p",
-            "no:cacheprovider",
-            "--gpus",
-            "cpu",
-            "--llmperf-results-dir",
-            str(tmp_path / "results"),
-            "--llmperf-thresholds-dir",
-            "thresholds",
-            *extra,
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+def check_accuracy_suite(run: SuiteRun, engine: str) -> None:
+    """Both accuracy tests passed on `engine`, with accuracy bounds checked, none stale."""
+    assert run.out.returncode == 0, run.output
+    tests = run.tests_by_name()
+    choice, generation = tests["test_sums_multiple_choice"], tests["test_sums_generation"]
+    assert choice["engine"] == generation["engine"] == engine
+    assert choice["metrics"]["accuracy"] >= 0.9
+    assert {v["metric"] for v in choice["thresholds"]["checked"]} >= {"accuracy", "accuracy_norm"}
+    assert generation["metrics"]["exact_match"] >= 0.9
+    assert "exact_match" in {v["metric"] for v in generation["thresholds"]["checked"]}
+    assert "thresholds:" not in run.out.stdout  # nothing stale in the shipped bounds
 
 
 def test_accuracy_suite_passes_on_hf_with_accuracy_checked(tmp_path: Path) -> None:
-    out = _suite(tmp_path)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    (run_dir,) = (tmp_path / "results").iterdir()
-    tests = {
-        t["test_id"].split("::")[1]: t
-        for t in json.loads((run_dir / "summary.json").read_text())["tests"]
-    }
-    choice = tests["test_sums_multiple_choice"]
-    assert choice["metrics"]["accuracy"] >= 0.9
-    assert {v["metric"] for v in choice["thresholds"]["checked"]} >= {"accuracy", "accuracy_norm"}
-    generation = tests["test_sums_generation"]
-    assert generation["metrics"]["exact_match"] >= 0.9
-    assert "exact_match" in {v["metric"] for v in generation["thresholds"]["checked"]}
-    assert "thresholds:" not in out.stdout  # nothing stale in the shipped bounds
+    check_accuracy_suite(run_suite(tmp_path, "-m", "accuracy"), "hf")
 
 
 #: A deliberately broken batching path, the classic one: rows padded on the left (with a
@@ -207,7 +169,8 @@ hf_score.score_rows = wrong_side_score_rows
 
 
 def test_a_broken_padding_path_fails_the_accuracy_threshold(tmp_path: Path) -> None:
-    out = _suite(tmp_path, "-k", "multiple_choice", conftest=BROKEN_PADDING)
-    assert out.returncode == 1, out.stdout[-4000:]
-    assert "thresholds missed for suites/test_accuracy.py::test_sums_multiple_choice" in out.stdout
-    assert "accuracy" in out.stdout.split("thresholds missed", 1)[1]
+    run = run_suite(tmp_path, "-m", "accuracy", "-k", "multiple_choice", conftest=BROKEN_PADDING)
+    assert run.out.returncode == 1, run.output
+    stdout = run.out.stdout
+    assert "thresholds missed for suites/test_accuracy.py::test_sums_multiple_choice" in stdout
+    assert "accuracy" in stdout.split("thresholds missed", 1)[1]

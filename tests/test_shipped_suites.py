@@ -7,45 +7,19 @@ CPU build.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.suite_run import REPO, run_suite
 
 
 @pytest.mark.parametrize("engine", ["hf", "vllm"])
 def test_smoke_suite_passes_against_shipped_cpu_thresholds(tmp_path: Path, engine: str) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "suites/",
-            "-m",
-            "smoke",
-            "-p",
-            "no:cacheprovider",
-            "--engine",
-            engine,
-            "--gpus",
-            "cpu",
-            "--llmperf-results-dir",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert "llmperf summary" in out.stdout
-    (run_dir,) = tmp_path.iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run = run_suite(tmp_path, "-m", "smoke", "--engine", engine)
+    assert run.out.returncode == 0, run.output
+    assert "llmperf summary" in run.out.stdout
+    summary = run.summary()
     assert summary["hardware"] == "cpu"
     tests = summary["tests"]
     assert len(tests) >= 4
@@ -54,7 +28,7 @@ def test_smoke_suite_passes_against_shipped_cpu_thresholds(tmp_path: Path, engin
         # Every shipped smoke test has bounds, and they were checked.
         assert test["thresholds"]["checked"], f"{test['test_id']} has no thresholds"
         assert test["thresholds"]["passed"]
-    assert "thresholds:" not in out.stdout  # no stale ids or metrics in the shipped file
+    assert "thresholds:" not in run.out.stdout  # no stale ids or metrics in the shipped file
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "thresholds").glob("*/*.yaml")))

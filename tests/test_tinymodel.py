@@ -148,3 +148,14 @@ def test_import_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_module_prints_a_built_in_models_path(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_llmperf.tinymodel import main, tiny_model_path
+
+    assert main(["tiny"]) == 0
+    assert capsys.readouterr().out.strip() == str(tiny_model_path())
+    assert main(["tiny-big"]) == 2
+    assert (
+        "usage: python -m pytest_llmperf.tinymodel [tiny|tiny-trained]" in capsys.readouterr().err
+    )

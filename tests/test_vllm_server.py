@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_llmperf.engines.vllm_server import server_argv
 from pytest_llmperf.servers import ManagedServer, free_port
 from pytest_llmperf.tinymodel import tiny_model_path
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.suite_run import run_suite
 
 
 def vllm_server_processes() -> list[str]:
@@ -44,36 +43,14 @@ def vllm_server() -> Iterator[str]:
         server.stop()
 
 
-def run_smoke(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "suites/test_smoke.py",
-            "-m",
-            "smoke",
-            "-p",
-            "no:cacheprovider",
-            "--gpus",
-            "cpu",
-            "--llmperf-results-dir",
-            str(tmp_path),
-            *args,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    (run_dir,) = tmp_path.iterdir()
-    return out, json.loads((run_dir / "summary.json").read_text())
+def run_smoke(tmp_path: Path, *args: str) -> dict[str, Any]:
+    run = run_suite(tmp_path, "-m", "smoke", *args, target="suites/test_smoke.py")
+    assert run.out.returncode == 0, run.output
+    return run.summary()
 
 
 def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path) -> None:
-    _, summary = run_smoke(tmp_path, "--engine", "openai", "--base-url", vllm_server)
+    summary = run_smoke(tmp_path, "--engine", "openai", "--base-url", vllm_server)
     tests = summary["tests"]
     assert len(tests) == 4 and {t["engine"] for t in tests} == {"openai"}
     for test in tests:
@@ -83,7 +60,9 @@ def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path)
     assert decode["metrics"]["ttft_ms"]["count"] == 48
     requests = [
         json.loads(line)
-        for line in (tmp_path / summary["run_id"] / "requests.jsonl").read_text().splitlines()
+        for line in (tmp_path / "results" / summary["run_id"] / "requests.jsonl")
+        .read_text()
+        .splitlines()
     ]
     fixed = [r for r in requests if "decode_throughput" in r["test_id"]]
     assert all(r["output_tokens"] == 32 and r["prompt_tokens"] == 64 for r in fixed)
@@ -92,7 +71,7 @@ def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path)
 
 def test_smoke_suite_through_a_managed_vllm_server(tmp_path: Path) -> None:
     before = vllm_server_processes()
-    _, summary = run_smoke(tmp_path, "--engine", "vllm-server")
+    summary = run_smoke(tmp_path, "--engine", "vllm-server")
     tests = summary["tests"]
     assert len(tests) == 4 and {t["engine"] for t in tests} == {"vllm-server"}
     assert all(t["metrics"]["failures"] == 0 for t in tests)

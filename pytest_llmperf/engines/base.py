@@ -165,6 +165,16 @@ class ScoreResult:
     greedy: bool
 
 
+class ScoringUnsupported(RuntimeError):
+    """The engine (or the server behind it) cannot score log-likelihoods; says why.
+
+    Engines that score declare `supports_scoring = True` and give
+    `score(requests: Sequence[ScoreRequest]) -> list[ScoreResult]`, one result per request
+    in order. A server found at run time not to return prompt log-probabilities raises
+    this; the harness skips the test with the message.
+    """
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """Facts about a started engine, recorded with every result."""

@@ -37,6 +37,7 @@ from pytest_llmperf.engines.base import (
     Tokenizer,
 )
 from pytest_llmperf.engines.hf_decode import Row, decode_batch
+from pytest_llmperf.engines.scoring import token_pairs
 from pytest_llmperf.tinymodel import resolve_model
 
 logger = logging.getLogger("pytest_llmperf")
@@ -265,16 +266,7 @@ class HFEngine:
 
         if self._tokenizer is None:
             raise RuntimeError("hf engine: start() it first")
-        pairs = []
-        for request in requests:
-            context = self._tokenizer.encode(request.context)
-            continuation = self._tokenizer.encode(request.continuation)
-            if not context or not continuation:
-                raise ValueError(
-                    f"hf engine: cannot score {request!r}: context and continuation "
-                    "must both be non-empty"
-                )
-            pairs.append((context, continuation))
+        pairs = token_pairs(self._tokenizer, requests, self.name)
         batch_rows = int(dict(self.config.settings).get("score_batch_size", 64))
         return hf_score.score_rows(
             self._model, pairs, pad_id=self._pad_id, device=self._device, batch_rows=batch_rows

@@ -27,7 +27,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pytest_llmperf.engines.base import EngineConfig, EngineInfo, GenerationRequest, StreamChunk
+from pytest_llmperf.engines.base import (
+    EngineConfig,
+    EngineInfo,
+    GenerationRequest,
+    ScoreRequest,
+    ScoreResult,
+    StreamChunk,
+)
 from pytest_llmperf.gpus import gpu_memory_used, physical_indices
 from pytest_llmperf.servers import group_alive
 
@@ -167,6 +174,11 @@ class IsolatedEngine:
                 return
             else:
                 raise EngineDied(f"engine raised: {_last_line(message[1])}\n{message[1]}")
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """The child engine's `score` (for engines that declare `supports_scoring`)."""
+        results: list[ScoreResult] = self._call("score", list(requests))
+        return results
 
     def _call(self, kind: str, value: Any) -> Any:
         self._send((kind, value))

@@ -4,10 +4,10 @@ This module is what `multiprocessing` imports in the child before anything else 
 ours, so it must not import torch, CUDA or the engine at import time: `serve` pins the
 GPUs (`CUDA_VISIBLE_DEVICES`) first, then imports the engine.
 
-Messages, parent -> child: ("encode", text), ("decode", ids), ("stream", requests),
-("close",). Child -> parent: ("ready", info) or ("error", text) after start; ("ok",
-value) for encode/decode; ("chunk", chunk)... then ("done",) for stream, or ("error",
-text) if the engine raised.
+Messages, parent -> child: ("encode", text), ("decode", ids), ("score", score
+requests), ("stream", requests), ("close",). Child -> parent: ("ready", info) or
+("error", text) after start; ("ok", value) for encode/decode/score; ("chunk", chunk)...
+then ("done",) for stream, or ("error", text) if the engine raised.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def serve(conn: Connection, target: str, config: Any, visible: str, log_path: st
                 conn.send(("ok", engine.tokenizer.encode(message[1])))
             elif kind == "decode":
                 conn.send(("ok", engine.tokenizer.decode(message[1])))
+            elif kind == "score":
+                conn.send(("ok", engine.score(message[1])))
             elif kind == "stream":
                 if getattr(engine, "streams_tokens", True):
                     for chunk in engine.stream(message[1]):

@@ -45,10 +45,15 @@ from pytest_llmperf.engines.base import (
     EngineInfo,
     FinishReason,
     GenerationRequest,
+    ScoreRequest,
+    ScoreResult,
+    ScoringUnsupported,
     StreamChunk,
     Tokenizer,
 )
 from pytest_llmperf.engines.http_stream import HTTPClient
+from pytest_llmperf.engines.openai_score import parse_score, score_body, unsupported_answer
+from pytest_llmperf.engines.scoring import TokenPair, token_pairs
 
 _DONE = object()
 #: The C scanner behind `json.loads`, called directly: one event is one JSON value, and
@@ -75,6 +80,8 @@ class OpenAIEngine:
     supports_arrivals: ClassVar[bool] = True
     #: The server runs elsewhere: a test on this engine leases no GPU of the run.
     uses_gpus: ClassVar[bool] = False
+    #: Scores continuations with `echo` + `logprobs` where the server can (`openai_score`).
+    supports_scoring: ClassVar[bool] = True
     settings_accepted: ClassVar[frozenset[str]] = frozenset(
         {
             "base_url",
@@ -326,6 +333,39 @@ class OpenAIEngine:
         except ValueError as exc:  # a request this server's API cannot express
             stream.fail(str(exc))
         return stream.chunks(sent, self._count_tokens)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Log-likelihoods through echoed completions, one request per pair, concurrently.
+
+        Raises `ScoringUnsupported` when the server cannot echo log-probabilities.
+        """
+        if self.endpoint == "ollama":
+            raise ScoringUnsupported("Ollama's native API returns no prompt log-probabilities")
+        pairs = token_pairs(self.tokenizer, requests, self.name)
+        in_flight = self.max_concurrency or 64
+        waves = 1 + len(pairs) // in_flight
+        results: list[ScoreResult] = self._run(
+            self._score_all(pairs, in_flight), timeout=self.request_timeout_s * waves + 30.0
+        )
+        return results
+
+    async def _score_all(self, pairs: list[TokenPair], in_flight: int) -> list[ScoreResult]:
+        limit = asyncio.Semaphore(in_flight)
+
+        async def one(pair: TokenPair) -> ScoreResult:
+            body = json.dumps(score_body(self._served_model, pair)).encode()
+            async with limit:
+                response = await self._http.request(
+                    "POST", "/v1/completions", body, timeout_s=self.request_timeout_s
+                )
+            if response.status != 200:
+                raise unsupported_answer(response.status, response.body) or RuntimeError(
+                    f"scoring request failed: HTTP {response.status}: "
+                    + response.body.decode("utf-8", errors="replace")[:300]
+                )
+            return parse_score(json.loads(response.body), pair)
+
+        return list(await asyncio.gather(*(one(pair) for pair in pairs)))
 
     def _count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text)) if text else 0

@@ -31,9 +31,12 @@ from pytest_llmperf.engines.base import (
     EngineInfo,
     EngineTimings,
     GenerationRequest,
+    ScoreRequest,
+    ScoreResult,
     StreamChunk,
     Tokenizer,
 )
+from pytest_llmperf.engines.scoring import result_from_tokens, token_pairs
 from pytest_llmperf.tinymodel import resolve_model
 
 log = logging.getLogger("pytest_llmperf")
@@ -71,6 +74,8 @@ class VLLMEngine:
     #: `LLM.generate` returns the whole batch at once: the child sends it in one message.
     streams_tokens: ClassVar[bool] = False
     settings_accepted: ClassVar[frozenset[str]] = frozenset(_LLM_ARGS)
+    #: Scores continuations through prompt log-probabilities (`score`).
+    supports_scoring: ClassVar[bool] = True
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -167,6 +172,33 @@ class VLLMEngine:
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
         for index, output in zip(keep, outputs, strict=True):
             yield _chunk(index, output, arrival)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Log-likelihoods of continuations from vLLM's prompt log-probabilities.
+
+        Each pair goes in as one token-id prompt (context + continuation) with
+        `prompt_logprobs=0`: vLLM then returns, for every prompt position after the first,
+        the log-probability and rank of the prompt's own token; a continuation token is
+        greedy when its rank is 1. One `generate` call for all pairs, so vLLM batches
+        them as it batches generation. The one generated token is discarded.
+        """
+        import vllm
+
+        if self._llm is None or self._tokenizer is None:
+            raise RuntimeError("vllm engine: start() it first")
+        pairs = token_pairs(self._tokenizer, requests, self.name)
+        params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        prompts = [{"prompt_token_ids": [*context, *cont]} for context, cont in pairs]
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for (context, cont), output in zip(pairs, outputs, strict=True):
+            # One entry per prompt position (None for the first, which has no context).
+            positions = output.prompt_logprobs[len(context) : len(context) + len(cont)]
+            picked = [entry[token] for entry, token in zip(positions, cont, strict=True)]
+            results.append(
+                result_from_tokens([p.logprob for p in picked], [p.rank == 1 for p in picked])
+            )
+        return results
 
     def close(self) -> None:
         llm, self._llm = self._llm, None

@@ -20,6 +20,8 @@ from pytest_llmperf.engines.base import (
     EngineConfig,
     EngineInfo,
     GenerationRequest,
+    ScoreRequest,
+    ScoreResult,
     StreamChunk,
     Tokenizer,
 )
@@ -74,6 +76,8 @@ def server_argv(model_path: str, port: int, settings: dict[str, Any], on_gpu: bo
 class VLLMServerEngine:
     name: ClassVar[str] = "vllm-server"
     supports_arrivals: ClassVar[bool] = True
+    #: Through the `openai` client's echo + logprobs scoring, which vLLM's server supports.
+    supports_scoring: ClassVar[bool] = True
     settings_accepted: ClassVar[frozenset[str]] = (
         frozenset(_SERVER_FLAGS) | {"enforce_eager", "enable_prefix_caching"} | _CLIENT_SETTINGS
     )
@@ -151,6 +155,11 @@ class VLLMServerEngine:
         if self._client is None:
             raise RuntimeError("vllm-server engine: start() it first")
         return self._client.stream(requests)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if self._client is None:
+            raise RuntimeError("vllm-server engine: start() it first")
+        return self._client.score(requests)
 
     def close(self) -> None:
         client, self._client = self._client, None
