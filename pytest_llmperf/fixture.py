@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_llmperf.accuracy import ChoiceTask
+from pytest_llmperf.compare import BaselineCheck, changes_table, check_against
 from pytest_llmperf.engines import load_engine_class
 from pytest_llmperf.engines.base import (
     EngineConfig,
@@ -23,10 +25,11 @@ from pytest_llmperf.leases import gpu_processes
 from pytest_llmperf.load import SLO, Arrivals, client_check
 from pytest_llmperf.measure import run_round
 from pytest_llmperf.metrics import AggregateMetrics, RequestRecord, flatten, server_timing_metrics
+from pytest_llmperf.responses import write_responses
 from pytest_llmperf.session import EngineStartError, LLMPerfSession
 from pytest_llmperf.telemetry import Sampler
 from pytest_llmperf.thresholds import CheckResult
-from pytest_llmperf.workload import Workload, check_responses
+from pytest_llmperf.workload import Workload, check_responses, offline_tokenizer, prompt_length
 
 DEFAULT_CONFIG = Config(name="default")
 
@@ -119,11 +122,12 @@ class LLMPerfFixture:
                 f"engine {engine_config.engine!r} runs a batch at once; open-loop "
                 "arrivals need a client engine (openai, vllm-server)"
             )
+        workload = workload.with_overrides(dict(config.workload_settings))
+        if self._session.settings.dry_run:
+            self._dry_run(test_id, workload, engine_config)
         engine, info, load_s = self._start_engine(engine_config, config)
         try:
-            requests = workload.with_overrides(dict(config.workload_settings)).build(
-                engine.tokenizer
-            )
+            requests = self._limited(workload.build(engine.tokenizer))
         except Exception:
             death = getattr(engine, "death_cause", None)
             if not death:
@@ -154,7 +158,10 @@ class LLMPerfFixture:
         if extra:
             metrics = metrics.with_extra(**extra)
         flat = flatten(metrics.as_dict())
-        check = self._session.thresholds_for(engine_config.engine).check(test_id, flat)
+        check, against = self._judge(test_id, engine_config, flat)
+        responses = None
+        if self._session.settings.responses:
+            responses = write_responses(self._session.run_dir, test_id, requests, records)
         self._record(
             test_id,
             config,
@@ -167,6 +174,8 @@ class LLMPerfFixture:
             check,
             rounds,
             warmup_rounds,
+            against,
+            responses,
         )
         measurement = Measurement(test_id, metrics, tuple(records), info, load_s, check)
         death = getattr(engine, "death_cause", None)
@@ -176,8 +185,7 @@ class LLMPerfFixture:
                 f"{getattr(engine, 'log_errors', lambda: '')()}",
                 pytrace=False,
             )
-        if not check.passed and not self._session.settings.update_thresholds:
-            pytest.fail(f"thresholds missed for {test_id}\n{check.table()}", pytrace=False)
+        self._fail_if_missed(test_id, check, against)
         return measurement
 
     def evaluate_choices(
@@ -205,6 +213,14 @@ class LLMPerfFixture:
                 f"engine {engine_config.engine!r} cannot score log-likelihoods "
                 "(multiple choice needs an engine with `score`, e.g. hf)"
             )
+        limit = self._session.settings.limit
+        if limit is not None:
+            task = replace(task, items=task.items[:limit])
+        if self._session.settings.dry_run:
+            pytest.skip(
+                f"dry run: {len(task.items)} questions, {len(task.requests())} choices to "
+                f"score; engine {engine_config.engine!r} not started"
+            )
         engine, info, load_s = self._start_engine(engine_config, config)
         requests = task.requests()
         try:
@@ -229,11 +245,60 @@ class LLMPerfFixture:
             **task.metrics(results, duration)
         )
         flat = flatten(metrics.as_dict())
-        check = self._session.thresholds_for(engine_config.engine).check(test_id, flat)
-        self._record(test_id, config, task, engine_config, info, load_s, metrics, flat, check, 1, 1)
-        if not check.passed and not self._session.settings.update_thresholds:
-            pytest.fail(f"thresholds missed for {test_id}\n{check.table()}", pytrace=False)
+        check, against = self._judge(test_id, engine_config, flat)
+        self._record(
+            test_id, config, task, engine_config, info, load_s, metrics, flat, check, 1, 1, against
+        )
+        self._fail_if_missed(test_id, check, against)
         return Measurement(test_id, metrics, (), info, load_s, check)
+
+    def _limited(self, requests: list[GenerationRequest]) -> list[GenerationRequest]:
+        limit = self._session.settings.limit
+        return requests if limit is None else requests[:limit]
+
+    def _dry_run(self, test_id: str, workload: Workload, engine_config: EngineConfig) -> None:
+        """Build and tokenize the requests as the run would, start nothing, and skip."""
+        tokenizer = offline_tokenizer(engine_config)
+        if tokenizer is None:
+            pytest.skip(
+                f"dry run: no local tokenizer for {engine_config.model!r} (set the engine's "
+                "`tokenizer` setting) so the requests were not built; engine not started"
+            )
+        requests = self._limited(workload.build(tokenizer))
+        prompt_tokens = sum(prompt_length(tokenizer, r) for r in requests)
+        longest = max((r.sampling.max_tokens for r in requests), default=0)
+        pytest.skip(
+            f"dry run: {test_id}: {len(requests)} requests, {prompt_tokens} prompt tokens, "
+            f"max_tokens up to {longest}; engine {engine_config.engine!r} not started"
+        )
+
+    def _judge(
+        self, test_id: str, engine_config: EngineConfig, flat: Mapping[str, Any]
+    ) -> tuple[CheckResult, BaselineCheck | None]:
+        """The thresholds' verdict and, with `--llmperf-compare`, the baseline's."""
+        check = self._session.thresholds_for(engine_config.engine).check(test_id, flat)
+        baseline = self._session.baseline
+        against = (
+            check_against(baseline, test_id, flat, self._session.tolerances)
+            if baseline is not None
+            else None
+        )
+        return check, against
+
+    def _fail_if_missed(
+        self, test_id: str, check: CheckResult, against: BaselineCheck | None
+    ) -> None:
+        """Fail the test, after it was recorded, for missed bounds or regressions."""
+        problems = []
+        if not check.passed and not self._session.settings.update_thresholds:
+            problems.append(f"thresholds missed for {test_id}\n{check.table()}")
+        if against is not None and against.regressions:
+            problems.append(
+                f"regressed against baseline run {against.base_run_id} for {test_id}\n"
+                + changes_table(against.regressions)
+            )
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
 
     def _start_engine(
         self, engine_config: EngineConfig, config: Config
@@ -328,6 +393,8 @@ class LLMPerfFixture:
         check: CheckResult,
         rounds: int,
         warmup_rounds: int,
+        against: BaselineCheck | None = None,
+        responses: Path | None = None,
     ) -> None:
         benchmark = self._benchmark()
         if benchmark is not None:
@@ -372,5 +439,7 @@ class LLMPerfFixture:
                         for v in check.verdicts
                     ],
                 },
+                "baseline": against.as_record() if against is not None else None,
+                "responses": str(responses) if responses is not None else None,
             }
         )

@@ -164,6 +164,24 @@ def add_run_options(addoption: AddOption) -> None:
         "engine's process is ended and its requests fail. Default: 1800.",
     )
     addoption(
+        "--llmperf-dry-run",
+        dest="llmperf_dry_run",
+        action="store_true",
+        default=False,
+        help="collect, build and tokenize every test's requests and check the files, but "
+        "start no engine and measure nothing (each test is skipped with what it would "
+        "send). Default: off.",
+    )
+    addoption(
+        "--llmperf-limit",
+        dest="llmperf_limit",
+        metavar="N",
+        type=int,
+        default=None,
+        help="send at most the first N requests (or questions) of each test's workload. "
+        "Default: all.",
+    )
+    addoption(
         "--llmperf-rounds",
         dest="llmperf_rounds",
         metavar="N",
@@ -173,12 +191,43 @@ def add_run_options(addoption: AddOption) -> None:
     )
 
 
+def add_compare_options(addoption: AddOption) -> None:
+    addoption(
+        "--llmperf-compare",
+        dest="llmperf_compare",
+        metavar="RUN",
+        default=None,
+        help="baseline run (folder, summary.json, run id under the results folder, or "
+        "latest[~N]): each test fails when a metric regressed against it beyond tolerance. "
+        "Default: none.",
+    )
+    addoption(
+        "--llmperf-tolerance",
+        dest="llmperf_tolerance",
+        metavar="METRIC:CHANGE",
+        action="append",
+        default=[],
+        help="allowed worsening against the baseline, e.g. output_tok_per_s:-5%%, "
+        "ttft_ms.p90:+10%%, accuracy:-0.02; repeatable; before the defaults of "
+        "pytest_llmperf.compare.DEFAULT_TOLERANCES. Default: those defaults.",
+    )
+    addoption(
+        "--llmperf-responses",
+        dest="llmperf_responses",
+        action="store_true",
+        default=False,
+        help="also write each test's prompts and responses to "
+        "responses/<test>.parquet in the run folder (needs the report extra). Default: off.",
+    )
+
+
 def add_all_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmperf", "LLM inference benchmarks (pytest-llmperf)")
     add_engine_options(group.addoption)
     add_server_options(group.addoption)
     add_threshold_options(group.addoption)
     add_run_options(group.addoption)
+    add_compare_options(group.addoption)
     for name, help_text, default in INI_OPTIONS:
         parser.addini(name, help=f"{help_text}. Default: {default or 'none'}.", default=default)
 
@@ -203,6 +252,12 @@ class Settings:
     request_timeout_s: float = 1800.0
     #: Settings every engine that accepts them receives (server URL, key variable).
     engine_options: tuple[tuple[str, str], ...] = ()
+    #: `--llmperf-compare`: the baseline run as given, and the tolerances as written.
+    compare_base: str | None = None
+    tolerances: tuple[str, ...] = ()
+    responses: bool = False
+    dry_run: bool = False
+    limit: int | None = None
 
 
 def _get(config: pytest.Config, name: str) -> tuple[str, str]:
@@ -233,6 +288,9 @@ def read_settings(config: pytest.Config) -> Settings:
     rounds = config.getoption("llmperf_rounds")
     if rounds is not None and rounds < 1:
         raise LLMPerfUsageError(f"--llmperf-rounds: must be at least 1, got {rounds}")
+    limit = config.getoption("llmperf_limit")
+    if limit is not None and limit < 1:
+        raise LLMPerfUsageError(f"--llmperf-limit: must be at least 1, got {limit}")
     root = config.rootpath
     dataset_text, _ = _get(config, "llmperf_dataset")
     return Settings(
@@ -254,6 +312,11 @@ def read_settings(config: pytest.Config) -> Settings:
         lease_timeout_s=_positive(config, "llmperf_lease_timeout"),
         engine_start_timeout_s=_positive(config, "llmperf_engine_start_timeout"),
         request_timeout_s=_positive(config, "llmperf_request_timeout"),
+        compare_base=config.getoption("llmperf_compare"),
+        tolerances=tuple(config.getoption("llmperf_tolerance") or ()),
+        responses=bool(config.getoption("llmperf_responses")),
+        dry_run=bool(config.getoption("llmperf_dry_run")),
+        limit=limit,
         engine_options=tuple(
             (key, value)
             for key, value in (
@@ -285,4 +348,9 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "hardware": settings.hardware,
         "dataset": str(settings.dataset) if settings.dataset else None,
         "rounds": settings.rounds,
+        "compare_base": settings.compare_base,
+        "tolerances": list(settings.tolerances),
+        "responses": settings.responses,
+        "dry_run": settings.dry_run,
+        "limit": settings.limit,
     }

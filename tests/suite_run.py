@@ -62,3 +62,35 @@ def run_suite(
         [*argv, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
     )
     return SuiteRun(out, results)
+
+
+def make_project(root: Path, suite: str) -> Path:
+    """A folder holding one test module (`test_suite.py`) and a pytest.ini, so that it is
+    its own rootdir and its runs land in `root/results`."""
+    (root / "test_suite.py").write_text(suite)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    return root
+
+
+def run_project(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pytest test_suite.py` in a `make_project` folder, CPU only, results in results/."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "test_suite.py",
+            "-p",
+            "no:cacheprovider",
+            "--gpus",
+            "cpu",
+            "--llmperf-results-dir",
+            "results",
+            *args,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )

@@ -364,6 +364,14 @@ def test_unmatched_keys_and_unmeasured_metrics(tmp_path: Path) -> None:
     ]
 
 
+def test_keys_of_test_files_not_collected_are_not_stale(tmp_path: Path) -> None:
+    # `pytest suites/u.py`: the keys of suites/t.py were not asked for; a glob over
+    # every file still must match something.
+    path = write(tmp_path / "t.yaml", GLOBS)
+    messages = ThresholdSet.load([path]).unmatched(["suites/u.py::test_x"], ["e2e_ms.p50"])
+    assert messages == [f"{path}: line 10: 'suites/*::test_?ecode[*]' matched no test"]
+
+
 def test_nothing_unmatched_when_everything_is_used(example: Path) -> None:
     checks = ThresholdSet.load([example])
     metrics = ["output_tok_per_s", "ttft_ms.p90", "failure_rate", "e2e_ms.p50"]

@@ -1,0 +1,5 @@
+"""`python -m pytest_llmperf ...`: the `llmperf` command."""
+
+from pytest_llmperf.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""The `llmperf` command (also `python -m pytest_llmperf`): runs as data.
+
+    llmperf list [--results-dir DIR]
+    llmperf show RUN
+    llmperf compare BASE NEW [--tolerance METRIC:CHANGE ...]
+    llmperf report RUN [RUN ...] -o report.html
+    llmperf dashboard [RESULTS_DIR] [--host 127.0.0.1] [--port 8501]
+    llmperf workload stats DATASET [--model tiny] [--coverage 0.9]
+
+RUN is a run folder, its summary.json, a run id under the results folder, or
+`latest` / `latest~N` (see `pytest_llmperf.runs`). Exit status: 0 fine, 1 a regression
+(compare), 2 bad input (the message says what and where).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.runs import DEFAULT_RESULTS_DIR, Run, find_runs, open_run
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmperf", description="List, show, compare and report pytest-llmperf runs."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--results-dir",
+            type=Path,
+            default=DEFAULT_RESULTS_DIR,
+            help="where runs are (default: results)",
+        )
+        return sub
+
+    command("list", "list the runs in the results folder, oldest first")
+    show = command("show", "one run's tests and their main metrics")
+    show.add_argument("run", help="run folder, summary.json, run id, or latest[~N]")
+
+    compare = command("compare", "per-test metric changes from BASE to NEW; 1 on regression")
+    compare.add_argument("base")
+    compare.add_argument("new")
+    compare.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC:CHANGE",
+        help="allowed worsening, e.g. output_tok_per_s:-5%% or ttft_ms.p90:+10%% or "
+        "accuracy:-0.02 (absolute); METRIC may be a glob (ttft_ms.*). Repeatable. "
+        "Default: the metrics and tolerances of pytest_llmperf.compare.DEFAULT_TOLERANCES",
+    )
+    compare.add_argument("--all", action="store_true", help="show unchanged metrics too")
+
+    report = command("report", "a self-contained HTML report of one or more runs")
+    report.add_argument("runs", nargs="+", metavar="RUN")
+    report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+
+    dashboard = commands.add_parser("dashboard", help="a Streamlit dashboard over a results folder")
+    dashboard.add_argument("results_dir", nargs="?", type=Path, default=DEFAULT_RESULTS_DIR)
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    dashboard.add_argument("--port", type=int, default=8501)
+
+    workload = commands.add_parser("workload", help="facts about a dataset")
+    workload_commands = workload.add_subparsers(dest="workload_command", required=True)
+    stats = workload_commands.add_parser(
+        "stats",
+        help="input and output length percentiles, and the max-new-tokens that covers a share",
+    )
+    stats.add_argument("dataset", type=Path, help="JSONL dataset (prompt/messages, reference)")
+    stats.add_argument("--model", default="tiny", help="whose tokens to count (default: tiny)")
+    stats.add_argument(
+        "--coverage",
+        type=float,
+        default=0.9,
+        help="share of outputs the suggested max-new-tokens must cover (default: 0.9)",
+    )
+    return parser
+
+
+def _list(results_dir: Path) -> int:
+    runs = find_runs(results_dir)
+    if not runs:
+        print(f"no runs in {results_dir}")
+        return EXIT_OK
+    rows = [("run", "started", "hardware", "tests", "failed", "state")]
+    for run in runs:
+        failed = sum(1 for t in run.tests if not (t.get("thresholds") or {}).get("passed", True))
+        state = "finished" if run.finished else "unfinished"
+        rows.append(
+            (
+                run.run_id,
+                run.started_at,
+                str(run.summary.get("hardware") or "?"),
+                str(len(run.tests)),
+                str(failed),
+                state,
+            )
+        )
+    print(_table(rows))
+    return EXIT_OK
+
+
+#: The metrics `show` prints per test, when the test has them.
+SHOW_METRICS = (
+    "output_tok_per_s",
+    "ttft_ms.p50",
+    "ttft_ms.p90",
+    "tpot_ms.p50",
+    "e2e_ms.p90",
+    "failure_rate",
+    "accuracy",
+    "exact_match",
+)
+
+
+def _show(run: Run) -> int:
+    print(f"run {run.run_id}  started {run.started_at}  hardware {run.summary.get('hardware')}")
+    print(f"folder {run.path}" + ("" if run.finished else "  (unfinished: no summary.json)"))
+    shown = [m for m in SHOW_METRICS if any(_value(t, m) is not None for t in run.tests)]
+    rows = [("test", "engine", "thresholds", *shown)]
+    for test in run.tests:
+        passed = (test.get("thresholds") or {}).get("passed")
+        rows.append(
+            (
+                str(test.get("test_id")),
+                str(test.get("engine")),
+                "pass" if passed else ("FAIL" if passed is False else "-"),
+                *(_format(_value(test, m)) for m in shown),
+            )
+        )
+    print(_table(rows))
+    return EXIT_OK
+
+
+def _value(test: dict[str, object], metric: str) -> float | None:
+    flat = test.get("metrics_flat")
+    value = flat.get(metric) if isinstance(flat, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _format(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return _list(args.results_dir)
+        if args.command == "show":
+            return _show(open_run(args.run, args.results_dir))
+        if args.command == "compare":
+            from pytest_llmperf.compare import compare_command
+
+            return compare_command(
+                open_run(args.base, args.results_dir),
+                open_run(args.new, args.results_dir),
+                args.tolerance,
+                show_all=args.all,
+            )
+        if args.command == "report":
+            from pytest_llmperf.report import write_report
+
+            runs = [open_run(ref, args.results_dir) for ref in args.runs]
+            write_report(runs, args.output)
+            print(f"wrote {args.output}")
+            return EXIT_OK
+        if args.command == "workload":
+            from pytest_llmperf.workload_stats import stats_lines
+
+            print("\n".join(stats_lines(args.dataset, args.model, args.coverage)))
+            return EXIT_OK
+        if args.command == "dashboard":
+            from pytest_llmperf.dashboard import serve
+
+            return serve(args.results_dir, host=args.host, port=args.port)
+    except LLMPerfUsageError as exc:
+        print(f"llmperf {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""Runs read back: `llmperf list/show/compare`, baseline gating in pytest, responses.parquet,
+pandas frames and the github-action-benchmark exports, all on files a real run wrote.
+
+One real run of a small hf suite is made per module; comparisons that must regress use a
+copy of it whose numbers were changed by a known factor, so the verdicts do not depend on
+how noisy this machine's timings are.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_llmperf.cli import main
+from pytest_llmperf.compare import Tolerance, compare_metrics, parse_tolerances
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.runs import load_requests, load_runs, open_run
+from tests.conftest import SUITE
+from tests.suite_run import make_project, run_project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the small suite and one real run of it in results/."""
+    root = make_project(tmp_path_factory.mktemp("project"), SUITE)
+    out = run_project(root)
+    assert out.returncode == 0, out.stdout[-3000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_run(project: Path) -> Path:
+    (run_dir,) = (project / "results").iterdir()
+    return run_dir
+
+
+def doctored_copy(
+    run_dir: Path, dest: Path, change: Callable[[str, dict[str, Any]], dict[str, Any] | None]
+) -> Path:
+    """A copy of a run whose tests' flat metrics `change(test_id, metrics)` rewrote
+    (None drops the test)."""
+    shutil.copytree(run_dir, dest)
+    summary = json.loads((dest / "summary.json").read_text())
+    summary["run_id"] = dest.name
+    tests = []
+    for test in summary["tests"]:
+        metrics = change(test["test_id"], dict(test["metrics_flat"]))
+        if metrics is not None:
+            tests.append({**test, "metrics_flat": metrics})
+    summary["tests"] = tests
+    (dest / "summary.json").write_text(json.dumps(summary))
+    return dest
+
+
+def scaled(factors: dict[str, float]) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    return lambda _id, m: {**m, **{k: m[k] * f for k, f in factors.items()}}
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --- llmperf list / show ---------------------------------------------------------------
+
+
+def test_list_and_show_a_real_run(base_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "list", "--results-dir", str(base_run.parent))
+    assert code == 0 and base_run.name in out and "finished" in out
+    code, out, _ = cli(capsys, "show", "latest", "--results-dir", str(base_run.parent))
+    assert code == 0
+    assert "test_suite.py::test_latency" in out and "output_tok_per_s" in out
+
+
+def test_a_run_without_its_summary_still_reads(
+    base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    killed = tmp_path / "results" / "killed-run"
+    shutil.copytree(base_run, killed)
+    (killed / "summary.json").unlink()  # as a run killed before its end leaves it
+    code, out, _ = cli(capsys, "list", "--results-dir", str(tmp_path / "results"))
+    assert code == 0 and "unfinished" in out
+    run = open_run(killed)
+    assert not run.finished and len(run.tests) == len(open_run(base_run).tests) == 3
+
+
+@pytest.mark.parametrize("ref", ["no-such-run", "latest~5"])
+def test_a_bad_run_reference_is_exit_2_with_the_reason(
+    base_run: Path, ref: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(capsys, "show", ref, "--results-dir", str(base_run.parent))
+    assert code == 2 and out == ""
+    assert f"llmperf show: error: {ref}:" in err
+
+
+# --- llmperf compare -------------------------------------------------------------------
+
+
+def test_a_run_compared_with_itself_has_no_regression(
+    base_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "compare", str(base_run), str(base_run))
+    assert code == 0 and "no regression beyond tolerance" in out
+
+
+@pytest.mark.parametrize(
+    ("factors", "regressed"),
+    [
+        ({"output_tok_per_s": 0.8}, "output_tok_per_s"),  # higher is better, fell 20%
+        ({"ttft_ms.p90": 1.3}, "ttft_ms.p90"),  # lower is better, rose 30%
+        ({"output_tok_per_s": 1.3, "ttft_ms.p90": 0.7}, None),  # both better
+    ],
+)
+def test_compare_judges_each_metric_by_its_direction(
+    base_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    factors: dict[str, float],
+    regressed: str | None,
+) -> None:
+    new = doctored_copy(base_run, tmp_path / "new", scaled(factors))
+    code, out, _ = cli(capsys, "compare", str(base_run), str(new))
+    if regressed is None:
+        assert code == 0, out
+        assert out.count("improved") >= 2 * 3  # both metrics, in each of the three tests
+    else:
+        assert code == 1, out
+        assert f"{regressed}: " in out.split("regression(s) beyond tolerance:")[1]
+        assert "REGRESSED" in out
+
+
+def test_a_tolerance_wider_than_the_change_lets_it_pass(
+    base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = doctored_copy(base_run, tmp_path / "new", scaled({"output_tok_per_s": 0.8}))
+    args = ("compare", str(base_run), str(new))
+    assert cli(capsys, *args, "--tolerance", "output_tok_per_s:-25%")[0] == 0
+    assert cli(capsys, *args, "--tolerance", "output_tok_per_s:-15%")[0] == 1
+    assert cli(capsys, *args, "--tolerance", "output_tok_per_*:25%")[0] == 0  # a glob
+
+
+def test_a_tolerance_against_the_metrics_direction_is_a_usage_error(
+    base_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(
+        capsys, "compare", str(base_run), str(base_run), "--tolerance", "output_tok_per_s:+5%"
+    )
+    assert code == 2
+    assert "output_tok_per_s is higher-is-better" in err and "output_tok_per_s:-5%" in err
+    code, _, err = cli(capsys, "compare", str(base_run), str(base_run), "--tolerance", "ttft")
+    assert code == 2 and "'ttft' is not METRIC:CHANGE" in err
+
+
+def test_absolute_tolerances_for_ratios() -> None:
+    tolerances = parse_tolerances(["accuracy:-0.05"])
+    (change,) = compare_metrics("t", {"accuracy": 0.90}, {"accuracy": 0.86}, tolerances)
+    assert change.verdict == "worse" and change.tolerance == "-0.05"
+    (change,) = compare_metrics("t", {"accuracy": 0.90}, {"accuracy": 0.84}, tolerances)
+    assert change.verdict == "regressed"
+    # The default for failure_rate is 0: any rise is a regression, a fall an improvement.
+    (change,) = compare_metrics("t", {"failure_rate": 0.0}, {"failure_rate": 0.01}, tolerances)
+    assert change.verdict == "regressed"
+    (change,) = compare_metrics("t", {"failure_rate": 0.1}, {"failure_rate": 0.0}, tolerances)
+    assert change.verdict == "improved"
+    # A metric with no known direction is reported, never judged.
+    (change,) = compare_metrics("t", {"my_own_number": 1.0}, {"my_own_number": 9.0}, [])
+    assert change.verdict == "undirected"
+    with pytest.raises(LLMPerfUsageError, match=r"ttft_ms.p90 is lower-is-better"):
+        Tolerance.parse("ttft_ms.p90:-10%")
+
+
+# --- baseline gating in pytest ---------------------------------------------------------
+
+
+def test_llmperf_compare_fails_each_regressed_test_and_only_those(
+    project: Path, base_run: Path, tmp_path: Path
+) -> None:
+    tests = {t["test_id"].split("::")[1]: t for t in open_run(base_run).tests}
+    decode = sorted(name for name in tests if name.startswith("test_decode"))
+    real = {name: t["metrics_flat"] for name, t in tests.items()}
+
+    def baseline(test_id: str, _metrics: dict[str, Any]) -> dict[str, Any] | None:
+        name = test_id.split("::")[1]
+        if name == "test_latency":  # the baseline was 10x faster: throughput regressed
+            return {"output_tok_per_s": real[name]["output_tok_per_s"] * 10}
+        if name == decode[0]:  # the baseline's p90 TTFT was a tenth: latency regressed
+            return {"ttft_ms.p90": real[name]["ttft_ms.p90"] * 0.1}
+        # The baseline was 10x worse on both: improvements, which pass.
+        return {
+            "output_tok_per_s": real[name]["output_tok_per_s"] * 0.1,
+            "ttft_ms.p90": real[name]["ttft_ms.p90"] * 10,
+        }
+
+    doctored = doctored_copy(base_run, tmp_path / "baseline", baseline)
+    out = run_project(project, "--llmperf-compare", str(doctored), "--llmperf-responses")
+    assert out.returncode == 1, out.stdout[-3000:]
+    failed = {
+        line.split("::")[1].split(" ")[0]
+        for line in out.stdout.splitlines()
+        if line.startswith("FAILED")
+    }
+    assert failed == {"test_latency", decode[0]}
+    assert f"regressed against baseline run {doctored.name}" in out.stdout
+    run = open_run("latest", project / "results")
+    records = {t["test_id"].split("::")[1]: t for t in run.tests}
+    assert records["test_latency"]["baseline"]["passed"] is False
+    assert records[decode[1]]["baseline"]["passed"] is True
+    verdicts = {j["metric"]: j["verdict"] for j in records[decode[1]]["baseline"]["judged"]}
+    assert verdicts == {"output_tok_per_s": "improved", "ttft_ms.p90": "improved"}
+    check_responses(run.path, records)
+
+
+def check_responses(run_dir: Path, records: dict[str, dict[str, Any]]) -> None:
+    """--llmperf-responses wrote one table per test: every measured request, its texts."""
+    import pandas
+
+    requests = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+    for name, record in records.items():
+        table = pandas.read_parquet(run_dir / record["responses"])
+        mine = [r for r in requests if r["test_id"].endswith("::" + name)]
+        assert len(table) == len(mine) > 0
+        assert list(table["response"]) == [r["output_text"] for r in mine]
+        assert table["prompt"].notna().all() and (table["output_tokens"] > 0).all()
+        assert list(table["ttft_ms"]) == [r["ttft_ms"] for r in mine]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--llmperf-compare", "nowhere"), "--llmperf-compare: nowhere: no such run"),
+        (
+            ("--llmperf-compare", "latest", "--llmperf-tolerance", "ttft_ms.p90:-5%"),
+            "--llmperf-tolerance: 'ttft_ms.p90:-5%': ttft_ms.p90 is lower-is-better",
+        ),
+    ],
+)
+def test_a_bad_baseline_or_tolerance_is_a_usage_error_before_anything_runs(
+    project: Path, args: tuple[str, ...], message: str
+) -> None:
+    before = sorted((project / "results").iterdir())
+    out = run_project(project, *args)
+    assert out.returncode == 4, out.stdout[-2000:]
+    assert message in out.stderr
+    assert sorted((project / "results").iterdir()) == before  # nothing ran, nothing written
+
+
+# --- pandas and CI exports -------------------------------------------------------------
+
+
+def test_runs_load_into_pandas(base_run: Path) -> None:
+    tests = load_runs(base_run.parent)
+    assert len(tests) >= 3 and {
+        "run_id",
+        "test_id",
+        "engine",
+        "output_tok_per_s",
+        "ttft_ms.p90",
+    } <= set(tests.columns)
+    requests = load_requests(base_run)
+    summary = json.loads((base_run / "summary.json").read_text())
+    assert len(requests) == sum(t["metrics"]["requests"] for t in summary["tests"])
+    assert {"custom_id", "ttft_ms", "output_tokens", "finish_reason"} <= set(requests.columns)
+
+
+def test_github_benchmark_exports_split_by_direction(base_run: Path) -> None:
+    folder = base_run / "github-benchmark"
+    bigger = json.loads((folder / "bigger_is_better.json").read_text())
+    smaller = json.loads((folder / "smaller_is_better.json").read_text())
+    names_big = {e["name"].split(" ")[1] for e in bigger}
+    names_small = {e["name"].split(" ")[1] for e in smaller}
+    assert "output_tok_per_s" in names_big and "ttft_ms.p90" in names_small
+    assert not names_big & names_small
+    assert "requests" not in names_big and "ttft_ms.count" not in names_big | names_small
+    summary = json.loads((base_run / "summary.json").read_text())
+    latency = next(t for t in summary["tests"] if t["test_id"].endswith("test_latency"))
+    entry = next(e for e in bigger if e["name"] == f"{latency['test_id']} output_tok_per_s")
+    assert entry["value"] == latency["metrics_flat"]["output_tok_per_s"]
+    assert entry["unit"] == "tok/s"

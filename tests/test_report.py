@@ -1,0 +1,263 @@
+"""`llmperf report`: the HTML report of real runs of the shipped suites, read by a browser.
+
+The runs are made once for the module: the smoke and accuracy suites on hf (one run), and
+two configurations of the vLLM sweep on vLLM's CPU build (a second run), so the report
+meets two engines, a grid over max_num_seqs, per-request records and accuracy metrics as
+the plugin really writes them. Comparisons and hostile text use copies of a real run with
+a few values changed, so that their expectations do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_llmperf.cli import main
+from pytest_llmperf.plots import comparison_figures, concurrency, run_figures
+from pytest_llmperf.runs import open_run
+from tests import browser
+from tests.suite_run import run_suite
+
+RUN_PLOT_TITLES = (
+    "Throughput vs concurrency",
+    "Latency percentiles per test",
+    "TTFT distribution",
+    "Scaling efficiency",
+    "Accuracy vs throughput",
+)
+COMPARISON_PLOT_TITLES = ("Base vs new: output tok/s and TTFT p90", "Relative change per test")
+HF_TESTS = (
+    "suites/test_smoke.py::test_decode_throughput[batch1]",
+    "suites/test_smoke.py::test_decode_throughput[batch8]",
+    "suites/test_accuracy.py::test_sums_multiple_choice",
+    "suites/test_accuracy.py::test_sums_generation",
+)
+VLLM_CONFIGS = ("cpu_tp2_len1536_batch4", "cpu_tp1_len1024_batch24")  # max_num_seqs 4 and 16
+
+
+@dataclass(frozen=True)
+class Runs:
+    hf: Path
+    vllm: Path
+
+
+def _only_run(results: Path, output: str) -> Path:
+    assert results.is_dir(), output
+    runs = [p for p in results.iterdir() if (p / "summary.json").is_file()]
+    assert len(runs) == 1, output
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    hf_dir, vllm_dir = tmp_path_factory.mktemp("hf"), tmp_path_factory.mktemp("vllm")
+    hf_args = ("suites/test_accuracy.py", "-m", "smoke or accuracy")
+    vllm_args = ("-m", "smoke", "--engine", "vllm", "-k", " or ".join(VLLM_CONFIGS))
+    # One after the other: run side by side on two cores they took longer, not shorter.
+    hf = run_suite(hf_dir, *hf_args, target="suites/test_smoke.py")
+    vllm = run_suite(vllm_dir, *vllm_args, target="suites/test_vllm_sweep.py")
+    # Thresholds may miss on a busy machine (the suite then exits 1): the report shows that,
+    # so only the records are required here.
+    hf_run = _only_run(hf.results_dir, hf.output)
+    assert set(HF_TESTS) <= {t["test_id"] for t in hf.summary()["tests"]}, hf.output
+    vllm_run = _only_run(vllm.results_dir, vllm.output)
+    assert len(vllm.summary()["tests"]) == len(VLLM_CONFIGS), vllm.output
+    return Runs(hf_run, vllm_run)
+
+
+def _report(tmp_path: Path, *refs: Path) -> str:
+    out = tmp_path / "report.html"
+    assert main(["report", *map(str, refs), "-o", str(out)]) == 0
+    return out.read_text(encoding="utf-8")
+
+
+def _sections(html: str) -> dict[str, str]:
+    """Each plot section's content by its heading."""
+    found = re.findall(r'<section class="plot"><h3>(.*?)</h3>(.*?)</section>', html, re.DOTALL)
+    return dict(found)
+
+
+def _copy_run(source: Path, dest: Path, run_id: str) -> dict[str, Any]:
+    """A copy of a run under a new id; returns its summary to edit (saved by `_save`)."""
+    shutil.copytree(source, dest)
+    summary: dict[str, Any] = json.loads((dest / "summary.json").read_text())
+    summary["run_id"] = run_id
+    return summary
+
+
+def _save(dest: Path, summary: dict[str, Any]) -> None:
+    (dest / "summary.json").write_text(json.dumps(summary))
+
+
+def _external_references(html: str) -> list[str]:
+    """Anything a browser would fetch: a URL with a scheme or `//`, in any attribute or CSS."""
+    found = re.findall(r"(?:https?:)?//[\w.-]+\.\w+", html)
+    found += re.findall(r"<(?:script|link|img|iframe|object|embed)\b", html, re.IGNORECASE)
+    found += re.findall(r"\b(?:src|srcset)\s*=", html, re.IGNORECASE)
+    found += [u for u in re.findall(r"url\(([^)]*)\)", html) if not u.startswith("#")]
+    found += re.findall(r"@import|@font-face", html)
+    return found
+
+
+def test_report_of_one_run_has_every_plot_and_table(runs: Runs, tmp_path: Path) -> None:
+    html = _report(tmp_path, runs.hf)
+    sections = _sections(html)
+    assert list(sections) == list(RUN_PLOT_TITLES)
+    for title, content in sections.items():
+        # a figure, titled in its heading, its SVG <title> and its matplotlib title
+        assert content.count("<svg") == 1, title
+        assert f"<title>{title}</title>" in content
+        assert f">{title}</text>" in content
+    assert "test_decode_throughput (hf)" in sections["Throughput vs concurrency"]
+    assert "test_sums_multiple_choice (accuracy)" in sections["Accuracy vs throughput"]
+    assert "test_sums_generation (exact_match)" in sections["Accuracy vs throughput"]
+    # the header and the tests table
+    run = open_run(runs.hf)
+    assert f'<h2 id="run-0">Run {run.run_id}</h2>' in html
+    assert f"{len(run.tests)}; thresholds:" in html
+    for test_id in HF_TESTS:
+        assert f'<span class="id">{test_id}</span>' in html
+    assert "Comparison" not in html
+    # offline: nothing to fetch, not even a namespace URI
+    assert "http://" not in html and "https://" not in html
+    assert _external_references(html) == []
+
+
+def test_figures_for_the_dashboard(runs: Runs) -> None:
+    both = [open_run(runs.hf), open_run(runs.vllm)]
+    titles = [title for title, _ in run_figures(both)]
+    assert titles == list(RUN_PLOT_TITLES)
+    # the vLLM run alone: no accuracy test, so no accuracy figure (and no error)
+    assert [t for t, _ in run_figures([open_run(runs.vllm)])] == list(RUN_PLOT_TITLES[:4])
+
+
+def test_concurrency_is_read_from_real_records(runs: Runs) -> None:
+    """The x of throughput and scaling: max_num_seqs, capped by the requests of a round."""
+    hf = {t["test_id"].split("::")[-1]: concurrency(t) for t in open_run(runs.hf).tests}
+    assert hf["test_decode_throughput[batch1]"] == 1  # max_num_seqs 1
+    assert hf["test_decode_throughput[batch8]"] == 8  # max_num_seqs 8, 16 requests
+    assert hf["test_single_request_latency"] == 1  # hf's default batch, one request
+    assert [concurrency(t) for t in open_run(runs.vllm).tests] == [4, 16]
+
+
+def test_report_escapes_text_from_result_files(runs: Runs, tmp_path: Path) -> None:
+    hostile_id = 'suites/test_x.py::test_<img src=x onerror="alert(1)">[&$1$]'
+    dest = tmp_path / "hostile"
+    summary = _copy_run(runs.hf, dest, "run-<b>bold</b>")
+    test = summary["tests"][0]
+    old_id = test["test_id"]
+    test["test_id"] = test["threshold_key"] = hostile_id
+    test["config"]["name"] = "<script>alert(2)</script>"
+    _save(dest, summary)
+    requests = [json.loads(line) for line in (dest / "requests.jsonl").read_text().splitlines()]
+    mine = [r for r in requests if r["test_id"] == old_id]
+    for record in mine:
+        record["test_id"] = hostile_id
+    mine[0]["error"] = "<script>alert(3)</script>"
+    (dest / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
+
+    html = _report(tmp_path, dest)
+    for raw in ("<img", "<script", "<b>bold"):  # no tag from the files, only text
+        assert raw not in html
+    assert (
+        '<span class="id">suites/test_x.py::test_&lt;img src=x onerror=&quot;alert(1)&quot;&gt;[&amp;$1$]</span>'
+        in html
+    )
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in html  # the failed requests section
+    assert "Run run-&lt;b&gt;bold&lt;/b&gt;" in html
+    # In figures too (matplotlib escapes its text), with `$1$` shown as typed, not as math.
+    assert (
+        'test_&lt;img src=x onerror="alert(1)"&gt;[&amp;$1$]'
+        in _sections(html)["TTFT distribution"]
+    )
+
+
+def test_two_run_report_compares_base_with_new(runs: Runs, tmp_path: Path) -> None:
+    dest = tmp_path / "new"
+    summary = _copy_run(runs.hf, dest, "20990101-000000-new000")
+    for test in summary["tests"]:
+        flat = test["metrics_flat"]
+        if test["test_id"].endswith("[batch8]"):  # throughput halved: beyond the 10% tolerance
+            flat["output_tok_per_s"] *= 0.5
+        if test["test_id"].endswith("[batch1]"):  # TTFT p90 down by a half: improved
+            flat["ttft_ms.p90"] *= 0.5
+    _save(dest, summary)
+
+    html = _report(tmp_path, runs.hf, dest)
+    base = open_run(runs.hf).run_id
+    assert f"Comparison: base {base} → new 20990101-000000-new000</h2>" in html
+    comparison = html[html.index('<h2 id="compare-1">') :]
+    assert "1 regression(s)</span> beyond tolerance, 1 improvement(s)" in comparison
+    sections = _sections(comparison)
+    assert list(sections) == list(COMPARISON_PLOT_TITLES)
+    assert all(content.count("<svg") == 1 for content in sections.values())
+    rows = re.findall(r"<tr>(.*?)</tr>", comparison)
+    regressed = [r for r in rows if "[batch8]" in r and ">output_tok_per_s<" in r]
+    assert len(regressed) == 1 and 'class="num regressed">-50.0%<' in regressed[0]
+    improved = [r for r in rows if "[batch1]" in r and ">ttft_ms.p90<" in r]
+    assert len(improved) == 1 and 'class="num improved">-50.0%<' in improved[0]
+    assert _external_references(html) == []
+
+    from pytest_llmperf.compare import compare_runs
+
+    figures = comparison_figures(compare_runs(open_run(runs.hf), open_run(dest)))
+    assert [title for title, _ in figures] == list(COMPARISON_PLOT_TITLES)
+
+
+def test_report_of_a_missing_run_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.html"
+    code = main(["report", "does-not-exist", "-o", str(out), "--results-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "llmperf report: error: does-not-exist: no such run" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# -- in a browser ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Chromium's path (skips, or fails where CI is set, without it); module-scoped so that,
+    asked for before `runs`, a missing browser skips before the suites run."""
+    return browser.chromium()
+
+
+def test_report_renders_in_headless_chromium(chromium: str, runs: Runs, tmp_path: Path) -> None:
+    """A real browser draws the figures (not a blank page) and finds their titles."""
+    from matplotlib.image import imread
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(runs.hf), str(runs.vllm), "-o", str(out)]) == 0
+    url = out.resolve().as_uri()
+
+    png = browser.screenshot(url, tmp_path / "report.png", width=1400, height=3000)
+    pixels = imread(str(png))[:, :, :3]  # floats in [0, 1]
+    assert pixels.shape[:2] == (3000, 1400)
+    ink = (pixels.min(axis=2) < 0.9).mean()
+    # Colored pixels (bars, lines, markers) come from the figures: text is black or grey
+    # (this page: ~2.4% colored; without its SVGs ~0.2%).
+    colored = ((pixels.max(axis=2) - pixels.min(axis=2)) > 0.25).mean()
+    distinct = len({tuple(p) for p in (pixels[::7, ::7] * 255).astype(int).reshape(-1, 3)})
+    assert ink > 0.03, f"only {ink:.1%} of the page is not white"
+    assert colored > 0.01, f"only {colored:.2%} of the page is colored: no figure drawn?"
+    assert distinct > 100, f"{distinct} distinct colors"
+
+    dom = browser.rendered_dom(url)
+    for title in RUN_PLOT_TITLES:
+        assert f"<h3>{title}</h3>" in dom
+        assert f"<title>{title}</title>" in dom  # the SVG's own title, parsed as SVG
+        assert re.search(rf"<text[^>]*>{re.escape(title)}</text>", dom), title
+    assert dom.count("<svg") == len(RUN_PLOT_TITLES)
+    assert "test_decode_throughput (hf)" in dom
+    assert "test_sweep_cpu (vllm)" in dom
+    assert "Comparison: base" in dom
