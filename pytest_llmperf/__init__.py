@@ -16,6 +16,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.grid import Config, Grid, grid_params
 from pytest_llmperf.load import SLO, Arrivals
+from pytest_llmperf.scaling import ScalingSeries, workers_config
 from pytest_llmperf.workload import DatasetWorkload, SyntheticWorkload, Workload
 
 __version__ = "0.1.0"
@@ -32,9 +33,11 @@ __all__ = [
     "GenerationTask",
     "Grid",
     "SamplingParams",
+    "ScalingSeries",
     "StreamChunk",
     "SyntheticWorkload",
     "Workload",
     "__version__",
     "grid_params",
+    "workers_config",
 ]

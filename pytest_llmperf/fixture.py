@@ -94,6 +94,7 @@ class LLMPerfFixture:
         slo: SLO | None = None,
         model: str | None = None,
         score: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None,
+        derived: Callable[[AggregateMetrics], Mapping[str, float | None]] | None = None,
     ) -> Measurement:
         """Run `workload` on the engine for `config`: warm-up rounds, then measured rounds.
 
@@ -106,7 +107,8 @@ class LLMPerfFixture:
         skip the test); `slo` adds goodput metrics (see `pytest_llmperf.load`).
         `model` replaces the run's `--model` for this call; `score` turns the measured
         records into more metrics (e.g. `GenerationTask.score`: exact match), checked by
-        thresholds like the rest.
+        thresholds like the rest; `derived` turns the aggregate metrics into more (e.g.
+        `ScalingSeries.metrics`: speedup over one worker).
         """
         if workload is None:
             raise TypeError("measure() needs a workload, e.g. SyntheticWorkload()")
@@ -157,6 +159,8 @@ class LLMPerfFixture:
             extra.update(score(records))
         if extra:
             metrics = metrics.with_extra(**extra)
+        if derived is not None:  # metrics of metrics: e.g. speedup over another measurement
+            metrics = metrics.with_extra(**derived(metrics))
         flat = flatten(metrics.as_dict())
         check, against = self._judge(test_id, engine_config, flat)
         responses = None

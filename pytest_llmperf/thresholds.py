@@ -344,7 +344,13 @@ class ThresholdSet:
                 test_file = pattern.partition("::")[0]
                 if "::" in pattern and "*" not in test_file and test_file not in collected_files:
                     continue
-                if not any(_rank(pattern, test_id) is not None for test_id in ids):
+                # A labelled key (`test_x@label`) names a measurement inside test_x: the
+                # collected node id has no label.
+                node_pattern = pattern.rsplit("@", 1)[0]
+                if not any(
+                    _rank(pattern, test_id) is not None or _rank(node_pattern, test_id) is not None
+                    for test_id in ids
+                ):
                     messages.append(f"{where(file.path, line)}: {pattern!r} matched no test")
                 elif any(_rank(pattern, test_id) is not None for test_id in ran):
                     matched.add(pattern)

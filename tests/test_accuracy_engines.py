@@ -24,9 +24,8 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.engines.isolated import IsolatedEngine
 from pytest_llmperf.engines.openai import OpenAIEngine
-from pytest_llmperf.engines.vllm_server import server_argv
-from pytest_llmperf.servers import ManagedServer, free_port
 from pytest_llmperf.tinymodel import trained_model_path
+from tests.cpu_vllm_server import cpu_vllm_server
 from tests.instrument_server import InstrumentServer, Script
 from tests.suite_run import REPO, run_suite
 from tests.test_accuracy import check_accuracy_suite
@@ -79,19 +78,8 @@ def test_vllm_prompt_logprobs_equal_hf_scores(hf_scores: list[ScoreResult]) -> N
 @pytest.fixture(scope="module")
 def trained_vllm_server() -> Iterator[str]:
     """vLLM's OpenAI server (CPU build) on tiny-trained, float32, on loopback."""
-    port = free_port()
-    settings = {"max_model_len": 256, "dtype": "float32"}
-    argv = server_argv(str(trained_model_path()), port, settings, on_gpu=False)
-    server = ManagedServer(
-        argv,
-        f"http://127.0.0.1:{port}/health",
-        env={"VLLM_CPU_KVCACHE_SPACE": "1", "CUDA_VISIBLE_DEVICES": ""},
-    )
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with cpu_vllm_server(trained_model_path(), max_model_len=256, dtype="float32") as url:
+        yield url
 
 
 def test_vllm_server_echo_scores_equal_hf_scores(

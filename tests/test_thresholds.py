@@ -372,6 +372,20 @@ def test_keys_of_test_files_not_collected_are_not_stale(tmp_path: Path) -> None:
     assert messages == [f"{path}: line 10: 'suites/*::test_?ecode[*]' matched no test"]
 
 
+def test_a_labelled_key_matches_its_collected_test(tmp_path: Path) -> None:
+    # `suites/t.py::test_x@workers2` is a measurement inside test_x: deselected, test_x is
+    # still collected, so the key is not stale.
+    path = write(
+        tmp_path / "t.yaml",
+        "schema: 1\ntests:\n  suites/t.py::test_x@workers2:\n    e2e_ms.p50: {max: 1}\n",
+    )
+    checks = ThresholdSet.load([path])
+    assert checks.unmatched(["suites/t.py::test_x"], [], []) == []
+    assert checks.unmatched(["suites/t.py::test_y"], [], []) == [
+        f"{path}: line 3: 'suites/t.py::test_x@workers2' matched no test"
+    ]
+
+
 def test_nothing_unmatched_when_everything_is_used(example: Path) -> None:
     checks = ThresholdSet.load([example])
     metrics = ["output_tok_per_s", "ttft_ms.p90", "failure_rate", "e2e_ms.p50"]

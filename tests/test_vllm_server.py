@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.engines.vllm_server import server_argv
-from pytest_llmperf.servers import ManagedServer, free_port
 from pytest_llmperf.tinymodel import tiny_model_path
+from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import run_suite
 
 
@@ -29,18 +28,8 @@ def vllm_server_processes() -> list[str]:
 
 @pytest.fixture(scope="module")
 def vllm_server() -> Iterator[str]:
-    port = free_port()
-    argv = server_argv(str(tiny_model_path()), port, {"max_model_len": 512}, on_gpu=False)
-    server = ManagedServer(
-        argv,
-        f"http://127.0.0.1:{port}/health",
-        env={"VLLM_CPU_KVCACHE_SPACE": "1", "CUDA_VISIBLE_DEVICES": ""},
-    )
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with cpu_vllm_server(tiny_model_path(), max_model_len=512) as url:
+        yield url
 
 
 def run_smoke(tmp_path: Path, *args: str) -> dict[str, Any]:

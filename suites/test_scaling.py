@@ -1,0 +1,33 @@
+"""Parallel workers (seed 003): throughput with 1, 2, 4 and 8 requests in flight, with
+speedup over one worker and efficiency (speedup / workers) as metrics thresholds check.
+
+pytest suites/test_scaling.py -m smoke                   # hf: the batch
+pytest suites/test_scaling.py -m smoke --engine vllm     # vLLM's max_num_seqs
+pytest suites/test_scaling.py -m smoke --engine openai --base-url URL   # client concurrency
+
+Seed 003 ran 128 prompt tokens and 4096 output tokens per worker on a 1.5B model; the
+smoke tier keeps the shape (long outputs after short prompts) at a CPU-sized 64 + 64.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_llmperf import ScalingSeries, SyntheticWorkload, workers_config
+from pytest_llmperf.scaling import WORKERS
+
+
+@pytest.mark.smoke
+def test_parallel_workers(llmperf):
+    series = ScalingSeries()
+    for workers in WORKERS:
+        result = llmperf.measure(
+            workers_config(workers),
+            SyntheticWorkload(num_requests=workers, input_tokens=64, output_tokens=64),
+            rounds=3,
+            warmup_rounds=1,
+            label=f"workers{workers}",
+            derived=lambda metrics, n=workers: series.metrics(n, metrics),
+        )
+        assert result.metrics.failures == 0
+        assert result.metrics.extra["efficiency"] is not None

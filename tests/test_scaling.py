@@ -1,0 +1,60 @@
+"""Scaling over parallel workers: speedup and efficiency, and a batching path that stops
+scaling caught by the efficiency bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_llmperf.metrics import AggregateMetrics
+from pytest_llmperf.scaling import ScalingSeries
+from tests.suite_run import run_suite
+
+
+def aggregate(tok_per_s: float) -> AggregateMetrics:
+    metrics = AggregateMetrics.from_records([], [1.0])
+    return AggregateMetrics(**{**metrics.__dict__, "output_tok_per_s": tok_per_s})
+
+
+def test_speedup_and_efficiency_are_relative_to_one_worker() -> None:
+    series = ScalingSeries()
+    assert series.metrics(1, aggregate(100.0)) == {"speedup": 1.0, "efficiency": 1.0}
+    assert series.metrics(2, aggregate(180.0)) == pytest.approx({"speedup": 1.8, "efficiency": 0.9})
+    assert series.metrics(8, aggregate(400.0)) == pytest.approx({"speedup": 4.0, "efficiency": 0.5})
+    assert ScalingSeries().metrics(2, aggregate(1.0)) == {"speedup": None, "efficiency": None}
+
+
+#: The hf engine made to run one request at a time whatever its batch setting: n workers
+#: then take n times as long, and efficiency falls to about 1/n.
+SERIAL_BATCHES = """
+from pytest_llmperf.engines.hf import HFEngine
+
+_start = HFEngine.start
+
+def start(self):
+    info = _start(self)
+    self._max_num_seqs = 1
+    return info
+
+HFEngine.start = start
+"""
+
+
+def test_the_scaling_suite_reports_efficiency_and_catches_a_serial_engine(tmp_path) -> None:
+    (tmp_path / "good").mkdir()
+    (tmp_path / "serial").mkdir()
+    good = run_suite(tmp_path / "good", "-m", "smoke", target="suites/test_scaling.py")
+    assert good.out.returncode == 0, good.output
+    by_label = {t["threshold_key"].split("@")[1]: t for t in good.summary()["tests"]}
+    assert sorted(by_label) == ["workers1", "workers2", "workers4", "workers8"]
+    for label in ("workers2", "workers4", "workers8"):
+        checked = {v["metric"] for v in by_label[label]["thresholds"]["checked"]}
+        assert "efficiency" in checked and by_label[label]["metrics"]["efficiency"] > 0.3
+    assert by_label["workers1"]["metrics"]["efficiency"] == 1.0
+    serial = run_suite(
+        tmp_path / "serial", "-m", "smoke", target="suites/test_scaling.py", conftest=SERIAL_BATCHES
+    )
+    assert serial.out.returncode == 1, serial.output
+    assert "thresholds missed for suites/test_scaling.py::test_parallel_workers@workers2" in (
+        serial.out.stdout
+    )
+    assert "efficiency" in serial.out.stdout.split("thresholds missed", 1)[1]
