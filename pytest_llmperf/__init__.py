@@ -16,6 +16,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.grid import Config, Grid, grid_params
 from pytest_llmperf.load import SLO, Arrivals
+from pytest_llmperf.prefill_decode import pp_metrics, tg_metrics
 from pytest_llmperf.scaling import ScalingSeries, workers_config
 from pytest_llmperf.workload import DatasetWorkload, SyntheticWorkload, Workload
 
@@ -39,5 +40,7 @@ __all__ = [
     "Workload",
     "__version__",
     "grid_params",
+    "pp_metrics",
+    "tg_metrics",
     "workers_config",
 ]
