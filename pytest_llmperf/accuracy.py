@@ -31,7 +31,6 @@ JSONL formats, one object per line: choices `{"id", "question", "choices": [...]
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -48,7 +47,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.errors import where
 from pytest_llmperf.metrics import MetricSpec, RequestRecord, register_metric
-from pytest_llmperf.workload import DatasetError
+from pytest_llmperf.workload import DatasetError, read_json_lines
 
 for _name, _unit, _better in (
     ("accuracy", "ratio", "higher"),
@@ -61,27 +60,6 @@ for _name, _unit, _better in (
     ("truncation_rate", "ratio", "lower"),
 ):
     register_metric(MetricSpec(_name, _unit, _better))  # type: ignore[arg-type]
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the dataset: {exc.strerror}") from None
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where(path, number)}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DatasetError(f"{where(path, number)}: expected a JSON object")
-        rows.append((number, row))
-    if not rows:
-        raise DatasetError(f"{path}: the dataset has no items")
-    return rows
 
 
 @dataclass(frozen=True)
@@ -103,7 +81,7 @@ class ChoiceTask:
     def load(cls, path: Path | str) -> ChoiceTask:
         path = Path(path)
         items = []
-        for number, row in _read_jsonl(path):
+        for number, row in read_json_lines(path):
             choices = row.get("choices")
             answer = row.get("answer")
             at = where(path, number)
@@ -178,7 +156,7 @@ class GenerationTask:
     def load(cls, path: Path | str, max_tokens: int = 16) -> GenerationTask:
         path = Path(path)
         items = []
-        for number, row in _read_jsonl(path):
+        for number, row in read_json_lines(path):
             at = where(path, number)
             if not isinstance(row.get("prompt"), str) or not row["prompt"]:
                 raise DatasetError(f"{at}: 'prompt' must be a non-empty string")

@@ -238,12 +238,7 @@ class LLMPerfFixture:
             timed["results"] = engine.score(requests)
             timed["duration"] = time.perf_counter() - started
 
-        benchmark = self._benchmark()
-        if benchmark is not None and not benchmark.disabled and not self._benchmark_used:
-            self._benchmark_used = True
-            benchmark.pedantic(timed_pass, rounds=1, iterations=1)
-        else:
-            timed_pass()
+        self._repeat(timed_pass, rounds=1, warmup_rounds=0)
         results, duration = timed["results"], timed["duration"]
         metrics = AggregateMetrics.from_records([], [duration]).with_extra(
             **task.metrics(results, duration)
@@ -358,6 +353,11 @@ class LLMPerfFixture:
             if stats:
                 client.append(dict(stats))
 
+        self._repeat(one_round, rounds, warmup_rounds)
+        return kept, durations, client
+
+    def _repeat(self, one_round: Callable[[], None], rounds: int, warmup_rounds: int) -> None:
+        """Call `one_round` warm-up + measured times, through pytest-benchmark when it can."""
         benchmark = self._benchmark()
         # pytest-benchmark allows one pedantic call per test; later labels use our loop.
         if benchmark is not None and not benchmark.disabled and not self._benchmark_used:
@@ -366,7 +366,6 @@ class LLMPerfFixture:
         else:  # pytest-benchmark is off (xdist, --benchmark-disable): same rounds, our loop
             for _ in range(warmup_rounds + rounds):
                 one_round()
-        return kept, durations, client
 
     def _gpu_record(self) -> dict[str, Any] | None:
         """The leased GPUs and every process NVML sees on them (proof of isolation)."""

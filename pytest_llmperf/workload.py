@@ -149,35 +149,44 @@ class DatasetItem:
     line: int
 
 
-def load_dataset(path: Path, limit: int | None = None) -> list[DatasetItem]:
-    """Read and check a JSONL dataset; every problem names the file and line."""
+def read_json_lines(path: Path, limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """The JSON objects of a JSONL file with their line numbers (blank lines skipped, at
+    most `limit`); every problem is a `DatasetError` naming the file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetError(f"{path}: dataset file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read dataset: {exc}") from None
-    items: list[DatasetItem] = []
-    seen: dict[str, int] = {}
+    rows: list[tuple[int, dict[str, Any]]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        items.append(_parse_item(path, number, raw, seen))
-        if limit is not None and len(items) >= limit:
+        here = where(path, number)
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(
+                f"{here}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{here}: each line must be a JSON object, got {type(obj).__name__}")
+        rows.append((number, obj))
+        if limit is not None and len(rows) >= limit:
             break
-    if not items:
+    if not rows:
         raise DatasetError(f"{path}: dataset has no items")
-    return items
+    return rows
 
 
-def _parse_item(path: Path, line: int, raw: str, seen: dict[str, int]) -> DatasetItem:
+def load_dataset(path: Path, limit: int | None = None) -> list[DatasetItem]:
+    """Read and check a JSONL dataset; every problem names the file and line."""
+    seen: dict[str, int] = {}
+    return [_parse_item(path, line, obj, seen) for line, obj in read_json_lines(path, limit)]
+
+
+def _parse_item(path: Path, line: int, obj: dict[str, Any], seen: dict[str, int]) -> DatasetItem:
     here = where(path, line)
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{here}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise DatasetError(f"{here}: each line must be a JSON object, got {type(obj).__name__}")
     unknown = set(obj) - {"custom_id", "prompt", "messages", "max_tokens", "reference"}
     if unknown:
         raise DatasetError(f"{here}: unknown field(s) {', '.join(sorted(unknown))}")

@@ -110,7 +110,7 @@ def test_generation_scores() -> None:
             r"index of the right choice \(0..1\)",
         ),
         ('{"choices": ["a", "b"], "answer": 0}', "'question' must be a string"),
-        ("[1]", "expected a JSON object"),
+        ("[1]", "each line must be a JSON object, got list"),
     ],
 )
 def test_bad_choice_lines_name_file_and_line(tmp_path: Path, line: str, error: str) -> None:
