@@ -17,8 +17,9 @@ from pytest_llmperf.engines.base import (
 from pytest_llmperf.grid import Config, Grid, grid_params
 from pytest_llmperf.load import SLO, Arrivals
 from pytest_llmperf.prefill_decode import pp_metrics, tg_metrics
-from pytest_llmperf.scaling import ScalingSeries, workers_config
+from pytest_llmperf.scaling import ScalingSeries, Speedups, workers_config
 from pytest_llmperf.workload import DatasetWorkload, SyntheticWorkload, Workload
+from pytest_llmperf.workload_stats import coverage, covering_limit, reference_lengths
 
 __version__ = "0.1.0"
 
@@ -35,12 +36,16 @@ __all__ = [
     "Grid",
     "SamplingParams",
     "ScalingSeries",
+    "Speedups",
     "StreamChunk",
     "SyntheticWorkload",
     "Workload",
     "__version__",
+    "coverage",
+    "covering_limit",
     "grid_params",
     "pp_metrics",
+    "reference_lengths",
     "tg_metrics",
     "workers_config",
 ]

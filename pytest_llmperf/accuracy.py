@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,11 @@ class GenerationTask:
     max_tokens: int = 16
 
     @classmethod
-    def load(cls, path: Path | str, max_tokens: int = 16) -> GenerationTask:
+    def load(cls, path: Path | str, max_tokens: int = 16, repeat: int = 1) -> GenerationTask:
+        """Read `path`; `repeat` > 1 asks every item that many times (ids `ID#2`, ...),
+        as a harness's repeats do, for a workload longer than the file."""
+        if repeat < 1:
+            raise ValueError(f"repeat must be at least 1, got {repeat}")
         path = Path(path)
         items = []
         for number, row in read_json_lines(path):
@@ -173,7 +177,12 @@ class GenerationTask:
                     str(row.get("id", number)), row["prompt"], row["reference"], tuple(stop), limit
                 )
             )
-        return cls(path, tuple(items), max_tokens)
+        repeats = [
+            replace(item, id=f"{item.id}#{k}") if k > 1 else item
+            for k in range(1, repeat + 1)
+            for item in items
+        ]
+        return cls(path, tuple(repeats), max_tokens)
 
     def build(self, tokenizer: Tokenizer) -> list[GenerationRequest]:
         return [

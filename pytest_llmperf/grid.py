@@ -60,6 +60,7 @@ ENGINE_SETTINGS: dict[str, str] = {
     "attn_implementation": "attn",
     "max_concurrency": "c",
     "prompts_per_request": "ppr",
+    "tokenized_requests": "tok",
     "endpoint": "",
 }
 #: Per-test workload settings -> id prefix.
@@ -81,6 +82,7 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "attn_implementation": (str,),
     "max_concurrency": (int,),
     "prompts_per_request": (int,),
+    "tokenized_requests": (bool,),
     "endpoint": (str,),
     "max_new_tokens": (int,),
     "input_tokens": (int,),

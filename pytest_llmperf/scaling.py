@@ -20,7 +20,7 @@ from pytest_llmperf.metrics import AggregateMetrics, MetricSpec, register_metric
 register_metric(MetricSpec("speedup", "x", "higher"))
 register_metric(MetricSpec("efficiency", "ratio", "higher"))
 
-WORKERS = (1, 2, 4, 8)
+WORKERS = (1, 2, 4, 8, 16)
 
 
 def workers_config(n: int) -> Config:
@@ -28,17 +28,42 @@ def workers_config(n: int) -> Config:
     return Config.make(f"workers{n}", {"max_num_seqs": n, "max_concurrency": n})
 
 
+class Speedups:
+    """Speedup of each measurement over a base measurement, on one rate metric.
+
+    speedup = rate / rate of the base (1.0 for the base itself), the "Speedup" column of
+    a before/after table such as seed 001's (samples/s). Measure the base first: points
+    measured before it have no speedup (null).
+    """
+
+    def __init__(self, rate: str = "output_tok_per_s") -> None:
+        self.rate = rate
+        self.base: float | None = None
+
+    def speedup(self, aggregate: AggregateMetrics, is_base: bool = False) -> float | None:
+        value = getattr(aggregate, self.rate, None)
+        if value is None:
+            value = aggregate.extra.get(self.rate)
+        if is_base:
+            self.base = float(value) if value else None
+        if not self.base or value is None:
+            return None
+        return float(value) / self.base
+
+    def metrics(
+        self, aggregate: AggregateMetrics, is_base: bool = False
+    ) -> dict[str, float | None]:
+        return {"speedup": self.speedup(aggregate, is_base)}
+
+
 class ScalingSeries:
-    """Collects the one-worker throughput, then gives each point its speedup."""
+    """Speedup over one worker (measure it first) and efficiency for each point."""
 
     def __init__(self) -> None:
-        self.base_tok_per_s: float | None = None
+        self._speedups = Speedups("output_tok_per_s")
 
     def metrics(self, workers: int, aggregate: AggregateMetrics) -> dict[str, float | None]:
-        tok_per_s = aggregate.output_tok_per_s
-        if workers == 1:
-            self.base_tok_per_s = tok_per_s or None
-        if not self.base_tok_per_s or tok_per_s is None:
+        speedup = self._speedups.speedup(aggregate, is_base=workers == 1)
+        if speedup is None:
             return {"speedup": None, "efficiency": None}
-        speedup = tok_per_s / self.base_tok_per_s
         return {"speedup": speedup, "efficiency": speedup / workers}

@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.metrics import percentile
+from pytest_llmperf.metrics import MetricSpec, percentile, register_metric
 from pytest_llmperf.workload import DatasetError, DatasetItem, load_dataset
+
+#: The share of a dataset's reference answers within a run's max-new-tokens
+#: (`coverage`), for tests that choose their output length from the data.
+register_metric(MetricSpec("output_coverage", "ratio", "higher"))
 
 REPORTED_PERCENTILES = (50, 75, 90, 95, 99)
 COMMON_LIMITS = (128, 256, 512, 1024, 2048, 4096, 8192)
@@ -53,6 +57,17 @@ def coverage(lengths: Sequence[int], limit: int) -> float:
     return sum(1 for n in lengths if n <= limit) / len(lengths)
 
 
+def reference_lengths(items: Sequence[DatasetItem], tokenizer: Any) -> list[int]:
+    """The items' reference answers in tokens (a transformers tokenizer or our
+    `Tokenizer`, whose `encode` adds no special tokens); items without one are left out."""
+    encode = getattr(tokenizer, "hf_tokenizer", tokenizer).encode
+    return [
+        len(encode(item.reference, add_special_tokens=False))
+        for item in items
+        if item.reference is not None
+    ]
+
+
 def _tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -80,11 +95,7 @@ def stats_lines(dataset: Path, model: str = "tiny", share: float = 0.9) -> list[
         raise LLMPerfUsageError(str(exc)) from None
     tokenizer = _tokenizer(model)
     inputs = [_input_length(tokenizer, item) for item in items]
-    outputs = [
-        len(tokenizer.encode(item.reference, add_special_tokens=False))
-        for item in items
-        if item.reference is not None
-    ]
+    outputs = reference_lengths(items, tokenizer)
     lines = [f"{dataset}: {len(items)} items; tokens of {model}"]
     lines += _table("input tokens", LengthStats.of(inputs))
     if not outputs:

@@ -1,5 +1,7 @@
-"""Parallel workers (seed 003): throughput with 1, 2, 4 and 8 requests in flight, with
+"""Parallel workers (seed 003): throughput with 1, 2, 4, 8 and 16 requests in flight, with
 speedup over one worker and efficiency (speedup / workers) as metrics thresholds check.
+(16 is the seed's "Maximum Throughput, 16+ workers" scenario; 4 and 8 its "Interactive
+API" and "Batch Processing".)
 
 pytest suites/test_scaling.py -m smoke                   # hf: the batch
 pytest suites/test_scaling.py -m smoke --engine vllm     # vLLM's max_num_seqs

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pytest_llmperf.tinymodel import trained_model_path
+from tests.cpu_vllm_server import cpu_vllm_server
 
 # A benchmark test module as a user would write it, small enough for seconds on a CPU.
 SUITE = textwrap.dedent(
@@ -51,3 +55,11 @@ def only_run(pytester: pytest.Pytester) -> Path:
 def read_summary(pytester: pytest.Pytester) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((only_run(pytester) / "summary.json").read_text())
     return data
+
+
+@pytest.fixture(scope="session")
+def trained_vllm_server() -> Iterator[str]:
+    """vLLM's OpenAI server (CPU build) on tiny-trained, float32, on loopback: started once
+    per session (about 50 s) for every test that asks a real server about the sums."""
+    with cpu_vllm_server(trained_model_path(), max_model_len=256, dtype="float32") as url:
+        yield url

@@ -9,7 +9,6 @@ error, not just in which choice wins.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,6 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.engines.isolated import IsolatedEngine
 from pytest_llmperf.engines.openai import OpenAIEngine
-from pytest_llmperf.tinymodel import trained_model_path
-from tests.cpu_vllm_server import cpu_vllm_server
 from tests.instrument_server import InstrumentServer, Script
 from tests.suite_run import REPO, run_suite
 from tests.test_accuracy import check_accuracy_suite
@@ -73,13 +70,6 @@ def test_vllm_prompt_logprobs_equal_hf_scores(hf_scores: list[ScoreResult]) -> N
         assert_same_scores(engine.score(requests()), hf_scores)
     finally:
         engine.close()
-
-
-@pytest.fixture(scope="module")
-def trained_vllm_server() -> Iterator[str]:
-    """vLLM's OpenAI server (CPU build) on tiny-trained, float32, on loopback."""
-    with cpu_vllm_server(trained_model_path(), max_model_len=256, dtype="float32") as url:
-        yield url
 
 
 def test_vllm_server_echo_scores_equal_hf_scores(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmperf.metrics import AggregateMetrics
-from pytest_llmperf.scaling import ScalingSeries
+from pytest_llmperf.scaling import ScalingSeries, Speedups
 from tests.suite_run import run_suite
 
 
@@ -45,8 +45,14 @@ def test_the_scaling_suite_reports_efficiency_and_catches_a_serial_engine(tmp_pa
     good = run_suite(tmp_path / "good", "-m", "smoke", target="suites/test_scaling.py")
     assert good.out.returncode == 0, good.output
     by_label = {t["threshold_key"].split("@")[1]: t for t in good.summary()["tests"]}
-    assert sorted(by_label) == ["workers1", "workers2", "workers4", "workers8"]
-    for label in ("workers2", "workers4", "workers8"):
+    assert sorted(by_label, key=len) == [
+        "workers1",
+        "workers2",
+        "workers4",
+        "workers8",
+        "workers16",
+    ]
+    for label in ("workers2", "workers4", "workers8", "workers16"):
         checked = {v["metric"] for v in by_label[label]["thresholds"]["checked"]}
         assert "efficiency" in checked and by_label[label]["metrics"]["efficiency"] > 0.3
     assert by_label["workers1"]["metrics"]["efficiency"] == 1.0
@@ -58,3 +64,12 @@ def test_the_scaling_suite_reports_efficiency_and_catches_a_serial_engine(tmp_pa
         serial.out.stdout
     )
     assert "efficiency" in serial.out.stdout.split("thresholds missed", 1)[1]
+
+
+def test_speedups_are_over_the_base_row_on_the_named_rate() -> None:
+    rows = Speedups(rate="requests_per_s")
+    base = AggregateMetrics(**{**aggregate(1.0).__dict__, "requests_per_s": 50.0})
+    faster = AggregateMetrics(**{**aggregate(1.0).__dict__, "requests_per_s": 125.0})
+    assert Speedups().metrics(faster) == {"speedup": None}  # no base measured yet
+    assert rows.metrics(base, is_base=True) == {"speedup": 1.0}
+    assert rows.metrics(faster) == {"speedup": 2.5}

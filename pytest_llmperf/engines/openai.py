@@ -21,6 +21,11 @@ Token counts: the server's usage report when it sends one (`token_count_source =
 group of prompts sent in one request (`prompts_per_request > 1`, the `prompt` list
 form), where usage only covers the group, the tokenizer too.
 
+`tokenized_requests: true` sends text prompts as token ids, tokenized by the client as
+the server would tokenize the text (special tokens included), as evaluation harnesses
+do (lm-evaluation-harness's `tokenized_requests`): the server skips tokenizing. The
+client's tokenizing happens inside the round, so its cost is counted.
+
 Failures are data: an HTTP error status, an in-band error event, a malformed event, a
 stream that ends before its request finished, a connection that fails or a request
 that outlives `request_timeout_s`: each ends that request with `finish_reason="error"`
@@ -38,7 +43,8 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pytest_llmperf.engines.base import (
     EngineConfig,
@@ -54,6 +60,9 @@ from pytest_llmperf.engines.base import (
 from pytest_llmperf.engines.http_stream import HTTPClient
 from pytest_llmperf.engines.openai_score import parse_score, score_body, unsupported_answer
 from pytest_llmperf.engines.scoring import TokenPair, token_pairs
+
+if TYPE_CHECKING:  # importing hf loads torch, which a client engine does not need
+    from pytest_llmperf.engines.hf import HFTokenizer
 
 _DONE = object()
 #: The C scanner behind `json.loads`, called directly: one event is one JSON value, and
@@ -90,6 +99,7 @@ class OpenAIEngine:
             "max_concurrency",
             "request_timeout_s",
             "prompts_per_request",
+            "tokenized_requests",
             "vllm_extensions",
             "tokenizer",
         }
@@ -104,9 +114,10 @@ class OpenAIEngine:
         self.max_concurrency = int(settings.get("max_concurrency") or 0)
         self.request_timeout_s = float(settings.get("request_timeout_s") or 600.0)
         self.prompts_per_request = int(settings.get("prompts_per_request") or 1)
+        self.tokenized_requests = bool(settings.get("tokenized_requests", False))
         self.vllm_extensions = bool(settings.get("vllm_extensions", True))
         self._tokenizer_name = settings.get("tokenizer")
-        self._tokenizer: Tokenizer | None = None
+        self._tokenizer: HFTokenizer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._http = HTTPClient(self.base_url, self._headers)
@@ -138,6 +149,7 @@ class OpenAIEngine:
                 "api_key_env": self.api_key_env,
                 "max_concurrency": self.max_concurrency,
                 "prompts_per_request": self.prompts_per_request,
+                "tokenized_requests": self.tokenized_requests,
                 "event_loop": loop_name,
             },
         )
@@ -166,7 +178,7 @@ class OpenAIEngine:
         data = body.get("data", []) if isinstance(body, dict) else []
         return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
 
-    def _make_tokenizer(self) -> Tokenizer:
+    def _make_tokenizer(self) -> HFTokenizer:
         """The tokenizer that builds prompts and counts tokens when usage is missing.
 
         The `tokenizer` setting, else the served model when it is a local directory (a
@@ -213,6 +225,8 @@ class OpenAIEngine:
 
     def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
         assert self._loop is not None
+        if self.tokenized_requests:
+            requests = [self._as_token_ids(r) for r in requests]
         out: queue.Queue[Any] = queue.Queue()
         future = asyncio.run_coroutine_threadsafe(self._send_all(requests, out), self._loop)
         # Every wait is bounded: the whole batch can take at most the per-request bound
@@ -225,6 +239,19 @@ class OpenAIEngine:
                 break
             yield from item
         future.result(timeout=5)
+
+    def _as_token_ids(self, request: GenerationRequest) -> GenerationRequest:
+        """A text prompt as the ids the server would make of it (special tokens included)."""
+        if request.prompt is None:
+            return request
+        ids = self._server_token_ids(request.prompt)
+        return replace(request, prompt=None, prompt_token_ids=tuple(ids))
+
+    def _server_token_ids(self, text: str) -> list[int]:
+        """`text` tokenized as a completions server tokenizes a text prompt."""
+        if self._tokenizer is None:
+            raise RuntimeError("openai engine: start() it first")
+        return list(self._tokenizer.hf_tokenizer.encode(text, add_special_tokens=True))
 
     async def _send_all(self, requests: Sequence[GenerationRequest], out: queue.Queue[Any]) -> None:
         limit = asyncio.Semaphore(self.max_concurrency or max(1, len(requests)))

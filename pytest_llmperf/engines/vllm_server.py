@@ -41,7 +41,14 @@ _SERVER_FLAGS = {
     "seed": "--seed",
 }
 _CLIENT_SETTINGS = frozenset(
-    {"max_concurrency", "prompts_per_request", "endpoint", "request_timeout_s", "api_key_env"}
+    {
+        "max_concurrency",
+        "prompts_per_request",
+        "tokenized_requests",
+        "endpoint",
+        "request_timeout_s",
+        "api_key_env",
+    }
 )
 
 
