@@ -14,6 +14,7 @@ from pytest_llmperf.engines.base import (
     SamplingParams,
     StreamChunk,
 )
+from pytest_llmperf.gguf_export import gguf_model
 from pytest_llmperf.grid import Config, Grid, grid_params
 from pytest_llmperf.load import SLO, Arrivals
 from pytest_llmperf.prefill_decode import pp_metrics, tg_metrics
@@ -43,6 +44,7 @@ __all__ = [
     "__version__",
     "coverage",
     "covering_limit",
+    "gguf_model",
     "grid_params",
     "pp_metrics",
     "reference_lengths",

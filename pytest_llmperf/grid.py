@@ -62,6 +62,9 @@ ENGINE_SETTINGS: dict[str, str] = {
     "prompts_per_request": "ppr",
     "tokenized_requests": "tok",
     "endpoint": "",
+    "n_batch": "nb",
+    "n_threads": "th",
+    "n_gpu_layers": "ngl",
 }
 #: Per-test workload settings -> id prefix.
 WORKLOAD_SETTINGS: dict[str, str] = {
@@ -84,6 +87,9 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "prompts_per_request": (int,),
     "tokenized_requests": (bool,),
     "endpoint": (str,),
+    "n_batch": (int,),
+    "n_threads": (int,),
+    "n_gpu_layers": (int,),
     "max_new_tokens": (int,),
     "input_tokens": (int,),
     "num_requests": (int,),
@@ -97,6 +103,8 @@ _POSITIVE = {
     "num_requests",
     "max_concurrency",
     "prompts_per_request",
+    "n_batch",
+    "n_threads",
 }
 
 

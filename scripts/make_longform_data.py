@@ -1,5 +1,8 @@
 """Write suites/data/longform_answers.jsonl: questions whose reference answers have long,
-spread-out lengths, for the output-length scenarios of suites/test_output_lengths.py.
+spread-out lengths, for the output-length scenarios of suites/test_output_lengths.py and
+the closed-book task of suites/test_presets.py; and suites/data/open_book_questions.jsonl,
+the first 48 of those questions each after a passage of about 320 tokens to read (the
+open-book task: long prompts).
 
 The answers are plain English-like filler; only their lengths matter. Lengths (in the
 built-in tiny model's tokens) follow seed 003's shape scaled down 8x for CPUs: 75% of
@@ -21,7 +24,11 @@ from transformers import AutoTokenizer
 
 from pytest_llmperf.tinymodel import resolve_model
 
-OUT = Path(__file__).resolve().parent.parent / "suites" / "data" / "longform_answers.jsonl"
+DATA = Path(__file__).resolve().parent.parent / "suites" / "data"
+OUT = DATA / "longform_answers.jsonl"
+OPEN_BOOK = DATA / "open_book_questions.jsonl"
+OPEN_BOOK_ITEMS = 48
+PASSAGE_TOKENS = 320
 ITEMS = 200
 #: (quantile, length in tokens): the answer at quantile q is interpolated in log length.
 SHAPE = ((0.0, 12), (0.5, 64), (0.75, 128), (0.9, 256), (0.99, 512), (1.0, 600))
@@ -54,16 +61,27 @@ def main() -> None:
     rng = random.Random(3)
     lengths = [target_length(i) for i in range(ITEMS)]
     rng.shuffle(lengths)
-    with OUT.open("w", encoding="utf-8") as out:
-        for index, tokens in enumerate(lengths):
-            topic = TOPICS[index % len(TOPICS)]
-            row = {
+    rows = []
+    for index, tokens in enumerate(lengths):
+        topic = TOPICS[index % len(TOPICS)]
+        rows.append(
+            {
                 "custom_id": f"longform-{index:03d}",
                 "prompt": f"Explain {topic} in an LLM server, in as much detail as it needs.",
                 "reference": answer(tokenizer, rng, tokens),
             }
-            out.write(json.dumps(row) + "\n")
-    print(f"wrote {OUT} ({ITEMS} items)")
+        )
+    with OUT.open("w", encoding="utf-8") as out:
+        out.writelines(json.dumps(row) + "\n" for row in rows)
+    with OPEN_BOOK.open("w", encoding="utf-8") as out:
+        for row in rows[:OPEN_BOOK_ITEMS]:
+            passage = answer(tokenizer, rng, PASSAGE_TOKENS).strip()
+            prompt = f"Read this passage.\n\n{passage}\n\nUsing the passage: {row['prompt']}"
+            out.write(
+                json.dumps({**row, "custom_id": f"open-{row['custom_id']}", "prompt": prompt})
+            )
+            out.write("\n")
+    print(f"wrote {OUT} ({ITEMS} items) and {OPEN_BOOK} ({OPEN_BOOK_ITEMS} items)")
 
 
 if __name__ == "__main__":

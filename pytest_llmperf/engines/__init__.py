@@ -27,6 +27,8 @@ BUILTIN_ENGINES: dict[str, str] = {
     "vllm": "pytest_llmperf.engines.vllm:VLLMEngine",
     "openai": "pytest_llmperf.engines.openai:OpenAIEngine",
     "vllm-server": "pytest_llmperf.engines.vllm_server:VLLMServerEngine",
+    "llamacpp": "pytest_llmperf.engines.llamacpp:LlamaCppEngine",
+    "llamacpp-server": "pytest_llmperf.engines.llamacpp_server:LlamaCppServerEngine",
 }
 
 

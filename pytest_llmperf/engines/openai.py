@@ -101,6 +101,8 @@ class OpenAIEngine:
             "prompts_per_request",
             "tokenized_requests",
             "vllm_extensions",
+            "eos_logit_bias",
+            "extra_body",
             "tokenizer",
         }
     )
@@ -116,6 +118,10 @@ class OpenAIEngine:
         self.prompts_per_request = int(settings.get("prompts_per_request") or 1)
         self.tokenized_requests = bool(settings.get("tokenized_requests", False))
         self.vllm_extensions = bool(settings.get("vllm_extensions", True))
+        self.eos_logit_bias = bool(settings.get("eos_logit_bias", False))
+        #: Fields merged into every request body, as (name, value) pairs (hashable: the
+        #: settings key the session's engine cache).
+        self.extra_body = dict(settings.get("extra_body") or ())
         self._tokenizer_name = settings.get("tokenizer")
         self._tokenizer: HFTokenizer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -324,6 +330,13 @@ class OpenAIEngine:
             body.update({"min_tokens": s.min_tokens, "ignore_eos": s.ignore_eos})
             if s.top_k:
                 body["top_k"] = s.top_k
+        body.update(self.extra_body)
+        if self.eos_logit_bias and (s.ignore_eos or s.min_tokens >= s.max_tokens):
+            # Servers without ignore_eos (llama-cpp-python's) still take OpenAI's logit_bias:
+            # EOS at -100 never wins, so a fixed-length request runs to its length.
+            eos = self._tokenizer.hf_tokenizer.eos_token_id if self._tokenizer else None
+            if eos is not None:
+                body["logit_bias"] = {str(eos): -100}
         if first.messages is not None or self.endpoint == "chat":
             messages = first.messages or ({"role": "user", "content": first.prompt or ""},)
             body["messages"] = [dict(m) for m in messages]

@@ -12,6 +12,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -105,10 +106,22 @@ class VLLMServerEngine:
             server_argv(path, port, settings, on_gpu), f"http://127.0.0.1:{port}/health", env=env
         )
 
+    #: Settings that go to the client (`OpenAIEngine`), not to the server.
+    client_settings: ClassVar[frozenset[str]] = _CLIENT_SETTINGS
+
+    def _model_files(self) -> tuple[str, str]:
+        """(what the server loads, the tokenizer directory the client uses)."""
+        path = str(resolve_model(self.config.model))
+        return path, path
+
+    def _client_extras(self) -> dict[str, Any]:
+        """Client settings the server kind needs, under the user's own."""
+        return {}
+
     def start(self) -> EngineInfo:
         settings = dict(self.config.settings)
-        path = str(resolve_model(self.config.model))
-        server_settings = {k: v for k, v in settings.items() if k not in _CLIENT_SETTINGS}
+        path, tokenizer = self._model_files()
+        server_settings = {k: v for k, v in settings.items() if k not in self.client_settings}
         run_uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
         argv: list[str] | None
         if os.environ.get("PYTEST_XDIST_WORKER") and run_uid:
@@ -128,10 +141,17 @@ class VLLMServerEngine:
             self._server = self._make_server(path, server_settings)
             self._server.start()
             base_url, argv = _base_url(self._server), self._server.argv
-        client_settings = {k: v for k, v in settings.items() if k in _CLIENT_SETTINGS}
+        client_settings = {k: v for k, v in settings.items() if k in self.client_settings}
         self._client = OpenAIEngine(
             EngineConfig.make(
-                "openai", path, {**client_settings, "base_url": base_url, "tokenizer": path}
+                "openai",
+                path,
+                {
+                    **self._client_extras(),
+                    **client_settings,
+                    "base_url": base_url,
+                    "tokenizer": tokenizer,
+                },
             )
         )
         client_info = self._client.start()
@@ -155,17 +175,17 @@ class VLLMServerEngine:
     @property
     def tokenizer(self) -> Tokenizer:
         if self._client is None:
-            raise RuntimeError("vllm-server engine: start() it first")
+            raise RuntimeError(f"{self.name} engine: start() it first")
         return self._client.tokenizer
 
     def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
         if self._client is None:
-            raise RuntimeError("vllm-server engine: start() it first")
+            raise RuntimeError(f"{self.name} engine: start() it first")
         return self._client.stream(requests)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         if self._client is None:
-            raise RuntimeError("vllm-server engine: start() it first")
+            raise RuntimeError(f"{self.name} engine: start() it first")
         return self._client.score(requests)
 
     def close(self) -> None:
@@ -183,4 +203,6 @@ class VLLMServerEngine:
 
 
 def _base_url(server: ManagedServer) -> str:
-    return server.health_url.removesuffix("/health")
+    """scheme://host:port of the server's health URL."""
+    parts = urllib.parse.urlsplit(server.health_url)
+    return f"{parts.scheme}://{parts.netloc}"
