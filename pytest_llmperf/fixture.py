@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_llmperf.accuracy import ChoiceTask
+from pytest_llmperf.bandwidth import bandwidth_metrics, peak_bandwidth
 from pytest_llmperf.compare import BaselineCheck, changes_table, check_against
 from pytest_llmperf.engines import load_engine_class
 from pytest_llmperf.engines.base import (
@@ -144,6 +145,7 @@ class LLMPerfFixture:
             requests = arrivals.apply(requests)
         held = self._session.lease
         sampler = Sampler(held.physical if held is not None else ())
+        built_before = getattr(engine, "graph_build_s", None)
         records, durations, client = self._run_rounds(
             engine, requests, rounds, warmup_rounds, sampler
         )
@@ -157,8 +159,14 @@ class LLMPerfFixture:
         extra.update(server_timing_metrics(records))
         if score is not None:
             extra.update(score(records))
+        if built_before is not None:  # compile + capture, in whichever round it happened
+            extra["graph_build_s"] = getattr(engine, "graph_build_s", 0.0) - built_before
         if extra:
             metrics = metrics.with_extra(**extra)
+        physical = held.physical if held is not None else ()
+        if physical:
+            peak = peak_bandwidth(physical)
+            metrics = metrics.with_extra(**bandwidth_metrics(metrics, records, info.details, peak))
         if derived is not None:  # metrics of metrics: e.g. speedup over another measurement
             metrics = metrics.with_extra(**derived(metrics))
         flat = flatten(metrics.as_dict())

@@ -43,6 +43,11 @@ and discarded):
                    in tokens per second: the decode speed the server itself reports.
     ttft_ms, tpot_ms, itl_ms, e2e_ms, queue_ms
                         distributions (see `Distribution`) over successful requests.
+    graph_build_s  seconds the engine spent building decode graphs (compile and CUDA
+                   graph capture) during the test, warm-up included; not part of any
+                   duration above when the warm-up round built them (hf on CUDA only).
+    mbu, weights_bound_tok_per_s   model bandwidth utilisation on GPUs, defined in
+                   `pytest_llmperf.bandwidth`.
 
 Distributions report count, mean, p50, p90, p95, p99, min and max. Percentiles use
 linear interpolation between closest ranks (numpy's default), so p50 of [1, 2] is 1.5.
@@ -88,6 +93,7 @@ _SPECS = [
     MetricSpec("queue_ms", "ms", "lower", distribution=True),
     MetricSpec("server_prefill_ms_p50", "ms", "lower"),
     MetricSpec("server_decode_tok_per_s", "tok/s", "higher"),
+    MetricSpec("graph_build_s", "s", "lower"),
 ]
 METRICS: dict[str, MetricSpec] = {m.name: m for m in _SPECS}
 

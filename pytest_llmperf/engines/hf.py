@@ -15,6 +15,12 @@ Settings (`EngineConfig.settings`):
 - `device`: "cuda" when CUDA is available, else "cpu".
 - `seed`: the sampling seed of requests whose `SamplingParams.seed` is None, default 0.
 - `tensor_parallel_size`: must be 1 (this engine uses one device).
+- `cuda_graphs`: on CUDA, decode greedy batches through a static KV cache and one captured
+  CUDA graph per step (`hf_graph`); default on. Off, or on the CPU, the eager loop runs.
+- `compile`: compile the captured step with torch.compile first (Inductor fuses the
+  layer's small kernels); default on. Building a graph takes tens of seconds per batch
+  bucket, reported as the test's `graph_build_s`, outside the measured rounds when the
+  warm-up round saw the same shapes.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pytest_llmperf.engines.base import (
     Tokenizer,
 )
 from pytest_llmperf.engines.hf_decode import Row, decode_batch
+from pytest_llmperf.engines.hf_graph import GraphCache
 from pytest_llmperf.engines.scoring import token_pairs
 from pytest_llmperf.tinymodel import resolve_model
 
@@ -80,6 +87,8 @@ class HFEngine:
             "seed",
             "tensor_parallel_size",
             "score_batch_size",
+            "cuda_graphs",
+            "compile",
         }
     )
     #: Scores continuations (`score`): log-likelihood multiple choice.
@@ -96,6 +105,7 @@ class HFEngine:
         self._pad_id = 0
         self._eos_ids: tuple[int, ...] = ()
         self._vocab_size = 0
+        self._graphs: GraphCache | None = None
 
     def start(self) -> EngineInfo:
         import transformers
@@ -157,9 +167,23 @@ class HFEngine:
         )
         self._max_model_len = int(limit) if limit is not None else None
 
+        on_cuda = self._device.startswith("cuda")
+        if on_cuda and bool(settings.get("cuda_graphs", True)):
+            torch.cuda.set_device(self._device)
+            self._graphs = GraphCache(self._model, compile_step=bool(settings.get("compile", True)))
         details: dict[str, Any] = {
             "attn_implementation": getattr(model.config, "_attn_implementation", attn),
+            "decode_path": (
+                "eager"
+                if self._graphs is None
+                else "cuda_graph+compile"
+                if self._graphs.compile_step
+                else "cuda_graph"
+            ),
             "num_parameters": sum(p.numel() for p in model.parameters()),
+            # For model bandwidth utilisation (metrics.py): what a decode step reads.
+            "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+            "kv_bytes_per_token": _kv_bytes_per_token(model),
             "max_num_seqs": self._max_num_seqs,
             "max_model_len": self._max_model_len,
             "transformers_version": transformers.__version__,
@@ -221,6 +245,9 @@ class HFEngine:
             return
         self._model = None
         self._tokenizer = None
+        if self._graphs is not None:
+            self._graphs.clear()
+            self._graphs = None
         gc.collect()
         if self._device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -281,6 +308,7 @@ class HFEngine:
                 pad_id=self._pad_id,
                 eos_ids=self._eos_ids,
                 decode=self._tokenizer.decode,
+                graphs=self._graphs,
             )
         except Exception as exc:
             # A failed batch (out of memory, say) is data: its unfinished requests end
@@ -299,6 +327,21 @@ class HFEngine:
                         prompt_tokens=len(row.prompt_ids),
                         error=message,
                     )
+
+    @property
+    def graph_build_s(self) -> float:
+        """Seconds spent building decode graphs so far (compile and capture)."""
+        return self._graphs.build_s if self._graphs is not None else 0.0
+
+
+def _kv_bytes_per_token(model: Any) -> int:
+    """Bytes of keys and values one token adds to the cache, over all layers."""
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = torch.finfo(model.dtype).bits // 8
+    return int(2 * config.num_hidden_layers * kv_heads * head_dim * element)
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from pytest_llmperf.engines.base import SamplingParams, StreamChunk
+from pytest_llmperf.engines.hf_graph import DecodeGraph, GraphCache, padded
 
 
 @dataclass
@@ -42,13 +43,18 @@ def decode_batch(
     pad_id: int,
     eos_ids: Sequence[int],
     decode: Callable[[Sequence[int]], str],
+    graphs: GraphCache | None = None,
 ) -> Iterator[StreamChunk]:
     """Run `rows` as one batch to the end, yielding chunks after each step.
 
     Every row ends with exactly one chunk whose `finish_reason` is set; `row.finished`
     is set before that chunk is yielded, so a caller that catches an exception from
-    this generator knows which rows still need an error chunk.
+    this generator knows which rows still need an error chunk. With `graphs` (CUDA) a
+    greedy batch runs through a captured decode graph (`hf_graph`).
     """
+    if graphs is not None and all(row.sampling.temperature == 0 for row in rows):
+        yield from _graph_decode(graphs, rows, pad_id, eos_ids, decode)
+        return
     device = model.device
     for row in rows:
         if row.sampling.temperature > 0:
@@ -63,6 +69,72 @@ def decode_batch(
         if all(row.finished for row in rows):
             return
         tokens = step.next()
+
+
+def _graph_decode(
+    graphs: GraphCache,
+    rows: Sequence[Row],
+    pad_id: int,
+    eos_ids: Sequence[int],
+    decode: Callable[[Sequence[int]], str],
+) -> Iterator[StreamChunk]:
+    """Decode through a captured graph, one step always in flight ahead of the host.
+
+    Step k+1 is queued before step k's tokens are handed over, so the GPU never waits
+    for the harness. Its EOS bias is set for the row lengths it will see (each unfinished
+    row grows by one token a step); a row that ends at step k has step k+1 computed for
+    nothing, which is ignored.
+    """
+    prompts = [row.prompt_ids for row in rows]
+    longest = max(len(p) for p in prompts) + max(row.sampling.max_tokens for row in rows)
+    with torch.inference_mode():
+        graph = graphs.get(prompts, longest, pad_id)
+        held = _hold_eos(graph, rows, eos_ids, None, ahead=0)
+        tokens = graph.prefill(padded(prompts, graph.batch), pad_id)
+        graph.start_decoding()
+        held = _hold_eos(graph, rows, eos_ids, held, ahead=1)
+        graph.launch()
+    while True:
+        for row, token in zip(rows, tokens, strict=False):
+            if not row.finished:
+                yield _advance(row, token, eos_ids, decode)
+        if all(row.finished for row in rows):
+            # The step launched ahead runs on unread; the next batch's work queues behind
+            # it on the same stream, so nothing waits for it here.
+            return
+        with torch.inference_mode():
+            # Queue the step after the one in flight, then wait for the one in flight.
+            # The new step makes each row's (len(output) + 2)-th token: len(output) + 1
+            # tokens precede it.
+            held = _hold_eos(graph, rows, eos_ids, held, ahead=1)
+            graph.launch()
+            tokens = graph.collect()
+
+
+def _hold_eos(
+    graph: DecodeGraph,
+    rows: Sequence[Row],
+    eos_ids: Sequence[int],
+    before: list[bool] | None,
+    ahead: int,
+) -> list[bool]:
+    """Block EOS (logit bias -inf) for rows that must go on, at the step that follows
+    `len(row.output) + ahead` tokens; copy the bias only on a change.
+
+    The bias is read when the queued step runs, after every step queued before it, so
+    a change must not race a step in flight: the copy is queued on the same stream."""
+    held = [
+        not row.finished
+        and (row.sampling.ignore_eos or len(row.output) + ahead < row.sampling.min_tokens)
+        for row in rows
+    ]
+    if held != before and eos_ids:
+        bias = torch.zeros(graph.logit_bias.shape, dtype=torch.float32)
+        for i, hold in enumerate(held):
+            if hold:
+                bias[i, list(eos_ids)] = float("-inf")
+        graph.logit_bias.copy_(bias.to(graph.logit_bias.device, non_blocking=False))
+    return held
 
 
 def _advance(
