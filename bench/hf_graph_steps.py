@@ -1,0 +1,69 @@
+"""Where a decode step's time goes on the hf engine's CUDA-graph path: the engine's stream
+consumed directly vs through the harness's round, and the host's own time per step.
+
+    python bench/hf_graph_steps.py --model /tmp/llama1b --batch 1 32
+
+Per batch size: one request per row, 128 prompt + 256 fixed new tokens; two warm-up
+streams (graph build), then three of each kind. Prints ms per step (wall of the stream /
+256) and the host's busy time per step (time not spent waiting on the GPU's event).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
+from pytest_llmperf.engines.hf import HFEngine
+from pytest_llmperf.measure import run_round
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
+    args = parser.parse_args()
+    import pytest_llmperf.engines.hf_graph as hf_graph
+
+    waited = [0.0]
+    collect = hf_graph.DecodeGraph.collect
+
+    def timed_collect(self: hf_graph.DecodeGraph) -> list[int]:
+        start = time.perf_counter()
+        out = collect(self)
+        waited[0] += time.perf_counter() - start
+        return out
+
+    hf_graph.DecodeGraph.collect = timed_collect  # type: ignore[method-assign]
+    for batch in args.batch:
+        engine = HFEngine(EngineConfig.make("hf", args.model, {"max_num_seqs": batch}, [0]))
+        engine.start()
+        ids = tuple(range(10, 138))
+        requests = [
+            GenerationRequest(str(i), SamplingParams.fixed_length(256), prompt_token_ids=ids)
+            for i in range(batch)
+        ]
+        for _ in range(2):
+            list(engine.stream(requests))
+        row: dict[str, float] = {}
+        for kind in ("direct", "harness"):
+            walls, busy = [], []
+            for index in range(3):
+                waited[0] = 0.0
+                start = time.perf_counter()
+                if kind == "direct":
+                    list(engine.stream(requests))
+                else:
+                    run_round(engine, requests, index)
+                wall = time.perf_counter() - start
+                walls.append(wall / 256 * 1000)
+                busy.append((wall - waited[0]) / 256 * 1000)
+            row[f"{kind}_ms_per_step"] = min(walls)
+            row[f"{kind}_host_busy_ms_per_step"] = min(busy)
+        print(json.dumps({"batch": batch, **row}), flush=True)
+        engine.close()
+
+
+if __name__ == "__main__":
+    main()
