@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
 from pytest_llmperf.engines.hf import HFEngine
 from pytest_llmperf.engines.hf_graph import bucket
+from pytest_llmperf.tinymodel import tiny_model_path
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 PROMPTS = ("The cache keeps every sequence", "Explain a batch.", "hello world, it's 42", "a")
 
 
-def run(settings: dict[str, object], requests: list[GenerationRequest]) -> dict[int, list[int]]:
-    engine = HFEngine(EngineConfig.make("hf", "tiny", {"dtype": "float32", **settings}, [0]))
+def run(
+    settings: dict[str, object], requests: list[GenerationRequest], model: str = "tiny"
+) -> dict[int, list[int]]:
+    engine = HFEngine(EngineConfig.make("hf", model, {"dtype": "float32", **settings}, [0]))
     engine.start()
     try:
         out: dict[int, list[int]] = {i: [] for i in range(len(requests))}
@@ -46,3 +52,43 @@ def test_graph_decoding_equals_eager_decoding(compile_step: bool) -> None:
     graph = run({"compile": compile_step, "max_num_seqs": 3}, requests)
     assert graph == eager
     assert all(len(graph[i]) == 32 for i in range(3))
+
+
+@pytest.fixture(scope="module")
+def gqa_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Llama with grouped KV heads (4 query heads per KV head) and the tiny
+    model's tokenizer: the fused step's grouped attention path."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("gqa")
+    tiny = tiny_model_path()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny / name).exists():
+            shutil.copy(tiny / name, out / name)
+    base = LlamaConfig.from_pretrained(tiny)
+    config = LlamaConfig(
+        vocab_size=base.vocab_size,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=base.bos_token_id,
+        eos_token_id=base.eos_token_id,
+        pad_token_id=base.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_a_gqa_model_decodes_the_same_on_both_paths(gqa_model: Path, fuse: bool) -> None:
+    requests = [
+        GenerationRequest(p, SamplingParams.fixed_length(24), prompt=p) for p in PROMPTS[:3]
+    ]
+    eager = run({"cuda_graphs": False, "max_num_seqs": 4}, requests, str(gqa_model))
+    graph = run({"fuse_projections": fuse, "max_num_seqs": 4}, requests, str(gqa_model))
+    assert graph == eager
+    assert all(len(graph[i]) == 24 for i in range(3))

@@ -6,9 +6,11 @@ batch). The loop itself lives in `hf_decode`.
 
 Settings (`EngineConfig.settings`):
 - `dtype`: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".
-- `attn_implementation`: "sdpa" (default), "eager", "flash_attention_2", ...;
-  flash_attention_2 without the `flash_attn` package or CUDA falls back to sdpa,
-  recorded in `EngineInfo.details["attn_fallback"]`.
+- `attn_implementation`: "sdpa", "eager", "flash_attention_2", ...; default sdpa, and on
+  CUDA sdpa with grouped-query decode steps that do not copy the KV cache per query head
+  (`grouped_attention`; naming "sdpa" gives transformers' own). flash_attention_2 without
+  the `flash_attn` package or CUDA falls back to sdpa, recorded in
+  `EngineInfo.details["attn_fallback"]`.
 - `max_num_seqs`: batch size, default 8.
 - `max_model_len`: prompt + max_tokens limit per request, default the model's
   `max_position_embeddings`.
@@ -21,6 +23,9 @@ Settings (`EngineConfig.settings`):
   layer's small kernels); default on. Building a graph takes tens of seconds per batch
   bucket, reported as the test's `graph_build_s`, outside the measured rounds when the
   warm-up round saw the same shapes.
+- `fuse_projections`: on the CUDA-graph path, decode Llama-structured models through one
+  Q/K/V and one gate/up matrix per layer (`llama_step`; the weights are re-pointed, not
+  copied); default on. Other models, or off, decode through transformers' forward.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from pytest_llmperf.engines import grouped_attention
 from pytest_llmperf.engines.base import (
     EngineConfig,
     EngineInfo,
@@ -89,6 +95,7 @@ class HFEngine:
             "score_batch_size",
             "cuda_graphs",
             "compile",
+            "fuse_projections",
         }
     )
     #: Scores continuations (`score`): log-likelihood multiple choice.
@@ -137,9 +144,7 @@ class HFEngine:
         if self._device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"hf engine: device={self._device!r} but CUDA is not available")
         dtype_name = _pick_dtype(str(settings.get("dtype", "auto")), self._device)
-        attn, fallback = _pick_attention(
-            str(settings.get("attn_implementation", "sdpa")), self._device
-        )
+        attn, fallback = _pick_attention(settings.get("attn_implementation"), self._device)
 
         # A progress bar per load would land in every test's captured stderr.
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -170,16 +175,14 @@ class HFEngine:
         on_cuda = self._device.startswith("cuda")
         if on_cuda and bool(settings.get("cuda_graphs", True)):
             torch.cuda.set_device(self._device)
-            self._graphs = GraphCache(self._model, compile_step=bool(settings.get("compile", True)))
+            self._graphs = GraphCache(
+                self._model,
+                compile_step=bool(settings.get("compile", True)),
+                fuse_projections=bool(settings.get("fuse_projections", True)),
+            )
         details: dict[str, Any] = {
             "attn_implementation": getattr(model.config, "_attn_implementation", attn),
-            "decode_path": (
-                "eager"
-                if self._graphs is None
-                else "cuda_graph+compile"
-                if self._graphs.compile_step
-                else "cuda_graph"
-            ),
+            "decode_path": _decode_path(self._graphs),
             "num_parameters": sum(p.numel() for p in model.parameters()),
             # For model bandwidth utilisation (metrics.py): what a decode step reads.
             "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
@@ -359,10 +362,23 @@ def _pick_dtype(name: str, device: str) -> str:
     return name
 
 
-def _pick_attention(asked: str, device: str) -> tuple[str, str | None]:
+def _decode_path(graphs: GraphCache | None) -> str:
+    """How greedy batches decode, for EngineInfo.details: "eager", or "cuda_graph" with
+    "+compile" and "+fused_projections" as they apply."""
+    if graphs is None:
+        return "eager"
+    compiled = "+compile" if graphs.compile_step else ""
+    return f"cuda_graph{compiled}{'+fused_projections' if graphs.fused else ''}"
+
+
+def _pick_attention(asked: object, device: str) -> tuple[str, str | None]:
     """The attention implementation to load with, and why we changed it, if we did."""
+    if asked is None:
+        return (grouped_attention.register() if device.startswith("cuda") else "sdpa"), None
+    if asked == grouped_attention.NAME:
+        return grouped_attention.register(), None
     if asked != "flash_attention_2":
-        return asked, None
+        return str(asked), None
     if importlib.util.find_spec("flash_attn") is None:
         reason = "flash_attention_2 requested but flash_attn is not installed; using sdpa"
     elif not device.startswith("cuda"):
