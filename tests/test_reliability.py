@@ -362,3 +362,26 @@ def test_hung_server_is_ended_at_the_request_bound(
     hung = [r for r in check_records(run.run_dir(), "requests") if r["test_id"].endswith("hung")]
     assert hung and all("timed out after 3 s" in str(r["error"]) for r in hung)
     assert gone_within(children, 5) == []
+
+
+# --- the bound's input -----------------------------------------------------------------
+
+
+def test_a_bad_bound_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.llmperf_timeout("soon")
+        def test_x(llmperf):
+            pass
+        """
+    )
+    result = pytester.runpytest("--gpus", "cpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_x: marker llmperf_timeout('soon'): the bound must be*"])
+    pytester.makeini("[pytest]\nllmperf_test_timeout = never\n")
+    result = pytester.runpytest("--gpus", "cpu")
+    result.stderr.fnmatch_lines(["*ini option llmperf_test_timeout: 'never' is not a number*"])
+    result = pytester.runpytest("--gpus", "cpu", "--llmperf-test-timeout", "0")
+    result.stderr.fnmatch_lines(["*--llmperf-test-timeout: must be a positive number*"])
