@@ -2,6 +2,7 @@
 
     llmperf list [--results-dir DIR]
     llmperf show RUN
+    llmperf rebuild RUN [--force]
     llmperf compare BASE NEW [--tolerance METRIC:CHANGE ...]
     llmperf report RUN [RUN ...] -o report.html
     llmperf dashboard [RESULTS_DIR] [--host 127.0.0.1] [--port 8501]
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.results import write_summary
 from pytest_llmperf.runs import DEFAULT_RESULTS_DIR, Run, find_runs, open_run
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -44,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     command("list", "list the runs in the results folder, oldest first")
     show = command("show", "one run's tests and their main metrics")
     show.add_argument("run", help="run folder, summary.json, run id, or latest[~N]")
+    rebuild = command(
+        "rebuild",
+        "write summary.json of a run that has none (it was killed) from the records it "
+        "appended; a torn last line is left out",
+    )
+    rebuild.add_argument("run", help="run folder, run id, or latest[~N]")
+    rebuild.add_argument(
+        "--force", action="store_true", help="rewrite the summary of a run that has one"
+    )
 
     compare = command("compare", "per-test metric changes from BASE to NEW; 1 on regression")
     compare.add_argument("base")
@@ -95,7 +106,7 @@ def _list(results_dir: Path) -> int:
     rows = [("run", "started", "hardware", "tests", "failed", "state")]
     for run in runs:
         failed = sum(1 for t in run.tests if not (t.get("thresholds") or {}).get("passed", True))
-        state = "finished" if run.finished else "unfinished"
+        state = _state(run)
         rows.append(
             (
                 run.run_id,
@@ -107,6 +118,27 @@ def _list(results_dir: Path) -> int:
             )
         )
     print(_table(rows))
+    return EXIT_OK
+
+
+def _state(run: Run) -> str:
+    """finished, interrupted (Ctrl-C, SIGTERM), rebuilt (by `rebuild`), or unfinished
+    (killed, or still going: no summary.json)."""
+    if not run.finished:
+        return "unfinished"
+    if run.summary.get("rebuilt"):
+        return "rebuilt"
+    return "interrupted" if run.summary.get("interrupted") else "finished"
+
+
+def _rebuild(run: Run, force: bool) -> int:
+    if run.finished and not force:
+        raise LLMPerfUsageError(
+            f"{run.path}: has a summary.json already (--force rewrites it from the records)"
+        )
+    path = write_summary(run.path, {"rebuilt": True, "interrupted": True})
+    requests = sum(1 for _ in run.requests())
+    print(f"wrote {path}: {len(run.tests)} test(s), {requests} request record(s)")
     return EXIT_OK
 
 
@@ -125,7 +157,7 @@ SHOW_METRICS = (
 
 def _show(run: Run) -> int:
     print(f"run {run.run_id}  started {run.started_at}  hardware {run.summary.get('hardware')}")
-    print(f"folder {run.path}" + ("" if run.finished else "  (unfinished: no summary.json)"))
+    print(f"folder {run.path}  ({_state(run)})")
     shown = [m for m in SHOW_METRICS if any(_value(t, m) is not None for t in run.tests)]
     rows = [("test", "engine", "thresholds", *shown)]
     for test in run.tests:
@@ -169,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args.results_dir)
         if args.command == "show":
             return _show(open_run(args.run, args.results_dir))
+        if args.command == "rebuild":
+            return _rebuild(open_run(args.run, args.results_dir), args.force)
         if args.command == "compare":
             from pytest_llmperf.compare import compare_command
 

@@ -19,6 +19,9 @@ from pytest_llmperf.gpus import parse_gpus
 
 AddOption = Callable[..., None]
 
+#: --llmperf-request-timeout when not given: an isolated engine's silence bound.
+DEFAULT_REQUEST_TIMEOUT_S = 1800.0
+
 #: (ini name, help, default) for settings people keep in pyproject.toml.
 INI_OPTIONS: list[tuple[str, str, str]] = [
     ("llmperf_engine", "engine name (like --engine)", "hf"),
@@ -30,6 +33,7 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
     ("llmperf_base_url", "server URL for --engine openai (like --base-url)", ""),
     ("llmperf_api_key_env", "variable holding the API key (like --api-key-env)", ""),
     ("llmperf_dataset", "JSONL dataset for dataset suites (like --llmperf-dataset)", ""),
+    ("llmperf_test_timeout", "bound on each test, in seconds (like --llmperf-test-timeout)", ""),
 ]
 
 
@@ -159,9 +163,23 @@ def add_run_options(addoption: AddOption) -> None:
         dest="llmperf_request_timeout",
         metavar="SECONDS",
         type=float,
-        default=1800.0,
-        help="bound on an isolated engine's silence while generating; past it the "
-        "engine's process is ended and its requests fail. Default: 1800.",
+        default=None,  # None: 1800 for isolated engines, the client's own for clients
+        help="bound on a request: an isolated engine's silence while generating, past "
+        "which its process group is ended; given, also each request's time on a client "
+        "engine (openai, vllm-server, llamacpp-server), past which a managed server is "
+        "ended as hung. Timed-out requests are recorded failures and the test fails. "
+        "Default: 1800 (clients: their request_timeout_s setting, 600).",
+    )
+    addoption(
+        "--llmperf-test-timeout",
+        dest="llmperf_test_timeout",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="bound on each test (the llmperf_timeout(seconds) marker sets one test's): "
+        "past it the engine's processes are ended and the test fails; engines that run "
+        "in process are isolated so that they can be (ini: llmperf_test_timeout). "
+        "Default: none.",
     )
     addoption(
         "--llmperf-dry-run",
@@ -250,6 +268,7 @@ class Settings:
     lease_timeout_s: float = 3600.0
     engine_start_timeout_s: float = 600.0
     request_timeout_s: float = 1800.0
+    test_timeout_s: float | None = None
     #: Settings every engine that accepts them receives (server URL, key variable).
     engine_options: tuple[tuple[str, str], ...] = ()
     #: `--llmperf-compare`: the baseline run as given, and the tolerances as written.
@@ -311,7 +330,8 @@ def read_settings(config: pytest.Config) -> Settings:
         isolate=bool(config.getoption("llmperf_isolate")),
         lease_timeout_s=_positive(config, "llmperf_lease_timeout"),
         engine_start_timeout_s=_positive(config, "llmperf_engine_start_timeout"),
-        request_timeout_s=_positive(config, "llmperf_request_timeout"),
+        request_timeout_s=_positive(config, "llmperf_request_timeout", DEFAULT_REQUEST_TIMEOUT_S),
+        test_timeout_s=_test_timeout(config),
         compare_base=config.getoption("llmperf_compare"),
         tolerances=tuple(config.getoption("llmperf_tolerance") or ()),
         responses=bool(config.getoption("llmperf_responses")),
@@ -322,14 +342,41 @@ def read_settings(config: pytest.Config) -> Settings:
             for key, value in (
                 ("base_url", _get(config, "llmperf_base_url")[0]),
                 ("api_key_env", _get(config, "llmperf_api_key_env")[0]),
+                # Given on the command line, the request bound reaches client engines too.
+                ("request_timeout_s", _given(config, "llmperf_request_timeout")),
             )
             if value
         ),
     )
 
 
-def _positive(config: pytest.Config, name: str) -> float:
-    value = float(config.getoption(name))
+def _given(config: pytest.Config, name: str) -> str:
+    """The option's value if the command line gave it, else ''."""
+    value = config.getoption(name)
+    return "" if value is None else str(_positive(config, name))
+
+
+def _test_timeout(config: pytest.Config) -> float | None:
+    value = config.getoption("llmperf_test_timeout")
+    source = "--llmperf-test-timeout"
+    if value is None:
+        text = str(config.getini("llmperf_test_timeout"))
+        if not text:
+            return None
+        source = "ini option llmperf_test_timeout"
+        try:
+            value = float(text)
+        except ValueError:
+            raise LLMPerfUsageError(f"{source}: {text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise LLMPerfUsageError(f"{source}: must be a positive number of seconds, got {value}")
+    return float(value)
+
+
+def _positive(config: pytest.Config, name: str, default: float = 0.0) -> float:
+    """A positive number of seconds from option `name`; `default` when it is not given."""
+    given = config.getoption(name)
+    value = float(given) if given is not None else default
     if not value > 0:
         flag = "--" + name.replace("_", "-")
         raise LLMPerfUsageError(f"{flag}: must be a positive number of seconds, got {value}")
@@ -348,6 +395,8 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "hardware": settings.hardware,
         "dataset": str(settings.dataset) if settings.dataset else None,
         "rounds": settings.rounds,
+        "request_timeout_s": settings.request_timeout_s,
+        "test_timeout_s": settings.test_timeout_s,
         "compare_base": settings.compare_base,
         "tolerances": list(settings.tolerances),
         "responses": settings.responses,

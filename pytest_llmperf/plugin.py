@@ -14,17 +14,22 @@ import pytest
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.fixture import LLMPerfFixture
 from pytest_llmperf.grid import Config
+from pytest_llmperf.lifecycle import MARKER as TIMEOUT_MARKER
+from pytest_llmperf.lifecycle import TermAsInterrupt, bound_of, watchdog
 from pytest_llmperf.options import add_all_options, read_settings
 from pytest_llmperf.session import LLMPerfSession
 from pytest_llmperf.summary import write_terminal_summary
 
 session_key = pytest.StashKey[LLMPerfSession]()
+term_key = pytest.StashKey[TermAsInterrupt]()
 
 MARKERS = (
     "smoke: quick benchmarks that run anywhere, the CPU included, in minutes",
     "longform: long outputs (minutes per configuration on a GPU)",
     "accuracy: tests that score answers as well as time them",
     "gpu(n=1): needs n GPUs from --gpus; skipped with a reason when fewer are available",
+    f"{TIMEOUT_MARKER}(seconds): bound on this test; past it the engine's processes are "
+    "ended and the test fails (like --llmperf-test-timeout)",
 )
 
 
@@ -42,6 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
     run_id = workerinput.get("llmperf_run_id") if workerinput else None
     session = LLMPerfSession(config, read_settings(config), worker_id, run_id)
     config.stash[session_key] = session
+    term = config.stash[term_key] = TermAsInterrupt()
+    term.install()  # SIGTERM ends the run like Ctrl-C: engines stopped, summary written
     if config.pluginmanager.hasplugin("xdist") and worker_id is None:
         config.pluginmanager.register(_XdistController(session), "llmperf-xdist")
 
@@ -54,6 +61,7 @@ class _XdistController:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["llmperf_run_id"] = self.session.run_id
+        self.session.xdist_run_uid = node.workerinput.get("testrunuid")
 
 
 def _session(config: pytest.Config) -> LLMPerfSession | None:
@@ -79,6 +87,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             _gpu_count(item, marker)
     if session is not None:
         session.collected_ids = [item.nodeid for item in items]
+        bounds = [bound_of(item, session.settings.test_timeout_s) for item in items]
+        session.bounded = any(bound is not None for bound in bounds)
     # Keep tests that share an engine configuration together, so each engine loads
     # once: a stable sort on the first appearance of each configuration.
     first_seen: dict[Any, int] = {}
@@ -117,6 +127,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"needs {needed} GPU(s); this run has {len(session.gpus)} (--gpus: {have})")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Hold the test to its bound: past it, its engine's processes are ended."""
+    session = _session(item.config)
+    bound = bound_of(item, session.settings.test_timeout_s) if session is not None else None
+    if session is None or bound is None:
+        return (yield)
+    reason = (
+        f"{item.nodeid} ran past its bound of {bound:g} s "
+        f"(--llmperf-test-timeout, marker {TIMEOUT_MARKER})"
+    )
+    with watchdog(bound, lambda: session.terminate_engine(reason)):
+        return (yield)
+
+
 @pytest.fixture
 def llmperf(request: pytest.FixtureRequest) -> LLMPerfFixture:
     """Measure a workload on the run's engine: `llmperf.measure(config, workload)`.
@@ -129,10 +154,10 @@ def llmperf(request: pytest.FixtureRequest) -> LLMPerfFixture:
     return LLMPerfFixture(request, session)
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     llmperf_session = _session(session.config)
     if llmperf_session is not None:
-        llmperf_session.finish()
+        llmperf_session.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -145,3 +170,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = _session(config)
     if session is not None:
         session.close_engine()
+    term = config.stash.get(term_key, None)
+    if term is not None:
+        term.uninstall()

@@ -10,7 +10,9 @@ Each run writes `results/<run-id>/`:
 Under pytest-xdist each worker appends to its own `-gwN` files and only the
 controller writes `summary.json`, by merging them. Since the JSONL files are flushed
 line by line, a run that dies half-way still leaves every finished record readable
-and its summary can be rebuilt from them (`build_summary`).
+and its summary can be rebuilt from them (`build_summary`; `llmperf rebuild RUN`).
+Request records are appended when their round ends (a write inside the round would
+delay the next chunk's timestamp), test records when the test's measurement ends.
 
 All JSON is strict (`allow_nan=False`): unknown or non-finite values are `null`.
 Every file carries `schema_version`.

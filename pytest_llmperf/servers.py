@@ -7,9 +7,11 @@ of its log. Stopping ends the whole process group (SIGTERM, then SIGKILL) and wa
 
 No server outlives the run: every started server is stopped when the pytest session
 ends (the `vllm-server` engine's `close`, called by the session), at interpreter exit
-(`atexit`), and, if the test process is killed outright, by the kernel: the server is
-started with a parent-death signal (Linux `PR_SET_PDEATHSIG`), so it gets SIGTERM when
-the process that started it dies.
+(`atexit`), and, if the test process is killed outright, by the reaper (`reaper`), which
+ends the server's whole group, SIGKILL after a grace period; the kernel's parent-death
+signal (Linux `PR_SET_PDEATHSIG`) is a second line for the server process itself.
+A server that stops cleanly takes its log with it; one that failed keeps it (its path
+is in the error).
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_llmperf.reaper import reaper
+
 LOG_TAIL_CHARS = 3000
+#: How long a server gets to stop on SIGTERM before SIGKILL: llama-cpp-python's server
+#: (uvicorn) waits for requests in flight, and one that hung never finishes them.
+STOP_GRACE_S = 10.0
 _live: weakref.WeakSet[ManagedServer] = weakref.WeakSet()
 
 
@@ -71,6 +78,8 @@ class ManagedServer:
         self.start_timeout_s = start_timeout_s
         self.log_path = Path(tempfile.mkstemp(prefix="llmperf-server-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
+        #: Keep the log when the server is stopped (it failed, and a message names the log).
+        self.keep_log = False
 
     def log_tail(self) -> str:
         try:
@@ -89,22 +98,25 @@ class ManagedServer:
                 preexec_fn=_die_with_parent,
             )
         _live.add(self)
+        reaper.watch(self.process.pid)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
+                self.keep_log = True
                 self.stop()
                 raise ServerError(
                     f"server exited with status {code} before it was healthy: "
-                    f"{self.argv[:4]}...\nend of its log:\n{self.log_tail()}"
+                    f"{self.argv[:4]}...\nend of its log ({self.log_path}):\n{self.log_tail()}"
                 )
             if self._healthy():
                 return
             time.sleep(0.5)
+        self.keep_log = True
         self.stop()
         raise ServerError(
-            f"server not healthy at {self.health_url} after "
-            f"{self.start_timeout_s:.0f} s\nend of its log:\n{self.log_tail()}"
+            f"server not healthy at {self.health_url} after {self.start_timeout_s:.0f} s"
+            f"\nend of its log ({self.log_path}):\n{self.log_tail()}"
         )
 
     def _healthy(self) -> bool:
@@ -118,13 +130,20 @@ class ManagedServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = STOP_GRACE_S) -> None:
+        """End the server's process group: SIGTERM, then SIGKILL after `timeout_s`.
+
+        Safe to call from another thread while a request is in flight (a hung server
+        is ended this way); the in-flight requests then fail with a connection error.
+        """
         process, self.process = self.process, None
         if process is None:
             return
         for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(process.pid, sig)
+                # A stopped (SIGSTOP) server keeps SIGTERM pending until it runs again.
+                os.killpg(process.pid, signal.SIGCONT)
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s
@@ -136,6 +155,15 @@ class ManagedServer:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
         _live.discard(self)
+        if not group_alive(process.pid):
+            reaper.forget(process.pid)
+        if not self.keep_log:
+            self.log_path.unlink(missing_ok=True)
+
+
+def shared_servers_dir(run_uid: str) -> Path:
+    """Where the xdist workers of run `run_uid` keep their shared servers' state."""
+    return Path(tempfile.gettempdir()) / f"llmperf-servers-{run_uid}"
 
 
 def group_alive(pgid: int) -> bool:

@@ -8,6 +8,7 @@ summary; each worker measures and appends its own records (see `results`).
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from pytest_llmperf.gpus import (
 )
 from pytest_llmperf.leases import Lease, LeaseError, lease, wait_until_clean
 from pytest_llmperf.options import Settings, describe_settings
+from pytest_llmperf.reaper import reaper
 from pytest_llmperf.responses import responses_available
 from pytest_llmperf.results import (
     RunWriter,
@@ -43,6 +45,7 @@ from pytest_llmperf.results import (
     write_summary,
 )
 from pytest_llmperf.runs import Run, open_run, read_run
+from pytest_llmperf.servers import shared_servers_dir
 from pytest_llmperf.thresholds import (
     ThresholdSet,
     UpdateReport,
@@ -144,6 +147,12 @@ class LLMPerfSession:
         self.summary_path: Path | None = None
         #: Each isolated engine's hand-over: GPU memory before it started and after it ended.
         self.handovers: list[dict[str, Any]] = []
+        #: Some test has a time bound: engines that run in process are isolated, so that
+        #: the bound can end their process (see `lifecycle`).
+        self.bounded = settings.test_timeout_s is not None
+        #: xdist's run id, on the controller: names the folder the workers' shared
+        #: servers keep their state in, removed at the end.
+        self.xdist_run_uid: str | None = None
 
     # --- thresholds -------------------------------------------------------------
 
@@ -176,10 +185,9 @@ class LLMPerfSession:
         """
         key = (engine_config, gpu_count)
         if key == self._engine_key:
-            if isinstance(self._engine, IsolatedEngine) and self._engine.death_cause:
-                self._engine_error = (
-                    f"engine for this configuration died earlier: {self._engine.death_cause}"
-                )
+            death = getattr(self._engine, "death_cause", None)
+            if death:
+                self._engine_error = f"engine for this configuration died earlier: {death}"
             if self._engine_error is not None:
                 raise EngineStartError(self._engine_error)
             assert self._engine is not None and self._engine_info is not None
@@ -202,7 +210,10 @@ class LLMPerfSession:
             self._engine_config = engine_config
         engine_cls = load_engine_class(engine_config.engine)
         engine: Engine
-        if getattr(engine_cls, "isolated", False) or self.settings.isolate:
+        # A bound must be able to end the engine's process: one that runs in ours (and
+        # has no server of its own to end, `terminate`) runs in a child while bounded.
+        bounded_in_process = self.bounded and not hasattr(engine_cls, "terminate")
+        if getattr(engine_cls, "isolated", False) or self.settings.isolate or bounded_in_process:
             engine = IsolatedEngine(
                 engine_target(engine_config.engine),
                 engine_config,
@@ -226,6 +237,14 @@ class LLMPerfSession:
         self._engine, self._engine_info = engine, info
         return engine, info, time.perf_counter() - started
 
+    def terminate_engine(self, reason: str) -> None:
+        """End the loaded engine's processes now, from any thread (a test's bound)."""
+        engine = self._engine
+        terminate = getattr(engine, "terminate", None)
+        if terminate is not None:
+            log.warning("ending the engine's processes: %s", reason)
+            terminate(reason)
+
     def close_engine(self) -> None:
         engine, self._engine = self._engine, None
         config = self._engine_config
@@ -243,9 +262,14 @@ class LLMPerfSession:
 
     # --- end of run ----------------------------------------------------------------
 
-    def finish(self) -> None:
-        self.close_engine()
-        self.writer.close()
+    def finish(self, interrupted: bool = False) -> None:
+        try:
+            self.close_engine()
+        finally:
+            reaper.close()  # ends whatever group a failed close left behind
+            self.writer.close()
+            if self.xdist_run_uid is not None:
+                shutil.rmtree(shared_servers_dir(self.xdist_run_uid), ignore_errors=True)
         if not self.is_controller or not has_measurements(self.run_dir):
             return  # a run that measured nothing leaves no folder behind
         self.ensure_metadata()
@@ -257,6 +281,7 @@ class LLMPerfSession:
             self.run_dir,
             {
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "interrupted": interrupted,
                 "engine_handovers": self.handovers,
             },
         )

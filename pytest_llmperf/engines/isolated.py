@@ -11,7 +11,12 @@ engine started (NVML), or on a CPU machine until every process of the group is g
 Every wait is bounded: start (`start_timeout_s`), silence while streaming
 (`stream_timeout_s`), and the hand-over (`release_timeout_s`). A child that dies or
 goes silent raises `EngineDied`, whose message carries the cause and the end of the
-child's log.
+child's log. `terminate` ends the child from another thread (the per-test bound's
+watchdog): a native call that hangs in the child cannot stop the parent from ending it.
+The reaper (`pytest_llmperf.reaper`) ends the child's group if the parent dies first.
+
+The child's log is deleted when the engine closes cleanly, and kept when the engine
+died (the error message names it).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
 )
 from pytest_llmperf.gpus import gpu_memory_used, physical_indices
+from pytest_llmperf.reaper import reaper
 from pytest_llmperf.servers import group_alive
 
 DEFAULT_START_TIMEOUT_S = 600.0
@@ -91,6 +97,10 @@ class IsolatedEngine:
         self.released: dict[str, Any] | None = None
         #: Why the child died, once it has; None while it is healthy.
         self.death_cause: str | None = None
+        #: Why `terminate` ended the child (it takes precedence over what the parent saw).
+        self._terminated_because: str | None = None
+        #: A stream is open: the child is busy and will not read a polite ("close",).
+        self._streaming = False
 
     @property
     def pid(self) -> int | None:
@@ -151,10 +161,12 @@ class IsolatedEngine:
             daemon=False,
         )
         self._process.start()
+        reaper.watch(self._process.pid)  # the child makes itself a group leader at once
         child_conn.close()
         self._conn = parent_conn
         message = self._receive(self.start_timeout_s, "starting")
         if message[0] == "error":
+            self.death_cause = "engine failed to start"  # keeps the log its message names
             self.close()
             raise EngineDied(
                 f"engine failed to start: {_last_line(message[1])}\n{self.log_errors()}"
@@ -164,6 +176,7 @@ class IsolatedEngine:
 
     def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
         self._send(("stream", list(requests)))
+        self._streaming = True
         while True:
             message = self._receive(self.stream_timeout_s, "generating")
             if message[0] == "chunk":
@@ -171,9 +184,24 @@ class IsolatedEngine:
             elif message[0] == "chunks":
                 yield from message[1]
             elif message[0] == "done":
+                self._streaming = False
                 return
             else:
+                self._streaming = False
                 raise EngineDied(f"engine raised: {_last_line(message[1])}\n{message[1]}")
+
+    def terminate(self, reason: str) -> None:
+        """End the child's process group now, from any thread; the call waiting on the
+        child (a stream, a start) then raises `EngineDied` with `reason`."""
+        process = self._process
+        if process is None or process.pid is None:
+            return
+        self._terminated_because = reason
+        for sig in (signal.SIGKILL, signal.SIGCONT):
+            try:
+                os.killpg(process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """The child engine's `score` (for engines that declare `supports_scoring`)."""
@@ -212,6 +240,8 @@ class IsolatedEngine:
                 raise self._died(f"engine gave no sign of life for {timeout_s:.0f} s while {doing}")
 
     def _died(self, what: str) -> EngineDied:
+        what = self._terminated_because or what
+        self._streaming = False
         self._stop_process()
         code = self._process.exitcode if self._process is not None else None
         cause = (
@@ -244,12 +274,16 @@ class IsolatedEngine:
             while group_alive(process.pid) and time.monotonic() < deadline:
                 process.join(timeout=0.05)
         process.join(timeout=1.0)
+        if not group_alive(process.pid):
+            reaper.forget(process.pid)
 
     def close(self) -> None:
         """Stop the child and wait until its GPUs' memory is back (bounded)."""
         if self._process is None:
             return
-        if self._conn is not None and self._process.is_alive():
+        # A child still streaming (the run was interrupted mid-round) would read the
+        # ("close",) only after its round: end its group at once instead.
+        if self._conn is not None and self._process.is_alive() and not self._streaming:
             try:
                 self._conn.send(("close",))
                 self._process.join(timeout=30.0)
@@ -258,6 +292,8 @@ class IsolatedEngine:
         self._stop_process()
         self.released = self._wait_for_release()
         self._process = None
+        if self.death_cause is None:  # no message names the log: it goes with the engine
+            self._log_path.unlink(missing_ok=True)
 
     def _wait_for_release(self) -> dict[str, Any]:
         started = time.monotonic()

@@ -115,6 +115,9 @@ class OpenAIEngine:
         self.endpoint = str(settings.get("endpoint") or "completions")
         self.max_concurrency = int(settings.get("max_concurrency") or 0)
         self.request_timeout_s = float(settings.get("request_timeout_s") or 600.0)
+        #: Requests that outlived `request_timeout_s` so far (a managed server that let
+        #: one time out is presumed hung and is ended: `vllm_server`).
+        self.timed_out_requests = 0
         self.prompts_per_request = int(settings.get("prompts_per_request") or 1)
         self.tokenized_requests = bool(settings.get("tokenized_requests", False))
         self.vllm_extensions = bool(settings.get("vllm_extensions", True))
@@ -367,6 +370,7 @@ class OpenAIEngine:
                 text = response.body.decode("utf-8", errors="replace")[:300]
                 stream.fail(f"HTTP {response.status}: {text}")
         except asyncio.TimeoutError:
+            self.timed_out_requests += 1
             stream.fail(f"request timed out after {self.request_timeout_s:.0f} s")
         except OSError as exc:  # refused, reset, closed mid-response, not HTTP
             stream.fail(f"connection failed: {_describe(exc)}")

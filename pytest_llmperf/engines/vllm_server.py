@@ -4,6 +4,12 @@
 127.0.0.1 and a free port) with the grid's engine settings, as a `ManagedServer`, and
 benchmarks it through the `openai` client; `close` stops it. Tests that share the
 configuration share the server (the session keeps one engine per configuration).
+
+A request that outlives the client's `request_timeout_s` (`--llmperf-request-timeout`
+when given) is a recorded failure, and the server that let it time out is presumed hung:
+its process group is ended (SIGTERM, SIGKILL after a grace period) and the engine is
+dead (`death_cause`), so the test fails saying so and the configuration's later tests
+fail at once. `terminate` does the same from another thread (the per-test bound).
 """
 
 from __future__ import annotations
@@ -11,10 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pytest_llmperf.engines.base import (
@@ -28,7 +32,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.engines.openai import OpenAIEngine
 from pytest_llmperf.gpus import physical_indices
-from pytest_llmperf.servers import ManagedServer, SharedServer, free_port
+from pytest_llmperf.servers import ManagedServer, SharedServer, free_port, shared_servers_dir
 from pytest_llmperf.tinymodel import resolve_model
 
 #: Our setting -> the server's flag (booleans become --flag / --no-flag).
@@ -95,6 +99,8 @@ class VLLMServerEngine:
         self._server: ManagedServer | None = None
         self._shared: SharedServer | None = None
         self._client: OpenAIEngine | None = None
+        #: Why the server was ended (hung, or past the test's bound); None while healthy.
+        self.death_cause: str | None = None
 
     def _make_server(self, path: str, settings: dict[str, Any]) -> ManagedServer:
         port = free_port()
@@ -131,7 +137,7 @@ class VLLMServerEngine:
             ).hexdigest()[:16]
             self._shared = SharedServer(
                 key,
-                Path(tempfile.gettempdir()) / f"llmperf-servers-{run_uid}",
+                shared_servers_dir(run_uid),
                 lambda: self._make_server(path, server_settings),
                 _base_url,
             )
@@ -179,9 +185,28 @@ class VLLMServerEngine:
         return self._client.tokenizer
 
     def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
-        if self._client is None:
+        client = self._client
+        if client is None:
             raise RuntimeError(f"{self.name} engine: start() it first")
-        return self._client.stream(requests)
+        timed_out = client.timed_out_requests
+        yield from client.stream(requests)
+        if client.timed_out_requests > timed_out and self.death_cause is None:
+            self.terminate(
+                f"the server answered no request within {client.request_timeout_s:g} s "
+                "(request timeout): presumed hung"
+            )
+
+    def terminate(self, reason: str) -> None:
+        """End the server's process group now (from any thread); requests in flight fail
+        with a connection error and the engine is dead, with `reason` as the cause."""
+        server = self._server or (self._shared.owned if self._shared is not None else None)
+        if server is not None:
+            server.keep_log = True
+            reason += f"; its process group was ended (server log: {server.log_path})"
+            server.stop()
+        else:  # a server another xdist worker owns: not ours to end
+            reason += "; the server is another worker's, left to it"
+        self.death_cause = reason
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         if self._client is None:
