@@ -27,6 +27,13 @@ from pytest_llmperf.runs import DEFAULT_RESULTS_DIR, Run, find_runs, open_run
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one (an unset shell variable) is refused, not read as '.'."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty value")
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmperf", description="List, show, compare and report pytest-llmperf runs."
@@ -37,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
             "--results-dir",
-            type=Path,
+            type=_path,
             default=DEFAULT_RESULTS_DIR,
             help="where runs are (default: results)",
         )
@@ -72,10 +79,10 @@ def _parser() -> argparse.ArgumentParser:
 
     report = command("report", "a self-contained HTML report of one or more runs")
     report.add_argument("runs", nargs="+", metavar="RUN")
-    report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    report.add_argument("-o", "--output", type=_path, default=Path("report.html"))
 
     dashboard = commands.add_parser("dashboard", help="a Streamlit dashboard over a results folder")
-    dashboard.add_argument("results_dir", nargs="?", type=Path, default=DEFAULT_RESULTS_DIR)
+    dashboard.add_argument("results_dir", nargs="?", type=_path, default=DEFAULT_RESULTS_DIR)
     dashboard.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -87,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         "stats",
         help="input and output length percentiles, and the max-new-tokens that covers a share",
     )
-    stats.add_argument("dataset", type=Path, help="JSONL dataset (prompt/messages, reference)")
+    stats.add_argument("dataset", type=_path, help="JSONL dataset (prompt/messages, reference)")
     stats.add_argument("--model", default="tiny", help="whose tokens to count (default: tiny)")
     stats.add_argument(
         "--coverage",
@@ -216,7 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pytest_llmperf.report import write_report
 
             runs = [open_run(ref, args.results_dir) for ref in args.runs]
-            write_report(runs, args.output)
+            if args.output.is_dir():
+                raise LLMPerfUsageError(f"-o: {args.output} is a folder; give the report's file")
+            try:
+                write_report(runs, args.output)
+            except OSError as exc:
+                raise LLMPerfUsageError(f"-o: cannot write {args.output}: {exc}") from None
             print(f"wrote {args.output}")
             return EXIT_OK
         if args.command == "workload":

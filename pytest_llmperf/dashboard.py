@@ -52,6 +52,8 @@ def serve(results_dir: Path, host: str = "127.0.0.1", port: int = 8501) -> int:
         raise LLMPerfUsageError(f"{results_dir}: no such results folder")
     if not 0 < port < 65536:
         raise LLMPerfUsageError(f"--port: {port} is not a TCP port (1-65535)")
+    if not host.strip() or not host.isascii() or any(c.isspace() for c in host):
+        raise LLMPerfUsageError(f"--host: {host!r} is not an address (e.g. 127.0.0.1)")
     print(f"dashboard of {results_dir} on http://{host}:{port} (Ctrl-C stops it)", flush=True)
     try:
         return subprocess.call(streamlit_argv(results_dir, host, port))

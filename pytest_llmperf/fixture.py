@@ -21,6 +21,7 @@ from pytest_llmperf.engines.base import (
     GenerationRequest,
     ScoringUnsupported,
 )
+from pytest_llmperf.gpus import marker_gpu_count
 from pytest_llmperf.grid import Config
 from pytest_llmperf.leases import gpu_processes
 from pytest_llmperf.load import SLO, Arrivals, client_check
@@ -79,7 +80,8 @@ class LLMPerfFixture:
         name = config.engine or self._session.settings.engine
         if not self._session.gpus or not getattr(load_engine_class(name), "uses_gpus", True):
             return 0
-        marked = [int(m.args[0]) if m.args else 1 for m in self._request.node.iter_markers("gpu")]
+        node = self._request.node
+        marked = [marker_gpu_count(node.nodeid, m.args, m.kwargs) for m in node.iter_markers("gpu")]
         return max([config.tensor_parallel_size, *marked])
 
     def measure(

@@ -8,7 +8,9 @@ is pinned): it asks NVML through `nvidia-ml-py` when installed, and reads
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 
@@ -125,3 +127,16 @@ def gpu_memory_used(physical: tuple[int, ...]) -> dict[int, int] | None:
         }
     finally:
         pynvml.nvmlShutdown()
+
+
+def marker_gpu_count(nodeid: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
+    """The count of a `gpu(n=1)` marker, checked: one positive integer, given as `gpu(2)`
+    or `gpu(n=2)`."""
+    shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    here = f"{nodeid}: marker gpu({shown})"
+    if set(kwargs) - {"n"} or len(args) + len(kwargs) > 1:
+        raise LLMPerfUsageError(f"{here}: takes one GPU count, e.g. gpu(2) or gpu(n=2)")
+    n = args[0] if args else kwargs.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise LLMPerfUsageError(f"{here}: the GPU count must be a positive integer")
+    return n

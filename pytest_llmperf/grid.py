@@ -43,6 +43,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pytest_llmperf.engines import check_engine_name
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
 from pytest_llmperf.yamlnodes import compose, mapping_items, node_error, node_line, node_value
 
@@ -93,6 +94,12 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "max_new_tokens": (int,),
     "input_tokens": (int,),
     "num_requests": (int,),
+}
+#: Settings with a closed set of values: every engine's spellings (hf takes auto, float32,
+#: float16, bfloat16; vLLM also half and float), so that a typo fails at collection rather
+#: than when the engine starts, hours into a grid.
+_SETTING_CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": ("auto", "float32", "float16", "bfloat16", "half", "float"),
 }
 _POSITIVE = {
     "tensor_parallel_size",
@@ -172,6 +179,10 @@ def check_settings(
             raise GridError(f"{here}: setting {key!r} must be {wanted}, got {value!r}")
         if key in _POSITIVE and value < 1:
             raise GridError(f"{here}: setting {key!r} must be at least 1, got {value!r}")
+        choices = _SETTING_CHOICES.get(key)
+        if choices is not None and value not in choices:
+            hint = did_you_mean(value, choices) or f" (one of {', '.join(choices)})"
+            raise GridError(f"{here}: setting {key!r}: unknown value {value!r}{hint}")
         if key == "gpu_memory_utilization" and not 0 < value <= 1:
             raise GridError(f"{here}: setting {key!r} must be in (0, 1], got {value!r}")
 
@@ -288,7 +299,7 @@ def _named_configs(path: Path, node: yaml.Node) -> list[Config]:
             raise node_error(path, knode, f"config {name!r} must be a mapping", GridError)
         settings, lines = _settings(path, vnode, f"config {name!r} must be a mapping")
         marks = _marks(path, settings, lines)
-        engine = settings.pop("engine", None)
+        engine = _engine(path, settings, lines)
         check_settings(settings, str(path), lines)
         configs.append(Config.make(name, settings, marks, engine))
     return configs
@@ -311,6 +322,21 @@ def _product_configs(path: Path, node: yaml.Node) -> list[Config]:
         base, lines = _settings(path, parts["base"], "'base' must be a mapping")
         check_settings(base, str(path), lines)
     return list(Grid.product(axes, base).configs)
+
+
+def _engine(path: Path, settings: dict[str, Any], lines: Mapping[str, int]) -> str | None:
+    """A configuration's own engine, if it names one: a known engine's name."""
+    engine = settings.pop("engine", None)
+    if engine is None:
+        return None
+    here = where(path, lines.get("engine"))
+    if not isinstance(engine, str):
+        raise GridError(f"{here}: 'engine' must be an engine name, got {engine!r}")
+    try:
+        check_engine_name(engine, here)
+    except LLMPerfUsageError as exc:
+        raise GridError(str(exc)) from None
+    return engine
 
 
 def _marks(path: Path, settings: dict[str, Any], lines: Mapping[str, int]) -> list[str]:

@@ -13,6 +13,7 @@ import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.fixture import LLMPerfFixture
+from pytest_llmperf.gpus import marker_gpu_count
 from pytest_llmperf.grid import Config
 from pytest_llmperf.lifecycle import MARKER as TIMEOUT_MARKER
 from pytest_llmperf.lifecycle import TermAsInterrupt, bound_of, watchdog
@@ -108,13 +109,7 @@ def _engine_key(item: pytest.Item) -> Any:
 
 
 def _gpu_count(item: pytest.Item, marker: pytest.Mark) -> int:
-    args = marker.args or (marker.kwargs.get("n", 1),)
-    n = args[0]
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise LLMPerfUsageError(
-            f"{item.nodeid}: marker gpu({n!r}): the GPU count must be a positive integer"
-        )
-    return n
+    return marker_gpu_count(item.nodeid, marker.args, marker.kwargs)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -97,7 +97,16 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             if not line.endswith("\n"):
                 return
             if line.strip():
-                yield json.loads(line)
+                yield loads_json(line)
+
+
+def loads_json(text: str) -> Any:
+    """`json.loads`, with JSON nested deeper than the decoder can recurse turned into the
+    ValueError every reader of results already handles, rather than a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def has_measurements(run_dir: Path) -> bool:
@@ -114,7 +123,7 @@ def read_tests(run_dir: Path) -> list[dict[str, Any]]:
 def build_summary(run_dir: Path, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The summary of a run folder, from its metadata and test records."""
     run_json = run_dir / "run.json"
-    metadata = json.loads(run_json.read_text(encoding="utf-8")) if run_json.exists() else {}
+    metadata = loads_json(run_json.read_text(encoding="utf-8")) if run_json.exists() else {}
     metadata.pop("schema_version", None)
     return {
         "schema_version": SCHEMA_VERSION,

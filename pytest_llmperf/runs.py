@@ -18,7 +18,6 @@ In pandas (`pip install 'pytest-llmperf[report]'`):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.results import build_summary, read_jsonl
+from pytest_llmperf.results import build_summary, loads_json, read_jsonl
 
 if TYPE_CHECKING:
     import pandas
@@ -92,7 +91,7 @@ def read_run(path: Path) -> Run:
     summary_path = path / "summary.json"
     if summary_path.is_file():
         try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            summary = loads_json(summary_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise LLMPerfUsageError(f"{summary_path}: cannot be read as JSON ({exc})") from None
         if not isinstance(summary, dict) or not isinstance(summary.get("tests", []), list):
@@ -115,6 +114,8 @@ def find_runs(results_dir: Path = DEFAULT_RESULTS_DIR) -> list[Run]:
 def open_run(ref: str | Path, results_dir: Path = DEFAULT_RESULTS_DIR) -> Run:
     """The run `ref` names: a folder, a summary.json, a run id, or `latest[~N]`."""
     text = str(ref)
+    if not text.strip():
+        raise LLMPerfUsageError("empty run name (give a run folder, run id or latest[~N])")
     latest = _LATEST.match(text)
     if latest:
         runs = find_runs(results_dir)

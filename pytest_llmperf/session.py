@@ -53,12 +53,14 @@ from pytest_llmperf.thresholds import (
     select_threshold_files,
     update_thresholds,
 )
-from pytest_llmperf.workload import load_dataset
+from pytest_llmperf.tinymodel import TINY_MODEL_NAME, TRAINED_MODEL_NAME
+from pytest_llmperf.workload import DatasetError, load_dataset
 
 log = logging.getLogger("pytest_llmperf")
 
 #: Engines whose --model is a local path we can check before the run starts.
 LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "vllm-server", "llamacpp"})
+BUILT_IN_MODELS = frozenset({TINY_MODEL_NAME, TRAINED_MODEL_NAME})
 
 #: How long a leased GPU may take to become clean (no one else's processes, memory at
 #: baseline) before the engine that wants it fails with what was seen.
@@ -79,14 +81,19 @@ class EngineStartError(Exception):
 
 
 def check_model(settings: Settings) -> None:
-    """A missing model directory is a usage error, caught before anything runs."""
-    if settings.engine not in LOCAL_MODEL_ENGINES or settings.model == "tiny":
+    """A model path that cannot be the model is a usage error, caught before anything runs."""
+    if settings.engine not in LOCAL_MODEL_ENGINES or settings.model in BUILT_IN_MODELS:
         return
-    path = Path(settings.model)
+    path = Path(settings.model).expanduser()
+    source, name = settings.model_source, settings.model
+    hint = "give a local model directory, or 'tiny' for the built-in model"
     if not path.exists():
+        raise LLMPerfUsageError(f"{source}: model path {name!r} does not exist ({hint})")
+    # llama.cpp also takes a single GGUF file; every other engine loads a directory.
+    is_gguf = settings.engine == "llamacpp" and path.suffix == ".gguf"
+    if not path.is_dir() and not is_gguf:
         raise LLMPerfUsageError(
-            f"--model: model path {settings.model!r} does not exist "
-            "(give a local model directory, or 'tiny' for the built-in model)"
+            f"{source}: model path {name!r} is a file, not a directory ({hint})"
         )
 
 
@@ -100,7 +107,10 @@ class LLMPerfSession:
         self.is_controller = worker_id is None
         check_model(settings)
         if settings.dataset is not None:
-            load_dataset(settings.dataset)  # a broken line is a usage error, before any test
+            try:  # a broken line is a usage error, before any test
+                load_dataset(settings.dataset)
+            except DatasetError as exc:
+                raise DatasetError(f"{settings.dataset_source}: {exc}") from None
         self.visible: list[GpuInfo] = visible_gpus()
         self.gpus = select_gpus(settings.gpus, self.visible)
         run_gpus = [g for g in self.visible if g.index in self.gpus]

@@ -169,6 +169,8 @@ def read_json_lines(path: Path, limit: int | None = None) -> list[tuple[int, dic
             raise DatasetError(
                 f"{here}: not valid JSON ({exc.msg} at column {exc.colno})"
             ) from None
+        except RecursionError:  # json's decoder recurses once per nested [ or {
+            raise DatasetError(f"{here}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise DatasetError(f"{here}: each line must be a JSON object, got {type(obj).__name__}")
         rows.append((number, obj))

@@ -35,6 +35,8 @@ def compose(
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or exc
         raise error(f"{where(path, line)}: invalid YAML: {problem}") from exc
+    except RecursionError:  # the composer recurses once per nested [ or {
+        raise error(f"{path}: invalid YAML: nested too deeply") from None
 
 
 def node_line(node: yaml.Node) -> int:

@@ -90,7 +90,8 @@ def test_dataset_with_a_broken_line(project: pytest.Pytester) -> None:
     data = project.path / "data.jsonl"
     data.write_text('{"custom_id": "a", "prompt": "hi"}\n{"custom_id": "b", "prompt": \n')
     assert_usage_error(
-        project.runpytest("--llmperf-dataset", str(data)), f"ERROR: {data}: line 2: not valid JSON*"
+        project.runpytest("--llmperf-dataset", str(data)),
+        f"ERROR: --llmperf-dataset: {data}: line 2: not valid JSON*",
     )
 
 

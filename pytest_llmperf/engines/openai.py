@@ -171,6 +171,13 @@ class OpenAIEngine:
         key = os.environ.get(self.api_key_env)
         return {"Authorization": f"Bearer {key}"} if key else {}
 
+    def _redact(self, text: str | None) -> str | None:
+        """Text a server sent, with the API key blanked out: servers that refuse a key often
+        quote it ("Incorrect API key provided: sk-..."), and failure reasons are written to
+        every results file and printed."""
+        key = os.environ.get(self.api_key_env)
+        return text.replace(key, "[redacted]") if text and key else text
+
     async def _models(self) -> list[str]:
         try:
             response = await self._http.request("GET", "/v1/models", timeout_s=10.0)
@@ -376,7 +383,8 @@ class OpenAIEngine:
             stream.fail(f"connection failed: {_describe(exc)}")
         except ValueError as exc:  # a request this server's API cannot express
             stream.fail(str(exc))
-        return stream.chunks(sent, self._count_tokens)
+        chunks = stream.chunks(sent, self._count_tokens)
+        return [replace(c, error=self._redact(c.error)) if c.error else c for c in chunks]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Log-likelihoods through echoed completions, one request per pair, concurrently.
@@ -403,9 +411,9 @@ class OpenAIEngine:
                     "POST", "/v1/completions", body, timeout_s=self.request_timeout_s
                 )
             if response.status != 200:
-                raise unsupported_answer(response.status, response.body) or RuntimeError(
-                    f"scoring request failed: HTTP {response.status}: "
-                    + response.body.decode("utf-8", errors="replace")[:300]
+                text = self._redact(response.body.decode("utf-8", errors="replace")) or ""
+                raise unsupported_answer(response.status, text.encode()) or RuntimeError(
+                    f"scoring request failed: HTTP {response.status}: {text[:300]}"
                 )
             return parse_score(json.loads(response.body), pair)
 
