@@ -4,7 +4,7 @@ One row per input: where it goes, the value, and words the message must hold. Ev
 must end as a usage error (pytest: exit 4; `llmperf`: exit 2, on stderr), without a
 traceback, and leave a results folder that holds a previous run exactly as it was.
 Errors are raised before any engine starts, so pytest runs with `--collect-only`.
-RELIABILITY-input.md lists the classes of input these rows cover.
+RELIABILITY.md ("Bad input") lists the classes of input these rows cover.
 """
 
 from __future__ import annotations

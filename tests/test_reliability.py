@@ -106,6 +106,13 @@ ISOLATED = ("--engine", "hf", "--llmperf-isolate")
 SERVER = ("--engine", "llamacpp-server")
 
 
+def own_run_environment() -> dict[str, str]:
+    """This process's environment without pytest-xdist's worker variables: run from an
+    xdist worker, the child run would otherwise take itself for a worker of ours (and share
+    servers through our run's state folder)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+
+
 class SuiteProcess:
     """pytest on `SUITE` in a session of its own, its temp folder under `root`."""
 
@@ -123,7 +130,7 @@ class SuiteProcess:
             cwd=root,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TMPDIR": str(self.tmp)},
+            env={**own_run_environment(), "TMPDIR": str(self.tmp)},
             start_new_session=True,
         )
 

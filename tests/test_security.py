@@ -1,7 +1,7 @@
 """Security rules: keys only from the environment and never written out; servers on this
 machine only unless told; result files read as JSON only; commands run without a shell.
 
-RELIABILITY-input.md ("Security") lists each rule with the test that checks it.
+RELIABILITY.md ("Security") lists each rule with the test that checks it.
 """
 
 from __future__ import annotations
