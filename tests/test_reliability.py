@@ -12,6 +12,7 @@ the run leaves there is checked too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -106,6 +107,10 @@ ISOLATED = ("--engine", "hf", "--llmperf-isolate")
 SERVER = ("--engine", "llamacpp-server")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def own_run_environment() -> dict[str, str]:
     """This process's environment without pytest-xdist's worker variables: run from an
     xdist worker, the child run would otherwise take itself for a worker of ours (and share
@@ -132,7 +137,17 @@ class SuiteProcess:
             stderr=subprocess.STDOUT,
             env={**own_run_environment(), "TMPDIR": str(self.tmp)},
             start_new_session=True,
+            # As from a terminal: a shell starts background jobs (CI's, say) with SIGINT
+            # ignored, and an ignored signal stays ignored across exec.
+            preexec_fn=_default_sigint,
         )
+
+    def stop(self) -> None:
+        """Kill the run's whole group and reap it (a failed test leaves nothing running)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.log.close()
 
     @property
     def output(self) -> str:
@@ -142,7 +157,9 @@ class SuiteProcess:
         deadline = time.monotonic() + timeout_s
         while not (self.root / path).exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no {path} (exit {self.process.poll()}):\n{self.output}")
+                code = self.process.poll()
+                self.stop()
+                raise AssertionError(f"no {path} (exit {code}):\n{self.output}")
             time.sleep(0.1)
 
     def descendants(self) -> list[psutil.Process]:
@@ -151,6 +168,9 @@ class SuiteProcess:
     def wait(self, timeout_s: float = 120.0) -> int:
         try:
             return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
         finally:
             self.log.close()
 
