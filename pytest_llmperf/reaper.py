@@ -31,7 +31,8 @@ from typing import IO
 GRACE_S = 3.0
 
 
-def _alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group `pgid` still exists."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -48,7 +49,7 @@ def end_groups(pgids: set[int], grace_s: float) -> None:
             os.killpg(pgid, signal.SIGTERM)
             os.killpg(pgid, signal.SIGCONT)  # a stopped process keeps SIGTERM pending
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in pgids):
+    while time.monotonic() < deadline and any(group_alive(p) for p in pgids):
         time.sleep(0.05)
     for pgid in pgids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -68,7 +69,7 @@ def _serve(commands: IO[str]) -> None:
                 groups.add(int(number))
             elif sign == "-":
                 groups.discard(int(number))
-    end_groups({p for p in groups if _alive(p)}, GRACE_S)
+    end_groups({p for p in groups if group_alive(p)}, GRACE_S)
 
 
 class Reaper:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_llmperf.reaper import reaper
+from pytest_llmperf.reaper import group_alive, reaper
 
 LOG_TAIL_CHARS = 3000
 #: How long a server gets to stop on SIGTERM before SIGKILL: llama-cpp-python's server
@@ -164,17 +164,6 @@ class ManagedServer:
 def shared_servers_dir(run_uid: str) -> Path:
     """Where the xdist workers of run `run_uid` keep their shared servers' state."""
     return Path(tempfile.gettempdir()) / f"llmperf-servers-{run_uid}"
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the process group `pgid` still exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @atexit.register

@@ -41,8 +41,7 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
 )
 from pytest_llmperf.gpus import gpu_memory_used, physical_indices
-from pytest_llmperf.reaper import reaper
-from pytest_llmperf.servers import group_alive
+from pytest_llmperf.reaper import group_alive, reaper
 
 DEFAULT_START_TIMEOUT_S = 600.0
 DEFAULT_STREAM_TIMEOUT_S = 1800.0
