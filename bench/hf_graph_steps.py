@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,9 @@ def main() -> None:
             row[f"{kind}_ms_per_step"] = min(walls)
             row[f"{kind}_host_busy_ms_per_step"] = min(busy)
         print(json.dumps({"batch": batch, **row}), flush=True)
+        if "pytest_llmperf.engines.triton_decode" in sys.modules:
+            tiles = sys.modules["pytest_llmperf.engines.triton_decode"].tuned_tiles()
+            print(json.dumps({"triton_tiles": tiles}), flush=True)
         if args.profile:
             profile_stream(engine, requests, args.profile / f"kernels-b{batch}.txt")
         engine.close()

@@ -59,22 +59,23 @@ def test_reduction_decode_attention_equals_grouped_sdpa(kv_heads: int) -> None:
 
 
 def random_llama(kv_heads: int, **extra: object) -> torch.nn.Module:
-    """A random-weight float32 Llama, 2 layers of 4 query heads (same seed, same weights)."""
+    """A random-weight float32 Llama, 2 layers of 4 query heads (same seed, same weights);
+    `extra` overrides or adds configuration."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-        **extra,
-    )
+    shape: dict[str, object] = {
+        "vocab_size": 128,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 64,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "bos_token_id": 2,
+    }
+    config = LlamaConfig(**{**shape, **extra})
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval()
 

@@ -92,3 +92,21 @@ def test_a_gqa_model_decodes_the_same_on_both_paths(gqa_model: Path, fuse: bool)
     graph = run({"fuse_projections": fuse, "max_num_seqs": 4}, requests, str(gqa_model))
     assert graph == eager
     assert all(len(graph[i]) == 24 for i in range(3))
+
+
+@pytest.mark.parametrize("which", ["tiny", "gqa"])
+def test_batch_one_decodes_through_the_triton_kernels(gqa_model: Path, which: str) -> None:
+    """One request at a time takes `triton_decode`'s step (the engine says so in its
+    details): the eager loop's tokens, and the compiled step's with the kernels off."""
+    model = "tiny" if which == "tiny" else str(gqa_model)
+    requests = [GenerationRequest(p, SamplingParams.fixed_length(40), prompt=p) for p in PROMPTS]
+    engine = HFEngine(EngineConfig.make("hf", model, {"dtype": "float32", "max_num_seqs": 1}, [0]))
+    try:
+        assert engine.start().details["decode_path"].endswith("+triton_batch1")
+    finally:
+        engine.close()
+    eager = run({"cuda_graphs": False, "max_num_seqs": 1}, requests, model)
+    kernels = run({"max_num_seqs": 1}, requests, model)
+    compiled = run({"max_num_seqs": 1, "triton_kernels": False}, requests, model)
+    assert kernels == eager == compiled
+    assert all(len(kernels[i]) == 40 for i in range(len(PROMPTS)))

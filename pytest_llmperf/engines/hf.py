@@ -26,6 +26,9 @@ Settings (`EngineConfig.settings`):
 - `fuse_projections`: on the CUDA-graph path, decode Llama-structured models through one
   Q/K/V and one gate/up matrix per layer (`llama_step`; the weights are re-pointed, not
   copied); default on. Other models, or off, decode through transformers' forward.
+- `triton_kernels`: with `fuse_projections`, batch-1 graphs of Llama-structured models run
+  hand-written Triton kernels (`triton_decode`: five a layer, norms, rotary embedding,
+  cache writes, SwiGLU and residual adds fused in) instead of the compiled step; default on.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class HFEngine:
             "cuda_graphs",
             "compile",
             "fuse_projections",
+            "triton_kernels",
         }
     )
     #: Scores continuations (`score`): log-likelihood multiple choice.
@@ -179,6 +183,7 @@ class HFEngine:
                 self._model,
                 compile_step=bool(settings.get("compile", True)),
                 fuse_projections=bool(settings.get("fuse_projections", True)),
+                triton_kernels=bool(settings.get("triton_kernels", True)),
             )
         details: dict[str, Any] = {
             "attn_implementation": getattr(model.config, "_attn_implementation", attn),
@@ -364,11 +369,12 @@ def _pick_dtype(name: str, device: str) -> str:
 
 def _decode_path(graphs: GraphCache | None) -> str:
     """How greedy batches decode, for EngineInfo.details: "eager", or "cuda_graph" with
-    "+compile" and "+fused_projections" as they apply."""
+    "+compile", "+fused_projections" and "+triton_batch1" as they apply."""
     if graphs is None:
         return "eager"
     compiled = "+compile" if graphs.compile_step else ""
-    return f"cuda_graph{compiled}{'+fused_projections' if graphs.fused else ''}"
+    fused = "+fused_projections" if graphs.fused else ""
+    return f"cuda_graph{compiled}{fused}{'+triton_batch1' if graphs.triton_kernels else ''}"
 
 
 def _pick_attention(asked: object, device: str) -> tuple[str, str | None]:

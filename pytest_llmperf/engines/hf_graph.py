@@ -28,11 +28,14 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pytest_llmperf.engines.llama_step import FusedLlamaStep, supports
+
+if TYPE_CHECKING:
+    from pytest_llmperf.engines.triton_decode import TritonLlamaStep
 
 CACHE_LENGTH_STEP = 256
 
@@ -52,11 +55,13 @@ class DecodeGraph:
         length: int,
         compile_step: bool,
         fused: FusedLlamaStep | None = None,
+        kernels: TritonLlamaStep | None = None,
     ) -> None:
         from transformers import StaticCache
 
         self.model, self.batch, self.length = model, batch, length
         self.fused = fused
+        self.kernels = kernels
         device, dtype = model.device, model.dtype
         self.cache = StaticCache(config=model.config, max_cache_len=length)
         self.tokens = torch.zeros((batch, 1), dtype=torch.long, device=device)
@@ -66,7 +71,9 @@ class DecodeGraph:
         self.mask = torch.full((batch, 1, 1, length), self.blocked, dtype=dtype, device=device)
         vocab = model.config.vocab_size
         self.logit_bias = torch.zeros((batch, vocab), dtype=torch.float32, device=device)
-        self.step = torch.compile(self._step, dynamic=False) if compile_step else self._step
+        # The Triton step is already one kernel per fused operation: nothing to compile.
+        compiled = compile_step and kernels is None
+        self.step = torch.compile(self._step, dynamic=False) if compiled else self._step
         self.graph: torch.cuda.CUDAGraph | None = None
         self.build_s = 0.0
         self._slots: list[torch.Tensor] = []
@@ -74,6 +81,16 @@ class DecodeGraph:
         self._next_slot = 0
 
     def _step(self) -> None:
+        if self.kernels is not None:
+            self.kernels.step(
+                self.tokens,
+                self.positions,
+                self.mask,
+                self.cache,
+                self.cache_position,
+                self.logit_bias,
+            )
+            return
         if self.fused is not None:
             logits = self.fused.logits(self.tokens, self.positions, self.mask, self.cache)
         else:
@@ -192,9 +209,16 @@ class GraphCache:
     """The graphs an engine has built, by shape; `build_s` sums the time spent building.
 
     With `fuse_projections`, Llama-structured models decode through `FusedLlamaStep`
-    (their projection weights fused in place, once, here)."""
+    (their projection weights fused in place, once, here); with `triton_kernels` too,
+    their batch-1 graphs run `triton_decode`'s kernels instead of the compiled step."""
 
-    def __init__(self, model: Any, compile_step: bool, fuse_projections: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        compile_step: bool,
+        fuse_projections: bool = True,
+        triton_kernels: bool = True,
+    ) -> None:
         self.model = model
         self.compile_step = compile_step
         self.fused = (
@@ -202,6 +226,7 @@ class GraphCache:
             if fuse_projections and supports(model)
             else None
         )
+        self.triton_kernels = triton_kernels and self.fused is not None and _triton_fits(model)
         self.graphs: dict[tuple[int, int], DecodeGraph] = {}
         self.build_s = 0.0
 
@@ -224,7 +249,14 @@ class GraphCache:
                 warnings.simplefilter("ignore", UserWarning)
                 if self.compile_step:
                     _tune_inductor()
-                graph = DecodeGraph(self.model, batch, length, self.compile_step, self.fused)
+                kernels = None
+                if batch == 1 and self.triton_kernels and self.fused is not None:
+                    from pytest_llmperf.engines.triton_decode import TritonLlamaStep
+
+                    kernels = TritonLlamaStep(self.fused, length)
+                graph = DecodeGraph(
+                    self.model, batch, length, self.compile_step, self.fused, kernels
+                )
                 graph.build(padded(prompts, batch), pad_id)
             self.graphs[key] = graph
             self.build_s += time.perf_counter() - start
@@ -245,6 +277,15 @@ def argmax_rows(scores: torch.Tensor, chunks: int = 64) -> torch.Tensor:
     best_in_slice, where_in_slice = spread.view(rows, chunks, width).max(-1)
     best_slice = best_in_slice.argmax(-1, keepdim=True)
     return (best_slice * width + where_in_slice.gather(-1, best_slice)).squeeze(-1)
+
+
+def _triton_fits(model: Any) -> bool:
+    """Whether triton is importable and `triton_decode` reproduces `model`'s step."""
+    try:
+        from pytest_llmperf.engines import triton_decode
+    except ImportError:  # a CUDA build of torch without triton
+        return False
+    return triton_decode.supports(model)
 
 
 def padded(prompts: Sequence[Sequence[int]], batch: int) -> list[Sequence[int]]:
