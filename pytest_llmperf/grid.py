@@ -66,6 +66,12 @@ ENGINE_SETTINGS: dict[str, str] = {
     "n_batch": "nb",
     "n_threads": "th",
     "n_gpu_layers": "ngl",
+    # The hf engine's decode paths (engines/hf.py), so that a grid can compare them.
+    "cuda_graphs": "graphs",
+    "compile": "compile",
+    "fuse_projections": "fuse",
+    "triton_kernels": "triton",
+    "score_batch_size": "sbs",
 }
 #: Per-test workload settings -> id prefix.
 WORKLOAD_SETTINGS: dict[str, str] = {
@@ -91,6 +97,11 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "n_batch": (int,),
     "n_threads": (int,),
     "n_gpu_layers": (int,),
+    "cuda_graphs": (bool,),
+    "compile": (bool,),
+    "fuse_projections": (bool,),
+    "triton_kernels": (bool,),
+    "score_batch_size": (int,),
     "max_new_tokens": (int,),
     "input_tokens": (int,),
     "num_requests": (int,),
@@ -112,6 +123,7 @@ _POSITIVE = {
     "prompts_per_request",
     "n_batch",
     "n_threads",
+    "score_batch_size",
 }
 
 

@@ -296,6 +296,8 @@ HF_SETTING_ROWS: list[tuple[str, str, tuple[str, ...]]] = [
     ("huge_float", "max_new_tokens: 1e400", ("setting 'max_new_tokens' must be int",)),
     ("empty", "seed: ", ("setting 'seed' must be int, got None",)),
     ("bool_as_text", "enforce_eager: 'yes'", ("setting 'enforce_eager' must be bool",)),
+    ("hf_path_as_text", "triton_kernels: 'no'", ("setting 'triton_kernels' must be bool",)),
+    ("zero_score_rows", "score_batch_size: 0", ("setting 'score_batch_size' must be at least 1",)),
     ("dtype_typo", "dtype: float17", ("setting 'dtype': unknown value 'float17'",)),
     ("dtype_number", "dtype: 16", ("setting 'dtype' must be str, got 16",)),
     ("tp_text", "tensor_parallel_size: two", ("setting 'tensor_parallel_size' must be int",)),

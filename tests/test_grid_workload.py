@@ -30,6 +30,29 @@ def test_ids_in_the_seeds_style() -> None:
     assert list(params[0].marks) == []
 
 
+def test_a_grid_can_compare_the_hf_decode_paths() -> None:
+    grid = Grid.product({"max_num_seqs": [1], "triton_kernels": [True, False], "compile": [False]})
+    assert [c.name for c in grid] == [
+        "batch1_tritontrue_compilefalse",
+        "batch1_tritonfalse_compilefalse",
+    ]
+    assert dict(list(grid)[1].engine_settings) == {
+        "max_num_seqs": 1,
+        "triton_kernels": False,
+        "compile": False,
+    }
+
+
+def test_every_hf_setting_but_the_device_can_be_given_in_a_grid() -> None:
+    """(`device` follows --gpus.) A setting the engine takes but grids refuse could only be
+    set from Python."""
+    from pytest_llmperf.engines.hf import HFEngine
+    from pytest_llmperf.grid import ENGINE_SETTINGS, WORKLOAD_SETTINGS
+
+    grid_settings = set(ENGINE_SETTINGS) | set(WORKLOAD_SETTINGS)
+    assert HFEngine.settings_accepted - grid_settings == {"device"}
+
+
 def test_yaml_named_configs_keep_their_names(tmp_path: Path) -> None:
     path = tmp_path / "g.yaml"
     path.write_text(

@@ -422,9 +422,10 @@ def matvec(
     chosen = (("norm", norm is not None), ("swiglu", swiglu), ("residual", residual is not None))
     flags = "+".join(name for name, on in chosen if on) or "plain"
 
-    def launch(tile: tuple[int, int, int]) -> None:
+    def launch(tile: tuple[int, int, int], compile_only: bool = False) -> None:
         block_n, block_k, warps = tile
-        _matvec_kernel[(triton.cdiv(n, block_n), rows)](
+        grid = (triton.cdiv(n, block_n), rows)
+        args = (
             x,
             norm if norm is not None else x,
             weight,
@@ -432,14 +433,20 @@ def matvec(
             out,
             n,
             eps,
-            K=k,
-            NORM=norm is not None,
-            SWIGLU=swiglu,
-            RESIDUAL=residual is not None,
-            BLOCK_N=block_n,
-            BLOCK_K=min(block_k, k),
-            num_warps=warps,
         )
+        options = {
+            "K": k,
+            "NORM": norm is not None,
+            "SWIGLU": swiglu,
+            "RESIDUAL": residual is not None,
+            "BLOCK_N": block_n,
+            "BLOCK_K": min(block_k, k),
+            "num_warps": warps,
+        }
+        if compile_only:
+            _matvec_kernel.warmup(*args, grid=grid, **options)
+        else:
+            _matvec_kernel[grid](*args, **options)
 
     launch(_tile(launch, x, weight, flags, n, k))
     return out
@@ -456,20 +463,48 @@ def _tile(launch: Any, x: torch.Tensor, weight: torch.Tensor, flags: str, n: int
         _TUNED.update(_load_tiles())
     tile = _TUNED.get(key)
     if tile is None:
-        tile = _tune(launch, key, k)
+        usable = [tile for tile in _CANDIDATES if k % min(tile[1], k) == 0]
+        tile = _fastest(key, usable, launch)
         _TUNED[key] = tile
         _save_tiles()
     return tile
 
 
-def _tune(launch: Any, key: str, k: int) -> tuple[int, int, int]:
-    """The fastest candidate tile (triton's do_bench: median over repeats, L2 flushed)."""
+def _fastest(key: str, candidates: list[tuple[int, int, int]], launch: Any) -> tuple[int, int, int]:
+    """The candidate whose `launch(candidate)` is fastest (triton's do_bench: median over
+    repeats, L2 flushed between them); every time kept in TIMINGS[key]. A candidate the
+    GPU cannot run (too many registers or too much shared memory) is left out."""
     from triton.testing import do_bench
 
-    usable = [tile for tile in _CANDIDATES if k % min(tile[1], k) == 0]
-    timings = {tile: do_bench(lambda tile=tile: launch(tile), warmup=5, rep=20) for tile in usable}
+    _compile_in_parallel(candidates, launch)
+    timings: dict[tuple[int, int, int], float] = {}
+    failure: Exception | None = None
+    for candidate in candidates:
+        try:
+            timings[candidate] = do_bench(lambda c=candidate: launch(c), warmup=5, rep=20)
+        except Exception as error:  # triton's resource errors have no common base class
+            failure = error
+    if not timings:
+        raise RuntimeError(f"no candidate of {key} ran") from failure
     TIMINGS[key] = timings
-    return min(timings, key=lambda tile: timings[tile])
+    return min(timings, key=timings.__getitem__)
+
+
+def _compile_in_parallel(candidates: list[tuple[int, int, int]], launch: Any) -> None:
+    """Compile the candidates' kernels on a thread pool first (in turn, about a second
+    each: two minutes for a 1B Llama's products). Best effort: triton versions without
+    AsyncCompileMode, or any failure here, leave each to compile when first timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool,
+            triton.AsyncCompileMode(pool),
+        ):
+            for candidate in candidates:
+                launch(candidate, compile_only=True)
+    except Exception:  # an optimisation only: timing compiles whatever is missing
+        pass
 
 
 def _tiles_file() -> Any:
@@ -533,8 +568,13 @@ def attention(
     group_block = max(16, triton.next_power_of_2(group))
     out = torch.empty((rows, heads * dim), dtype=qkv.dtype, device=qkv.device)
 
-    def launch(chosen: tuple[int, int], at: torch.Tensor, counter: torch.Tensor) -> None:
-        splits, block = chosen
+    def launch(
+        chosen: tuple[int, int, int],
+        at: torch.Tensor = slot,
+        counter: torch.Tensor = filled,
+        compile_only: bool = False,
+    ) -> None:
+        splits, block, warps = chosen
         shape = (rows, kv_heads, splits, group_block)
         best = torch.empty(shape, dtype=torch.float32, device=qkv.device)
         total = torch.empty_like(best)
@@ -547,32 +587,39 @@ def attention(
             "DIM": dim,
             "SPLITS": splits,
         }
-        _attention_kernel[(rows, kv_heads, splits)](
+        args = (
             qkv, cos, sin, positions, at, keys, values, counter, mask, out,
             partial, best, total, scaling, length, triton.cdiv(length, splits),
-            BLOCK=block, num_warps=4, **constants,
         )  # fmt: skip
+        combine_args = (out, partial, best, total)
+        if compile_only:
+            grid = (rows, kv_heads, splits)
+            _attention_kernel.warmup(*args, grid=grid, BLOCK=block, num_warps=warps, **constants)
+            if splits > 1:
+                _combine_kernel.warmup(*combine_args, grid=(rows, kv_heads), **constants)
+            return
+        _attention_kernel[(rows, kv_heads, splits)](
+            *args, BLOCK=block, num_warps=warps, **constants
+        )
         if splits > 1:
-            _combine_kernel[(rows, kv_heads)](out, partial, best, total, **constants)
+            _combine_kernel[(rows, kv_heads)](*combine_args, **constants)
 
-    if split is None:
-        split = _attention_split(launch, qkv, keys, heads)
-    launch(split, slot, filled)
+    launch((*split, 4) if split is not None else _attention_split(launch, qkv, keys, heads))
     return out
 
 
-#: (cache splits, slots per loop step) tried for attention.
-_SPLITS = [(splits, block) for splits in (1, 2, 4, 8, 16) for block in (32, 64, 128)]
-_ONE_SPLIT = (1, 64)
+#: (cache splits, slots per loop step, warps) tried for attention.
+_SPLITS = [(splits, block, 4) for splits in (1, 2, 4, 8, 16) for block in (32, 64, 128)]
+_ONE_SPLIT = (1, 64, 4)
 _SMALL_CACHE_BYTES = 512 << 10
 
 
 def _attention_split(
     launch: Any, qkv: torch.Tensor, keys: torch.Tensor, heads: int
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Timed once per GPU and shape like the products' tiles, at the cache's middle slot
-    (a scratch counter; the slot written is past the prompt, masked, and rewritten when
-    decoding reaches it). Small caches and the CPU take one split."""
+    (with a scratch counter; the slot written is past the prompt, masked, and rewritten
+    when decoding reaches it). Small caches and the CPU take one split."""
     rows, kv_heads, length, dim = keys.shape
     cache_bytes = 2 * keys.numel() * keys.element_size()
     if not qkv.is_cuda or _interpreted() or cache_bytes < _SMALL_CACHE_BYTES:
@@ -583,20 +630,15 @@ def _attention_split(
     if not _TUNED:
         _TUNED.update(_load_tiles())
     if key not in _TUNED:
-        from triton.testing import do_bench
-
         middle = torch.full((1,), length // 2, dtype=torch.long, device=qkv.device)
         counter = torch.zeros((), dtype=torch.long, device=qkv.device)
-        timings = {
-            chosen: do_bench(lambda c=chosen: launch(c, middle, counter), warmup=5, rep=20)
-            for chosen in _SPLITS
-        }
-        TIMINGS[key] = {(*chosen, 4): ms for chosen, ms in timings.items()}
-        best = min(timings, key=lambda chosen: timings[chosen])
-        _TUNED[key] = (*best, 4)
+
+        def at_middle(chosen: tuple[int, int, int], compile_only: bool = False) -> None:
+            launch(chosen, middle, counter, compile_only)
+
+        _TUNED[key] = _fastest(key, _SPLITS, at_middle)
         _save_tiles()
-    splits, block, _ = _TUNED[key]
-    return splits, block
+    return _TUNED[key]
 
 
 class TritonLlamaStep:
