@@ -363,15 +363,16 @@ def pick_and_advance(
     [rows, 1, 1, length] opened (0)."""
     rows, vocab = logits.shape
     length = mask.shape[-1]
-    width = triton.next_power_of_2(triton.cdiv(vocab, 64))
+    # Blocks of at least 16 lanes (and rows in pairs): no one-element tl.arange.
+    width = max(16, triton.next_power_of_2(triton.cdiv(vocab, 64)))
     pieces = triton.cdiv(vocab, width)
     best = torch.empty((rows, pieces), dtype=torch.float32, device=logits.device)
     where = torch.empty((rows, pieces), dtype=torch.long, device=logits.device)
     _pick_kernel[(rows, pieces)](logits, bias, best, where, vocab, WIDTH=width, num_warps=4)
     _advance_kernel[(1,)](
         best, where, tokens, positions, slot, mask, length,
-        ROWS=rows, ROWS_BLOCK=triton.next_power_of_2(rows),
-        PIECES=pieces, PIECES_BLOCK=triton.next_power_of_2(pieces),
+        ROWS=rows, ROWS_BLOCK=max(2, triton.next_power_of_2(rows)),
+        PIECES=pieces, PIECES_BLOCK=max(2, triton.next_power_of_2(pieces)),
     )  # fmt: skip
 
 

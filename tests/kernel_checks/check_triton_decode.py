@@ -163,11 +163,11 @@ def test_pick_and_advance(rows: int) -> None:
 
 
 def decode(
-    kv_heads: int, kernels: bool, steps: int
+    kv_heads: int, kernels: bool, steps: int, dtype: torch.dtype = torch.float32
 ) -> tuple[list[int], list[list[int]], torch.Tensor]:
     """Greedy steps of the graph path's step function (no graph) on two left-padded
     prompts; also the first step's logits."""
-    model = random_llama(kv_heads).to(DEVICE)
+    model = random_llama(kv_heads).to(DEVICE, dtype)
     fused = llama_step.FusedLlamaStep(model)
     step = triton_decode.TritonLlamaStep(fused, 32) if kernels else None
     graph = DecodeGraph(model, batch=2, length=32, compile_step=False, fused=fused, kernels=step)
@@ -196,3 +196,12 @@ def test_the_kernel_step_decodes_what_transformers_decodes(kv_heads: int) -> Non
     torch.testing.assert_close(logits_k, logits, rtol=1e-4, atol=1e-4)
     assert (first_k, tokens_k) == (first, tokens)
     assert len({t for row in tokens for t in row}) > 2
+
+
+def test_the_kernel_step_in_bfloat16() -> None:
+    """bf16 (the benchmarks' dtype): the first step's logits to bf16's rounding of the
+    layers' intermediates (tokens may part where two logits are within a rounding step)."""
+    _, _, logits = decode(4, kernels=False, steps=0, dtype=torch.bfloat16)
+    _, _, logits_k = decode(4, kernels=True, steps=0, dtype=torch.bfloat16)
+    assert logits_k.dtype == torch.bfloat16
+    assert_close(logits_k, logits.to(torch.bfloat16))
