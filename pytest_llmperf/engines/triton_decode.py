@@ -453,22 +453,30 @@ def matvec(
     return out
 
 
-def _tile(launch: Any, x: torch.Tensor, weight: torch.Tensor, flags: str, n: int, k: int) -> Any:
+def _tile(
+    launch: Any, x: torch.Tensor, weight: torch.Tensor, flags: str, n: int, k: int
+) -> tuple[int, int, int]:
     """The tile for this product: timed once per GPU and shape (at the first call, in a
     graph build's warm-up), remembered on disk; small products and the CPU take a fixed one."""
     if not x.is_cuda or _interpreted() or weight.numel() * weight.element_size() < _SMALL_BYTES:
         return _SMALL_TILE
-    gpu = torch.cuda.get_device_name(x.device)
-    key = f"{gpu} {flags} {n}x{k} rows={x.shape[0]} {str(x.dtype).removeprefix('torch.')}"
+    usable = [tile for tile in _CANDIDATES if k % min(tile[1], k) == 0]
+    return _remembered(x, f"{flags} {n}x{k} rows={x.shape[0]}", usable, launch)
+
+
+def _remembered(
+    on: torch.Tensor, shape: str, candidates: list[tuple[int, int, int]], launch: Any
+) -> tuple[int, int, int]:
+    """The fastest of `candidates` for `shape` on `on`'s GPU and dtype: from the tiles
+    file or this process when timed before, else timed now (`_fastest`) and saved."""
+    gpu = torch.cuda.get_device_name(on.device)
+    key = f"{gpu} {shape} {str(on.dtype).removeprefix('torch.')}"
     if not _TUNED:
         _TUNED.update(_load_tiles())
-    tile = _TUNED.get(key)
-    if tile is None:
-        usable = [tile for tile in _CANDIDATES if k % min(tile[1], k) == 0]
-        tile = _fastest(key, usable, launch)
-        _TUNED[key] = tile
+    if key not in _TUNED:
+        _TUNED[key] = _fastest(key, candidates, launch)
         _save_tiles()
-    return tile
+    return _TUNED[key]
 
 
 def _fastest(key: str, candidates: list[tuple[int, int, int]], launch: Any) -> tuple[int, int, int]:
@@ -625,21 +633,16 @@ def _attention_split(
     cache_bytes = 2 * keys.numel() * keys.element_size()
     if not qkv.is_cuda or _interpreted() or cache_bytes < _SMALL_CACHE_BYTES:
         return _ONE_SPLIT
-    gpu = torch.cuda.get_device_name(qkv.device)
-    dtype = str(qkv.dtype).removeprefix("torch.")
-    key = f"{gpu} attention {heads}/{kv_heads}x{dim} length={length} rows={rows} {dtype}"
-    if not _TUNED:
-        _TUNED.update(_load_tiles())
-    if key not in _TUNED:
-        middle = torch.full((1,), length // 2, dtype=torch.long, device=qkv.device)
-        counter = torch.zeros((), dtype=torch.long, device=qkv.device)
+    scratch: list[torch.Tensor] = []  # made only if timing runs (not in a graph capture)
 
-        def at_middle(chosen: tuple[int, int, int], compile_only: bool = False) -> None:
-            launch(chosen, middle, counter, compile_only)
+    def at_middle(chosen: tuple[int, int, int], compile_only: bool = False) -> None:
+        if not scratch:
+            scratch.append(torch.full((1,), length // 2, dtype=torch.long, device=qkv.device))
+            scratch.append(torch.zeros((), dtype=torch.long, device=qkv.device))
+        launch(chosen, *scratch, compile_only)
 
-        _TUNED[key] = _fastest(key, _SPLITS, at_middle)
-        _save_tiles()
-    return _TUNED[key]
+    shape = f"attention {heads}/{kv_heads}x{dim} length={length} rows={rows}"
+    return _remembered(qkv, shape, _SPLITS, at_middle)
 
 
 class TritonLlamaStep:
