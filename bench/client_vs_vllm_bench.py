@@ -102,11 +102,11 @@ class ArmResult:
 
 def ours_worker(load: Load, base_url: str, model: str) -> dict[str, Any]:
     from pytest_llmperf.engines.base import EngineConfig
-    from pytest_llmperf.engines.openai import OpenAIEngine
-    from pytest_llmperf.load import Arrivals
-    from pytest_llmperf.measure import run_round
-    from pytest_llmperf.metrics import AggregateMetrics
-    from pytest_llmperf.workload import SyntheticWorkload
+    from pytest_llmperf.engines.openai.engine import OpenAIEngine
+    from pytest_llmperf.measure.harness import run_round
+    from pytest_llmperf.measure.metrics import AggregateMetrics
+    from pytest_llmperf.suite.load import Arrivals
+    from pytest_llmperf.suite.workload import SyntheticWorkload
 
     engine = OpenAIEngine(
         EngineConfig.make(
@@ -289,9 +289,9 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def start_server(max_num_seqs: int) -> Any:
-    from pytest_llmperf.engines.vllm_server import server_argv
-    from pytest_llmperf.servers import ManagedServer, free_port
-    from pytest_llmperf.tinymodel import tiny_model_path
+    from pytest_llmperf.engines.vllm.server import server_argv
+    from pytest_llmperf.models.tiny import tiny_model_path
+    from pytest_llmperf.procs.servers import ManagedServer, free_port
 
     port = free_port()
     argv = server_argv(

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
-from pytest_llmperf.engines.hf import HFEngine
-from pytest_llmperf.measure import run_round
+from pytest_llmperf.engines.hf.engine import HFEngine
+from pytest_llmperf.measure.harness import run_round
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
         "--inductor", nargs="*", default=[], help="Inductor config NAME=JSON_VALUE to try"
     )
     args = parser.parse_args()
-    import pytest_llmperf.engines.hf_graph as hf_graph
+    import pytest_llmperf.engines.hf.graph as hf_graph
 
     waited = [0.0]
     collect = hf_graph.DecodeGraph.collect
@@ -88,8 +88,8 @@ def main() -> None:
             row[f"{kind}_ms_per_step"] = min(walls)
             row[f"{kind}_host_busy_ms_per_step"] = min(busy)
         print(json.dumps({"batch": batch, **row}), flush=True)
-        if "pytest_llmperf.engines.triton_decode" in sys.modules:
-            tiles = sys.modules["pytest_llmperf.engines.triton_decode"].tuned_tiles()
+        if "pytest_llmperf.engines.hf.triton.decode" in sys.modules:
+            tiles = sys.modules["pytest_llmperf.engines.hf.triton.decode"].tuned_tiles()
             print(json.dumps({"triton_tiles": tiles}), flush=True)
         if args.profile:
             profile_stream(engine, requests, args.profile / f"kernels-b{batch}.txt")

@@ -13,7 +13,8 @@ Three ways to measure prompt processing of 128 tokens (pp128) and generation of 
   llama-bench, through Python), median of ROUNDS.
 - plugin: `pytest suites/test_prefill_decode.py --engine llamacpp --model FILE.gguf`
   (pp_tok_per_s from TTFT of a 128-token prompt producing one token, sampling included;
-  tg_tok_per_s = 1000 / TPOT of a 128-token generation; see pytest_llmperf/prefill_decode.py),
+  tg_tok_per_s = 1000 / TPOT of a 128-token generation; see
+  pytest_llmperf/measure/prefill_decode.py),
   with its default threads (the CPUs it may use: keep the default --threads to compare like
   with like).
 Prints a Markdown table for BENCHMARKS.md.
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    from pytest_llmperf.gguf_export import gguf_model
+    from pytest_llmperf.models.gguf import gguf_model
 
     print(
         "| GGUF | pp128 llama-bench | pp128 raw | pp128 plugin | tg128 llama-bench | "

@@ -54,8 +54,8 @@ def plain_loop(engine_name: str, tests: int) -> float:
     """The N engine calls alone: one request of 8 + 8 tokens each, timed as a whole."""
     from pytest_llmperf.engines import load_engine_class
     from pytest_llmperf.engines.base import EngineConfig
-    from pytest_llmperf.measure import run_round
-    from pytest_llmperf.workload import SyntheticWorkload
+    from pytest_llmperf.measure.harness import run_round
+    from pytest_llmperf.suite.workload import SyntheticWorkload
 
     engine = load_engine_class(engine_name)(EngineConfig.make(engine_name, "tiny", {}))
     engine.start()

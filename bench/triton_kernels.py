@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from triton.testing import do_bench
 
-from pytest_llmperf.bandwidth import peak_bandwidth
-from pytest_llmperf.engines import triton_decode
+from pytest_llmperf.engines.hf.triton import decode as triton_decode
+from pytest_llmperf.measure.bandwidth import peak_bandwidth
 
 SHAPES = {
     "llama-3.2-1b": {

@@ -30,7 +30,7 @@ a spawn `Pipe`, as `engines.isolated` sends them, with no engine behind it.
     .venv/bin/python bench/vllm_vs_plain.py --json bench-out.json
 
 output tok/s = output tokens of the measured rounds / their summed wall time, in both
-arms (the plugin's definition, `pytest_llmperf.metrics`).
+arms (the plugin's definition, `pytest_llmperf.measure.metrics`).
 """
 
 from __future__ import annotations
@@ -178,8 +178,8 @@ def plain_worker(settings: Settings, out: Path) -> None:
     import vllm
 
     from pytest_llmperf import SyntheticWorkload
-    from pytest_llmperf.engines.vllm import _VLLMTokenizer  # the engine's own wrapper
-    from pytest_llmperf.tinymodel import tiny_model_path
+    from pytest_llmperf.engines.vllm.offline import _VLLMTokenizer  # the engine's own wrapper
+    from pytest_llmperf.models.tiny import tiny_model_path
 
     llm = vllm.LLM(
         model=str(tiny_model_path()),

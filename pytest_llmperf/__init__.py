@@ -6,7 +6,6 @@ Importing this package stays light (no torch, transformers or vllm) so that
 
 from __future__ import annotations
 
-from pytest_llmperf.accuracy import ChoiceTask, GenerationTask
 from pytest_llmperf.engines.base import (
     Engine,
     EngineConfig,
@@ -14,13 +13,14 @@ from pytest_llmperf.engines.base import (
     SamplingParams,
     StreamChunk,
 )
-from pytest_llmperf.gguf_export import gguf_model
-from pytest_llmperf.grid import Config, Grid, grid_params
-from pytest_llmperf.load import SLO, Arrivals
-from pytest_llmperf.prefill_decode import pp_metrics, tg_metrics
-from pytest_llmperf.scaling import ScalingSeries, Speedups, workers_config
-from pytest_llmperf.workload import DatasetWorkload, SyntheticWorkload, Workload
-from pytest_llmperf.workload_stats import coverage, covering_limit, reference_lengths
+from pytest_llmperf.measure.prefill_decode import pp_metrics, tg_metrics
+from pytest_llmperf.models.gguf import gguf_model
+from pytest_llmperf.suite.accuracy import ChoiceTask, GenerationTask
+from pytest_llmperf.suite.grid import Config, Grid, grid_params
+from pytest_llmperf.suite.load import SLO, Arrivals
+from pytest_llmperf.suite.scaling import ScalingSeries, Speedups, workers_config
+from pytest_llmperf.suite.workload import DatasetWorkload, SyntheticWorkload, Workload
+from pytest_llmperf.suite.workload_stats import coverage, covering_limit, reference_lengths
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@
     llmperf workload stats DATASET [--model tiny] [--coverage 0.9]
 
 RUN is a run folder, its summary.json, a run id under the results folder, or
-`latest` / `latest~N` (see `pytest_llmperf.runs`). Exit status: 0 fine, 1 a regression
+`latest` / `latest~N` (see `pytest_llmperf.results.runs`). Exit status: 0 fine, 1 a regression
 (compare), 2 bad input (the message says what and where).
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.results import write_summary
-from pytest_llmperf.runs import DEFAULT_RESULTS_DIR, Run, find_runs, open_run
+from pytest_llmperf.results.runs import DEFAULT_RESULTS_DIR, Run, find_runs, open_run
+from pytest_llmperf.results.writer import write_summary
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="METRIC:CHANGE",
         help="allowed worsening, e.g. output_tok_per_s:-5%% or ttft_ms.p90:+10%% or "
         "accuracy:-0.02 (absolute); METRIC may be a glob (ttft_ms.*). Repeatable. "
-        "Default: the metrics and tolerances of pytest_llmperf.compare.DEFAULT_TOLERANCES",
+        "Default: the metrics and tolerances of pytest_llmperf.results.compare.DEFAULT_TOLERANCES",
     )
     compare.add_argument("--all", action="store_true", help="show unchanged metrics too")
 
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rebuild":
             return _rebuild(open_run(args.run, args.results_dir), args.force)
         if args.command == "compare":
-            from pytest_llmperf.compare import compare_command
+            from pytest_llmperf.results.compare import compare_command
 
             return compare_command(
                 open_run(args.base, args.results_dir),
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 show_all=args.all,
             )
         if args.command == "report":
-            from pytest_llmperf.report import write_report
+            from pytest_llmperf.report.html import write_report
 
             runs = [open_run(ref, args.results_dir) for ref in args.runs]
             if args.output.is_dir():
@@ -232,12 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {args.output}")
             return EXIT_OK
         if args.command == "workload":
-            from pytest_llmperf.workload_stats import stats_lines
+            from pytest_llmperf.suite.workload_stats import stats_lines
 
             print("\n".join(stats_lines(args.dataset, args.model, args.coverage)))
             return EXIT_OK
         if args.command == "dashboard":
-            from pytest_llmperf.dashboard import serve
+            from pytest_llmperf.report.dashboard import serve
 
             return serve(args.results_dir, host=args.host, port=args.port)
     except LLMPerfUsageError as exc:

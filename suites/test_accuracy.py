@@ -7,7 +7,7 @@ pytest suites/ -m accuracy --engine openai --base-url http://127.0.0.1:8000
 
 With the built-in model (`--model tiny`, the default) these tests use "tiny-trained",
 tiny's configuration trained on the hundred one-digit sums the datasets ask
-(`pytest_llmperf.tinytrain`); with `--model PATH` they ask that model. Through
+(`pytest_llmperf.models.tiny_trained`); with `--model PATH` they ask that model. Through
 `--engine openai` they ask what the server serves: start it on the directory that
 `python -m pytest_llmperf.tinymodel tiny-trained` prints. Multiple choice needs an engine
 that scores log-likelihoods (hf, vllm, and servers that echo prompt log-probabilities,

@@ -4,7 +4,8 @@ batch 32, with 128-token prompts and exactly 256 new tokens each.
 python bench/build_random_llama.py --shape llama-3.2-1b --out /tmp/llama1b
 pytest suites/test_decode_speed.py -m smoke --model /tmp/llama1b --gpus 0
 
-Reports `mbu` and `weights_bound_tok_per_s` (`pytest_llmperf.bandwidth`) beside output tok/s;
+Reports `mbu` and `weights_bound_tok_per_s` (`pytest_llmperf.measure.bandwidth`) beside output
+tok/s;
 the hf engine's first round builds its CUDA graph (`graph_build_s`), outside the measured
 rounds. GPU only (skipped on a CPU run).
 """

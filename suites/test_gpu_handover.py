@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmperf import SyntheticWorkload, grid_params
-from pytest_llmperf.engines.isolated import RELEASE_SLACK_BYTES
+from pytest_llmperf.engines.isolated.parent import RELEASE_SLACK_BYTES
 
 
 @pytest.mark.smoke

@@ -13,7 +13,7 @@ number), so the scenarios follow the data. The shipped dataset
 (`scripts/make_longform_data.py`) has the seed's shape scaled down 8x for CPUs: with the
 built-in model its answers cover 75%, 90% and 99% at 127, 253 and 502 tokens. Point
 `DATASET` at your own answers for full-size numbers. Each test reports `tg_tok_per_s`
-(generation speed at that length, `pytest_llmperf.prefill_decode`) and
+(generation speed at that length, `pytest_llmperf.measure.prefill_decode`) and
 `output_coverage`, the share of the dataset's answers that fit in its n-predict.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf import SyntheticWorkload, coverage, covering_limit, reference_lengths
-from pytest_llmperf.prefill_decode import tg_metrics
-from pytest_llmperf.workload import load_dataset, offline_tokenizer
+from pytest_llmperf.measure.prefill_decode import tg_metrics
+from pytest_llmperf.suite.workload import load_dataset, offline_tokenizer
 
 DATASET = Path(__file__).parent / "data" / "longform_answers.jsonl"
 SCENARIOS = {"conservative": 0.75, "recommended": 0.90, "comprehensive": 0.99}

@@ -4,7 +4,7 @@
 pytest suites/test_prefill_decode.py -m smoke [--engine vllm] [--model PATH --gpus 0]
 
 The smoke tier keeps pp128 and scales tg4096 down to tg128. Definitions in
-`pytest_llmperf.prefill_decode`.
+`pytest_llmperf.measure.prefill_decode`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmperf import SyntheticWorkload
-from pytest_llmperf.prefill_decode import pp_metrics, tg_metrics
+from pytest_llmperf.measure.prefill_decode import pp_metrics, tg_metrics
 
 
 @pytest.mark.smoke

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf import Config, GenerationTask, SyntheticWorkload, gguf_model
-from pytest_llmperf.prefill_decode import tg_metrics
+from pytest_llmperf.measure.prefill_decode import tg_metrics
 
 SUMS = Path(__file__).parent / "data" / "sums_generation.jsonl"
 TYPES = ("F16", "Q6_K", "Q4_K_M", "Q4_K_S", "Q3_K_M")

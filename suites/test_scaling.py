@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmperf import ScalingSeries, SyntheticWorkload, workers_config
-from pytest_llmperf.scaling import WORKERS
+from pytest_llmperf.suite.scaling import WORKERS
 
 
 @pytest.mark.smoke

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pytest_llmperf.engines.vllm_server import server_argv
-from pytest_llmperf.servers import ManagedServer, free_port
+from pytest_llmperf.engines.vllm.server import server_argv
+from pytest_llmperf.procs.servers import ManagedServer, free_port
 
 
 @contextmanager

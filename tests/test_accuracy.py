@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.accuracy import ChoiceTask, GenerationTask, token_f1
 from pytest_llmperf.engines.base import EngineConfig, ScoreRequest
-from pytest_llmperf.metrics import RequestRecord
-from pytest_llmperf.tinytrain import datasets
-from pytest_llmperf.workload import DatasetError
+from pytest_llmperf.measure.metrics import RequestRecord
+from pytest_llmperf.models.tiny_trained import datasets
+from pytest_llmperf.suite.accuracy import ChoiceTask, GenerationTask, token_f1
+from pytest_llmperf.suite.workload import DatasetError
 from tests.suite_run import REPO, SuiteRun, run_suite
 
 DATA = REPO / "suites" / "data"
@@ -19,7 +19,7 @@ DATA = REPO / "suites" / "data"
 
 @pytest.fixture(scope="module")
 def trained_engine():
-    from pytest_llmperf.engines.hf import HFEngine
+    from pytest_llmperf.engines.hf.engine import HFEngine
 
     engine = HFEngine(EngineConfig.make("hf", "tiny-trained", {"score_batch_size": 64}))
     engine.start()
@@ -40,7 +40,7 @@ def test_batched_scores_equal_one_at_a_time_scores(trained_engine) -> None:
 
 
 def test_the_trained_model_knows_its_sums_and_tiny_does_not(trained_engine) -> None:
-    from pytest_llmperf.engines.hf import HFEngine
+    from pytest_llmperf.engines.hf.engine import HFEngine
 
     task = ChoiceTask.load(DATA / "sums_choice.jsonl")
     trained = task.metrics(trained_engine.score(task.requests()), 1.0)
@@ -142,7 +142,7 @@ def test_accuracy_suite_passes_on_hf_with_accuracy_checked(tmp_path: Path) -> No
 #: the longest is scored at the wrong positions. Installed by a conftest, in the real engine.
 BROKEN_PADDING = """
 import torch
-import pytest_llmperf.engines.hf_score as hf_score
+import pytest_llmperf.engines.hf.scoring as hf_score
 
 def wrong_side_score_rows(model, pairs, *, pad_id, device, batch_rows):
     results = []

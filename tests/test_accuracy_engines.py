@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.accuracy import ChoiceTask
 from pytest_llmperf.engines import engine_target
 from pytest_llmperf.engines.base import (
     EngineConfig,
@@ -21,8 +20,9 @@ from pytest_llmperf.engines.base import (
     ScoreResult,
     ScoringUnsupported,
 )
-from pytest_llmperf.engines.isolated import IsolatedEngine
-from pytest_llmperf.engines.openai import OpenAIEngine
+from pytest_llmperf.engines.isolated.parent import IsolatedEngine
+from pytest_llmperf.engines.openai.engine import OpenAIEngine
+from pytest_llmperf.suite.accuracy import ChoiceTask
 from tests.instrument_server import InstrumentServer, Script
 from tests.suite_run import REPO, run_suite
 from tests.test_accuracy import check_accuracy_suite
@@ -45,7 +45,7 @@ def requests() -> list[ScoreRequest]:
 
 @pytest.fixture(scope="module")
 def hf_scores() -> list[ScoreResult]:
-    from pytest_llmperf.engines.hf import HFEngine
+    from pytest_llmperf.engines.hf.engine import HFEngine
 
     engine = HFEngine(EngineConfig.make("hf", "tiny-trained", {}))
     engine.start()

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from pytest_llmperf.cli import main
-from pytest_llmperf.compare import Tolerance, compare_metrics, parse_tolerances
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.runs import load_requests, load_runs, open_run
+from pytest_llmperf.results.compare import Tolerance, compare_metrics, parse_tolerances
+from pytest_llmperf.results.runs import load_requests, load_runs, open_run
 from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.cli import main
-from pytest_llmperf.servers import free_port
+from pytest_llmperf.procs.servers import free_port
 from tests.browser import page_text
 from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_llmperf.engines import grouped_attention, llama_step
-from pytest_llmperf.engines.hf_graph import DecodeGraph, argmax_rows
+from pytest_llmperf.engines.hf import grouped_attention, llama_step
+from pytest_llmperf.engines.hf.graph import DecodeGraph, argmax_rows
 
 
 class Layer(torch.nn.Module):

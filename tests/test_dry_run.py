@@ -39,7 +39,7 @@ def test_limit_caps_every_tests_requests(tmp_path: Path) -> None:
     root = make_project(tmp_path, SUITE)
     out = run_project(root, "--llmperf-limit", "2")
     assert out.returncode == 0, out.stdout[-3000:]
-    from pytest_llmperf.runs import open_run
+    from pytest_llmperf.results.runs import open_run
 
     run = open_run("latest", root / "results")
     # 1 or 4 requests a round, 2 rounds; capped at 2 a round.

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.grid import Config, Grid, GridError, config_name
-from pytest_llmperf.tinymodel import tiny_model_path
-from pytest_llmperf.workload import (
+from pytest_llmperf.models.tiny import tiny_model_path
+from pytest_llmperf.suite.grid import Config, Grid, GridError, config_name
+from pytest_llmperf.suite.workload import (
     DatasetError,
     DatasetWorkload,
     LengthDistribution,
@@ -46,8 +46,8 @@ def test_a_grid_can_compare_the_hf_decode_paths() -> None:
 def test_every_hf_setting_but_the_device_can_be_given_in_a_grid() -> None:
     """(`device` follows --gpus.) A setting the engine takes but grids refuse could only be
     set from Python."""
-    from pytest_llmperf.engines.hf import HFEngine
-    from pytest_llmperf.grid import ENGINE_SETTINGS, WORKLOAD_SETTINGS
+    from pytest_llmperf.engines.hf.engine import HFEngine
+    from pytest_llmperf.suite.grid import ENGINE_SETTINGS, WORKLOAD_SETTINGS
 
     grid_settings = set(ENGINE_SETTINGS) | set(WORKLOAD_SETTINGS)
     assert HFEngine.settings_accepted - grid_settings == {"device"}

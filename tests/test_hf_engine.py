@@ -20,8 +20,8 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
     Tokenizer,
 )
-from pytest_llmperf.engines.hf import HFEngine
-from pytest_llmperf.tinymodel import tiny_model_path
+from pytest_llmperf.engines.hf.engine import HFEngine
+from pytest_llmperf.models.tiny import tiny_model_path
 
 PROMPTS = (
     "Hello",

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
-from pytest_llmperf.engines.hf import HFEngine
-from pytest_llmperf.engines.hf_graph import bucket
-from pytest_llmperf.tinymodel import tiny_model_path
+from pytest_llmperf.engines.hf.engine import HFEngine
+from pytest_llmperf.engines.hf.graph import bucket
+from pytest_llmperf.models.tiny import tiny_model_path
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

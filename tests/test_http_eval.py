@@ -9,7 +9,7 @@ import pytest
 
 from pytest_llmperf import GenerationTask
 from pytest_llmperf.engines.base import EngineConfig, StreamChunk
-from pytest_llmperf.engines.openai import OpenAIEngine
+from pytest_llmperf.engines.openai.engine import OpenAIEngine
 from tests.suite_run import REPO, run_suite
 
 SUMS = REPO / "suites" / "data" / "sums_generation.jsonl"

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_llmperf.engines.http_stream import HTTPClient, HTTPProtocolError
+from pytest_llmperf.engines.openai.http_stream import HTTPClient, HTTPProtocolError
 
 #: A streamed response's head; the body follows in the test's packets.
 CHUNKED_HEAD = (

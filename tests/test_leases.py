@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.leases import LeaseError, lease
-from pytest_llmperf.telemetry import NULL_TELEMETRY, Sampler
+from pytest_llmperf.hardware.leases import LeaseError, lease
+from pytest_llmperf.hardware.telemetry import NULL_TELEMETRY, Sampler
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,7 @@ def test_all_or_nothing_and_release() -> None:
 
 def test_a_killed_holder_leaks_no_lease(private_lock_dir: Path) -> None:
     code = (
-        "import time; from pytest_llmperf.leases import lease; "
+        "import time; from pytest_llmperf.hardware.leases import lease; "
         "l = lease(2, (0, 1)); print('held', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -65,7 +65,7 @@ def test_xdist_workers_never_share_a_gpu(pytester: pytest.Pytester, private_lock
         test_lease=f"""
         import json, os, time
         import pytest
-        from pytest_llmperf.leases import lease
+        from pytest_llmperf.hardware.leases import lease
 
         @pytest.mark.parametrize("i", range(8))
         def test_hold(i):

@@ -19,14 +19,14 @@ from pytest_llmperf.engines.base import (
     SamplingParams,
     StreamChunk,
 )
-from pytest_llmperf.engines.hf import HFEngine
-from pytest_llmperf.engines.llamacpp import LlamaCppEngine
-from pytest_llmperf.engines.llamacpp_server import (
+from pytest_llmperf.engines.hf.engine import HFEngine
+from pytest_llmperf.engines.llamacpp.engine import LlamaCppEngine
+from pytest_llmperf.engines.llamacpp.server import (
     LlamaCppServerEngine,
     find_llama_server,
 )
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.gguf_export import gguf_model
+from pytest_llmperf.models.gguf import gguf_model
 from tests.suite_run import run_suite
 
 PROMPTS = (

@@ -18,7 +18,7 @@ from pytest_llmperf.engines.base import (
     SamplingParams,
     StreamChunk,
 )
-from pytest_llmperf.measure import run_round
+from pytest_llmperf.measure.harness import run_round
 
 
 class ScriptedEngine:

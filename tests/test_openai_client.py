@@ -9,9 +9,9 @@ import time
 import pytest
 
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
-from pytest_llmperf.engines.openai import OpenAIEngine
-from pytest_llmperf.load import SLO, Arrivals, client_check
-from pytest_llmperf.measure import run_round
+from pytest_llmperf.engines.openai.engine import OpenAIEngine
+from pytest_llmperf.measure.harness import run_round
+from pytest_llmperf.suite.load import SLO, Arrivals, client_check
 from tests.instrument_server import InstrumentServer, Script
 
 
@@ -188,7 +188,7 @@ def test_goodput_and_client_self_check() -> None:
 
 
 def test_token_events_are_the_events_that_carry_a_token() -> None:
-    from pytest_llmperf.engines.openai import _EventStream
+    from pytest_llmperf.engines.openai.engine import _EventStream
 
     completions = _EventStream([0])
     for at, event in enumerate(
@@ -222,7 +222,7 @@ def test_token_events_are_the_events_that_carry_a_token() -> None:
     "event", [b"{not json", b"[1, 2]", b'{"choices": [7]}', b'{"choices": 3}', b'{"a": 1} x']
 )
 def test_events_not_shaped_like_openai_events_are_malformed(event: bytes) -> None:
-    from pytest_llmperf.engines.openai import _EventStream
+    from pytest_llmperf.engines.openai.engine import _EventStream
 
     stream = _EventStream([4])
     assert stream.on_event(event, 1.0) is True  # stop reading
@@ -233,7 +233,7 @@ def test_events_not_shaped_like_openai_events_are_malformed(event: bytes) -> Non
 
 @pytest.mark.parametrize("chat", [False, True])
 def test_ollama_native_api_records_the_servers_own_timings_beside_ours(chat: bool) -> None:
-    from pytest_llmperf.metrics import server_timing_metrics
+    from pytest_llmperf.measure.metrics import server_timing_metrics
 
     with InstrumentServer(Script(delays_s=[0.03] + [0.01] * 5)) as server:
         engine = engine_for(server, endpoint="ollama")

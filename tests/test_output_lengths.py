@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pytest_llmperf import coverage, covering_limit, reference_lengths
 from pytest_llmperf.engines.base import EngineConfig
-from pytest_llmperf.workload import DatasetItem, load_dataset, offline_tokenizer
+from pytest_llmperf.suite.workload import DatasetItem, load_dataset, offline_tokenizer
 from tests.suite_run import REPO, run_suite
 
 DATASET = REPO / "suites" / "data" / "longform_answers.jsonl"

@@ -206,7 +206,7 @@ def test_engines_registered_by_entry_point_are_found(pytester: pytest.Pytester) 
     # A third-party package, installed the way pip would leave it: a module plus dist-info.
     pytester.makepyfile(
         my_engines="""
-        from pytest_llmperf.engines.hf import HFEngine
+        from pytest_llmperf.engines.hf.engine import HFEngine
 
         class RenamedHF(HFEngine):
             name = "renamed-hf"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llmperf.metrics import RequestRecord
-from pytest_llmperf.prefill_decode import pp_metrics, tg_metrics
+from pytest_llmperf.measure.metrics import RequestRecord
+from pytest_llmperf.measure.prefill_decode import pp_metrics, tg_metrics
 
 
 def record(prompt: int, out: int, ttft: float | None, tpot: float | None, error: str | None = None):

@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from pytest_llmperf import cli
-from pytest_llmperf.runs import open_run
+from pytest_llmperf.results.runs import open_run
 
 SUITE = textwrap.dedent(
     """

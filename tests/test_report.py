@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from pytest_llmperf.cli import main
-from pytest_llmperf.plots import comparison_figures, concurrency, run_figures
-from pytest_llmperf.runs import open_run
+from pytest_llmperf.report.plots import comparison_figures, concurrency, run_figures
+from pytest_llmperf.results.runs import open_run
 from tests import browser
 from tests.suite_run import run_suite
 
@@ -205,7 +205,7 @@ def test_two_run_report_compares_base_with_new(runs: Runs, tmp_path: Path) -> No
     assert len(improved) == 1 and 'class="num improved">-50.0%<' in improved[0]
     assert _external_references(html) == []
 
-    from pytest_llmperf.compare import compare_runs
+    from pytest_llmperf.results.compare import compare_runs
 
     figures = comparison_figures(compare_runs(open_run(runs.hf), open_run(dest)))
     assert [title for title, _ in figures] == list(COMPARISON_PLOT_TITLES)

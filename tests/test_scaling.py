@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llmperf.metrics import AggregateMetrics
-from pytest_llmperf.scaling import ScalingSeries, Speedups
+from pytest_llmperf.measure.metrics import AggregateMetrics
+from pytest_llmperf.suite.scaling import ScalingSeries, Speedups
 from tests.suite_run import run_suite
 
 
@@ -26,7 +26,7 @@ def test_speedup_and_efficiency_are_relative_to_one_worker() -> None:
 #: The hf engine made to run one request at a time whatever its batch setting: n workers
 #: then take n times as long, and efficiency falls to about 1/n.
 SERIAL_BATCHES = """
-from pytest_llmperf.engines.hf import HFEngine
+from pytest_llmperf.engines.hf.engine import HFEngine
 
 _start = HFEngine.start
 

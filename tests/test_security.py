@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pytest_llmperf import cli, options
-from pytest_llmperf.dashboard import streamlit_argv
+from pytest_llmperf import cli
 from pytest_llmperf.engines.base import EngineConfig
-from pytest_llmperf.engines.llamacpp_server import LlamaCppServerEngine
-from pytest_llmperf.engines.openai import OpenAIEngine
-from pytest_llmperf.engines.vllm_server import server_argv
-from pytest_llmperf.servers import ManagedServer, ServerError
+from pytest_llmperf.engines.llamacpp.server import LlamaCppServerEngine
+from pytest_llmperf.engines.openai.engine import OpenAIEngine
+from pytest_llmperf.engines.vllm.server import server_argv
+from pytest_llmperf.plugin import options
+from pytest_llmperf.procs.servers import ManagedServer, ServerError
+from pytest_llmperf.report.dashboard import streamlit_argv
 from tests.instrument_server import InstrumentServer
 from tests.suite_run import REPO, make_project, run_project
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.servers import ManagedServer, ServerError, free_port, group_alive
+from pytest_llmperf.procs.servers import ManagedServer, ServerError, free_port, group_alive
 
 
 def http_server(port: int) -> list[str]:
@@ -57,7 +57,7 @@ def test_server_dies_with_a_killed_test_process(tmp_path: Path) -> None:
     pid_file = tmp_path / "server.pid"
     script = textwrap.dedent(f"""
         import time
-        from pytest_llmperf.servers import ManagedServer
+        from pytest_llmperf.procs.servers import ManagedServer
         s = ManagedServer({http_server(port)!r}, "http://127.0.0.1:{port}/", start_timeout_s=30)
         s.start()
         open({str(pid_file)!r}, "w").write(str(s.process.pid))
@@ -80,7 +80,7 @@ def test_server_dies_with_a_killed_test_process(tmp_path: Path) -> None:
 def test_workers_share_one_server_and_the_owner_stops_it_last(tmp_path: Path) -> None:
     import threading
 
-    from pytest_llmperf.servers import SharedServer
+    from pytest_llmperf.procs.servers import SharedServer
 
     port = free_port()
     started: list[ManagedServer] = []

@@ -33,6 +33,6 @@ def test_smoke_suite_passes_against_shipped_cpu_thresholds(tmp_path: Path, engin
 
 @pytest.mark.parametrize("path", sorted((REPO / "thresholds").glob("*/*.yaml")))
 def test_shipped_threshold_files_load(path: Path) -> None:
-    from pytest_llmperf.thresholds import load_threshold_file
+    from pytest_llmperf.thresholds.files import load_threshold_file
 
     assert load_threshold_file(path).bounds

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.metrics import METRICS, MetricSpec
-from pytest_llmperf.thresholds import (
+from pytest_llmperf.measure.metrics import METRICS, MetricSpec
+from pytest_llmperf.thresholds.files import (
     Bound,
     ThresholdSet,
     hardware_slug,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.tinymodel import (
+from pytest_llmperf.models.tiny import (
     TINY_MODEL_NAME,
     build_tiny_model,
     default_cache_dir,
@@ -144,14 +144,14 @@ def test_resolve_model_refuses_hub_names() -> None:
 
 def test_import_does_not_import_torch() -> None:
     code = (
-        "import sys, pytest_llmperf.tinymodel; "
+        "import sys, pytest_llmperf.models.tiny; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_the_module_prints_a_built_in_models_path(capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_llmperf.tinymodel import main, tiny_model_path
+    from pytest_llmperf.models.tiny import main, tiny_model_path
 
     assert main(["tiny"]) == 0
     assert capsys.readouterr().out.strip() == str(tiny_model_path())

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_decode_step import random_llama
 
-from pytest_llmperf.engines import triton_decode
+from pytest_llmperf.engines.hf.triton import decode as triton_decode
 
 CHECKS = Path(__file__).parent / "kernel_checks" / "check_triton_decode.py"
 

@@ -299,7 +299,7 @@ def test_dead_or_hung_engine_fails_only_its_own_tests(pytester: pytest.Pytester)
             "life for 5 s while generating (killed by signal SIGTERM)",
         ]
     )
-    result.stdout.no_fnmatch_line("*pytest_llmperf/engines/isolated.py:*")  # no tracebacks
+    result.stdout.no_fnmatch_line("*pytest_llmperf/engines/isolated/parent.py:*")  # no tracebacks
     assert durations(pytester)["test_same_config"] < 5  # no second attempt, no waiting
     # Measurements are recorded up to the fault; the requests it cut short, as failures.
     records = requests_of(pytester)
@@ -316,7 +316,7 @@ def test_dead_or_hung_engine_fails_only_its_own_tests(pytester: pytest.Pytester)
 
 
 def test_tensor_parallel_2_needs_two_gpus(pytester: pytest.Pytester) -> None:
-    from pytest_llmperf.gpus import visible_gpus
+    from pytest_llmperf.hardware.gpus import visible_gpus
 
     if visible_gpus():
         pytest.skip("this checks a machine without GPUs")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.cli import main
-from pytest_llmperf.workload_stats import coverage, covering_limit
+from pytest_llmperf.suite.workload_stats import coverage, covering_limit
 
 
 def test_covering_limit_is_the_smallest_length_that_covers_the_share() -> None:
@@ -24,7 +24,7 @@ def test_stats_of_a_dataset_in_the_models_tokens(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from pytest_llmperf.tinymodel import tiny_model_path
+    from pytest_llmperf.models.tiny import tiny_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
     words = "the engine measures every batch and every cache"

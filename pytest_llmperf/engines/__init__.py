@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "pytest_llmperf.engines"
 
 BUILTIN_ENGINES: dict[str, str] = {
-    "hf": "pytest_llmperf.engines.hf:HFEngine",
-    "vllm": "pytest_llmperf.engines.vllm:VLLMEngine",
-    "openai": "pytest_llmperf.engines.openai:OpenAIEngine",
-    "vllm-server": "pytest_llmperf.engines.vllm_server:VLLMServerEngine",
-    "llamacpp": "pytest_llmperf.engines.llamacpp:LlamaCppEngine",
-    "llamacpp-server": "pytest_llmperf.engines.llamacpp_server:LlamaCppServerEngine",
+    "hf": "pytest_llmperf.engines.hf.engine:HFEngine",
+    "vllm": "pytest_llmperf.engines.vllm.offline:VLLMEngine",
+    "openai": "pytest_llmperf.engines.openai.engine:OpenAIEngine",
+    "vllm-server": "pytest_llmperf.engines.vllm.server:VLLMServerEngine",
+    "llamacpp": "pytest_llmperf.engines.llamacpp.engine:LlamaCppEngine",
+    "llamacpp-server": "pytest_llmperf.engines.llamacpp.server:LlamaCppServerEngine",
 }
 
 

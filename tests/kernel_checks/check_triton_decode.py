@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pytest_llmperf.engines import llama_step, triton_decode
-from pytest_llmperf.engines.grouped_attention import reduction_decode_attention
-from pytest_llmperf.engines.hf_graph import DecodeGraph, argmax_rows
+from pytest_llmperf.engines.hf import llama_step
+from pytest_llmperf.engines.hf.graph import DecodeGraph, argmax_rows
+from pytest_llmperf.engines.hf.grouped_attention import reduction_decode_attention
+from pytest_llmperf.engines.hf.triton import decode as triton_decode
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_decode_step import random_llama

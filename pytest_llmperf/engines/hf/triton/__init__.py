@@ -1,0 +1,1 @@
+"""Hand-written Triton kernels for the batch-1 decode step."""

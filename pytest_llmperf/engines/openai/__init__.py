@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP engine (`openai`): engine, event-stream client, scoring."""

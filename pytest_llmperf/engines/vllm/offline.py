@@ -1,0 +1,236 @@
+"""The `vllm` engine: vLLM's offline `LLM`, always in a child process of its own.
+
+The harness never imports this module in its own process: the registry marks the
+engine `isolated`, so the session runs it through `engines.isolated` (GPUs pinned
+before CUDA starts, memory handed back between configurations).
+
+Timings come from vLLM's own per-request statistics (`disable_log_stats=False` makes
+`RequestOutput.metrics` a `RequestStateStats`): its engine-core timestamps
+(`queued_ts`, `scheduled_ts`, `first_token_ts`, `last_token_ts`) are
+`time.monotonic()`, the same clock as `time.perf_counter()` on Linux and across
+processes, so they are passed on as `EngineTimings` with the arrival taken just before
+`LLM.generate` is called. `LLM.generate` returns when the whole batch is done, so there
+are no per-token gaps: `itl_ms` stays empty and `tpot_ms` comes from first and last
+token. Token counts are the lengths of vLLM's own token id lists.
+
+Prefix caching is off unless a configuration turns it on: every measured round sends
+the same prompts, and with the cache on, rounds after the first would skip their
+prefill and report a speed no real workload of distinct prompts would see.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from pytest_llmperf.engines.base import (
+    EngineConfig,
+    EngineInfo,
+    EngineTimings,
+    GenerationRequest,
+    ScoreRequest,
+    ScoreResult,
+    StreamChunk,
+    Tokenizer,
+)
+from pytest_llmperf.engines.scoring import result_from_tokens, token_pairs
+from pytest_llmperf.models.tiny import resolve_model
+
+log = logging.getLogger("pytest_llmperf")
+
+#: Our setting name -> vLLM `LLM(...)` keyword.
+_LLM_ARGS = {
+    "tensor_parallel_size": "tensor_parallel_size",
+    "max_model_len": "max_model_len",
+    "max_num_seqs": "max_num_seqs",
+    "gpu_memory_utilization": "gpu_memory_utilization",
+    "dtype": "dtype",
+    "enforce_eager": "enforce_eager",
+    "quantization": "quantization",
+    "enable_prefix_caching": "enable_prefix_caching",
+    "seed": "seed",
+}
+
+
+class _VLLMTokenizer:
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
+        return ids
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        text: str = self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return text
+
+
+class VLLMEngine:
+    name: ClassVar[str] = "vllm"
+    isolated: ClassVar[bool] = True
+    #: `LLM.generate` returns the whole batch at once: the child sends it in one message.
+    streams_tokens: ClassVar[bool] = False
+    settings_accepted: ClassVar[frozenset[str]] = frozenset(_LLM_ARGS)
+    #: Scores continuations through prompt log-probabilities (`score`).
+    supports_scoring: ClassVar[bool] = True
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._llm: Any = None
+        self._tokenizer: _VLLMTokenizer | None = None
+
+    def start(self) -> EngineInfo:
+        import os
+
+        import torch
+
+        if not torch.cuda.is_available() and "gpu_memory_utilization" not in dict(
+            self.config.settings
+        ):
+            # On the CPU build, vLLM otherwise reserves 92% of the NUMA node's memory for
+            # its KV cache and refuses to start beside anything else; 1 GiB fits the tiny
+            # model. Set VLLM_CPU_KVCACHE_SPACE (GiB) yourself for a real model.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        import vllm
+
+        settings = dict(self.config.settings)
+        kwargs: dict[str, Any] = {_LLM_ARGS[k]: v for k, v in settings.items() if k in _LLM_ARGS}
+        kwargs.setdefault("dtype", "bfloat16" if not torch.cuda.is_available() else "auto")
+        kwargs.setdefault("enable_prefix_caching", False)
+        kwargs.setdefault("seed", 0)
+        if not torch.cuda.is_available():
+            # The CPU build compiles nothing useful for a benchmark's short runs.
+            kwargs.setdefault("enforce_eager", True)
+        path = str(resolve_model(self.config.model))
+        self._llm = vllm.LLM(model=path, tokenizer=path, disable_log_stats=False, **kwargs)
+        self._tokenizer = _VLLMTokenizer(self._llm.get_tokenizer())
+        model_config = self._llm.llm_engine.model_config
+        return EngineInfo(
+            engine=self.name,
+            model=path,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+            dtype=str(model_config.dtype).removeprefix("torch."),
+            details={
+                "vllm_version": vllm.__version__,
+                "torch_version": torch.__version__,
+                "llm_kwargs": {k: v for k, v in kwargs.items()},
+                "max_model_len": model_config.max_model_len,
+                "cuda_version": torch.version.cuda,
+            },
+        )
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            raise RuntimeError("vllm engine: start() it first")
+        return self._tokenizer
+
+    def _prompt(self, request: GenerationRequest) -> dict[str, Any]:
+        if request.prompt_token_ids is not None:
+            return {"prompt_token_ids": list(request.prompt_token_ids)}
+        if request.messages is not None:
+            text = self._llm.get_tokenizer().apply_chat_template(
+                [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=False
+            )
+            return {"prompt": text}
+        return {"prompt": request.prompt}
+
+    def _sampling(self, request: GenerationRequest) -> Any:
+        import vllm
+
+        s = request.sampling
+        return vllm.SamplingParams(
+            max_tokens=s.max_tokens,
+            min_tokens=s.min_tokens,
+            ignore_eos=s.ignore_eos,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            seed=s.seed if s.temperature > 0 else None,
+            stop=list(s.stop) or None,
+        )
+
+    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
+        if self._llm is None:
+            raise RuntimeError("vllm engine: start() it first")
+        prompts: list[Any] = []
+        params: list[Any] = []
+        keep: list[int] = []
+        for index, request in enumerate(requests):
+            try:
+                prompts.append(self._prompt(request))
+                params.append(self._sampling(request))
+                keep.append(index)
+            except Exception as exc:  # a bad request fails alone
+                yield StreamChunk(index, (), "error", error=f"{type(exc).__name__}: {exc}")
+        if not keep:
+            return
+        arrival = time.monotonic()
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        for index, output in zip(keep, outputs, strict=True):
+            yield _chunk(index, output, arrival)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Log-likelihoods of continuations from vLLM's prompt log-probabilities.
+
+        Each pair goes in as one token-id prompt (context + continuation) with
+        `prompt_logprobs=0`: vLLM then returns, for every prompt position after the first,
+        the log-probability and rank of the prompt's own token; a continuation token is
+        greedy when its rank is 1. One `generate` call for all pairs, so vLLM batches
+        them as it batches generation. The one generated token is discarded.
+        """
+        import vllm
+
+        if self._llm is None or self._tokenizer is None:
+            raise RuntimeError("vllm engine: start() it first")
+        pairs = token_pairs(self._tokenizer, requests, self.name)
+        params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        prompts = [{"prompt_token_ids": [*context, *cont]} for context, cont in pairs]
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for (context, cont), output in zip(pairs, outputs, strict=True):
+            # One entry per prompt position (None for the first, which has no context).
+            positions = output.prompt_logprobs[len(context) : len(context) + len(cont)]
+            picked = [entry[token] for entry, token in zip(positions, cont, strict=True)]
+            results.append(
+                result_from_tokens([p.logprob for p in picked], [p.rank == 1 for p in picked])
+            )
+        return results
+
+    def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        # The process ends right after; this only makes vLLM stop its engine core now.
+        shutdown = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if shutdown is not None and hasattr(shutdown, "shutdown"):
+            shutdown.shutdown()
+        del llm
+        gc.collect()
+
+
+def _chunk(index: int, output: Any, arrival: float) -> StreamChunk:
+    completion = output.outputs[0]
+    finish = completion.finish_reason
+    reason = "length" if finish == "length" else ("stop" if finish == "stop" else "error")
+    stats = output.metrics
+    timings = None
+    if stats is not None and getattr(stats, "first_token_ts", None):
+        timings = EngineTimings(
+            arrival=arrival,
+            scheduled=stats.scheduled_ts or None,
+            first_token=stats.first_token_ts,
+            last_token=stats.last_token_ts or stats.first_token_ts,
+        )
+    return StreamChunk(
+        index=index,
+        token_ids=tuple(completion.token_ids),
+        finish_reason=reason,  # type: ignore[arg-type]
+        prompt_tokens=len(output.prompt_token_ids or ()),
+        error=None if reason != "error" else f"vLLM finished the request with {finish!r}",
+        text=completion.text,
+        engine_timings=timings,
+    )

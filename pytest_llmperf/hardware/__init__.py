@@ -1,0 +1,1 @@
+"""The machine: GPUs and their host-wide leases, NVML telemetry, machine facts."""

@@ -1,0 +1,1 @@
+"""Measuring: the harness that times an engine's stream, and every metric's definition."""

@@ -1,0 +1,1 @@
+"""Models: names and local resolution, the cache folder, the built-in tiny models, GGUF."""

@@ -1,0 +1,170 @@
+"""pytest-llmperf's pytest plugin: options, markers, hooks and the `llmperf` fixture.
+
+Thin by design: each hook hands off to the run's `LLMPerfSession`, kept in
+`config.stash`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.hardware.gpus import marker_gpu_count
+from pytest_llmperf.plugin.fixture import LLMPerfFixture
+from pytest_llmperf.plugin.lifecycle import MARKER as TIMEOUT_MARKER
+from pytest_llmperf.plugin.lifecycle import TermAsInterrupt, bound_of, watchdog
+from pytest_llmperf.plugin.options import add_all_options, read_settings
+from pytest_llmperf.plugin.session import LLMPerfSession
+from pytest_llmperf.plugin.summary import write_terminal_summary
+from pytest_llmperf.suite.grid import Config
+
+session_key = pytest.StashKey[LLMPerfSession]()
+term_key = pytest.StashKey[TermAsInterrupt]()
+
+MARKERS = (
+    "smoke: quick benchmarks that run anywhere, the CPU included, in minutes",
+    "longform: long outputs (minutes per configuration on a GPU)",
+    "accuracy: tests that score answers as well as time them",
+    "gpu(n=1): needs n GPUs from --gpus; skipped with a reason when fewer are available",
+    f"{TIMEOUT_MARKER}(seconds): bound on this test; past it the engine's processes are "
+    "ended and the test fails (like --llmperf-test-timeout)",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_all_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
+    if config.option.help:
+        return
+    workerinput = getattr(config, "workerinput", None)
+    worker_id = workerinput["workerid"] if workerinput else None
+    run_id = workerinput.get("llmperf_run_id") if workerinput else None
+    session = LLMPerfSession(config, read_settings(config), worker_id, run_id)
+    config.stash[session_key] = session
+    term = config.stash[term_key] = TermAsInterrupt()
+    term.install()  # SIGTERM ends the run like Ctrl-C: engines stopped, summary written
+    if config.pluginmanager.hasplugin("xdist") and worker_id is None:
+        config.pluginmanager.register(_XdistController(session), "llmperf-xdist")
+
+
+class _XdistController:
+    """Hands the controller's run id to every xdist worker."""
+
+    def __init__(self, session: LLMPerfSession) -> None:
+        self.session = session
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["llmperf_run_id"] = self.session.run_id
+        self.session.xdist_run_uid = node.workerinput.get("testrunuid")
+
+
+def _session(config: pytest.Config) -> LLMPerfSession | None:
+    return config.stash.get(session_key, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, Any]:
+    """Bad input found while collecting (a grid file) is a usage error, not a traceback."""
+    report = yield
+    call = report.__dict__.get("call")
+    if call is not None and call.excinfo is not None:
+        if isinstance(call.excinfo.value, LLMPerfUsageError):
+            raise call.excinfo.value
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    session = _session(config)
+    for item in items:
+        for marker in item.iter_markers("gpu"):
+            _gpu_count(item, marker)
+    if session is not None:
+        session.collected_ids = [item.nodeid for item in items]
+        bounds = [bound_of(item, session.settings.test_timeout_s) for item in items]
+        session.bounded = any(bound is not None for bound in bounds)
+    # Keep tests that share an engine configuration together, so each engine loads
+    # once: a stable sort on the first appearance of each configuration.
+    first_seen: dict[Any, int] = {}
+    for item in items:
+        first_seen.setdefault(_engine_key(item), len(first_seen))
+    items.sort(key=lambda item: first_seen[_engine_key(item)])
+
+
+def _engine_key(item: pytest.Item) -> Any:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    for value in callspec.params.values():
+        if isinstance(value, Config):
+            return (value.engine, value.engine_settings)
+    return None
+
+
+def _gpu_count(item: pytest.Item, marker: pytest.Mark) -> int:
+    return marker_gpu_count(item.nodeid, marker.args, marker.kwargs)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    session = _session(item.config)
+    if session is None:
+        return
+    needed = max((_gpu_count(item, m) for m in item.iter_markers("gpu")), default=0)
+    if needed > len(session.gpus):
+        have = ",".join(map(str, session.gpus)) or "none"
+        pytest.skip(f"needs {needed} GPU(s); this run has {len(session.gpus)} (--gpus: {have})")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Hold the test to its bound: past it, its engine's processes are ended."""
+    session = _session(item.config)
+    bound = bound_of(item, session.settings.test_timeout_s) if session is not None else None
+    if session is None or bound is None:
+        return (yield)
+    reason = (
+        f"{item.nodeid} ran past its bound of {bound:g} s "
+        f"(--llmperf-test-timeout, marker {TIMEOUT_MARKER})"
+    )
+    with watchdog(bound, lambda: session.terminate_engine(reason)):
+        return (yield)
+
+
+@pytest.fixture
+def llmperf(request: pytest.FixtureRequest) -> LLMPerfFixture:
+    """Measure a workload on the run's engine: `llmperf.measure(config, workload)`.
+
+    Records go to pytest-benchmark, the results folder and the thresholds check.
+    """
+    session = _session(request.config)
+    if session is None:
+        pytest.skip("pytest-llmperf is not configured in this process")
+    return LLMPerfFixture(request, session)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    llmperf_session = _session(session.config)
+    if llmperf_session is not None:
+        llmperf_session.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    session = _session(config)
+    if session is not None and session.is_controller:
+        write_terminal_summary(terminalreporter, session)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = _session(config)
+    if session is not None:
+        session.close_engine()
+    term = config.stash.get(term_key, None)
+    if term is not None:
+        term.uninstall()

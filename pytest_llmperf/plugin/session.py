@@ -1,0 +1,331 @@
+"""The run's state: settings, GPUs, thresholds, the loaded engine and the results folder.
+
+One `LLMPerfSession` per pytest process, created in `pytest_configure` and kept in
+`config.stash`. Under pytest-xdist the controller decides the run id and writes the
+summary; each worker measures and appends its own records (see `results`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_llmperf import __version__
+from pytest_llmperf.engines import engine_target, load_engine_class
+from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo
+from pytest_llmperf.engines.isolated.parent import IsolatedEngine
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.hardware.environment import machine_metadata
+from pytest_llmperf.hardware.gpus import (
+    GpuInfo,
+    gpu_memory_used,
+    physical_indices,
+    select_gpus,
+    visible_gpus,
+)
+from pytest_llmperf.hardware.leases import Lease, LeaseError, lease, wait_until_clean
+from pytest_llmperf.models.tiny import TINY_MODEL_NAME, TRAINED_MODEL_NAME
+from pytest_llmperf.plugin.options import Settings, describe_settings
+from pytest_llmperf.procs.reaper import reaper
+from pytest_llmperf.procs.servers import shared_servers_dir
+from pytest_llmperf.results.compare import parse_tolerances
+from pytest_llmperf.results.exports import write_github_benchmark
+from pytest_llmperf.results.responses import responses_available
+from pytest_llmperf.results.runs import Run, open_run, read_run
+from pytest_llmperf.results.writer import (
+    RunWriter,
+    has_measurements,
+    new_run_id,
+    read_tests,
+    write_summary,
+)
+from pytest_llmperf.suite.workload import DatasetError, load_dataset
+from pytest_llmperf.thresholds.files import (
+    ThresholdSet,
+    UpdateReport,
+    hardware_slug,
+    select_threshold_files,
+    update_thresholds,
+)
+
+log = logging.getLogger("pytest_llmperf")
+
+#: Engines whose --model is a local path we can check before the run starts.
+LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "vllm-server", "llamacpp"})
+BUILT_IN_MODELS = frozenset({TINY_MODEL_NAME, TRAINED_MODEL_NAME})
+
+#: How long a leased GPU may take to become clean (no one else's processes, memory at
+#: baseline) before the engine that wants it fails with what was seen.
+CLEAN_TIMEOUT_S = 120.0
+
+#: Bounds written for a test that has none yet, by --llmperf-update-thresholds.
+DEFAULT_THRESHOLD_METRICS = (
+    "output_tok_per_s",
+    "ttft_ms.p90",
+    "tpot_ms.p90",
+    "e2e_ms.p90",
+    "failure_rate",
+)
+
+
+class EngineStartError(Exception):
+    """The engine for a configuration could not start; the tests that need it fail."""
+
+
+def check_model(settings: Settings) -> None:
+    """A model path that cannot be the model is a usage error, caught before anything runs."""
+    if settings.engine not in LOCAL_MODEL_ENGINES or settings.model in BUILT_IN_MODELS:
+        return
+    path = Path(settings.model).expanduser()
+    source, name = settings.model_source, settings.model
+    hint = "give a local model directory, or 'tiny' for the built-in model"
+    if not path.exists():
+        raise LLMPerfUsageError(f"{source}: model path {name!r} does not exist ({hint})")
+    # llama.cpp also takes a single GGUF file; every other engine loads a directory.
+    is_gguf = settings.engine == "llamacpp" and path.suffix == ".gguf"
+    if not path.is_dir() and not is_gguf:
+        raise LLMPerfUsageError(
+            f"{source}: model path {name!r} is a file, not a directory ({hint})"
+        )
+
+
+class LLMPerfSession:
+    def __init__(
+        self, config: pytest.Config, settings: Settings, worker_id: str | None, run_id: str | None
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.worker_id = worker_id
+        self.is_controller = worker_id is None
+        check_model(settings)
+        if settings.dataset is not None:
+            try:  # a broken line is a usage error, before any test
+                load_dataset(settings.dataset)
+            except DatasetError as exc:
+                raise DatasetError(f"{settings.dataset_source}: {exc}") from None
+        self.visible: list[GpuInfo] = visible_gpus()
+        self.gpus = select_gpus(settings.gpus, self.visible)
+        run_gpus = [g for g in self.visible if g.index in self.gpus]
+        self.hardware = settings.hardware or (
+            hardware_slug(run_gpus[0].name) if run_gpus else "cpu"
+        )
+        self._thresholds: dict[str, ThresholdSet] = {}
+        self.thresholds_for(settings.engine)  # bad threshold files fail before anything runs
+        # A bad baseline or tolerance is a usage error now, not after hours of measuring.
+        self.tolerances = parse_tolerances(settings.tolerances, "--llmperf-tolerance")
+        self.baseline: Run | None = None
+        if settings.compare_base:
+            try:
+                self.baseline = open_run(settings.compare_base, settings.results_dir)
+            except LLMPerfUsageError as exc:
+                raise LLMPerfUsageError(f"--llmperf-compare: {exc}") from None
+        if settings.responses:
+            responses_available()
+        self.run_id = run_id or new_run_id()
+        self.run_dir = settings.results_dir / self.run_id
+        self.writer = RunWriter(self.run_dir, worker_id)
+        self.metadata: dict[str, Any] = {
+            "run_id": self.run_id,
+            "plugin_version": __version__,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "hardware": self.hardware,
+            "settings": describe_settings(settings),
+            "machine": machine_metadata(run_gpus, config.rootpath, sys.argv),
+        }
+        self._metadata_written = False
+        self._engine_config: EngineConfig | None = None
+        self._engine_key: tuple[EngineConfig, int] | None = None
+        #: The GPUs the loaded engine holds, if any.
+        self.lease: Lease | None = None
+        #: Memory in use on each of the run's GPUs when it started (NVML), for the
+        #: isolation check; None without NVML.
+        self.gpu_baseline = gpu_memory_used(physical_indices(self.gpus))
+        self._engine: Engine | None = None
+        self._engine_info: EngineInfo | None = None
+        self._engine_error: str | None = None
+        self.collected_ids: list[str] = []
+        self.update_report: UpdateReport | None = None
+        self.unmatched_thresholds: list[str] = []
+        self.summary_path: Path | None = None
+        #: Each isolated engine's hand-over: GPU memory before it started and after it ended.
+        self.handovers: list[dict[str, Any]] = []
+        #: Some test has a time bound: engines that run in process are isolated, so that
+        #: the bound can end their process (see `lifecycle`).
+        self.bounded = settings.test_timeout_s is not None
+        #: xdist's run id, on the controller: names the folder the workers' shared
+        #: servers keep their state in, removed at the end.
+        self.xdist_run_uid: str | None = None
+
+    # --- thresholds -------------------------------------------------------------
+
+    def threshold_files(self, engine: str) -> list[Path]:
+        return select_threshold_files(self.settings.thresholds_dir, self.hardware, engine)
+
+    def thresholds_for(self, engine: str) -> ThresholdSet:
+        if engine not in self._thresholds:
+            self._thresholds[engine] = ThresholdSet.load(self.threshold_files(engine))
+        return self._thresholds[engine]
+
+    def ensure_metadata(self) -> None:
+        """Write run.json when the run first measures something (controller only)."""
+        if self.is_controller and not self._metadata_written:
+            self.writer.write_metadata(self.metadata)
+            self._metadata_written = True
+
+    # --- engines ----------------------------------------------------------------
+
+    def engine_for(
+        self, engine_config: EngineConfig, gpu_count: int = 0
+    ) -> tuple[Engine, EngineInfo, float | None]:
+        """The loaded engine for this configuration, starting it if needed.
+
+        `gpu_count` GPUs are leased from the run's set (see `leases`) and checked clean
+        before the engine starts on them; the engine gets them as `EngineConfig.gpus`.
+        Returns the engine, its info and its load time in seconds (None when it was
+        already loaded). A configuration whose engine failed to start fails again at
+        once for every test that needs it, without a second attempt.
+        """
+        key = (engine_config, gpu_count)
+        if key == self._engine_key:
+            death = getattr(self._engine, "death_cause", None)
+            if death:
+                self._engine_error = f"engine for this configuration died earlier: {death}"
+            if self._engine_error is not None:
+                raise EngineStartError(self._engine_error)
+            assert self._engine is not None and self._engine_info is not None
+            return self._engine, self._engine_info, None
+        self.close_engine()
+        self._engine_key = key
+        self._engine_config = engine_config
+        if gpu_count:
+            try:
+                self.lease = lease(gpu_count, self.gpus, self.settings.lease_timeout_s)
+                wait_until_clean(
+                    self.lease.physical,
+                    self.gpu_baseline,
+                    min(CLEAN_TIMEOUT_S, self.settings.lease_timeout_s),
+                )
+            except LeaseError as exc:
+                self._engine_error = f"GPU lease: {exc}"
+                raise EngineStartError(self._engine_error) from exc
+            engine_config = replace(engine_config, gpus=self.lease.gpus)
+            self._engine_config = engine_config
+        engine_cls = load_engine_class(engine_config.engine)
+        engine: Engine
+        # A bound must be able to end the engine's process: one that runs in ours (and
+        # has no server of its own to end, `terminate`) runs in a child while bounded.
+        bounded_in_process = self.bounded and not hasattr(engine_cls, "terminate")
+        if getattr(engine_cls, "isolated", False) or self.settings.isolate or bounded_in_process:
+            engine = IsolatedEngine(
+                engine_target(engine_config.engine),
+                engine_config,
+                start_timeout_s=self.settings.engine_start_timeout_s,
+                stream_timeout_s=self.settings.request_timeout_s,
+            )
+        else:
+            engine = engine_cls(engine_config)
+        started = time.perf_counter()
+        try:
+            info = engine.start()
+        except Exception as exc:
+            self._engine_error = (
+                f"engine {engine_config.engine!r} failed to start: {type(exc).__name__}: {exc}"
+            )
+            try:
+                engine.close()
+            except Exception:  # already broken; the start error is what matters
+                log.exception("closing an engine that failed to start")
+            raise EngineStartError(self._engine_error) from exc
+        self._engine, self._engine_info = engine, info
+        return engine, info, time.perf_counter() - started
+
+    def terminate_engine(self, reason: str) -> None:
+        """End the loaded engine's processes now, from any thread (a test's bound)."""
+        engine = self._engine
+        terminate = getattr(engine, "terminate", None)
+        if terminate is not None:
+            log.warning("ending the engine's processes: %s", reason)
+            terminate(reason)
+
+    def close_engine(self) -> None:
+        engine, self._engine = self._engine, None
+        config = self._engine_config
+        self._engine_config = self._engine_info = self._engine_error = None
+        self._engine_key = None
+        try:
+            if engine is not None:
+                engine.close()
+        finally:
+            held, self.lease = self.lease, None
+            if held is not None:
+                held.release()
+        if isinstance(engine, IsolatedEngine) and config is not None:
+            self.handovers.append({"engine_config": config.describe(), **(engine.released or {})})
+
+    # --- end of run ----------------------------------------------------------------
+
+    def finish(self, interrupted: bool = False) -> None:
+        try:
+            self.close_engine()
+        finally:
+            reaper.close()  # ends whatever group a failed close left behind
+            self.writer.close()
+            if self.xdist_run_uid is not None:
+                shutil.rmtree(shared_servers_dir(self.xdist_run_uid), ignore_errors=True)
+        if not self.is_controller or not has_measurements(self.run_dir):
+            return  # a run that measured nothing leaves no folder behind
+        self.ensure_metadata()
+        tests = read_tests(self.run_dir)
+        if self.settings.update_thresholds:
+            self.update_report = self._update_thresholds(tests)
+        self.unmatched_thresholds = self._unmatched(tests)
+        self.summary_path = write_summary(
+            self.run_dir,
+            {
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "interrupted": interrupted,
+                "engine_handovers": self.handovers,
+            },
+        )
+        write_github_benchmark(read_run(self.run_dir))
+
+    def _update_thresholds(self, tests: Sequence[Mapping[str, Any]]) -> UpdateReport:
+        by_engine: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for test in tests:
+            by_engine.setdefault(test["engine"], {})[test["threshold_key"]] = test["metrics_flat"]
+        merged = UpdateReport(written=[], loosened=[])
+        for engine, results in by_engine.items():
+            # Update the file this run was checked against, so an `h100/` folder is not
+            # shadowed by a new `h100-80gb-hbm3/` one; start a new file only if none exists.
+            chosen = self.threshold_files(engine)
+            path = (
+                chosen[0]
+                if chosen
+                else self.settings.thresholds_dir / self.hardware / f"{engine}.yaml"
+            )
+            report = update_thresholds(
+                path, results, self.settings.threshold_margin, DEFAULT_THRESHOLD_METRICS
+            )
+            merged.written.extend(f"{path}: {t}" for t in report.written)
+            merged.loosened.extend(report.loosened)
+        return merged
+
+    def _unmatched(self, tests: Sequence[Mapping[str, Any]]) -> list[str]:
+        seen_ids = set(self.collected_ids) | {t["threshold_key"] for t in tests}
+        seen_metrics = {m for t in tests for m in t["metrics_flat"]}
+        messages: list[str] = []
+        for engine in sorted({t["engine"] for t in tests} | {self.settings.engine}):
+            messages.extend(
+                self.thresholds_for(engine).unmatched(
+                    seen_ids, seen_metrics, {t["threshold_key"] for t in tests}
+                )
+            )
+        return messages

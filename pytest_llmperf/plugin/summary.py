@@ -1,0 +1,88 @@
+"""The terminal summary: one compact row per measured test, then where results went."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pytest_llmperf.results.writer import read_tests
+
+if TYPE_CHECKING:
+    from pytest_llmperf.plugin.session import LLMPerfSession
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("req", "requests"),
+    ("fail", "failures"),
+    ("out tok/s", "output_tok_per_s"),
+    ("ttft p50 ms", "ttft_ms.p50"),
+    ("ttft p90 ms", "ttft_ms.p90"),
+    ("tpot p50 ms", "tpot_ms.p50"),
+    ("e2e p90 ms", "e2e_ms.p90"),
+)
+
+
+def format_number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    number = float(value)
+    if number == 0:
+        return "0"
+    if abs(number) >= 100:
+        return f"{number:,.0f}"
+    if abs(number) >= 1:
+        return f"{number:.2f}"
+    return f"{number:.3g}"
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def summary_rows(tests: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for test in tests:
+        flat = test.get("metrics_flat", {})
+        thresholds = test.get("thresholds", {})
+        checked = thresholds.get("checked", [])
+        status = "none" if not checked else ("ok" if thresholds.get("passed") else "MISS")
+        rows.append(
+            [
+                test["threshold_key"],
+                test["engine"],
+                *(format_number(flat.get(key)) for _, key in COLUMNS),
+                f"{status} ({len(checked)})" if checked else status,
+            ]
+        )
+    return rows
+
+
+def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
+    tests = read_tests(session.run_dir) if session.run_dir.exists() else []
+    if not tests and not session.update_report and not session.unmatched_thresholds:
+        return
+    reporter.write_sep("=", "llmperf summary")
+    if tests:
+        header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
+        for text in render_table(header, summary_rows(tests)):
+            reporter.write_line(text)
+        reporter.write_line("")
+        reporter.write_line(f"hardware: {session.hardware}; results: {session.run_dir}")
+    for message in session.unmatched_thresholds:
+        reporter.write_line(f"thresholds: {message}", yellow=True)
+    report = session.update_report
+    if report is not None:
+        for written in report.written:
+            reporter.write_line(f"thresholds updated: {written}")
+        for loosened in report.loosened:
+            reporter.write_line(f"WARNING: threshold loosened: {loosened}", yellow=True)

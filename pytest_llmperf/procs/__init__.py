@@ -1,0 +1,1 @@
+"""Processes the run starts: the reaper that ends them, managed servers."""

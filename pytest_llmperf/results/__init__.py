@@ -1,0 +1,1 @@
+"""Results: the run folder written during a run, read back, compared and exported."""

@@ -1,0 +1,322 @@
+"""Comparing runs: per-test metric changes, judged by each metric's direction.
+
+A change is worse when it goes against the metric's direction (`metrics.spec_for`:
+throughput falling, latency rising, accuracy falling). A tolerance says how much worse
+is still acceptable, per metric:
+
+    output_tok_per_s:-5%     may fall by 5% of the baseline
+    ttft_ms.p90:+10%         may rise by 10%
+    accuracy:-0.02           may fall by 0.02 (no %: an absolute amount)
+    ttft_ms.*:15%            a glob; the sign may be left out (it is the worsening one)
+
+A sign that contradicts the metric's direction (`output_tok_per_s:+5%`) is an error: a
+rise in throughput is never a regression. The first tolerance whose pattern matches a
+metric applies; the user's come before `DEFAULT_TOLERANCES`. A metric with no tolerance
+is reported, never judged a regression.
+
+Verdicts: `regressed` (worse beyond the tolerance), `worse` (within it, or no
+tolerance), `improved` (better beyond the same amount), `better`, `unchanged`,
+`added` / `removed` (in one run only), `undirected` (no direction known).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.measure.metrics import Direction, spec_for
+from pytest_llmperf.results.runs import Run, test_key
+
+Verdict = Literal[
+    "regressed", "worse", "improved", "better", "unchanged", "added", "removed", "undirected"
+]
+
+#: Applied after the user's own. Relative for speed (10%: what a shared GPU runner moves
+#: by between nights); absolute for ratios, where a relative change of a small number
+#: (a failure rate of 0.001) says nothing.
+DEFAULT_TOLERANCES: tuple[str, ...] = (
+    "output_tok_per_s:10%",
+    "total_tok_per_s:10%",
+    "requests_per_s:10%",
+    "questions_per_s:10%",
+    "goodput_req_per_s:10%",
+    "ttft_ms.p50:10%",
+    "ttft_ms.p90:10%",
+    "tpot_ms.p50:10%",
+    "tpot_ms.p90:10%",
+    "e2e_ms.p50:10%",
+    "e2e_ms.p90:10%",
+    "failure_rate:0",
+    "accuracy:0.02",
+    "accuracy_norm:0.02",
+    "exact_match:0.02",
+    "token_f1:0.02",
+)
+
+_TOLERANCE = re.compile(
+    r"^(?P<metric>[^:\s]+):(?P<sign>[+-])?(?P<amount>\d+(?:\.\d+)?)(?P<pct>%)?$"
+)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    pattern: str
+    amount: float
+    relative: bool
+    #: "+" or "-" as written, None when left out.
+    sign: str | None
+    text: str
+
+    @classmethod
+    def parse(cls, text: str, source: str = "--tolerance") -> Tolerance:
+        match = _TOLERANCE.match(text.strip())
+        if match is None:
+            raise LLMPerfUsageError(
+                f"{source}: {text!r} is not METRIC:CHANGE (e.g. output_tok_per_s:-5%, "
+                "ttft_ms.p90:+10%, accuracy:-0.02)"
+            )
+        tolerance = cls(
+            pattern=match["metric"],
+            amount=float(match["amount"]) / (100.0 if match["pct"] else 1.0),
+            relative=bool(match["pct"]),
+            sign=match["sign"],
+            text=text.strip(),
+        )
+        spec = spec_for(tolerance.pattern)
+        if tolerance.sign and spec is not None and tolerance.sign != _worsening(spec.better):
+            fixed = f"{_worsening(spec.better)}{match['amount']}{match['pct'] or ''}"
+            raise LLMPerfUsageError(
+                f"{source}: {text!r}: {tolerance.pattern} is {spec.better}-is-better, so a "
+                f"regression is a {'fall' if spec.better == 'higher' else 'rise'}; write "
+                f"{tolerance.pattern}:{fixed}"
+            )
+        return tolerance
+
+    def matches(self, metric: str) -> bool:
+        return self.pattern == metric or fnmatch.fnmatchcase(metric, self.pattern)
+
+    def allows(self, base: float, worsening: float) -> bool:
+        """Whether `worsening` (> 0, in the metric's units) is within this tolerance."""
+        limit = self.amount * abs(base) if self.relative else self.amount
+        return worsening <= limit + 1e-12
+
+
+def _worsening(better: Direction) -> str:
+    return "-" if better == "higher" else "+"
+
+
+def parse_tolerances(texts: Sequence[str], source: str = "--tolerance") -> list[Tolerance]:
+    """The user's tolerances, then the defaults."""
+    return [Tolerance.parse(t, source) for t in texts] + [
+        Tolerance.parse(t, "DEFAULT_TOLERANCES") for t in DEFAULT_TOLERANCES
+    ]
+
+
+@dataclass(frozen=True)
+class Change:
+    test_id: str
+    metric: str
+    base: float | None
+    new: float | None
+    better: Direction | None
+    #: (new - base) / |base|; None when the base is 0 or missing.
+    relative: float | None
+    verdict: Verdict
+    #: The tolerance that judged it, as written ("-5%"), or None.
+    tolerance: str | None
+
+
+def compare_metrics(
+    test_id: str,
+    base: Mapping[str, object],
+    new: Mapping[str, object],
+    tolerances: Sequence[Tolerance],
+) -> list[Change]:
+    """Every numeric metric of either side, judged."""
+    changes = []
+    for metric in sorted(set(base) | set(new)):
+        b, n = _number(base.get(metric)), _number(new.get(metric))
+        if b is None and n is None:
+            continue
+        spec = spec_for(metric)
+        better = spec.better if spec is not None else None
+        relative = (n - b) / abs(b) if b is not None and n is not None and b != 0 else None
+        tolerance = next((t for t in tolerances if t.matches(metric)), None)
+        changes.append(
+            Change(
+                test_id,
+                metric,
+                b,
+                n,
+                better,
+                relative,
+                _verdict(b, n, better, tolerance),
+                tolerance.text.partition(":")[2] if tolerance else None,
+            )
+        )
+    return changes
+
+
+def _verdict(
+    base: float | None, new: float | None, better: Direction | None, tolerance: Tolerance | None
+) -> Verdict:
+    if base is None:
+        return "added"
+    if new is None:
+        return "removed"
+    if better is None:
+        return "undirected"
+    if new == base:
+        return "unchanged"
+    gain = (new - base) if better == "higher" else (base - new)
+    if gain < 0:
+        within = tolerance is None or tolerance.allows(base, -gain)
+        return "worse" if within else "regressed"
+    return "better" if tolerance is None or tolerance.allows(base, gain) else "improved"
+
+
+def _judged(change: Change) -> bool:
+    """Compared on both sides with a tolerance: what a verdict was given for."""
+    return change.tolerance is not None and change.verdict not in ("added", "removed")
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    base: Run
+    new: Run
+    changes: list[Change]
+    tests_only_in_base: list[str]
+    tests_only_in_new: list[str]
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.verdict == "regressed"]
+
+
+def compare_runs(base: Run, new: Run, tolerances: Sequence[str] = ()) -> RunComparison:
+    """Tests present in both runs, metric by metric (`tolerances` as the CLI takes them)."""
+    parsed = parse_tolerances(tolerances)
+    base_ids = [test_key(t) for t in base.tests]
+    new_ids = [test_key(t) for t in new.tests]
+    changes: list[Change] = []
+    for test_id in dict.fromkeys(new_ids):
+        before, after = base.test(test_id), new.test(test_id)
+        if before is None or after is None:
+            continue
+        changes += compare_metrics(
+            test_id, before.get("metrics_flat") or {}, after.get("metrics_flat") or {}, parsed
+        )
+    return RunComparison(
+        base,
+        new,
+        changes,
+        [t for t in dict.fromkeys(base_ids) if t not in set(new_ids)],
+        [t for t in dict.fromkeys(new_ids) if t not in set(base_ids)],
+    )
+
+
+def changes_table(changes: Sequence[Change]) -> str:
+    """A plain-text table: metric, base, new, change, verdict, tolerance."""
+    rows = [("metric", "base", "new", "change", "verdict", "tolerance")]
+    for c in changes:
+        change = f"{c.relative:+.1%}" if c.relative is not None else "-"
+        rows.append(
+            (
+                c.metric,
+                _fmt(c.base),
+                _fmt(c.new),
+                change,
+                c.verdict.upper() if c.verdict == "regressed" else c.verdict,
+                c.tolerance or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def compare_command(base: Run, new: Run, tolerances: Sequence[str], show_all: bool = False) -> int:
+    """`llmperf compare`: print the changes; 1 when any metric regressed, else 0."""
+    comparison = compare_runs(base, new, tolerances)
+    print(f"base {base.run_id}  ->  new {new.run_id}")
+    for test_id in dict.fromkeys(c.test_id for c in comparison.changes):
+        shown = [c for c in comparison.changes if c.test_id == test_id and (show_all or _judged(c))]
+        if shown:
+            print(f"\n{test_id}")
+            print("  " + changes_table(shown).replace("\n", "\n  "))
+    for label, ids in (
+        ("only in base", comparison.tests_only_in_base),
+        ("only in new", comparison.tests_only_in_new),
+    ):
+        if ids:
+            print(f"\n{label}: " + ", ".join(ids))
+    regressions = comparison.regressions
+    if regressions:
+        print(f"\n{len(regressions)} regression(s) beyond tolerance:")
+        for c in regressions:
+            print(
+                f"  {c.test_id}  {c.metric}: {_fmt(c.base)} -> {_fmt(c.new)} "
+                f"(tolerance {c.tolerance})"
+            )
+        return 1
+    print("\nno regression beyond tolerance")
+    return 0
+
+
+@dataclass(frozen=True)
+class BaselineCheck:
+    """One test against the baseline run of `--llmperf-compare`."""
+
+    base_run_id: str
+    #: False when the baseline has no such test (nothing to regress against).
+    found: bool
+    changes: list[Change]
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.verdict == "regressed"]
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "run_id": self.base_run_id,
+            "found": self.found,
+            "passed": not self.regressions,
+            "judged": [
+                {
+                    "metric": c.metric,
+                    "base": c.base,
+                    "new": c.new,
+                    "relative": c.relative,
+                    "verdict": c.verdict,
+                    "tolerance": c.tolerance,
+                }
+                for c in self.changes
+                if _judged(c)
+            ],
+        }
+
+
+def check_against(
+    baseline: Run, test_key: str, flat: Mapping[str, object], tolerances: Sequence[Tolerance]
+) -> BaselineCheck:
+    before = baseline.test(test_key)
+    if before is None:
+        return BaselineCheck(baseline.run_id, False, [])
+    changes = compare_metrics(test_key, before.get("metrics_flat") or {}, flat, tolerances)
+    return BaselineCheck(baseline.run_id, True, changes)

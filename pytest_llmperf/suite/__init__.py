@@ -1,0 +1,1 @@
+"""What a suite is made of: grids, workloads, accuracy tasks, arrivals and SLOs, scaling."""

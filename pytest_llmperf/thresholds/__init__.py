@@ -1,0 +1,1 @@
+"""Thresholds: bound files, checking measured metrics against them, writing them."""

@@ -1,0 +1,177 @@
+"""Rewriting a thresholds file from measurements (`--llmperf-update-thresholds`).
+
+The file format, and how bounds are read and checked, are in `thresholds`, which also
+re-exports `update_thresholds` and `UpdateReport`. Because `thresholds` imports this module
+at its top, this module imports `thresholds` only inside the functions that use it, when
+both are loaded: never at its own top, which would make an import cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import yaml
+
+from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
+from pytest_llmperf.measure.metrics import metric_names, spec_for
+
+if TYPE_CHECKING:
+    from pytest_llmperf.thresholds.files import Bound, Measured
+
+Limits: TypeAlias = tuple[float | None, float | None]  # (min, max)
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    written: list[str]
+    loosened: list[str]
+
+
+def update_thresholds(
+    path: Path, results: Mapping[str, Measured], margin: float, default_metrics: Sequence[str]
+) -> UpdateReport:
+    """Rewrite `path` so that each test's measurements pass with `margin` to spare."""
+    from pytest_llmperf.thresholds.files import ThresholdSet, _parse, load_threshold_file
+
+    if not 0 <= margin < 1:
+        raise LLMPerfUsageError(f"threshold margin must be at least 0 and below 1, got {margin}")
+    for name in default_metrics:
+        if spec_for(name) is None:
+            hint = did_you_mean(name, metric_names())
+            raise LLMPerfUsageError(f"unknown default threshold metric {name!r}{hint}")
+    before = ThresholdSet([load_threshold_file(path)] if path.exists() else [])
+    entries: dict[str, dict[str, Limits]] = {}
+    for file in before.files:
+        entries.update({pattern: {} for pattern in file.test_lines})
+        for bound in file.bounds:
+            entries[bound.test_pattern][bound.metric] = (bound.min, bound.max)
+    written: list[str] = []
+    loosened: list[str] = []
+    for test_id in sorted(results):
+        # An exact entry keeps its shape; an empty or missing one gets the defaults.
+        existing = entries.get(test_id, {})
+        shape = {m: (lo is not None, hi is not None) for m, (lo, hi) in existing.items()}
+        if not shape:
+            shape = {m: _default_shape(m) for m in default_metrics}
+        fresh: dict[str, Limits] = {}
+        for metric, (has_min, has_max) in shape.items():
+            value = results[test_id].get(metric)
+            if value is None or isinstance(value, bool) or not math.isfinite(value):
+                continue  # not measured: an existing bound stays as it was
+            fresh[metric] = (
+                _limit(value, margin, "min") if has_min else None,
+                _limit(value, margin, "max") if has_max else None,
+            )
+        if fresh:
+            old = {b.metric: b for b in before.bounds_for(test_id)}
+            for metric, limits in sorted(fresh.items()):
+                if metric in old:
+                    loosened += _looser(test_id, metric, old[metric], limits)
+            entries[test_id] = {**existing, **fresh}
+            written.append(test_id)
+    if written:
+        text = _render(entries, margin)
+        _parse(text, path)  # never replace a good file with one that does not load
+        _write_atomic(path, text)
+    return UpdateReport(written, loosened)
+
+
+def _default_shape(metric: str) -> tuple[bool, bool]:
+    """(has min, has max) of a new bound: a floor if higher is better, else a ceiling."""
+    spec = spec_for(metric)
+    higher = spec is not None and spec.better == "higher"
+    return (higher, not higher)
+
+
+def _looser(test_id: str, metric: str, old: Bound, new: Limits) -> list[str]:
+    """Messages for each side of the bound in force before that the new limits relax."""
+    from pytest_llmperf.thresholds.files import _BOUND_KEYS, _num
+
+    messages: list[str] = []
+    for side, was, now in zip(_BOUND_KEYS, (old.min, old.max), new, strict=True):
+        if was is not None and (now is None or (now < was if side == "min" else now > was)):
+            shown = "none" if now is None else _num(now)
+            messages.append(f"{test_id}: {metric} {side} {_num(was)} -> {shown} (looser)")
+    return messages
+
+
+def _limit(value: float, margin: float, side: str) -> float:
+    """`value` less (min) or plus (max) `margin`, to 4 significant digits rounded outward.
+
+    Outward, so that the measurement passes its new bound even with no margin; in decimal,
+    from the shortest repr, so that 109.1 less 10% is 98.19 rather than 98.18.
+    """
+    exact = Decimal(repr(float(value)))
+    spread = abs(exact) * Decimal(repr(float(margin)))
+    moved = exact - spread if side == "min" else exact + spread
+    if moved == 0:
+        return 0.0
+    rounding = ROUND_FLOOR if side == "min" else ROUND_CEILING
+    return float(moved.quantize(Decimal(1).scaleb(moved.adjusted() - 3), rounding=rounding))
+
+
+def _plain(value: float) -> float | int:
+    return int(value) if value.is_integer() else value  # `800`, not `800.0`
+
+
+class _TestId(str):
+    """A test id, written double-quoted: ids hold `::`, `[`, spaces and other YAML syntax."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _TestId, lambda dumper, s: dumper.represent_scalar("tag:yaml.org,2002:str", s, style='"')
+)
+
+
+def _render(entries: Mapping[str, Mapping[str, Limits]], margin: float) -> str:
+    from pytest_llmperf.thresholds.files import _BOUND_KEYS, SCHEMA
+
+    tests = {
+        _TestId(test_id): {
+            metric: {
+                k: _plain(v) for k, v in zip(_BOUND_KEYS, limits, strict=True) if v is not None
+            }
+            for metric, limits in sorted(entries[test_id].items())
+        }
+        for test_id in sorted(entries)
+    }
+    # Leaf mappings (one metric's bounds) come out in flow style, one line each.
+    doc = {"schema": SCHEMA, "tests": tests}
+    body = yaml.dump(
+        doc,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=None,
+        allow_unicode=True,
+        width=10**6,
+    )
+    return f"# Written by pytest --llmperf-update-thresholds (margin {margin * 100:g}%).\n{body}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); a thresholds file is shared, committed data.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
