@@ -42,7 +42,7 @@ def build(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pytest_llmperf.models.tiny import tiny_model_path
+    from pytest_llmperf.models.names import tiny_model_path
 
     tiny = tiny_model_path()
     out.mkdir(parents=True, exist_ok=True)

@@ -290,7 +290,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def start_server(max_num_seqs: int) -> Any:
     from pytest_llmperf.engines.vllm.server import server_argv
-    from pytest_llmperf.models.tiny import tiny_model_path
+    from pytest_llmperf.models.names import tiny_model_path
     from pytest_llmperf.procs.servers import ManagedServer, free_port
 
     port = free_port()

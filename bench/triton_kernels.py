@@ -19,6 +19,7 @@ import torch
 from triton.testing import do_bench
 
 from pytest_llmperf.engines.hf.triton import decode as triton_decode
+from pytest_llmperf.engines.hf.triton import tuning
 from pytest_llmperf.measure.bandwidth import peak_bandwidth
 
 SHAPES = {
@@ -98,7 +99,7 @@ def main() -> None:
     step_us += us * s["layers"]
     print(json.dumps(_row("attention", us, moved, peak, s["layers"])), flush=True)
     print(json.dumps({"kernels_per_step_us": round(step_us, 1)}), flush=True)
-    for key, timings in triton_decode.TIMINGS.items():
+    for key, timings in tuning.TIMINGS.items():
         ranked = sorted(timings.items(), key=lambda item: item[1])
         print(
             json.dumps({"tuned": key, "us_by_tile": [[*t, round(ms * 1e3, 2)] for t, ms in ranked]})

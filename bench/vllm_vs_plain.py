@@ -179,7 +179,7 @@ def plain_worker(settings: Settings, out: Path) -> None:
 
     from pytest_llmperf import SyntheticWorkload
     from pytest_llmperf.engines.vllm.offline import _VLLMTokenizer  # the engine's own wrapper
-    from pytest_llmperf.models.tiny import tiny_model_path
+    from pytest_llmperf.models.names import tiny_model_path
 
     llm = vllm.LLM(
         model=str(tiny_model_path()),

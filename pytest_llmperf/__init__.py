@@ -21,8 +21,7 @@ from pytest_llmperf.suite.load import SLO, Arrivals
 from pytest_llmperf.suite.scaling import ScalingSeries, Speedups, workers_config
 from pytest_llmperf.suite.workload import DatasetWorkload, SyntheticWorkload, Workload
 from pytest_llmperf.suite.workload_stats import coverage, covering_limit, reference_lengths
-
-__version__ = "0.1.0"
+from pytest_llmperf.version import __version__
 
 __all__ = [
     "SLO",

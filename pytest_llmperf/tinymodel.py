@@ -3,7 +3,7 @@ print its directory (the models themselves live in `pytest_llmperf.models`)."""
 
 from __future__ import annotations
 
-from pytest_llmperf.models.tiny import main
+from pytest_llmperf.models.__main__ import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

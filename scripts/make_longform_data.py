@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from pytest_llmperf.models.tiny import resolve_model
+from pytest_llmperf.models.names import resolve_model
 
 DATA = Path(__file__).resolve().parent.parent / "suites" / "data"
 OUT = DATA / "longform_answers.jsonl"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.models.tiny import trained_model_path
+from pytest_llmperf.models.names import trained_model_path
 from tests.cpu_vllm_server import cpu_vllm_server
 
 # A benchmark test module as a user would write it, small enough for seconds on a CPU.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.models.tiny import tiny_model_path
+from pytest_llmperf.models.names import tiny_model_path
 from pytest_llmperf.suite.grid import Config, Grid, GridError, config_name
 from pytest_llmperf.suite.workload import (
     DatasetError,

@@ -21,7 +21,7 @@ from pytest_llmperf.engines.base import (
     Tokenizer,
 )
 from pytest_llmperf.engines.hf.engine import HFEngine
-from pytest_llmperf.models.tiny import tiny_model_path
+from pytest_llmperf.models.names import tiny_model_path
 
 PROMPTS = (
     "Hello",

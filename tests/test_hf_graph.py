@@ -11,7 +11,7 @@ import torch
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
 from pytest_llmperf.engines.hf.engine import HFEngine
 from pytest_llmperf.engines.hf.graph import bucket
-from pytest_llmperf.models.tiny import tiny_model_path
+from pytest_llmperf.models.names import tiny_model_path
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -14,8 +14,8 @@ from pytest_llmperf.thresholds.files import (
     hardware_slug,
     load_threshold_file,
     select_threshold_files,
-    update_thresholds,
 )
+from pytest_llmperf.thresholds.update import update_thresholds
 
 DECODE = "suites/test_smoke.py::test_decode[tiny_len256_batch4]"
 LATENCY_A = "suites/test_smoke.py::test_latency[a]"

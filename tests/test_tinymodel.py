@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.models.tiny import (
-    TINY_MODEL_NAME,
-    build_tiny_model,
-    default_cache_dir,
-    resolve_model,
-    tiny_model_path,
-)
+from pytest_llmperf.models.cache import default_cache_dir
+from pytest_llmperf.models.names import TINY_MODEL_NAME, resolve_model, tiny_model_path
+from pytest_llmperf.models.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -150,12 +146,18 @@ def test_import_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_the_module_prints_a_built_in_models_path(capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_llmperf.models.tiny import main, tiny_model_path
+@pytest.mark.parametrize("module", ["pytest_llmperf.tinymodel", "pytest_llmperf.models"])
+def test_the_module_prints_a_built_in_models_path(module: str) -> None:
+    """Both public commands (the README's `python -m pytest_llmperf.tinymodel` and the
+    package's own) print the built model's directory; a wrong name is a usage error."""
+    from pytest_llmperf.models.names import tiny_model_path
 
-    assert main(["tiny"]) == 0
-    assert capsys.readouterr().out.strip() == str(tiny_model_path())
-    assert main(["tiny-big"]) == 2
-    assert (
-        "usage: python -m pytest_llmperf.tinymodel [tiny|tiny-trained]" in capsys.readouterr().err
+    run = subprocess.run(
+        [sys.executable, "-m", module, "tiny"], capture_output=True, text=True, check=True
     )
+    assert run.stdout.strip() == str(tiny_model_path())
+    wrong = subprocess.run(
+        [sys.executable, "-m", module, "tiny-big"], capture_output=True, text=True
+    )
+    assert wrong.returncode == 2
+    assert "usage: python -m pytest_llmperf.models [tiny|tiny-trained]" in wrong.stderr

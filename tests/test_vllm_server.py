@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.models.tiny import tiny_model_path
+from pytest_llmperf.models.names import tiny_model_path
 from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import run_suite
 

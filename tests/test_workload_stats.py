@@ -24,7 +24,7 @@ def test_stats_of_a_dataset_in_the_models_tokens(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from pytest_llmperf.models.tiny import tiny_model_path
+    from pytest_llmperf.models.names import tiny_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
     words = "the engine measures every batch and every cache"

@@ -38,6 +38,7 @@ from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import MetricSpec, register_metric
+from pytest_llmperf.models.llama_cpp_log import quiet_llama_cpp
 
 #: The size of a model's weights file (a GGUF's bytes): the memory column of a quantization
 #: table. Tests pass it as an extra metric (`suites/test_quantization.py`).
@@ -69,7 +70,7 @@ def gguf_model(model: str, quantization: str | None = None) -> Path:
         if quant is None:
             return path.resolve()
         return _cached(_key(str(path.resolve()), path.stat().st_mtime_ns, quant), quant, path)
-    from pytest_llmperf.models.tiny import resolve_model
+    from pytest_llmperf.models.names import resolve_model
 
     model_dir = resolve_model(model)
     quant = quant or DEFAULT_QUANTIZATION
@@ -119,8 +120,6 @@ def quantize_gguf(source: Path, out: Path, quantization: str) -> None:
     """`llama_model_quantize(source -> out)` to the named type, with llama.cpp's defaults."""
     import llama_cpp
 
-    from pytest_llmperf.engines.llamacpp.engine import quiet_llama_cpp
-
     quiet_llama_cpp()
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quantization}", None)
     if ftype is None:
@@ -157,7 +156,7 @@ def _dir_stamp(model_dir: Path) -> str:
 
 
 def _cached(name: str, quant: str, source: Path) -> Path:
-    from pytest_llmperf.models.tiny import default_cache_dir
+    from pytest_llmperf.models.cache import default_cache_dir
 
     folder = default_cache_dir() / "gguf"
     dest = folder / name

@@ -12,7 +12,7 @@ gives byte-identical files everywhere (same transformers/torch/tokenizers versio
 
 The cache is `$LLMPERF_CACHE_DIR`, else `$XDG_CACHE_HOME/pytest-llmperf`, else
 `~/.cache/pytest-llmperf`; the model lives in `<cache>/models/tiny-v1/`. Bump the
-version in `_TINY_DIRNAME` whenever the recipe changes, so stale caches are ignored.
+version in `TINY_DIRNAME` whenever the recipe changes, so stale caches are ignored.
 
 This module imports torch and transformers only inside functions: `import
 pytest_llmperf.models.tiny` stays cheap.
@@ -20,21 +20,12 @@ pytest_llmperf.models.tiny` stays cheap.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import random
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pytest_llmperf.errors import LLMPerfUsageError
-
-TINY_MODEL_NAME = "tiny"
-TRAINED_MODEL_NAME = "tiny-trained"  # see pytest_llmperf.models.tiny_trained
-
-_TINY_DIRNAME = "tiny-v1"
+TINY_DIRNAME = "tiny-v1"
 _SEED = 1234
 _VOCAB_SIZE = 1024
 _SPECIAL_TOKENS = ("<s>", "</s>", "<unk>", "<pad>")
@@ -91,81 +82,6 @@ _ONSETS = (
 _VOWELS = ("a", "e", "i", "o", "u", "ea", "ou", "ai", "io")
 _CODAS = ("", "", "n", "r", "s", "t", "l", "nd", "ng", "st", "ck", "m")
 _PUNCTUATION = (".", ".", ".", "?", "!", ",")
-
-
-def default_cache_dir() -> Path:
-    """Where pytest-llmperf caches built models (see the module docstring)."""
-    explicit = os.environ.get("LLMPERF_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "pytest-llmperf"
-
-
-def tiny_model_path(cache_dir: Path | None = None) -> Path:
-    """The directory of the tiny model, built first if the cache lacks it."""
-    return _cached_model(_TINY_DIRNAME, build_tiny_model, cache_dir)
-
-
-def trained_model_path(cache_dir: Path | None = None) -> Path:
-    """The directory of "tiny-trained" (`pytest_llmperf.models.tiny_trained`), built if missing."""
-    from pytest_llmperf.models.tiny_trained import TRAINED_DIRNAME, build_trained_model
-
-    return _cached_model(TRAINED_DIRNAME, build_trained_model, cache_dir)
-
-
-def _cached_model(dirname: str, build: Callable[[Path], None], cache_dir: Path | None) -> Path:
-    """`<cache>/models/<dirname>`, built by `build` first if the cache lacks it.
-
-    Safe to call from several processes at once (pytest-xdist workers): one builds
-    under a file lock, into a temporary directory renamed into place when complete,
-    so a reader never sees a half-written model.
-    """
-    models = (cache_dir if cache_dir is not None else default_cache_dir()) / "models"
-    dest = models / dirname
-    if dest.is_dir():
-        return dest
-    models.mkdir(parents=True, exist_ok=True)
-    with open(models / f"{dirname}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not dest.is_dir():  # another process may have built it while we waited
-                tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=models))
-                try:
-                    build(tmp)
-                    # mkdtemp and safetensors make private files; the cache is shared.
-                    tmp.chmod(0o755)
-                    for file in tmp.iterdir():
-                        file.chmod(0o644)
-                    os.rename(tmp, dest)
-                except BaseException:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    raise
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return dest
-
-
-def resolve_model(name_or_path: str) -> Path:
-    """The local directory for `--model`: "tiny" or a directory with config.json.
-
-    We run offline, so hub names are not resolved.
-    """
-    if name_or_path == TINY_MODEL_NAME:
-        return tiny_model_path()
-    if name_or_path == TRAINED_MODEL_NAME:
-        return trained_model_path()
-    path = Path(name_or_path).expanduser()
-    hint = (
-        f"(give a local directory with config.json, or {TINY_MODEL_NAME!r} / "
-        f"{TRAINED_MODEL_NAME!r} for the built-in models)"
-    )
-    if not path.is_dir():
-        raise LLMPerfUsageError(f"--model: model path {name_or_path!r} does not exist {hint}")
-    if not (path / "config.json").is_file():
-        raise LLMPerfUsageError(f"--model: model path {name_or_path!r} has no config.json {hint}")
-    return path.resolve()
 
 
 def build_tiny_model(dest: Path) -> None:
@@ -260,24 +176,3 @@ def _synthetic_corpus(sentences: int = 3000) -> Iterator[str]:
             words.insert(rng.randrange(len(words)), str(rng.randint(0, 2025)))
         text = " ".join(words)
         yield text[0].upper() + text[1:] + rng.choice(_PUNCTUATION)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pytest_llmperf.tinymodel [tiny|tiny-trained]`: build once, print the path.
-
-    For starting a server on a built-in model: `--model "$(python -m
-    pytest_llmperf.models.tiny tiny-trained)"`.
-    """
-    import sys
-
-    names = (TINY_MODEL_NAME, TRAINED_MODEL_NAME)
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) > 1 or (args and args[0] not in names):
-        print(f"usage: python -m pytest_llmperf.tinymodel [{'|'.join(names)}]", file=sys.stderr)
-        return 2
-    print(resolve_model(args[0] if args else TINY_MODEL_NAME))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

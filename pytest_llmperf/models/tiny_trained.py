@@ -19,7 +19,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-TRAINED_MODEL_NAME = "tiny-trained"
 TRAINED_DIRNAME = "tiny-trained-v1"
 _SEED = 4321
 _STEPS = 600

@@ -16,8 +16,9 @@ from pytest_llmperf.hardware.gpus import marker_gpu_count
 from pytest_llmperf.plugin.fixture import LLMPerfFixture
 from pytest_llmperf.plugin.lifecycle import MARKER as TIMEOUT_MARKER
 from pytest_llmperf.plugin.lifecycle import TermAsInterrupt, bound_of, watchdog
-from pytest_llmperf.plugin.options import add_all_options, read_settings
+from pytest_llmperf.plugin.options import add_all_options
 from pytest_llmperf.plugin.session import LLMPerfSession
+from pytest_llmperf.plugin.settings import read_settings
 from pytest_llmperf.plugin.summary import write_terminal_summary
 from pytest_llmperf.suite.grid import Config
 

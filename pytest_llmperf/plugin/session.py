@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf import __version__
 from pytest_llmperf.engines import engine_target, load_engine_class
 from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo
 from pytest_llmperf.engines.isolated.parent import IsolatedEngine
@@ -32,8 +31,8 @@ from pytest_llmperf.hardware.gpus import (
     visible_gpus,
 )
 from pytest_llmperf.hardware.leases import Lease, LeaseError, lease, wait_until_clean
-from pytest_llmperf.models.tiny import TINY_MODEL_NAME, TRAINED_MODEL_NAME
-from pytest_llmperf.plugin.options import Settings, describe_settings
+from pytest_llmperf.models.names import BUILT_IN_MODELS
+from pytest_llmperf.plugin.settings import Settings, describe_settings
 from pytest_llmperf.procs.reaper import reaper
 from pytest_llmperf.procs.servers import shared_servers_dir
 from pytest_llmperf.results.compare import parse_tolerances
@@ -48,19 +47,14 @@ from pytest_llmperf.results.writer import (
     write_summary,
 )
 from pytest_llmperf.suite.workload import DatasetError, load_dataset
-from pytest_llmperf.thresholds.files import (
-    ThresholdSet,
-    UpdateReport,
-    hardware_slug,
-    select_threshold_files,
-    update_thresholds,
-)
+from pytest_llmperf.thresholds.files import ThresholdSet, hardware_slug, select_threshold_files
+from pytest_llmperf.thresholds.update import UpdateReport, update_thresholds
+from pytest_llmperf.version import __version__
 
 log = logging.getLogger("pytest_llmperf")
 
 #: Engines whose --model is a local path we can check before the run starts.
 LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "vllm-server", "llamacpp"})
-BUILT_IN_MODELS = frozenset({TINY_MODEL_NAME, TRAINED_MODEL_NAME})
 
 #: How long a leased GPU may take to become clean (no one else's processes, memory at
 #: baseline) before the engine that wants it fails with what was seen.

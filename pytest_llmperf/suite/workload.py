@@ -292,7 +292,7 @@ def check_responses(requests: Sequence[GenerationRequest], answered: Sequence[st
 def offline_tokenizer(engine_config: Any) -> Tokenizer | None:
     """The tokenizer an engine would build prompts with, loaded without the engine
     (for dry runs): its `tokenizer` setting or its model, when that is local; else None."""
-    from pytest_llmperf.models.tiny import resolve_model
+    from pytest_llmperf.models.names import resolve_model
 
     name = engine_config.setting("tokenizer") or engine_config.model
     try:

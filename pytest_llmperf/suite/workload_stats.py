@@ -71,7 +71,7 @@ def reference_lengths(items: Sequence[DatasetItem], tokenizer: Any) -> list[int]
 def _tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
-    from pytest_llmperf.models.tiny import resolve_model
+    from pytest_llmperf.models.names import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(model))
 

@@ -25,12 +25,12 @@ literal characters wins, then the later one. Metric keys are paths from
 count. A bound is `{min: x}`, `{max: y}` or both, finite numbers with min <= max; a metric
 not measured misses it. Errors name the place: `<path>: line <n>: <what is wrong>`.
 
-`update_thresholds` (`--llmperf-update-thresholds`, in `thresholds_update`, re-exported
-here) rewrites a file from measurements: an exact entry keeps the shape of its bounds, reset
-around the measurement with the margin; a test without one gets the default metrics (`min`
-if higher is better, else `max`); glob entries stay. Bounds are rounded outward to 4
-significant digits, so that the measurements that wrote a file pass it. The file is
-rewritten whole: its comments are lost.
+`thresholds.update.update_thresholds` (`--llmperf-update-thresholds`) rewrites a file from
+measurements: an exact entry keeps the shape of its bounds, reset around the measurement
+with the margin; a test without one gets the default metrics (`min` if higher is better,
+else `max`); glob entries stay. Bounds are rounded outward to 4 significant digits, so that
+the measurements that wrote a file pass it. The file is rewritten whole: its comments are
+lost.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ import yaml
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
 from pytest_llmperf.measure.metrics import metric_names, spec_for
-from pytest_llmperf.thresholds.update import UpdateReport, update_thresholds
 from pytest_llmperf.yamlnodes import compose, mapping_items, node_error, node_line, node_value
 
 __all__ = [
@@ -57,12 +56,10 @@ __all__ = [
     "Measured",
     "ThresholdFile",
     "ThresholdSet",
-    "UpdateReport",
     "Verdict",
     "hardware_slug",
     "load_threshold_file",
     "select_threshold_files",
-    "update_thresholds",
 ]
 
 SCHEMA = 1

@@ -1,9 +1,6 @@
 """Rewriting a thresholds file from measurements (`--llmperf-update-thresholds`).
 
-The file format, and how bounds are read and checked, are in `thresholds`, which also
-re-exports `update_thresholds` and `UpdateReport`. Because `thresholds` imports this module
-at its top, this module imports `thresholds` only inside the functions that use it, when
-both are loaded: never at its own top, which would make an import cycle.
+The file format, and how bounds are read and checked, are in `thresholds.files`.
 """
 
 from __future__ import annotations
@@ -16,15 +13,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 import yaml
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
 from pytest_llmperf.measure.metrics import metric_names, spec_for
-
-if TYPE_CHECKING:
-    from pytest_llmperf.thresholds.files import Bound, Measured
+from pytest_llmperf.thresholds.files import (
+    _BOUND_KEYS,
+    SCHEMA,
+    Bound,
+    Measured,
+    ThresholdSet,
+    _num,
+    _parse,
+    load_threshold_file,
+)
 
 Limits: TypeAlias = tuple[float | None, float | None]  # (min, max)
 
@@ -39,7 +43,6 @@ def update_thresholds(
     path: Path, results: Mapping[str, Measured], margin: float, default_metrics: Sequence[str]
 ) -> UpdateReport:
     """Rewrite `path` so that each test's measurements pass with `margin` to spare."""
-    from pytest_llmperf.thresholds.files import ThresholdSet, _parse, load_threshold_file
 
     if not 0 <= margin < 1:
         raise LLMPerfUsageError(f"threshold margin must be at least 0 and below 1, got {margin}")
@@ -93,7 +96,6 @@ def _default_shape(metric: str) -> tuple[bool, bool]:
 
 def _looser(test_id: str, metric: str, old: Bound, new: Limits) -> list[str]:
     """Messages for each side of the bound in force before that the new limits relax."""
-    from pytest_llmperf.thresholds.files import _BOUND_KEYS, _num
 
     messages: list[str] = []
     for side, was, now in zip(_BOUND_KEYS, (old.min, old.max), new, strict=True):
@@ -136,7 +138,6 @@ _Dumper.add_representer(
 
 
 def _render(entries: Mapping[str, Mapping[str, Limits]], margin: float) -> str:
-    from pytest_llmperf.thresholds.files import _BOUND_KEYS, SCHEMA
 
     tests = {
         _TestId(test_id): {

@@ -54,7 +54,7 @@ from pytest_llmperf.engines.hf import grouped_attention
 from pytest_llmperf.engines.hf.decode import Row, decode_batch
 from pytest_llmperf.engines.hf.graph import GraphCache
 from pytest_llmperf.engines.scoring import token_pairs
-from pytest_llmperf.models.tiny import resolve_model
+from pytest_llmperf.models.names import resolve_model
 
 logger = logging.getLogger("pytest_llmperf")
 

@@ -34,7 +34,7 @@ from pytest_llmperf.engines.base import EngineConfig
 from pytest_llmperf.engines.vllm.server import _CLIENT_SETTINGS, VLLMServerEngine
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.models.gguf import gguf_model
-from pytest_llmperf.models.tiny import resolve_model
+from pytest_llmperf.models.names import resolve_model
 from pytest_llmperf.procs.servers import ManagedServer, free_port
 
 #: Where scripts/build_llama_cpp_tools.sh puts llama-server (relative to the project).

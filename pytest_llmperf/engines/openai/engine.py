@@ -203,7 +203,7 @@ class OpenAIEngine:
         from transformers import AutoTokenizer
 
         from pytest_llmperf.engines.hf.engine import HFTokenizer
-        from pytest_llmperf.models.tiny import resolve_model
+        from pytest_llmperf.models.names import resolve_model
 
         path = resolve_model(str(self._tokenizer_name or self._served_model))
         return HFTokenizer(AutoTokenizer.from_pretrained(path))

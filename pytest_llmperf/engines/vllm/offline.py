@@ -37,7 +37,7 @@ from pytest_llmperf.engines.base import (
     Tokenizer,
 )
 from pytest_llmperf.engines.scoring import result_from_tokens, token_pairs
-from pytest_llmperf.models.tiny import resolve_model
+from pytest_llmperf.models.names import resolve_model
 
 log = logging.getLogger("pytest_llmperf")
 

@@ -32,7 +32,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.engines.openai.engine import OpenAIEngine
 from pytest_llmperf.hardware.gpus import physical_indices
-from pytest_llmperf.models.tiny import resolve_model
+from pytest_llmperf.models.names import resolve_model
 from pytest_llmperf.procs.servers import ManagedServer, SharedServer, free_port, shared_servers_dir
 
 #: Our setting -> the server's flag (booleans become --flag / --no-flag).

@@ -1,0 +1,52 @@
+"""Model names: what `--model` may say, resolved to a local directory.
+
+We run offline, so hub names are not resolved: `--model` is a local directory with a
+`config.json`, or the name of a built-in model, built on first use into the cache folder
+(`models.cache`): "tiny" (`models.tiny`) or "tiny-trained" (`models.tiny_trained`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.models.cache import cached_model
+
+TINY_MODEL_NAME = "tiny"
+TRAINED_MODEL_NAME = "tiny-trained"
+BUILT_IN_MODELS = frozenset({TINY_MODEL_NAME, TRAINED_MODEL_NAME})
+
+
+def tiny_model_path(cache_dir: Path | None = None) -> Path:
+    """The directory of the tiny model, built first if the cache lacks it."""
+    from pytest_llmperf.models.tiny import TINY_DIRNAME, build_tiny_model
+
+    return cached_model(TINY_DIRNAME, build_tiny_model, cache_dir)
+
+
+def trained_model_path(cache_dir: Path | None = None) -> Path:
+    """The directory of "tiny-trained" (`pytest_llmperf.models.tiny_trained`), built if missing."""
+    from pytest_llmperf.models.tiny_trained import TRAINED_DIRNAME, build_trained_model
+
+    return cached_model(TRAINED_DIRNAME, build_trained_model, cache_dir)
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """The local directory for `--model`: "tiny" or a directory with config.json.
+
+    We run offline, so hub names are not resolved.
+    """
+    if name_or_path == TINY_MODEL_NAME:
+        return tiny_model_path()
+    if name_or_path == TRAINED_MODEL_NAME:
+        return trained_model_path()
+    path = Path(name_or_path).expanduser()
+    hint = (
+        f"(give a local directory with config.json, or {TINY_MODEL_NAME!r} / "
+        f"{TRAINED_MODEL_NAME!r} for the built-in models)"
+    )
+    if not path.is_dir():
+        raise LLMPerfUsageError(f"--model: model path {name_or_path!r} does not exist {hint}")
+    if not (path / "config.json").is_file():
+        raise LLMPerfUsageError(f"--model: model path {name_or_path!r} has no config.json {hint}")
+    return path.resolve()

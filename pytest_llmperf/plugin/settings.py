@@ -1,0 +1,276 @@
+"""The run's settings, read once from the options and ini values (`options`) and checked:
+a bad value is a usage error that names the option it came from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from pytest_llmperf.engines import check_engine_name
+from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.hardware.gpus import parse_gpus
+from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The llmperf options of one run, checked."""
+
+    engine: str
+    model: str
+    gpus: tuple[int, ...] | None
+    thresholds_dir: Path
+    results_dir: Path
+    update_thresholds: bool
+    threshold_margin: float
+    hardware: str | None
+    dataset: Path | None
+    rounds: int | None
+    isolate: bool = False
+    lease_timeout_s: float = 3600.0
+    engine_start_timeout_s: float = 600.0
+    request_timeout_s: float = 1800.0
+    test_timeout_s: float | None = None
+    #: Settings every engine that accepts them receives (server URL, key variable).
+    engine_options: tuple[tuple[str, str], ...] = ()
+    #: `--llmperf-compare`: the baseline run as given, and the tolerances as written.
+    compare_base: str | None = None
+    tolerances: tuple[str, ...] = ()
+    responses: bool = False
+    dry_run: bool = False
+    limit: int | None = None
+    #: Where `model` and `dataset` came from ("--model", "ini option llmperf_model"), for
+    #: the messages about them.
+    model_source: str = "--model"
+    dataset_source: str = "--llmperf-dataset"
+
+
+_FLAGS = {
+    "llmperf_engine": "--engine",
+    "llmperf_model": "--model",
+    "llmperf_gpus": "--gpus",
+    "llmperf_base_url": "--base-url",
+    "llmperf_api_key_env": "--api-key-env",
+}
+
+#: Longest a timeout may be: 30 days. Past it no wait is meant, and the clock calls behind the
+#: waits (`threading.Event.wait`, `time.sleep`) overflow on the largest floats and infinity.
+MAX_TIMEOUT_S = 30 * 24 * 3600.0
+
+#: What `--llmperf-hardware` may be: a slug as `thresholds.hardware_slug` makes. It names a
+#: folder under the thresholds folder, so a path ("../x") must never get through.
+_HARDWARE_KEY = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _get(config: pytest.Config, name: str) -> tuple[str, str]:
+    """An option's value and where it came from (for error messages).
+
+    An empty value on the command line is an error rather than the default: it is
+    usually an unset shell variable (`--model "$MODEL"`), and silently falling back to
+    the default would measure something the user did not ask for. An empty ini value
+    means the default, as the ini defaults are written.
+    """
+    value = config.getoption(name)
+    if value is not None:
+        _check_not_empty(str(value), _flag(name))
+        return str(value), _flag(name)
+    return str(config.getini(name)), f"ini option {name}"
+
+
+def _check_not_empty(value: str, flag: str) -> None:
+    if not value.strip():
+        raise LLMPerfUsageError(f"{flag}: empty value (leave the option out for the default)")
+
+
+def _optional_text(config: pytest.Config, name: str) -> str | None:
+    """A command-line-only text option, None when left out; empty is an error."""
+    value = config.getoption(name)
+    if value is None:
+        return None
+    _check_not_empty(str(value), _flag(name))
+    return str(value)
+
+
+def check_base_url(url: str, source: str) -> str:
+    """An http(s) server address without credentials: keys go in the key variable only,
+    since the URL is written to every results file."""
+    what = f"{source}: {url!r} is not a server URL (expected e.g. http://127.0.0.1:8000)"
+    if not url.isascii() or any(c.isspace() for c in url):
+        raise LLMPerfUsageError(f"{what}: only ASCII without spaces is allowed")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise LLMPerfUsageError(f"{what}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LLMPerfUsageError(f"{what}: it needs http:// or https:// and a host")
+    if parts.username is not None or parts.password is not None:
+        raise LLMPerfUsageError(
+            f"{source}: the URL must not hold credentials; put the API key in an environment "
+            "variable and name it with --api-key-env"
+        )
+    return url
+
+
+def check_env_name(name: str, source: str) -> str:
+    """The name of the variable holding the API key; a key given in its place is refused
+    without being repeated in the message."""
+    if not _ENV_NAME.match(name):
+        raise LLMPerfUsageError(
+            f"{source}: not an environment variable name (letters, digits and _, not starting "
+            "with a digit); give the NAME of the variable that holds the key, never the key"
+        )
+    return name
+
+
+def check_hardware_key(key: str) -> str:
+    if not _HARDWARE_KEY.match(key):
+        raise LLMPerfUsageError(
+            f"--llmperf-hardware: {key!r} is not a hardware key (lower-case letters, digits "
+            "and '-', e.g. 'cpu' or 'h100-80gb-hbm3')"
+        )
+    return key
+
+
+def _folder(config: pytest.Config, name: str) -> Path:
+    """A folder option under rootdir; a file in its place is an error now, not a failed
+    write after the measurements."""
+    text, source = _get(config, name)
+    path = config.rootpath / text
+    if path.exists() and not path.is_dir():
+        raise LLMPerfUsageError(f"{source}: {text!r} is a file, not a folder")
+    return path
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    engine, engine_src = _get(config, "llmperf_engine")
+    check_engine_name(engine, engine_src)
+    model, model_src = _get(config, "llmperf_model")
+    gpus_text, gpus_src = _get(config, "llmperf_gpus")
+    margin_text, margin_src = _get(config, "llmperf_threshold_margin")
+    try:
+        margin = float(margin_text)
+    except ValueError:
+        raise LLMPerfUsageError(f"{margin_src}: {margin_text!r} is not a number") from None
+    if not 0 <= margin < 1:
+        raise LLMPerfUsageError(f"{margin_src}: margin must be in [0, 1), got {margin_text}")
+    rounds = config.getoption("llmperf_rounds")
+    if rounds is not None and rounds < 1:
+        raise LLMPerfUsageError(f"--llmperf-rounds: must be at least 1, got {rounds}")
+    limit = config.getoption("llmperf_limit")
+    if limit is not None and limit < 1:
+        raise LLMPerfUsageError(f"--llmperf-limit: must be at least 1, got {limit}")
+    dataset_text, dataset_src = _get(config, "llmperf_dataset")
+    hardware = _optional_text(config, "llmperf_hardware")
+    base_url, base_url_src = _get(config, "llmperf_base_url")
+    if base_url:
+        check_base_url(base_url, base_url_src)
+    api_key_env, api_key_env_src = _get(config, "llmperf_api_key_env")
+    if api_key_env:
+        check_env_name(api_key_env, api_key_env_src)
+    return Settings(
+        engine=engine,
+        model=model,
+        gpus=parse_gpus(gpus_text, gpus_src),
+        thresholds_dir=_folder(config, "llmperf_thresholds_dir"),
+        results_dir=_folder(config, "llmperf_results_dir"),
+        update_thresholds=bool(config.getoption("llmperf_update_thresholds")),
+        threshold_margin=margin,
+        hardware=check_hardware_key(hardware) if hardware is not None else None,
+        dataset=(
+            Path(dataset_text) if Path(dataset_text).is_absolute() else Path.cwd() / dataset_text
+        )
+        if dataset_text
+        else None,
+        rounds=rounds,
+        isolate=bool(config.getoption("llmperf_isolate")),
+        lease_timeout_s=_positive(config, "llmperf_lease_timeout"),
+        engine_start_timeout_s=_positive(config, "llmperf_engine_start_timeout"),
+        request_timeout_s=_positive(config, "llmperf_request_timeout", DEFAULT_REQUEST_TIMEOUT_S),
+        test_timeout_s=_test_timeout(config),
+        compare_base=_optional_text(config, "llmperf_compare"),
+        tolerances=tuple(config.getoption("llmperf_tolerance") or ()),
+        responses=bool(config.getoption("llmperf_responses")),
+        dry_run=bool(config.getoption("llmperf_dry_run")),
+        limit=limit,
+        model_source=model_src,
+        dataset_source=dataset_src,
+        engine_options=tuple(
+            (key, value)
+            for key, value in (
+                ("base_url", base_url),
+                ("api_key_env", api_key_env),
+                # Given on the command line, the request bound reaches client engines too.
+                ("request_timeout_s", _given(config, "llmperf_request_timeout")),
+            )
+            if value
+        ),
+    )
+
+
+def _given(config: pytest.Config, name: str) -> str:
+    """The option's value if the command line gave it, else ''."""
+    value = config.getoption(name)
+    return "" if value is None else str(_positive(config, name))
+
+
+def _test_timeout(config: pytest.Config) -> float | None:
+    value = config.getoption("llmperf_test_timeout")
+    source = "--llmperf-test-timeout"
+    if value is None:
+        text = str(config.getini("llmperf_test_timeout"))
+        if not text:
+            return None
+        source = "ini option llmperf_test_timeout"
+        try:
+            value = float(text)
+        except ValueError:
+            raise LLMPerfUsageError(f"{source}: {text!r} is not a number of seconds") from None
+    return _bounded_seconds(source, float(value))
+
+
+def _positive(config: pytest.Config, name: str, default: float = 0.0) -> float:
+    """A positive number of seconds from option `name`; `default` when it is not given."""
+    given = config.getoption(name)
+    return _bounded_seconds(_flag(name), float(given) if given is not None else default)
+
+
+def _bounded_seconds(source: str, value: float) -> float:
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise LLMPerfUsageError(
+            f"{source}: must be a positive number of seconds, at most "
+            f"{MAX_TIMEOUT_S:.0f} (30 days), got {value}"
+        )
+    return value
+
+
+def describe_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "engine": settings.engine,
+        "model": settings.model,
+        "gpus": list(settings.gpus) if settings.gpus is not None else None,
+        "thresholds_dir": str(settings.thresholds_dir),
+        "results_dir": str(settings.results_dir),
+        "update_thresholds": settings.update_thresholds,
+        "threshold_margin": settings.threshold_margin,
+        "hardware": settings.hardware,
+        "dataset": str(settings.dataset) if settings.dataset else None,
+        "rounds": settings.rounds,
+        "request_timeout_s": settings.request_timeout_s,
+        "test_timeout_s": settings.test_timeout_s,
+        "compare_base": settings.compare_base,
+        "tolerances": list(settings.tolerances),
+        "responses": settings.responses,
+        "dry_run": settings.dry_run,
+        "limit": settings.limit,
+    }
