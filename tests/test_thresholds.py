@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import stat
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.measure.metrics import METRICS, MetricSpec
 from pytest_llmperf.thresholds.files import (
     Bound,
     ThresholdSet,
@@ -218,13 +218,13 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
         load_threshold_file(tmp_path / "nope.yaml")
 
 
-def test_metrics_registered_after_import_are_accepted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_metrics_added_by_an_installed_package_are_accepted(
+    tmp_path: Path, installed_metrics: Callable[[str], None]
 ) -> None:
     path = write(tmp_path / "t.yaml", "schema: 1\ntests:\n  t::a:\n    rouge_l: {min: 0.5}\n")
     with pytest.raises(LLMPerfUsageError, match="unknown metric 'rouge_l'"):
         load_threshold_file(path)
-    monkeypatch.setitem(METRICS, "rouge_l", MetricSpec("rouge_l", "ratio", "higher"))
+    installed_metrics('SPECS = [MetricSpec("rouge_l", "ratio", "higher")]')
     assert load_threshold_file(path).bounds[0].min == 0.5
 
 

@@ -21,9 +21,10 @@ Test keys are pytest node ids relative to rootdir. A key is a glob only if it co
 `*`: then `*` matches any characters and `?` one, while `[` and `]` stay literal, as in
 parametrized ids. Per metric, an exact key wins over globs; among globs the one with most
 literal characters wins, then the later one. Metric keys are paths from
-`metrics.metric_names()` (`ttft_ms.p90`), looked up at load time so that registered metrics
-count. A bound is `{min: x}`, `{max: y}` or both, finite numbers with min <= max; a metric
-not measured misses it. Errors name the place: `<path>: line <n>: <what is wrong>`.
+`metrics.metric_names()` (`ttft_ms.p90`): the built-in table and the metrics that installed
+packages add under the `pytest_llmperf.metrics` entry-point group. A bound is `{min: x}`,
+`{max: y}` or both, finite numbers with min <= max; a metric not measured misses it.
+Errors name the place: `<path>: line <n>: <what is wrong>`.
 
 `update_thresholds` (`--llmperf-update-thresholds`, in `thresholds_update`, re-exported
 here) rewrites a file from measurements: an exact entry keeps the shape of its bounds, reset
