@@ -14,6 +14,26 @@ rise in throughput is never a regression. The first tolerance whose pattern matc
 metric applies; the user's come before `DEFAULT_TOLERANCES`. A metric with no tolerance
 is reported, never judged a regression.
 
+The defaults, and why:
+
+    throughput, ttft/tpot/e2e p50 and p90     10%    what a shared GPU runner moves by
+                                                     between nights
+    mbu                                       10%    decode speed over the card's fixed
+                                                     bandwidth: it moves with the speeds
+    energy_j, output_tok_per_j                15%    energy is power x time: the time's 10%,
+                                                     plus power's own drift with the card's
+                                                     temperature and boost clocks
+    peak_gpu_mem_bytes                        5%     memory does not move with clocks or
+                                                     load; what is worth catching (a bigger
+                                                     KV cache, weights held twice, a leak)
+                                                     moves it by more
+    failure_rate                              0      any new failure
+    accuracy, accuracy_norm, exact_match,     0.02   absolute: a relative change of a small
+    token_f1                                         ratio says nothing
+
+Power, utilisation, clocks and the other telemetry are shown, not judged: a faster run may
+draw more power, and energy per run is what it costs.
+
 Verdicts: `regressed` (worse beyond the tolerance), `worse` (within it, or no
 tolerance), `improved` (better beyond the same amount), `better`, `unchanged`,
 `added` / `removed` (in one run only), `undirected` (no direction known).
@@ -35,8 +55,8 @@ Verdict = Literal[
     "regressed", "worse", "improved", "better", "unchanged", "added", "removed", "undirected"
 ]
 
-#: Applied after the user's own. Relative for speed (10%: what a shared GPU runner moves
-#: by between nights); absolute for ratios, where a relative change of a small number
+#: Applied after the user's own (the module docstring says why each amount). Relative for
+#: speed, energy and memory; absolute for ratios, where a relative change of a small number
 #: (a failure rate of 0.001) says nothing.
 DEFAULT_TOLERANCES: tuple[str, ...] = (
     "output_tok_per_s:10%",
@@ -50,6 +70,10 @@ DEFAULT_TOLERANCES: tuple[str, ...] = (
     "tpot_ms.p90:10%",
     "e2e_ms.p50:10%",
     "e2e_ms.p90:10%",
+    "mbu:10%",
+    "energy_j:15%",
+    "output_tok_per_j:15%",
+    "peak_gpu_mem_bytes:5%",
     "failure_rate:0",
     "accuracy:0.02",
     "accuracy_norm:0.02",
