@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -50,6 +51,7 @@ from typing import Literal
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import Direction, spec_for
 from pytest_llmperf.results.runs import Run, test_key
+from pytest_llmperf.tables import render_table
 
 Verdict = Literal[
     "regressed", "worse", "improved", "better", "unchanged", "added", "removed", "undirected"
@@ -251,7 +253,7 @@ def compare_runs(base: Run, new: Run, tolerances: Sequence[str] = ()) -> RunComp
 
 def changes_table(changes: Sequence[Change]) -> str:
     """A plain-text table: metric, base, new, change, verdict, tolerance."""
-    rows = [("metric", "base", "new", "change", "verdict", "tolerance")]
+    rows = []
     for c in changes:
         change = f"{c.relative:+.1%}" if c.relative is not None else "-"
         rows.append(
@@ -264,11 +266,7 @@ def changes_table(changes: Sequence[Change]) -> str:
                 c.tolerance or "-",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return render_table(("metric", "base", "new", "change", "verdict", "tolerance"), rows)
 
 
 def _fmt(value: float | None) -> str:
@@ -283,7 +281,7 @@ def compare_command(base: Run, new: Run, tolerances: Sequence[str], show_all: bo
         shown = [c for c in comparison.changes if c.test_id == test_id and (show_all or _judged(c))]
         if shown:
             print(f"\n{test_id}")
-            print("  " + changes_table(shown).replace("\n", "\n  "))
+            print(textwrap.indent(changes_table(shown), "  "))
     for label, ids in (
         ("only in base", comparison.tests_only_in_base),
         ("only in new", comparison.tests_only_in_new),
