@@ -23,6 +23,7 @@ from pathlib import Path
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.results.runs import DEFAULT_RESULTS_DIR, Run, find_runs, open_run
 from pytest_llmperf.results.writer import write_summary
+from pytest_llmperf.tables import render_table
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
@@ -110,7 +111,7 @@ def _list(results_dir: Path) -> int:
     if not runs:
         print(f"no runs in {results_dir}")
         return EXIT_OK
-    rows = [("run", "started", "hardware", "tests", "failed", "state")]
+    rows = []
     for run in runs:
         failed = sum(1 for t in run.tests if not (t.get("thresholds") or {}).get("passed", True))
         state = _state(run)
@@ -124,7 +125,7 @@ def _list(results_dir: Path) -> int:
                 state,
             )
         )
-    print(_table(rows))
+    print(render_table(("run", "started", "hardware", "tests", "failed", "state"), rows))
     return EXIT_OK
 
 
@@ -166,7 +167,7 @@ def _show(run: Run) -> int:
     print(f"run {run.run_id}  started {run.started_at}  hardware {run.summary.get('hardware')}")
     print(f"folder {run.path}  ({_state(run)})")
     shown = [m for m in SHOW_METRICS if any(_value(t, m) is not None for t in run.tests)]
-    rows = [("test", "engine", "thresholds", *shown)]
+    rows = []
     for test in run.tests:
         passed = (test.get("thresholds") or {}).get("passed")
         rows.append(
@@ -177,7 +178,7 @@ def _show(run: Run) -> int:
                 *(_format(_value(test, m)) for m in shown),
             )
         )
-    print(_table(rows))
+    print(render_table(("test", "engine", "thresholds", *shown), rows))
     return EXIT_OK
 
 
@@ -191,14 +192,6 @@ def _format(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

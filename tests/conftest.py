@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_llmperf.measure.metrics import ENTRY_POINT_GROUP, metric_specs
 from pytest_llmperf.models.names import trained_model_path
 from tests.cpu_vllm_server import cpu_vllm_server
 
@@ -43,6 +45,32 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester folder holding the small suite above."""
     pytester.makepyfile(test_suite=SUITE)
     return pytester
+
+
+@pytest.fixture
+def installed_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], None]]:
+    """Install a package that adds metrics, as pip would leave it (a module and its
+    dist-info with an entry point in `pytest_llmperf.metrics`): call it with the module's
+    source after `from pytest_llmperf.measure.metrics import MetricSpec`; its `SPECS` are
+    the entry point's."""
+
+    def install(source: str) -> None:
+        folder = tmp_path / "site"
+        dist = folder / "my_metrics-1.0.dist-info"
+        dist.mkdir(parents=True)
+        (folder / "my_metrics.py").write_text(
+            "from pytest_llmperf.measure.metrics import MetricSpec\n" + source + "\n"
+        )
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-metrics\nVersion: 1.0\n")
+        (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nmine = my_metrics:SPECS\n")
+        monkeypatch.delitem(sys.modules, "my_metrics", raising=False)
+        monkeypatch.syspath_prepend(folder)
+        metric_specs.cache_clear()  # the table is read once per process; read it again
+
+    yield install
+    metric_specs.cache_clear()
 
 
 def only_run(pytester: pytest.Pytester) -> Path:

@@ -18,6 +18,7 @@ import pytest
 
 from pytest_llmperf.cli import main
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.measure.metrics import spec_for
 from pytest_llmperf.results.compare import Tolerance, compare_metrics, parse_tolerances
 from pytest_llmperf.results.runs import load_requests, load_runs, open_run
 from tests.conftest import SUITE
@@ -155,6 +156,57 @@ def test_a_tolerance_against_the_metrics_direction_is_a_usage_error(
     assert "output_tok_per_s is higher-is-better" in err and "output_tok_per_s:-5%" in err
     code, _, err = cli(capsys, "compare", str(base_run), str(base_run), "--tolerance", "ttft")
     assert code == 2 and "'ttft' is not METRIC:CHANGE" in err
+
+
+def with_energy(joules: float) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    """A GPU run's telemetry on this CPU-only run: every test used `joules`."""
+    return lambda _id, m: {**m, "energy_j": joules}
+
+
+def test_compare_judges_energy_like_pytest_does(
+    base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The plugin records energy_j on every test (null without NVML); here it was measured.
+    assert all("energy_j" in t["metrics_flat"] for t in open_run(base_run).tests)
+    base = doctored_copy(base_run, tmp_path / "base", with_energy(100.0))
+    new = doctored_copy(base_run, tmp_path / "new", with_energy(110.0))
+    code, out, _ = cli(capsys, "compare", str(base), str(new), "--tolerance", "energy_j:+5%")
+    assert code == 1, out
+    regressions = out.split("regression(s) beyond tolerance:")[1]
+    assert regressions.count("energy_j: 100 -> 110 (tolerance +5%)") == 3  # one per test
+    # The default (15%) lets +10% pass as "worse" and fails +20%.
+    code, out, _ = cli(capsys, "compare", str(base), str(new))
+    assert code == 0 and out.count("worse") == 3, out
+    worse = doctored_copy(base_run, tmp_path / "worse", with_energy(120.0))
+    assert cli(capsys, "compare", str(base), str(worse))[0] == 1
+    # An energy tolerance that allows a fall is an error: using less energy is never worse.
+    code, _, err = cli(capsys, "compare", str(base), str(new), "--tolerance", "energy_j:-5%")
+    assert code == 2 and "energy_j is lower-is-better" in err
+
+
+@pytest.mark.parametrize(
+    ("metric", "base", "within", "beyond"),
+    [
+        ("mbu", 0.50, 0.46, 0.44),  # 10%: a fall
+        ("energy_j", 100.0, 114.0, 116.0),  # 15%: a rise
+        ("output_tok_per_j", 2.0, 1.72, 1.68),  # 15%: a fall
+        ("peak_gpu_mem_bytes", 20e9, 20.9e9, 21.1e9),  # 5%: a rise
+    ],
+)
+def test_default_tolerances_of_energy_bandwidth_and_memory(
+    metric: str, base: float, within: float, beyond: float
+) -> None:
+    tolerances = parse_tolerances([])
+    (change,) = compare_metrics("t", {metric: base}, {metric: within}, tolerances)
+    assert change.verdict == "worse"
+    (change,) = compare_metrics("t", {metric: base}, {metric: beyond}, tolerances)
+    assert change.verdict == "regressed"
+
+
+def test_every_metric_a_run_records_has_a_spec(base_run: Path) -> None:
+    recorded = {metric for t in open_run(base_run).tests for metric in t["metrics_flat"]}
+    assert {"energy_j", "peak_gpu_mem_bytes", "output_tok_per_j"} <= recorded
+    assert sorted(m for m in recorded if spec_for(m) is None) == []
 
 
 def test_absolute_tolerances_for_ratios() -> None:

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pytest_llmperf"
 
 #: Lowest first. The names are subpackages or top-level modules of pytest_llmperf.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"version", "errors", "yamlnodes"}),
+    frozenset({"version", "errors", "yamlnodes", "tables"}),
     frozenset({"models", "hardware", "procs"}),
     frozenset({"engines"}),
     frozenset({"measure"}),

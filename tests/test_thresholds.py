@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+import re
 import stat
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.measure.metrics import METRICS, MetricSpec
 from pytest_llmperf.thresholds.files import (
     Bound,
     ThresholdSet,
@@ -45,10 +46,10 @@ def example(tmp_path: Path) -> Path:
 
 
 def table_rows(text: str) -> list[list[str]]:
-    """Table rows split into trimmed cells, without the header rule."""
-    return [
-        [cell.strip() for cell in line.split(" | ")] for line in text.splitlines() if " | " in line
-    ]
+    """Table rows split into cells (columns are two or more spaces apart), without the rule
+    under the header or the `thresholds from` lines after the table."""
+    lines = [line for line in text.splitlines() if not line.startswith("thresholds from")]
+    return [re.split(r"\s{2,}", line.strip()) for line in lines if set(line) - {"-", " "}]
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -218,13 +219,13 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
         load_threshold_file(tmp_path / "nope.yaml")
 
 
-def test_metrics_registered_after_import_are_accepted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_metrics_added_by_an_installed_package_are_accepted(
+    tmp_path: Path, installed_metrics: Callable[[str], None]
 ) -> None:
     path = write(tmp_path / "t.yaml", "schema: 1\ntests:\n  t::a:\n    rouge_l: {min: 0.5}\n")
     with pytest.raises(LLMPerfUsageError, match="unknown metric 'rouge_l'"):
         load_threshold_file(path)
-    monkeypatch.setitem(METRICS, "rouge_l", MetricSpec("rouge_l", "ratio", "higher"))
+    installed_metrics('SPECS = [MetricSpec("rouge_l", "ratio", "higher")]')
     assert load_threshold_file(path).bounds[0].min == 0.5
 
 
@@ -260,9 +261,14 @@ def test_check_reports_misses_in_a_table(example: Path) -> None:
         f"thresholds from {example}:5",
         f"thresholds from {example}:7",
     ]
-    # Columns line up: every row puts its separators at the same offsets.
-    lines = [line for line in text.splitlines() if " | " in line]
-    assert len({line.index(" | ") for line in lines}) == 1
+    # Columns line up: text to the left, numbers to the right.
+    assert text.splitlines()[:5] == [
+        "metric            measured  bound     margin  status",
+        "----------------  --------  --------  ------  ------",
+        "output_tok_per_s     105.7  >= 120.5  -12.3%  MISS",
+        "ttft_ms.p90            800  <= 800     +0.0%  ok",
+        "failure_rate          0.25  <= 0       -0.25  MISS",
+    ]
 
 
 def test_unmeasured_metric_is_a_miss(example: Path) -> None:

@@ -23,22 +23,6 @@ import threading
 import time
 from typing import Any
 
-from pytest_llmperf.measure.metrics import MetricSpec, register_metric
-
-for _name, _unit, _better in (
-    ("peak_gpu_mem_bytes", "bytes", "lower"),
-    ("mean_gpu_mem_bytes", "bytes", "lower"),
-    ("gpu_util_mean_pct", "%", "higher"),
-    ("gpu_util_max_pct", "%", "higher"),
-    ("power_mean_w", "W", "lower"),
-    ("energy_j", "J", "lower"),
-    ("temp_max_c", "C", "lower"),
-    ("sm_clock_mean_mhz", "MHz", "higher"),
-    ("mem_clock_mean_mhz", "MHz", "higher"),
-    ("output_tok_per_j", "tok/J", "higher"),
-):
-    register_metric(MetricSpec(_name, _unit, _better))  # type: ignore[arg-type]
-
 NULL_TELEMETRY: dict[str, float | None] = {
     "peak_gpu_mem_bytes": None,
     "mean_gpu_mem_bytes": None,

@@ -26,15 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_llmperf.measure.metrics import (
-    AggregateMetrics,
-    MetricSpec,
-    RequestRecord,
-    register_metric,
-)
-
-register_metric(MetricSpec("mbu", "ratio", "higher"))
-register_metric(MetricSpec("weights_bound_tok_per_s", "tok/s", "higher"))
+from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord
 
 
 def peak_bandwidth(physical: Sequence[int]) -> float | None:

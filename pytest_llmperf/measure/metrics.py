@@ -46,8 +46,20 @@ and discarded):
     graph_build_s  seconds the engine spent building decode graphs (compile and CUDA
                    graph capture) during the test, warm-up included; not part of any
                    duration above when the warm-up round built them (hf on CUDA only).
-    mbu, weights_bound_tok_per_s   model bandwidth utilisation on GPUs, defined in
-                   `pytest_llmperf.measure.bandwidth`.
+    model_bytes    the size in bytes of the model's weights file (a GGUF file's size): the
+                   memory column of a quantization table, passed by the test as an extra
+                   metric (`suites/test_quantization.py`).
+
+Metrics measured elsewhere are defined in the docstring of the module that computes them:
+model bandwidth utilisation (`mbu`, `weights_bound_tok_per_s`) in
+`pytest_llmperf.measure.bandwidth`, prompt and generation speeds (`pp_tok_per_s`,
+`tg_tok_per_s`) in `pytest_llmperf.measure.prefill_decode`, GPU memory, utilisation, power
+and energy in `pytest_llmperf.hardware.telemetry`, goodput and the load client's self-check
+in `pytest_llmperf.suite.load`, accuracy in `pytest_llmperf.suite.accuracy`, speedup and
+scaling efficiency in `pytest_llmperf.suite.scaling`, and a dataset's output coverage in
+`pytest_llmperf.suite.workload_stats`. `SPECS` below lists every metric once, with its unit,
+direction (which way is better), kind and the module that defines it; thresholds,
+`llmperf compare`, the report and the exports read it, and nothing else defines a metric.
 
 Distributions report count, mean, p50, p90, p95, p99, min and max. Percentiles use
 linear interpolation between closest ranks (numpy's default), so p50 of [1, 2] is 1.5.
@@ -56,57 +68,169 @@ Thresholds address a distribution's statistic with a dot: `ttft_ms.p90`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import Any, Literal
 
+from pytest_llmperf.errors import LLMPerfUsageError
+
 Direction = Literal["higher", "lower"]
+#: scalar: one number per test; distribution: count, mean, p50 ... max of many samples,
+#: addressed as `name.stat`; count: a whole number of things (exports leave counts out);
+#: flag: 0 or 1.
+Kind = Literal["scalar", "distribution", "count", "flag"]
 
 PERCENTILES = (50, 90, 95, 99)
 DISTRIBUTION_STATS = ("count", "mean", "p50", "p90", "p95", "p99", "min", "max")
 
+#: Third-party packages add metrics under this entry-point group, each entry naming a
+#: sequence of `MetricSpec` (`my_metrics = "my_package.metrics:SPECS"`). Read from the
+#: installed packages' metadata on the first lookup, so that pytest, `llmperf compare`,
+#: the report and the dashboard all see the same specs, whatever they imported.
+ENTRY_POINT_GROUP = "pytest_llmperf.metrics"
+
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """What a metric means for thresholds and comparisons."""
+    """What a metric means for thresholds and comparisons.
+
+    `better` is its direction (a move the other way is a regression); `defined_in` is the
+    module whose docstring defines it, formula and all, so that no definition is written
+    twice.
+    """
 
     name: str
     unit: str
     better: Direction
-    distribution: bool = False
+    kind: Kind = "scalar"
+    defined_in: str | None = None
+
+    @property
+    def distribution(self) -> bool:
+        return self.kind == "distribution"
 
 
-_SPECS = [
-    MetricSpec("requests", "count", "higher"),
-    MetricSpec("failures", "count", "lower"),
-    MetricSpec("failure_rate", "ratio", "lower"),
-    MetricSpec("duration_s", "s", "lower"),
-    MetricSpec("output_tok_per_s", "tok/s", "higher"),
-    MetricSpec("total_tok_per_s", "tok/s", "higher"),
-    MetricSpec("requests_per_s", "req/s", "higher"),
-    MetricSpec("length_stop_fraction", "ratio", "lower"),
-    MetricSpec("ttft_ms", "ms", "lower", distribution=True),
-    MetricSpec("tpot_ms", "ms", "lower", distribution=True),
-    MetricSpec("itl_ms", "ms", "lower", distribution=True),
-    MetricSpec("e2e_ms", "ms", "lower", distribution=True),
-    MetricSpec("queue_ms", "ms", "lower", distribution=True),
-    MetricSpec("server_prefill_ms_p50", "ms", "lower"),
-    MetricSpec("server_decode_tok_per_s", "tok/s", "higher"),
-    MetricSpec("graph_build_s", "s", "lower"),
-]
-METRICS: dict[str, MetricSpec] = {m.name: m for m in _SPECS}
+_HERE = __name__
+_BANDWIDTH = "pytest_llmperf.measure.bandwidth"
+_PP_TG = "pytest_llmperf.measure.prefill_decode"
+_TELEMETRY = "pytest_llmperf.hardware.telemetry"
+_LOAD = "pytest_llmperf.suite.load"
+_ACCURACY = "pytest_llmperf.suite.accuracy"
+_SCALING = "pytest_llmperf.suite.scaling"
+_WORKLOAD_STATS = "pytest_llmperf.suite.workload_stats"
 
 
-def register_metric(spec: MetricSpec) -> None:
-    """Make a metric known to thresholds and comparisons (used by suites and plugins)."""
-    METRICS[spec.name] = spec
+def _specs(module: str, *rows: tuple[str, str, Direction, Kind]) -> list[MetricSpec]:
+    return [MetricSpec(name, unit, better, kind, module) for name, unit, better, kind in rows]
+
+
+#: Every built-in metric, whichever module computes it: one table that every importer
+#: reads (nothing registers a metric at import).
+SPECS: tuple[MetricSpec, ...] = (
+    *_specs(
+        _HERE,
+        ("requests", "count", "higher", "count"),
+        ("failures", "count", "lower", "count"),
+        ("failure_rate", "ratio", "lower", "scalar"),
+        ("duration_s", "s", "lower", "scalar"),
+        ("output_tok_per_s", "tok/s", "higher", "scalar"),
+        ("total_tok_per_s", "tok/s", "higher", "scalar"),
+        ("requests_per_s", "req/s", "higher", "scalar"),
+        ("length_stop_fraction", "ratio", "lower", "scalar"),
+        ("ttft_ms", "ms", "lower", "distribution"),
+        ("tpot_ms", "ms", "lower", "distribution"),
+        ("itl_ms", "ms", "lower", "distribution"),
+        ("e2e_ms", "ms", "lower", "distribution"),
+        ("queue_ms", "ms", "lower", "distribution"),
+        ("server_prefill_ms_p50", "ms", "lower", "scalar"),
+        ("server_decode_tok_per_s", "tok/s", "higher", "scalar"),
+        ("graph_build_s", "s", "lower", "scalar"),
+        ("model_bytes", "bytes", "lower", "scalar"),
+    ),
+    *_specs(
+        _BANDWIDTH,
+        ("mbu", "ratio", "higher", "scalar"),
+        ("weights_bound_tok_per_s", "tok/s", "higher", "scalar"),
+    ),
+    *_specs(
+        _PP_TG,
+        ("pp_tok_per_s", "tok/s", "higher", "scalar"),
+        ("tg_tok_per_s", "tok/s", "higher", "scalar"),
+    ),
+    *_specs(
+        _TELEMETRY,
+        ("peak_gpu_mem_bytes", "bytes", "lower", "scalar"),
+        ("mean_gpu_mem_bytes", "bytes", "lower", "scalar"),
+        ("gpu_util_mean_pct", "%", "higher", "scalar"),
+        ("gpu_util_max_pct", "%", "higher", "scalar"),
+        ("power_mean_w", "W", "lower", "scalar"),
+        ("energy_j", "J", "lower", "scalar"),
+        ("temp_max_c", "C", "lower", "scalar"),
+        ("sm_clock_mean_mhz", "MHz", "higher", "scalar"),
+        ("mem_clock_mean_mhz", "MHz", "higher", "scalar"),
+        ("output_tok_per_j", "tok/J", "higher", "scalar"),
+    ),
+    *_specs(
+        _LOAD,
+        ("goodput_fraction", "ratio", "higher", "scalar"),
+        ("goodput_req_per_s", "req/s", "higher", "scalar"),
+        ("client_cpu_ms_per_1k_tok", "ms", "lower", "scalar"),
+        ("loop_lag_ms_max", "ms", "lower", "scalar"),
+        ("client_bound", "flag", "lower", "flag"),
+    ),
+    *_specs(
+        _ACCURACY,
+        ("accuracy", "ratio", "higher", "scalar"),
+        ("accuracy_norm", "ratio", "higher", "scalar"),
+        ("accuracy_stderr", "ratio", "lower", "scalar"),
+        ("accuracy_norm_stderr", "ratio", "lower", "scalar"),
+        ("questions_per_s", "q/s", "higher", "scalar"),
+        ("exact_match", "ratio", "higher", "scalar"),
+        ("token_f1", "ratio", "higher", "scalar"),
+        ("truncation_rate", "ratio", "lower", "scalar"),
+    ),
+    *_specs(
+        _SCALING,
+        ("speedup", "x", "higher", "scalar"),
+        ("efficiency", "ratio", "higher", "scalar"),
+    ),
+    *_specs(_WORKLOAD_STATS, ("output_coverage", "ratio", "higher", "scalar")),
+)
+
+
+@functools.cache
+def metric_specs() -> Mapping[str, MetricSpec]:
+    """Every known metric by name: `SPECS`, then those of the `ENTRY_POINT_GROUP` entries.
+
+    A bad entry (it does not load, is not a sequence of `MetricSpec`, or names a metric
+    already known) is a usage error naming the entry point.
+    """
+    table = {spec.name: spec for spec in SPECS}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        source = f"entry point {entry.name!r} ({entry.value}) of group {ENTRY_POINT_GROUP!r}"
+        try:
+            loaded = entry.load()
+        except Exception as exc:
+            raise LLMPerfUsageError(f"{source}: cannot load it: {exc}") from None
+        if not isinstance(loaded, Iterable) or isinstance(loaded, (str, MetricSpec)):
+            raise LLMPerfUsageError(f"{source}: expected a sequence of MetricSpec")
+        for spec in loaded:
+            if not isinstance(spec, MetricSpec):
+                raise LLMPerfUsageError(f"{source}: expected a MetricSpec, got {spec!r}")
+            if spec.name in table:
+                raise LLMPerfUsageError(f"{source}: metric {spec.name!r} is already defined")
+            table[spec.name] = spec
+    return MappingProxyType(table)
 
 
 def metric_names() -> list[str]:
     """Every addressable metric name: scalars, and `dist.stat` for distributions."""
     names: list[str] = []
-    for spec in METRICS.values():
+    for spec in metric_specs().values():
         if spec.distribution:
             names.extend(f"{spec.name}.{stat}" for stat in DISTRIBUTION_STATS)
         else:
@@ -117,13 +241,13 @@ def metric_names() -> list[str]:
 def spec_for(path: str) -> MetricSpec | None:
     """The spec behind a metric path (`output_tok_per_s`, `ttft_ms.p90`), or None."""
     base, _, stat = path.partition(".")
-    spec = METRICS.get(base)
+    spec = metric_specs().get(base)
     if spec is None:
         return None
     if spec.distribution != bool(stat) or (stat and stat not in DISTRIBUTION_STATS):
         return None
     if stat == "count":
-        return MetricSpec(path, "count", "higher")
+        return MetricSpec(path, "count", "higher", "count", spec.defined_in)
     return spec
 
 

@@ -18,10 +18,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from pytest_llmperf.measure.metrics import MetricSpec, RequestRecord, register_metric
-
-register_metric(MetricSpec("pp_tok_per_s", "tok/s", "higher"))
-register_metric(MetricSpec("tg_tok_per_s", "tok/s", "higher"))
+from pytest_llmperf.measure.metrics import RequestRecord
 
 
 def pp_metrics(records: Sequence[RequestRecord]) -> dict[str, float | None]:

@@ -37,12 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.measure.metrics import MetricSpec, register_metric
 from pytest_llmperf.models.llama_cpp_log import quiet_llama_cpp
-
-#: The size of a model's weights file (a GGUF's bytes): the memory column of a quantization
-#: table. Tests pass it as an extra metric (`suites/test_quantization.py`).
-register_metric(MetricSpec("model_bytes", "B", "lower"))
 
 #: Bump when the writer changes, so that cached files are rebuilt.
 _WRITER_VERSION = 1

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.results.writer import read_tests
+from pytest_llmperf.tables import format_number, render_table
 
 if TYPE_CHECKING:
     from pytest_llmperf.plugin.session import LLMPerfSession
@@ -19,34 +20,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("tpot p50 ms", "tpot_ms.p50"),
     ("e2e p90 ms", "e2e_ms.p90"),
 )
-
-
-def format_number(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    number = float(value)
-    if number == 0:
-        return "0"
-    if abs(number) >= 100:
-        return f"{number:,.0f}"
-    if abs(number) >= 1:
-        return f"{number:.2f}"
-    return f"{number:.3g}"
-
-
-def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-        return "  ".join([first, *rest]).rstrip()
-
-    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
 def summary_rows(tests: Sequence[Mapping[str, Any]]) -> list[list[str]]:
@@ -74,7 +47,7 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
     reporter.write_sep("=", "llmperf summary")
     if tests:
         header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
-        for text in render_table(header, summary_rows(tests)):
+        for text in render_table(header, summary_rows(tests)).splitlines():
             reporter.write_line(text)
         reporter.write_line("")
         reporter.write_line(f"hardware: {session.hardware}; results: {session.run_dir}")

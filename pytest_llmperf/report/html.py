@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.plugin.summary import format_number
 from pytest_llmperf.results.runs import Run, test_key
+from pytest_llmperf.tables import format_number
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -14,6 +14,26 @@ rise in throughput is never a regression. The first tolerance whose pattern matc
 metric applies; the user's come before `DEFAULT_TOLERANCES`. A metric with no tolerance
 is reported, never judged a regression.
 
+The defaults, and why:
+
+    throughput, ttft/tpot/e2e p50 and p90     10%    what a shared GPU runner moves by
+                                                     between nights
+    mbu                                       10%    decode speed over the card's fixed
+                                                     bandwidth: it moves with the speeds
+    energy_j, output_tok_per_j                15%    energy is power x time: the time's 10%,
+                                                     plus power's own drift with the card's
+                                                     temperature and boost clocks
+    peak_gpu_mem_bytes                        5%     memory does not move with clocks or
+                                                     load; what is worth catching (a bigger
+                                                     KV cache, weights held twice, a leak)
+                                                     moves it by more
+    failure_rate                              0      any new failure
+    accuracy, accuracy_norm, exact_match,     0.02   absolute: a relative change of a small
+    token_f1                                         ratio says nothing
+
+Power, utilisation, clocks and the other telemetry are shown, not judged: a faster run may
+draw more power, and energy per run is what it costs.
+
 Verdicts: `regressed` (worse beyond the tolerance), `worse` (within it, or no
 tolerance), `improved` (better beyond the same amount), `better`, `unchanged`,
 `added` / `removed` (in one run only), `undirected` (no direction known).
@@ -23,6 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -30,13 +51,14 @@ from typing import Literal
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import Direction, spec_for
 from pytest_llmperf.results.runs import Run, test_key
+from pytest_llmperf.tables import render_table
 
 Verdict = Literal[
     "regressed", "worse", "improved", "better", "unchanged", "added", "removed", "undirected"
 ]
 
-#: Applied after the user's own. Relative for speed (10%: what a shared GPU runner moves
-#: by between nights); absolute for ratios, where a relative change of a small number
+#: Applied after the user's own (the module docstring says why each amount). Relative for
+#: speed, energy and memory; absolute for ratios, where a relative change of a small number
 #: (a failure rate of 0.001) says nothing.
 DEFAULT_TOLERANCES: tuple[str, ...] = (
     "output_tok_per_s:10%",
@@ -50,6 +72,10 @@ DEFAULT_TOLERANCES: tuple[str, ...] = (
     "tpot_ms.p90:10%",
     "e2e_ms.p50:10%",
     "e2e_ms.p90:10%",
+    "mbu:10%",
+    "energy_j:15%",
+    "output_tok_per_j:15%",
+    "peak_gpu_mem_bytes:5%",
     "failure_rate:0",
     "accuracy:0.02",
     "accuracy_norm:0.02",
@@ -227,7 +253,7 @@ def compare_runs(base: Run, new: Run, tolerances: Sequence[str] = ()) -> RunComp
 
 def changes_table(changes: Sequence[Change]) -> str:
     """A plain-text table: metric, base, new, change, verdict, tolerance."""
-    rows = [("metric", "base", "new", "change", "verdict", "tolerance")]
+    rows = []
     for c in changes:
         change = f"{c.relative:+.1%}" if c.relative is not None else "-"
         rows.append(
@@ -240,11 +266,7 @@ def changes_table(changes: Sequence[Change]) -> str:
                 c.tolerance or "-",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return render_table(("metric", "base", "new", "change", "verdict", "tolerance"), rows)
 
 
 def _fmt(value: float | None) -> str:
@@ -259,7 +281,7 @@ def compare_command(base: Run, new: Run, tolerances: Sequence[str], show_all: bo
         shown = [c for c in comparison.changes if c.test_id == test_id and (show_all or _judged(c))]
         if shown:
             print(f"\n{test_id}")
-            print("  " + changes_table(shown).replace("\n", "\n  "))
+            print(textwrap.indent(changes_table(shown), "  "))
     for label, ids in (
         ("only in base", comparison.tests_only_in_base),
         ("only in new", comparison.tests_only_in_new),

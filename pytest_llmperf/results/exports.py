@@ -38,7 +38,7 @@ def github_benchmark_entries(run: Run) -> tuple[list[dict[str, Any]], list[dict[
             if spec is None or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             stat = metric.partition(".")[2]
-            if spec.unit == "count" or (stat and stat not in _DISTRIBUTION_STATS):
+            if spec.kind == "count" or (stat and stat not in _DISTRIBUTION_STATS):
                 continue
             entry = {"name": f"{key} {metric}", "unit": spec.unit, "value": value, "extra": extra}
             (bigger if spec.better == "higher" else smaller).append(entry)

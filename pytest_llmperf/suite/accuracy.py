@@ -46,20 +46,8 @@ from pytest_llmperf.engines.base import (
     Tokenizer,
 )
 from pytest_llmperf.errors import where
-from pytest_llmperf.measure.metrics import MetricSpec, RequestRecord, register_metric
+from pytest_llmperf.measure.metrics import RequestRecord
 from pytest_llmperf.suite.workload import DatasetError, read_json_lines
-
-for _name, _unit, _better in (
-    ("accuracy", "ratio", "higher"),
-    ("accuracy_norm", "ratio", "higher"),
-    ("accuracy_stderr", "ratio", "lower"),
-    ("accuracy_norm_stderr", "ratio", "lower"),
-    ("questions_per_s", "q/s", "higher"),
-    ("exact_match", "ratio", "higher"),
-    ("token_f1", "ratio", "higher"),
-    ("truncation_rate", "ratio", "lower"),
-):
-    register_metric(MetricSpec(_name, _unit, _better))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

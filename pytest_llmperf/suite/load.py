@@ -9,6 +9,16 @@ so a client that falls behind its schedule shows up as latency, not as a lighter
 Goodput (`SLO`): the share of requests that succeeded *and* met every bound given,
 `goodput_fraction`, and those requests per second, `goodput_req_per_s` (DistServe's
 definition). A bound left as None is not checked.
+
+Client self-check (client engines only): the load generator's own cost and health.
+
+    client_cpu_ms_per_1k_tok  CPU time of the client's event-loop thread per 1,000 output
+                              tokens received.
+    loop_lag_ms_max           the longest a 5 ms timer on the client's loop fired late:
+                              how long an arriving event could wait before being stamped.
+    client_bound              1 when the client, not the server, may have been the
+                              bottleneck (loop lag p99 over 5 ms, or the loop thread busy
+                              more than 80% of the round), else 0.
 """
 
 from __future__ import annotations
@@ -19,21 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from pytest_llmperf.engines.base import GenerationRequest
-from pytest_llmperf.measure.metrics import MetricSpec, RequestRecord, register_metric
-
-register_metric(MetricSpec("goodput_fraction", "ratio", "higher"))
-register_metric(MetricSpec("goodput_req_per_s", "req/s", "higher"))
-# Client self-check (client engines only): the load generator's own cost and health.
-#   client_cpu_ms_per_1k_tok  CPU time of the client's event-loop thread per 1,000 output
-#                             tokens received.
-#   loop_lag_ms_max           the longest a 5 ms timer on the client's loop fired late:
-#                             how long an arriving event could wait before being stamped.
-#   client_bound              1 when the client, not the server, may have been the
-#                             bottleneck (loop lag p99 over 5 ms, or the loop thread busy
-#                             more than 80% of the round), else 0.
-register_metric(MetricSpec("client_cpu_ms_per_1k_tok", "ms", "lower"))
-register_metric(MetricSpec("loop_lag_ms_max", "ms", "lower"))
-register_metric(MetricSpec("client_bound", "flag", "lower"))
+from pytest_llmperf.measure.metrics import RequestRecord
 
 CLIENT_LAG_LIMIT_MS = 5.0
 CLIENT_BUSY_LIMIT = 0.8

@@ -14,11 +14,8 @@ thresholds bound them like any other (`efficiency: {min: 0.5}`).
 
 from __future__ import annotations
 
-from pytest_llmperf.measure.metrics import AggregateMetrics, MetricSpec, register_metric
+from pytest_llmperf.measure.metrics import AggregateMetrics
 from pytest_llmperf.suite.grid import Config
-
-register_metric(MetricSpec("speedup", "x", "higher"))
-register_metric(MetricSpec("efficiency", "ratio", "higher"))
 
 WORKERS = (1, 2, 4, 8, 16)
 

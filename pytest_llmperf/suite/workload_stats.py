@@ -7,6 +7,11 @@ output lengths the `reference` answers in the same tokens. Printed: percentiles 
 both, the max-new-tokens that covers a chosen share of the outputs (the smallest
 length at least that share of references fit in), and the share that common limits
 cover.
+
+A test that chooses its output length from the data reports the share it covers:
+
+    output_coverage   share of the dataset's reference answers whose length in tokens is
+                      at most the run's max-new-tokens (`coverage(lengths, limit)`).
 """
 
 from __future__ import annotations
@@ -18,12 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.measure.metrics import MetricSpec, percentile, register_metric
+from pytest_llmperf.measure.metrics import percentile
 from pytest_llmperf.suite.workload import DatasetError, DatasetItem, load_dataset
-
-#: The share of a dataset's reference answers within a run's max-new-tokens
-#: (`coverage`), for tests that choose their output length from the data.
-register_metric(MetricSpec("output_coverage", "ratio", "higher"))
 
 REPORTED_PERCENTILES = (50, 75, 90, 95, 99)
 COMMON_LIMITS = (128, 256, 512, 1024, 2048, 4096, 8192)

@@ -21,9 +21,10 @@ Test keys are pytest node ids relative to rootdir. A key is a glob only if it co
 `*`: then `*` matches any characters and `?` one, while `[` and `]` stay literal, as in
 parametrized ids. Per metric, an exact key wins over globs; among globs the one with most
 literal characters wins, then the later one. Metric keys are paths from
-`metrics.metric_names()` (`ttft_ms.p90`), looked up at load time so that registered metrics
-count. A bound is `{min: x}`, `{max: y}` or both, finite numbers with min <= max; a metric
-not measured misses it. Errors name the place: `<path>: line <n>: <what is wrong>`.
+`metrics.metric_names()` (`ttft_ms.p90`): the built-in table and the metrics that installed
+packages add under the `pytest_llmperf.metrics` entry-point group. A bound is `{min: x}`,
+`{max: y}` or both, finite numbers with min <= max; a metric not measured misses it.
+Errors name the place: `<path>: line <n>: <what is wrong>`.
 
 `thresholds.update.update_thresholds` (`--llmperf-update-thresholds`) rewrites a file from
 measurements: an exact entry keeps the shape of its bounds, reset around the measurement
@@ -47,6 +48,7 @@ import yaml
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
 from pytest_llmperf.measure.metrics import metric_names, spec_for
+from pytest_llmperf.tables import render_table
 from pytest_llmperf.yamlnodes import compose, mapping_items, node_error, node_line, node_value
 
 __all__ = [
@@ -271,20 +273,20 @@ class CheckResult:
         return [v for v in self.verdicts if not v.ok]
 
     def table(self) -> str:
-        """`metric | measured | bound | margin | status` rows, then where the misses came from."""
-        rows = [("metric", "measured", "bound", "margin", "status")]
-        for v in self.verdicts:
-            measured = "not measured" if v.measured is None else _num(v.measured)
-            status = "ok" if v.ok else "MISS"
-            rows.append((v.bound.metric, measured, v.bound.describe(), _margin_text(v), status))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = [
-            " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows
+        """Metric, measured, bound, margin and status rows, then where the misses came from."""
+        rows = [
+            (
+                v.bound.metric,
+                "not measured" if v.measured is None else _num(v.measured),
+                v.bound.describe(),
+                _margin_text(v),
+                "ok" if v.ok else "MISS",
+            )
+            for v in self.verdicts
         ]
-        lines.insert(1, "-+-".join("-" * w for w in widths))
-        lines += [f"thresholds from {v.bound.file}:{v.bound.line}" for v in self.failed_verdicts]
-        return "\n".join(lines)
+        table = render_table(("metric", "measured", "bound", "margin", "status"), rows)
+        sources = [f"thresholds from {v.bound.file}:{v.bound.line}" for v in self.failed_verdicts]
+        return "\n".join([table, *sources])
 
 
 class ThresholdSet:
