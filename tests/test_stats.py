@@ -10,7 +10,13 @@ import pytest
 from scipy import stats as scipy_stats
 
 from pytest_llmperf.measure.stats import (
+    BoundVerdict,
+    ChangeVerdict,
+    correct,
     estimate,
+    holm_adjust,
+    judge_bound,
+    judge_change,
     normal_ppf,
     proportion,
     t_cdf,
@@ -95,9 +101,7 @@ def test_log_t_interval_is_scipys_t_interval_on_the_logs() -> None:
 
 def test_linear_t_interval_for_metrics_that_can_be_zero() -> None:
     samples = [0.0, 0.25, 0.125, 0.0]
-    low, high = scipy_stats.t.interval(
-        0.9, 3, loc=sum(samples) / 4, scale=scipy_stats.sem(samples)
-    )
+    low, high = scipy_stats.t.interval(0.9, 3, loc=sum(samples) / 4, scale=scipy_stats.sem(samples))
     e = estimate(samples, scale="linear", confidence=0.9)
     assert e.method == "t" and e.centre == 0.09375
     assert (e.low, e.high) == pytest.approx((low, high), rel=1e-12)
@@ -128,3 +132,242 @@ def test_wilson_interval_textbook_values() -> None:
     assert (round(proportion(10, 10).low, 4), proportion(10, 10).high) == (0.7225, 1.0)
     with pytest.raises(ValueError):
         proportion(11, 10)
+
+
+# --- verdicts against a bound -------------------------------------------------------------
+
+
+def test_bound_verdict_is_a_one_sided_t_test_on_the_logs() -> None:
+    samples = [96.0, 99.0, 94.5, 97.2]
+    logs = [math.log(s) for s in samples]
+    v = judge_bound(samples, 100.0, "higher", alpha=0.05)
+    expected = scipy_stats.ttest_1samp(logs, math.log(100.0), alternative="less")
+    assert v.outcome == "missed" and not v.exact and v.df == 3
+    assert v.p_value == pytest.approx(float(expected.pvalue), rel=1e-9)
+    # The one-sided 95% bounds are the two-sided 90% interval.
+    low, high = scipy_stats.t.interval(0.9, 3, loc=sum(logs) / 4, scale=scipy_stats.sem(logs))
+    assert (v.estimate.low, v.estimate.high) == pytest.approx((math.exp(low), math.exp(high)))
+    assert v.estimate.high < 100.0  # missed: even the upper bound is below the minimum
+    assert v.confidence_bound == v.estimate.low
+
+
+def test_bound_verdicts_met_inconclusive_and_mirrored_for_lower_is_better() -> None:
+    samples = [104.0, 106.5, 105.2, 103.9, 105.8]
+    met = judge_bound(samples, 100.0, "higher", alpha=0.01)
+    assert met.outcome == "met" and met.confidence_bound >= 100.0 and met.p_value > 0.99
+    close = judge_bound(samples, 105.0, "higher", alpha=0.01)
+    assert close.outcome == "inconclusive" and close.estimate.low < 105.0 < close.estimate.high
+    # Latency with a maximum: the same samples, the other way round.
+    assert judge_bound(samples, 110.0, "lower", alpha=0.01).outcome == "met"
+    lower_missed = judge_bound(samples, 100.0, "lower", alpha=0.01)
+    assert lower_missed.outcome == "missed" and lower_missed.confidence_bound > 100.0
+    assert judge_bound(samples, 105.0, "lower", alpha=0.01).outcome == "inconclusive"
+
+
+def test_bounds_of_zero_and_samples_without_spread_are_judged_exactly() -> None:
+    # failure_rate: {max: 0}: one failing round of five fails the bound, no interval softens it.
+    failing = judge_bound([0.0, 0.0, 0.1, 0.0, 0.0], 0.0, "lower", alpha=0.01)
+    assert failing.outcome == "missed" and failing.exact and failing.p_value == 0.0
+    clean = judge_bound([0.0, 0.0, 0.0], 0.0, "lower", alpha=0.01)
+    assert clean.outcome == "met" and clean.exact
+    # A deterministic model's accuracy: the same in every round, judged by value.
+    assert judge_bound([0.62, 0.62, 0.62], 0.6, "higher", alpha=0.01).outcome == "met"
+    below = judge_bound([0.58, 0.58, 0.58], 0.6, "higher", alpha=0.01)
+    assert below.outcome == "missed" and below.exact
+    # One round: nothing known about noise, the value alone decides.
+    assert judge_bound([99.0], 100.0, "higher", alpha=0.01).outcome == "missed"
+    with pytest.raises(ValueError, match="alpha"):
+        judge_bound([1.0, 2.0], 1.0, "higher", alpha=0.5)
+
+
+# --- verdicts against a baseline ----------------------------------------------------------
+
+
+def test_change_with_one_run_each_and_no_drift_is_welchs_test_on_the_logs() -> None:
+    current = [5900.0, 6010.0, 5850.0, 5990.0]
+    baseline = [6193.0, 6120.0, 6260.0, 6205.0, 6150.0]
+    v = judge_change([current], [baseline], "higher", tolerance=0.0, alpha=0.05)
+    welch = scipy_stats.ttest_ind(
+        [math.log(x) for x in current], [math.log(x) for x in baseline], equal_var=False
+    )
+    assert v.df == pytest.approx(float(welch.df), rel=1e-12)
+    assert 2 * min(v.p_value, 1 - v.p_value) == pytest.approx(float(welch.pvalue), rel=1e-9)
+    assert v.change == pytest.approx(scipy_stats.gmean(current) / scipy_stats.gmean(baseline))
+    assert v.outcome == "regressed" and v.scale == "log" and not v.drift_estimated
+
+
+def test_change_variance_adds_the_drift_floor_for_the_current_and_each_baseline_run() -> None:
+    current = [[100.0, 102.0, 98.0]]
+    baselines = [[101.0, 99.0, 103.0, 100.0]]
+    v = judge_change(current, baselines, "higher", tolerance=0.1, alpha=0.05, drift=0.03)
+    s_c2 = scipy_stats.tvar([math.log(x) for x in current[0]])
+    s_b2 = scipy_stats.tvar([math.log(x) for x in baselines[0]])
+    se = math.sqrt(0.03**2 * (1 + 1 / 1) + s_c2 / 3 + s_b2 / 4)
+    margin = float(scipy_stats.t.ppf(0.95, v.df)) * se
+    log_ratio = math.log(v.change)
+    assert (math.log(v.low), math.log(v.high)) == pytest.approx(
+        (log_ratio - margin, log_ratio + margin), rel=1e-9
+    )
+    # Welch-Satterthwaite without a term for the floor (given, not estimated).
+    expected_df = (s_c2 / 3 + s_b2 / 4 + 2 * 0.03**2) ** 2 / (
+        (s_c2 / 3) ** 2 / 2 + (s_b2 / 4) ** 2 / 3
+    )
+    assert v.df == pytest.approx(expected_df, rel=1e-9)
+    assert v.drift == 0.03 and v.limit == pytest.approx(0.9)
+    # Within the 10% tolerance with confidence: ok. The rounds are a small share of Var(D).
+    assert v.outcome == "ok" and v.reducible_share < 0.5
+
+
+def test_change_estimates_drift_from_several_baseline_runs() -> None:
+    rng = random.Random(7)
+    # Baseline nights that move by ~5% while each night's rounds agree within ~1%.
+    baselines = [lognormal_run(rng, rng.gauss(0, 0.05), 0.01, 5) for _ in range(6)]
+    current = [lognormal_run(rng, 0.0, 0.01, 5)]
+    v = judge_change(current, baselines, "higher", tolerance=0.1, alpha=0.05, drift=0.01)
+    run_means = [sum(math.log(x) for x in run) / 5 for run in baselines]
+    within = sum(scipy_stats.tvar([math.log(x) for x in run]) for run in baselines) / 6
+    assert v.drift_estimated
+    assert v.drift == pytest.approx(math.sqrt(scipy_stats.tvar(run_means) - within / 5))
+    assert v.drift > 0.02
+    # The floor stays a floor: a larger one replaces the estimate.
+    floored = judge_change(current, baselines, "higher", tolerance=0.1, alpha=0.05, drift=0.2)
+    assert not floored.drift_estimated and floored.drift == 0.2
+    assert floored.high - floored.low > v.high - v.low
+
+
+def test_change_on_the_linear_scale_and_exact_cases() -> None:
+    # failure_rate with tolerance 0 (any new failure): exact.
+    new_failure = judge_change(
+        [[0.0, 0.1]], [[0.0, 0.0]], "lower", tolerance=0.0, alpha=0.01, scale="linear"
+    )
+    assert new_failure.outcome == "regressed" and new_failure.exact
+    same = judge_change(
+        [[0.0, 0.0]], [[0.0, 0.0]], "lower", tolerance=0.0, alpha=0.01, scale="linear"
+    )
+    assert same.outcome == "ok" and same.exact
+    # accuracy: an absolute tolerance of 0.02 on the difference.
+    acc = judge_change(
+        [[0.70, 0.71, 0.69]], [[0.80, 0.81, 0.79]], "higher", 0.02, alpha=0.01, scale="linear"
+    )
+    assert acc.outcome == "regressed" and acc.change == pytest.approx(-0.1)
+    # No spread anywhere and no drift: the ratio itself decides.
+    fixed = judge_change([[90.0, 90.0]], [[100.0, 100.0]], "higher", tolerance=0.05, alpha=0.01)
+    assert fixed.exact and fixed.outcome == "regressed" and fixed.change == pytest.approx(0.9)
+    # A throughput round at 0 moves the judgement to the values, tolerance scaled.
+    zero = judge_change([[0.0, 50.0, 52.0]], [[100.0, 101.0, 99.0]], "higher", 0.1, alpha=0.05)
+    assert zero.scale == "linear" and zero.tolerance == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        judge_change([[]], [[1.0]], "higher", 0.1, alpha=0.05)
+
+
+# --- several metrics in one test ----------------------------------------------------------
+
+
+def test_holm_adjusted_p_values_textbook_example() -> None:
+    # Holm (1979) as in most textbooks: four hypotheses at alpha 0.05 reject the two smallest.
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert holm_adjust(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [a <= 0.05 for a in holm_adjust(p)] == [True, False, False, True]
+    assert holm_adjust([0.2, 0.9]) == [0.4, 0.9] and holm_adjust([]) == []
+
+
+def test_correct_turns_misses_that_holm_takes_back_into_inconclusive() -> None:
+    weak = judge_bound([0.99, 0.975, 1.005, 0.98, 1.0, 0.985], 1.0, "higher", alpha=0.05)
+    strong = judge_bound([0.81, 0.8, 0.83, 0.79, 0.8, 0.82], 1.0, "higher", alpha=0.05)
+    fine = judge_bound([1.21, 1.2, 1.23, 1.19, 1.2, 1.22], 1.0, "higher", alpha=0.05)
+    # Missed alone (p 0.035), but second smallest of three: Holm asks 2 p <= 0.05.
+    assert weak.outcome == "missed" and 0.05 / 2 < weak.p_value <= 0.05
+    corrected: list[BoundVerdict] = correct([weak, strong, fine], alpha=0.05)
+    assert [v.outcome for v in corrected] == ["inconclusive", "missed", "met"]
+    assert corrected[1].p_adjusted == pytest.approx(3 * strong.p_value)
+    change: list[ChangeVerdict] = correct(
+        [judge_change([[90.0, 91.0]], [[100.0, 100.5]], "higher", 0.05, alpha=0.05)], 0.05
+    )
+    assert change[0].outcome == "regressed"
+
+
+# --- error rates, by simulation -----------------------------------------------------------
+
+
+def regressed_count(
+    trials: int,
+    *,
+    baseline_runs: int,
+    drift_true: float,
+    drift_floor: float,
+    slowdown: float = 0.0,
+    tolerance: float = 0.0,
+    alpha: float = 0.05,
+    within: float = 0.03,
+    rounds: int = 5,
+    seed: int = 0,
+) -> int:
+    """How often an unchanged (or slowed) run is judged regressed against fresh baselines."""
+    rng = random.Random(seed)
+    count = 0
+    for _ in range(trials):
+        baselines = [
+            lognormal_run(rng, rng.gauss(0, drift_true), within, rounds)
+            for _ in range(baseline_runs)
+        ]
+        level = math.log1p(-slowdown) + rng.gauss(0, drift_true)
+        current = [lognormal_run(rng, level, within, rounds)]
+        verdict = judge_change(current, baselines, "higher", tolerance, alpha, drift_floor)
+        count += verdict.outcome == "regressed"
+    return count
+
+
+def test_an_unchanged_run_is_judged_regressed_in_about_alpha_of_trials() -> None:
+    trials, alpha = 2000, 0.05
+    # Tolerance 0 puts the truth on the edge of "regressed": the worst case, rate == alpha.
+    for runs, drift_true, floor in ((1, 0.0, 0.0), (1, 0.02, 0.02)):
+        k = regressed_count(trials, baseline_runs=runs, drift_true=drift_true, drift_floor=floor)
+        assert lower_binomial(k, trials) <= alpha <= upper_binomial(k, trials), (runs, k)
+    # Several baseline runs, drift estimated from them (no floor): at most alpha.
+    k = regressed_count(trials, baseline_runs=3, drift_true=0.02, drift_floor=0.0, seed=1)
+    assert lower_binomial(k, trials) <= alpha, k
+    # Why the drift term: ignore a 2% drift and unchanged runs "regress" far more often.
+    k = regressed_count(trials, baseline_runs=1, drift_true=0.02, drift_floor=0.0, seed=2)
+    assert lower_binomial(k, trials) > 2 * alpha, k
+
+
+def test_a_20_percent_slowdown_is_mostly_judged_regressed() -> None:
+    # 3% round noise, 2% drift between runs, the default 10% tolerance.
+    trials = 500
+    for runs, floor in ((1, 0.02), (5, 0.0)):
+        k = regressed_count(
+            trials, baseline_runs=runs, drift_true=0.02, drift_floor=floor,
+            slowdown=0.2, tolerance=0.1, seed=3,
+        )  # fmt: skip
+        assert lower_binomial(k, trials) >= 0.9, (runs, k)
+    # Unchanged with the same tolerance: no false alarm at all.
+    assert (
+        regressed_count(trials, baseline_runs=1, drift_true=0.02, drift_floor=0.02, tolerance=0.1)
+        == 0
+    )
+
+
+def test_holm_keeps_a_tests_false_alarms_at_alpha_and_met_needs_no_correction() -> None:
+    rng = random.Random(5)
+    trials, alpha, metrics = 1000, 0.05, 5
+    raw_alarms = corrected_alarms = passes_with_a_bad_metric = 0
+    for _ in range(trials):
+        # Every metric exactly at its bound: each is missed with probability alpha.
+        verdicts = [
+            judge_bound(lognormal_run(rng, 0.0, 0.03, 5), 1.0, "higher", alpha)
+            for _ in range(metrics)
+        ]
+        raw_alarms += any(v.outcome == "missed" for v in verdicts)
+        corrected_alarms += any(v.outcome == "missed" for v in correct(verdicts, alpha))
+        # One metric at its bound, the others clearly fine: the test passes (all met) only
+        # when that metric is wrongly met, at most alpha of the time, uncorrected.
+        others = [
+            judge_bound(lognormal_run(rng, 0.2, 0.03, 5), 1.0, "higher", alpha)
+            for _ in range(metrics - 1)
+        ]
+        tested = correct([verdicts[0], *others], alpha)
+        passes_with_a_bad_metric += all(v.outcome == "met" for v in tested)
+    # Uncorrected: 1 - 0.95^5 = 23% of unchanged tests fail.
+    assert lower_binomial(raw_alarms, trials) > 0.15
+    assert lower_binomial(corrected_alarms, trials) <= alpha
+    assert lower_binomial(passes_with_a_bad_metric, trials) <= alpha

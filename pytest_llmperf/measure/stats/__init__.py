@@ -100,6 +100,8 @@ Change points over a history (`change_points`)
 
 from __future__ import annotations
 
+from pytest_llmperf.measure.stats.bounds import BoundOutcome, BoundVerdict, judge_bound
+from pytest_llmperf.measure.stats.change import ChangeOutcome, ChangeVerdict, judge_change
 from pytest_llmperf.measure.stats.distributions import (
     normal_cdf,
     normal_ppf,
@@ -109,12 +111,22 @@ from pytest_llmperf.measure.stats.distributions import (
     t_sf,
 )
 from pytest_llmperf.measure.stats.estimate import Estimate, Method, Scale, estimate, proportion
+from pytest_llmperf.measure.stats.multiple import Judged, correct, holm_adjust
 
 __all__ = [
+    "BoundOutcome",
+    "BoundVerdict",
+    "ChangeOutcome",
+    "ChangeVerdict",
     "Estimate",
+    "Judged",
     "Method",
     "Scale",
+    "correct",
     "estimate",
+    "holm_adjust",
+    "judge_bound",
+    "judge_change",
     "normal_cdf",
     "normal_ppf",
     "proportion",
