@@ -12,13 +12,18 @@ from scipy import stats as scipy_stats
 from pytest_llmperf.measure.stats import (
     BoundVerdict,
     ChangeVerdict,
+    Continuation,
     correct,
     estimate,
     holm_adjust,
     judge_bound,
     judge_change,
+    look_alpha,
     normal_ppf,
     proportion,
+    round_alpha,
+    should_continue,
+    spent_alpha,
     t_cdf,
     t_pdf,
     t_ppf,
@@ -371,3 +376,94 @@ def test_holm_keeps_a_tests_false_alarms_at_alpha_and_met_needs_no_correction() 
     assert lower_binomial(raw_alarms, trials) > 0.15
     assert lower_binomial(corrected_alarms, trials) <= alpha
     assert lower_binomial(passes_with_a_bad_metric, trials) <= alpha
+
+
+# --- rounds until decided -----------------------------------------------------------------
+
+
+def test_alpha_spending_per_look() -> None:
+    alpha = 0.05
+    pocock = [round_alpha(r, 3, 10, alpha) for r in range(3, 11)]
+    assert math.fsum(pocock) == pytest.approx(alpha, rel=1e-12)
+    # The first look, at 3 of 10 rounds, gets ln(1 + (e - 1) 0.3) = 42% of alpha.
+    assert pocock[0] / alpha == pytest.approx(math.log(1 + (math.e - 1) * 0.3), rel=1e-12)
+    assert round(pocock[0] / alpha, 2) == 0.42
+    assert pocock == sorted(pocock, reverse=True)
+    obf = [round_alpha(r, 3, 10, alpha, "obrien-fleming") for r in range(3, 11)]
+    assert math.fsum(obf) == pytest.approx(alpha, rel=1e-12)
+    assert obf[0] < 1e-3 and obf[-1] > pocock[-1]
+    assert look_alpha(1, 1, alpha) == alpha
+    assert look_alpha(2, 4, alpha) == pytest.approx(
+        spent_alpha(0.5, alpha) - spent_alpha(0.25, alpha)
+    )
+    with pytest.raises(ValueError):
+        round_alpha(2, 3, 10, alpha)
+
+
+def run_until_decided(
+    rng: random.Random,
+    level: float,
+    alpha: float,
+    naive: bool,
+    min_rounds: int = 3,
+    max_rounds: int = 10,
+) -> tuple[str, int]:
+    """One test under `rounds="auto"`: a metric whose true value is `level` (log) against a
+    minimum of 1, judged after every round from `min_rounds` on."""
+    samples = lognormal_run(rng, level, 0.03, max_rounds)
+    for rounds in range(min_rounds, max_rounds + 1):
+        look = alpha if naive else round_alpha(rounds, min_rounds, max_rounds, alpha)
+        verdict = judge_bound(samples[:rounds], 1.0, "higher", look)
+        step = should_continue([verdict], rounds, max_rounds, elapsed=rounds, max_seconds=1e6)
+        if not step.more:
+            return verdict.outcome, rounds
+    raise AssertionError("should_continue never stopped")
+
+
+def test_sequential_looks_keep_the_false_alarm_rate_where_naive_looks_do_not() -> None:
+    trials, alpha = 2000, 0.05
+    rng = random.Random(13)
+    # A metric exactly at its bound: each look's test is at the edge of "missed".
+    spent = sum(
+        run_until_decided(rng, 0.0, alpha, naive=False)[0] == "missed" for _ in range(trials)
+    )
+    naive = sum(
+        run_until_decided(rng, 0.0, alpha, naive=True)[0] == "missed" for _ in range(trials)
+    )
+    assert lower_binomial(spent, trials) <= alpha, spent
+    # Testing at alpha after each of rounds 3..10 misses about 14% of the time.
+    assert lower_binomial(naive, trials) > 2 * alpha, naive
+
+
+def test_clear_cases_stop_at_the_minimum_and_close_ones_use_more_rounds() -> None:
+    rng = random.Random(17)
+    clear = [run_until_decided(rng, -0.2, 0.05, naive=False) for _ in range(50)]
+    # 20% below or above the bound with 3% noise: decided, nearly always at the minimum.
+    assert all(outcome == "missed" for outcome, _ in clear)
+    assert sum(rounds == 3 for _, rounds in clear) >= 45
+    fine = [run_until_decided(rng, 0.2, 0.05, naive=False) for _ in range(50)]
+    assert all(outcome == "met" for outcome, _ in fine)
+    assert sum(rounds == 3 for _, rounds in fine) >= 45
+    close = [run_until_decided(rng, -0.03, 0.05, naive=False) for _ in range(50)]
+    assert sum(rounds for _, rounds in close) / 50 > 6
+
+
+def test_should_continue_says_why_it_stops() -> None:
+    undecided = judge_bound([99.0, 101.0, 100.5], 100.0, "higher", 0.05)
+    decided = judge_bound([120.0, 121.0, 119.5], 100.0, "higher", 0.05)
+    assert not undecided.decided and decided.decided
+    assert should_continue([decided], 3, 10, 3.0, 60.0) == Continuation(False, "decided", 0)
+    assert should_continue([decided, undecided], 3, 10, 3.0, 60.0) == Continuation(True, None, 1)
+    assert should_continue([undecided], 10, 10, 10.0, 60.0).reason == "max_rounds"
+    # 5 rounds took 55 s: a sixth would end past 60 s.
+    assert should_continue([undecided], 5, 10, 55.0, 60.0).reason == "max_seconds"
+    assert should_continue([undecided], 5, 10, 45.0, 60.0).more
+    # Against a baseline, with a drift floor that dwarfs the rounds' noise: more rounds
+    # cannot decide.
+    drifting = judge_change(
+        [[97.0, 97.1, 96.9]], [[100.0, 100.1, 99.9]], "higher", 0.05, 0.05, drift=0.05
+    )
+    assert not drifting.decided and drifting.reducible_share < 0.01
+    assert should_continue([drifting], 3, 10, 3.0, 60.0).reason == "cannot_decide"
+    noisy = judge_change([[97.0, 92.0, 101.0]], [[100.0, 95.0, 104.0]], "higher", 0.05, 0.05)
+    assert not noisy.decided and should_continue([noisy], 3, 10, 3.0, 60.0).more

@@ -112,24 +112,40 @@ from pytest_llmperf.measure.stats.distributions import (
 )
 from pytest_llmperf.measure.stats.estimate import Estimate, Method, Scale, estimate, proportion
 from pytest_llmperf.measure.stats.multiple import Judged, correct, holm_adjust
+from pytest_llmperf.measure.stats.sequential import (
+    Continuation,
+    Spending,
+    StopReason,
+    look_alpha,
+    round_alpha,
+    should_continue,
+    spent_alpha,
+)
 
 __all__ = [
     "BoundOutcome",
     "BoundVerdict",
     "ChangeOutcome",
     "ChangeVerdict",
+    "Continuation",
     "Estimate",
     "Judged",
     "Method",
     "Scale",
+    "Spending",
+    "StopReason",
     "correct",
     "estimate",
     "holm_adjust",
     "judge_bound",
     "judge_change",
+    "look_alpha",
     "normal_cdf",
     "normal_ppf",
     "proportion",
+    "round_alpha",
+    "should_continue",
+    "spent_alpha",
     "t_cdf",
     "t_pdf",
     "t_ppf",
