@@ -13,6 +13,7 @@ from pytest_llmperf.measure.stats import (
     BoundVerdict,
     ChangeVerdict,
     Continuation,
+    change_points,
     correct,
     estimate,
     holm_adjust,
@@ -467,3 +468,68 @@ def test_should_continue_says_why_it_stops() -> None:
     assert should_continue([drifting], 3, 10, 3.0, 60.0).reason == "cannot_decide"
     noisy = judge_change([[97.0, 92.0, 101.0]], [[100.0, 95.0, 104.0]], "higher", 0.05, 0.05)
     assert not noisy.decided and should_continue([noisy], 3, 10, 3.0, 60.0).more
+
+
+# --- change points over a history ---------------------------------------------------------
+
+
+def noisy_series(rng: random.Random, steps: dict[int, float], length: int = 20) -> list[float]:
+    """Run values around 1000 tok/s with 3% noise; from each index in `steps` on, the level
+    is multiplied by its factor."""
+    level, values = 1000.0, []
+    for i in range(length):
+        level *= steps.get(i, 1.0)
+        values.append(level * math.exp(rng.gauss(0, 0.03)))
+    return values
+
+
+def test_a_15_percent_step_is_found_where_it_happened() -> None:
+    for index in range(3, 18):
+        for seed in range(3):
+            series = noisy_series(random.Random(100 * index + seed), {index: 0.85})
+            steps = change_points(series)
+            assert [s.index for s in steps] == [index], (index, seed, steps)
+            assert steps[0].change == pytest.approx(-0.15, abs=0.05)
+            assert steps[0].p_value <= 0.005 and steps[0].after < steps[0].before
+
+
+def test_a_flat_series_has_no_steps() -> None:
+    trials = 300
+    found = sum(
+        bool(change_points(noisy_series(random.Random(seed), {}))) for seed in range(trials)
+    )
+    assert lower_binomial(found, trials) <= 0.005, found
+    assert change_points([1000.0] * 20) == []
+
+
+def test_two_steps_samples_per_run_and_the_linear_scale() -> None:
+    rng = random.Random(3)
+    # A regression fixed ten runs later: a bump, which no single split can isolate.
+    series = noisy_series(rng, {10: 0.8, 20: 1.25}, length=30)
+    steps = change_points(series)
+    assert [s.index for s in steps] == [10, 20]
+    assert [s.change for s in steps] == pytest.approx([-0.2, 0.25], abs=0.04)
+    # A staircase: two falls (its cuts refined between their neighbours: the whole series
+    # splits best between the two steps in some seeds).
+    for seed in range(10):
+        stairs = change_points(noisy_series(random.Random(seed), {10: 0.85, 20: 0.85}, 30))
+        assert [s.index for s in stairs] == [10, 20], seed
+    # The same history as per-round samples: each run is the geometric mean of its rounds.
+    as_samples = [[v * 0.99, v, v * 1.01] for v in series]
+    assert [s.index for s in change_points(as_samples)] == [10, 20]
+    # The same seed gives the same p-values.
+    assert change_points(series) == steps
+    # A failure rate that jumps from ~0 to ~0.2: absolute steps on the linear scale.
+    rates = [max(0.0, rng.gauss(0, 0.01)) + (0.2 if i >= 12 else 0.0) for i in range(20)]
+    linear = change_points(rates, scale="linear")
+    assert [s.index for s in linear] == [12] and linear[0].change == pytest.approx(0.2, abs=0.02)
+    with pytest.raises(ValueError, match="positive"):
+        change_points(rates)
+
+
+def test_a_step_in_the_last_two_runs_is_beyond_a_permutation_test() -> None:
+    # Only 2 of C(20, 2) = 190 orders put two runs at an end: p >= 0.0105 > alpha, however
+    # large the step (the docstring sends new nights to judge_change instead).
+    series = noisy_series(random.Random(1), {18: 0.5})
+    assert change_points(series) == []
+    assert [s.index for s in change_points(series, alpha=0.02, min_size=2)] == [18]

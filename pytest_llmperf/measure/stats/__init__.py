@@ -94,14 +94,16 @@ Rounds until decided (`round_alpha`, `should_continue`)
     variance in the current run's rounds (the rest is drift and the baseline's noise).
 
 Change points over a history (`change_points`)
-    Binary segmentation by the best two-sample t split, tested by permutation with a fixed
-    seed; `pytest_llmperf.measure.stats.changepoints` explains it.
+    Binary segmentation by the best two-sample split, or the best middle stretch (a
+    regression fixed later), each tested by permutation with a fixed seed;
+    `pytest_llmperf.measure.stats.changepoints` explains it, and its limits.
 """
 
 from __future__ import annotations
 
 from pytest_llmperf.measure.stats.bounds import BoundOutcome, BoundVerdict, judge_bound
 from pytest_llmperf.measure.stats.change import ChangeOutcome, ChangeVerdict, judge_change
+from pytest_llmperf.measure.stats.changepoints import Step, change_points
 from pytest_llmperf.measure.stats.distributions import (
     normal_cdf,
     normal_ppf,
@@ -133,7 +135,9 @@ __all__ = [
     "Method",
     "Scale",
     "Spending",
+    "Step",
     "StopReason",
+    "change_points",
     "correct",
     "estimate",
     "holm_adjust",
