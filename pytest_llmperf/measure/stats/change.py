@@ -12,7 +12,7 @@ from typing import Literal
 
 from pytest_llmperf.measure.metrics import Direction
 from pytest_llmperf.measure.stats.distributions import t_cdf, t_ppf, t_sf
-from pytest_llmperf.measure.stats.estimate import Scale, Summary, check_alpha, transform
+from pytest_llmperf.measure.stats.estimate import Scale, Summary, check_alpha, exp, transform
 
 ChangeOutcome = Literal["regressed", "ok", "inconclusive"]
 
@@ -149,7 +149,7 @@ def judge_change(
     difference = current.centre - baseline.centre
 
     def shown(value: float) -> float:
-        return math.exp(value) if logged else value
+        return exp(value) if logged else value
 
     exact = variance == 0 or (not logged and tolerance == 0)
     outcome: ChangeOutcome

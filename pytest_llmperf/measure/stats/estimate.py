@@ -107,9 +107,7 @@ def estimate(samples: Sequence[float], scale: Scale = "log", confidence: float =
     half = quantile * math.sqrt(summary.variance / summary.n)
     low, centre, high = summary.mean - half, summary.mean, summary.mean + half
     if logged:
-        return Estimate(
-            summary.n, math.exp(centre), math.exp(low), math.exp(high), "log-t", confidence
-        )
+        return Estimate(summary.n, exp(centre), exp(low), exp(high), "log-t", confidence)
     return Estimate(summary.n, centre, low, high, "t", confidence)
 
 
@@ -133,6 +131,12 @@ def proportion(successes: int, trials: int, confidence: float = 0.95) -> Estimat
 def _check_confidence(confidence: float) -> None:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence {confidence} is not strictly between 0 and 1")
+
+
+def exp(value: float) -> float:
+    """math.exp, but inf where it would overflow: a log interval with one or two degrees of
+    freedom at a tiny error rate can reach past e^709."""
+    return math.exp(value) if value < 709 else math.inf
 
 
 def check_alpha(alpha: float) -> None:
