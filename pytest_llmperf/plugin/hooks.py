@@ -19,7 +19,7 @@ from pytest_llmperf.plugin.lifecycle import TermAsInterrupt, bound_of, watchdog
 from pytest_llmperf.plugin.options import add_all_options, read_settings
 from pytest_llmperf.plugin.session import LLMPerfSession
 from pytest_llmperf.plugin.summary import write_terminal_summary
-from pytest_llmperf.suite.grid import Config
+from pytest_llmperf.suite.config import Config, NotForEngine, fit
 
 session_key = pytest.StashKey[LLMPerfSession]()
 term_key = pytest.StashKey[TermAsInterrupt]()
@@ -98,14 +98,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: first_seen[_engine_key(item)])
 
 
-def _engine_key(item: pytest.Item) -> Any:
+def _configs(item: pytest.Item) -> list[Config]:
+    """The grid configurations a test is parametrized with."""
     callspec = getattr(item, "callspec", None)
     if callspec is None:
-        return None
-    for value in callspec.params.values():
-        if isinstance(value, Config):
-            return (value.engine, value.engine_settings)
-    return None
+        return []
+    return [value for value in callspec.params.values() if isinstance(value, Config)]
+
+
+def _engine_key(item: pytest.Item) -> Any:
+    configs = _configs(item)
+    return (configs[0].engine, configs[0].engine_settings) if configs else None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Check every selected test's configuration against the engine that will run it.
+
+    After `-m`/`-k` have deselected what the run will not run, so that a grid for other
+    engines in a suite the run does not select is no error. A setting the engine does not
+    take is a usage error naming the file and line (`suite.config.fit`); the tests of a
+    grid meant for other engines skip, saying which.
+    """
+    llmperf = _session(session.config)
+    if llmperf is None:
+        return
+    verdicts: dict[Config, str | None] = {}
+    for item in session.items:
+        for config in _configs(item):
+            if config not in verdicts:
+                try:
+                    fit(config, llmperf.settings.engine)
+                    verdicts[config] = None
+                except NotForEngine as exc:
+                    verdicts[config] = str(exc)
+            reason = verdicts[config]
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def _gpu_count(item: pytest.Item, marker: pytest.Mark) -> int:
