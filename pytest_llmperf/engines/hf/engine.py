@@ -4,31 +4,28 @@ Requests run in batches of at most `max_num_seqs`, in the order given, each batc
 to completion before the next starts (static batching: no request joins a running
 batch). The loop itself lives in `hf_decode`.
 
-Settings (`EngineConfig.settings`):
-- `dtype`: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".
-- `attn_implementation`: "sdpa", "eager", "flash_attention_2", ...; default sdpa, and on
-  CUDA sdpa with grouped-query decode steps that do not copy the KV cache per query head
-  (`grouped_attention`; naming "sdpa" gives transformers' own). flash_attention_2 without
-  the `flash_attn` package or CUDA falls back to sdpa, recorded in
-  `EngineInfo.details["attn_fallback"]`.
-- `max_num_seqs`: batch size, default 8.
-- `max_model_len`: prompt + max_tokens limit per request, default the model's
-  `max_position_embeddings`.
-- `device`: "cuda" when CUDA is available, else "cpu".
-- `seed`: the sampling seed of requests whose `SamplingParams.seed` is None, default 0.
-- `tensor_parallel_size`: must be 1 (this engine uses one device).
+Settings are declared, with their defaults, in `engines/hf/spec.py` (`HF`) and read
+through it (`self.settings`). How some of them act:
+- `dtype` "auto" is bfloat16 on CUDA (float16 without bf16 support), float32 on CPU.
+- `attn_implementation`: unset, sdpa, and on CUDA sdpa with grouped-query decode steps that
+  do not copy the KV cache per query head (`grouped_attention`; naming "sdpa" gives
+  transformers' own). flash_attention_2 without the `flash_attn` package or CUDA falls back
+  to sdpa, recorded in `EngineInfo.details["attn_fallback"]`.
+- `max_model_len` unset is the model's `max_position_embeddings`.
+- `device` follows the leased GPUs (`EngineConfig.gpus`), else "cpu"; not a grid setting.
+- `tensor_parallel_size` must be 1 (this engine uses one device).
 - `cuda_graphs`: on CUDA, decode greedy batches through a static KV cache and one captured
-  CUDA graph per step (`hf_graph`); default on. Off, or on the CPU, the eager loop runs.
+  CUDA graph per step (`hf_graph`). Off, or on the CPU, the eager loop runs.
 - `compile`: compile the captured step with torch.compile first (Inductor fuses the
-  layer's small kernels); default on. Building a graph takes tens of seconds per batch
-  bucket, reported as the test's `graph_build_s`, outside the measured rounds when the
-  warm-up round saw the same shapes.
+  layer's small kernels). Building a graph takes tens of seconds per batch bucket,
+  reported as the test's `graph_build_s`, outside the measured rounds when the warm-up
+  round saw the same shapes.
 - `fuse_projections`: on the CUDA-graph path, decode Llama-structured models through one
   Q/K/V and one gate/up matrix per layer (`llama_step`; the weights are re-pointed, not
-  copied); default on. Other models, or off, decode through transformers' forward.
+  copied). Other models, or off, decode through transformers' forward.
 - `triton_kernels`: with `fuse_projections`, batch-1 graphs of Llama-structured models run
   hand-written Triton kernels (`triton_decode`: five a layer, norms, rotary embedding,
-  cache writes, SwiGLU and residual adds fused in) instead of the compiled step; default on.
+  cache writes, SwiGLU and residual adds fused in) instead of the compiled step.
 """
 
 from __future__ import annotations

@@ -21,13 +21,14 @@ asks for more tokens. Stop strings end a request with "stop", the text cut befor
 Settings (`llamacpp.spec.LLAMACPP`, with their defaults): `max_model_len` is the context
 per sequence (n_ctx is `max_model_len * max_num_seqs`, split between the sequences);
 `max_num_seqs` parallel sequences (llama.cpp's `n_parallel`); `n_batch` tokens per
-`llama_decode` call (`n_ubatch` the same); `n_threads` CPU threads (default the CPUs this
-process may use: llama.cpp's own default, 4, oversubscribes a 2-core machine);
-`n_gpu_layers` offloaded to a GPU (-1 all; a CPU build of llama-cpp-python offloads
-nothing, `gpu_offload` in the engine info says so); `quantization`, llama.cpp's type name
-(`F16`, `Q8_0`, `Q4_K_M`, ...) for a model written or quantized here; `seed` for requests
-whose `SamplingParams.seed` is None; `llama_args`, llama.cpp's own context and model
-parameters (`flash_attn_type`, `type_k`, `offload_kqv`, ...), set after ours.
+`llama_decode` call (`n_ubatch` the same unless `llama_args` sets it); `n_threads` CPU
+threads (default the CPUs this process may use: llama.cpp's own default, 4,
+oversubscribes a 2-core machine); `n_gpu_layers` offloaded to a GPU (-1 all; a CPU build
+of llama-cpp-python offloads nothing, `gpu_offload` in the engine info says so);
+`quantization`, llama.cpp's type name (`F16`, `Q8_0`, `Q4_K_M`, ...) for a model written
+or quantized here; `seed` for requests whose `SamplingParams.seed` is None; `llama_args`,
+llama.cpp's own context and model parameters (`flash_attn_type`, `type_k`,
+`offload_kqv`, `n_ubatch`, ...), set after ours.
 
 Not supported: `score` (log-likelihoods need every prompt position's logits; llama.cpp's
 server has no echo of prompt log-probabilities either).
@@ -205,6 +206,7 @@ class LlamaCppEngine:
                 "n_ctx": llama_cpp.llama_n_ctx(self._ctx),
                 "n_seq_max": llama_cpp.llama_n_seq_max(self._ctx),
                 "n_batch": self.n_batch,
+                "n_ubatch": llama_cpp.llama_n_ubatch(self._ctx),
                 "n_threads": ctx_params.n_threads,
                 "n_gpu_layers": self.n_gpu_layers,
                 "llama_args": dict(self.llama_args),
