@@ -349,6 +349,10 @@ def test_a_setting_the_engine_does_not_take_is_a_usage_error_with_file_and_line(
     # Deselected tests are not checked: their grid is not run.
     result = pytester.runpytest("--engine", "vllm", "--collect-only", "-k", "nothing")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    # An xdist worker cannot end the run with a usage error: the test errors with it.
+    result = pytester.runpytest_subprocess("-n", "2", "--engine", "vllm")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*grid.yaml: line 4: setting 'triton_kernels' is not a setting*"])
 
 
 def test_a_grid_for_several_engines_notes_what_the_run_did_not_apply(

@@ -22,6 +22,8 @@ from pytest_llmperf.plugin.summary import write_terminal_summary
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
 
 session_key = pytest.StashKey[LLMPerfSession]()
+#: An xdist worker's usage error for a test, found at collection: the test fails with it.
+usage_error_key = pytest.StashKey[str]()
 term_key = pytest.StashKey[TermAsInterrupt]()
 
 MARKERS = (
@@ -117,23 +119,34 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     After `-m`/`-k` have deselected what the run will not run, so that a grid for other
     engines in a suite the run does not select is no error. A setting the engine does not
     take is a usage error naming the file and line (`suite.config.fit`); the tests of a
-    grid meant for other engines skip, saying which.
+    grid meant for other engines skip, saying which. An xdist worker cannot end the run
+    with a usage error (xdist reports it as a crash), so there the tests fail with it.
     """
     llmperf = _session(session.config)
     if llmperf is None:
         return
-    verdicts: dict[Config, str | None] = {}
+    verdicts: dict[Config, tuple[str, str] | None] = {}
     for item in session.items:
         for config in _configs(item):
             if config not in verdicts:
-                try:
-                    fit(config, llmperf.settings.engine)
-                    verdicts[config] = None
-                except NotForEngine as exc:
-                    verdicts[config] = str(exc)
-            reason = verdicts[config]
-            if reason is not None:
-                item.add_marker(pytest.mark.skip(reason=reason))
+                verdicts[config] = _verdict(config, llmperf)
+            verdict = verdicts[config]
+            if verdict is not None and verdict[0] == "skip":
+                item.add_marker(pytest.mark.skip(reason=verdict[1]))
+            elif verdict is not None:
+                item.stash[usage_error_key] = verdict[1]
+
+
+def _verdict(config: Config, llmperf: LLMPerfSession) -> tuple[str, str] | None:
+    try:
+        fit(config, llmperf.settings.engine)
+    except NotForEngine as exc:
+        return ("skip", str(exc))
+    except LLMPerfUsageError as exc:
+        if llmperf.is_controller:
+            raise
+        return ("error", str(exc))
+    return None
 
 
 def _gpu_count(item: pytest.Item, marker: pytest.Mark) -> int:
@@ -144,6 +157,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     session = _session(item.config)
     if session is None:
         return
+    usage_error = item.stash.get(usage_error_key, None)
+    if usage_error is not None:
+        pytest.fail(usage_error, pytrace=False)
     needed = max((_gpu_count(item, m) for m in item.iter_markers("gpu")), default=0)
     if needed > len(session.gpus):
         have = ",".join(map(str, session.gpus)) or "none"
