@@ -395,7 +395,10 @@ def test_a_grid_for_other_engines_skips_and_one_no_engine_takes_is_refused(
     result = pytester.runpytest("--engine", "hf", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
-        ["SKIPPED ?1? *grid.yaml: line 2: the grid of 'a' is meant for engines vllm, not 'hf'"]
+        [
+            "SKIPPED ?1? *grid.yaml: line 2: the grid of 'a' is meant for engines vllm: "
+            "run with --engine vllm (this run's engine is 'hf')"
+        ]
     )
     assert not (pytester.path / "results").exists()  # no engine was started
 

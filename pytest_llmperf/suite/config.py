@@ -199,9 +199,11 @@ def fit(config: Config, run_engine: str) -> Fit:
     name = config.engine or run_engine
     if config.engine is None and isinstance(config.engines, tuple):
         if name not in config.engines:
+            listed = ", ".join(config.engines[:-1]) + " or " if len(config.engines) > 1 else ""
             raise NotForEngine(
                 f"{config.source('engines')}: the grid of {config.name!r} is meant for "
-                f"engines {', '.join(config.engines)}, not {name!r}"
+                f"engines {', '.join(config.engines)}: run with --engine "
+                f"{listed}{config.engines[-1]} (this run's engine is {name!r})"
             )
     spec = engine_spec(name)
     whose = "its own engine" if config.engine else "the run's engine"
