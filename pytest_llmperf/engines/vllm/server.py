@@ -14,21 +14,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pytest_llmperf.engines.managed_server import ManagedServerEngine, ServerCommand
-from pytest_llmperf.engines.native import as_flags
+from pytest_llmperf.engines.native import as_flag, as_flags
 from pytest_llmperf.engines.spec import EngineSpec
-from pytest_llmperf.engines.vllm.spec import VLLM_SERVER
+from pytest_llmperf.engines.vllm.spec import ENGINE_ARGS, VLLM_SERVER
 from pytest_llmperf.models.tiny import resolve_model
 
-#: Our setting -> the server's flag (booleans are handled apart, below).
-_SERVER_FLAGS = {
-    "tensor_parallel_size": "--tensor-parallel-size",
-    "max_model_len": "--max-model-len",
-    "max_num_seqs": "--max-num-seqs",
-    "gpu_memory_utilization": "--gpu-memory-utilization",
-    "dtype": "--dtype",
-    "quantization": "--quantization",
-    "seed": "--seed",
-}
+#: Our settings that are the server's flags of the same name with a value (`--max-num-seqs 8`);
+#: the two booleans are handled apart, below.
+_VALUE_FLAGS = tuple(n for n in ENGINE_ARGS if n not in ("enforce_eager", "enable_prefix_caching"))
 
 
 def server_argv(model_path: str, port: int, settings: Mapping[str, Any], on_gpu: bool) -> list[str]:
@@ -44,9 +37,9 @@ def server_argv(model_path: str, port: int, settings: Mapping[str, Any], on_gpu:
         "--port",
         str(port),
     ]
-    for key, flag in _SERVER_FLAGS.items():
+    for key in _VALUE_FLAGS:
         if settings.get(key) is not None:
-            argv += [flag, str(settings[key])]
+            argv += [as_flag(key, settings[key]), str(settings[key])]
     if settings.get("dtype") is None and not on_gpu:
         argv += ["--dtype", "bfloat16"]
     eager = settings.get("enforce_eager")
