@@ -218,3 +218,18 @@ def test_duplicate_custom_id(tmp_path: Path) -> None:
     path.write_text('{"custom_id": "a", "prompt": "x"}\n{"custom_id": "a", "prompt": "y"}\n')
     with pytest.raises(DatasetError, match="line 2: duplicate custom_id 'a' \\(first on line 1\\)"):
         load_dataset(path)
+
+
+def test_a_python_grid_for_several_engines_says_where_it_was_made() -> None:
+    grid = Grid.of(
+        [Config.make("eager", {"max_num_seqs": 2, "enforce_eager": True})], engines=["hf", "vllm"]
+    )
+    (config,) = grid
+    assert config.engines == ("hf", "vllm")
+    assert config.source("engines").startswith(f"{__file__}: line ")
+    from pytest_llmperf.suite.config import fit
+
+    fitted = fit(config, "hf")
+    assert fitted.settings == {"max_num_seqs": 2} and fitted.not_applied == ("enforce_eager",)
+    with pytest.raises(GridError, match="unknown setting 'n_batch' for engines hf, vllm"):
+        Grid.of([Config.make("nb", {"n_batch": 4})], engines=["hf", "vllm"])

@@ -108,8 +108,8 @@ class Config:
 
 
 def caller() -> str:
-    """ "path: line N" of the first frame outside this package's suite modules: the user's
-    line that made a configuration in Python."""
+    """Where the user's code that made a configuration in Python is ("path: line N"): the
+    first frame outside this package's suite and engine modules."""
     frame = sys._getframe(1)
     while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
         ("pytest_llmperf.suite.", "pytest_llmperf.engines")

@@ -153,7 +153,7 @@ def _as_engines(engines: Engines | list[str]) -> Engines:
 
 def _meant_for(config: Config, engines: Engines | list[str], here: str) -> Config:
     """`config` as part of a grid meant for `engines`, its settings checked against them."""
-    sources = {"engines": here, **dict(config.sources)}
+    sources = {**dict(config.sources), "engines": here}
     listed = check_engines(_as_engines(engines), sources["engines"], config.engine)
     settings = {**dict(config.engine_settings), **dict(config.workload_settings)}
     check_settings(settings, sources, config.engine, listed)
