@@ -333,14 +333,12 @@ def _describe(exc: BaseException) -> str:
 
 
 def _pick_dtype(name: str, device: str) -> str:
-    if name == "auto":
-        if not device.startswith("cuda"):
-            return "float32"
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if name not in _DTYPES:
-        known = ", ".join(repr(n) for n in ("auto", *_DTYPES))
-        raise ValueError(f"hf engine: dtype {name!r} is not one of {known}")
-    return name
+    """The dtype to load with: `name` (one of the spec's choices), "auto" resolved."""
+    if name != "auto":
+        return name
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def _decode_path(graphs: GraphCache | None) -> str:
