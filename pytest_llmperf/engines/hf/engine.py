@@ -2,7 +2,7 @@
 
 Requests run in batches of at most `max_num_seqs`, in the order given, each batch
 to completion before the next starts (static batching: no request joins a running
-batch). The loop itself lives in `hf_decode`.
+batch). The loop itself lives in `hf.decode`.
 
 Settings are declared, with their defaults, in `engines/hf/spec.py` (`HF`) and read
 through it (`self.settings`). How some of them act:
@@ -15,7 +15,7 @@ through it (`self.settings`). How some of them act:
 - `device` follows the leased GPUs (`EngineConfig.gpus`), else "cpu"; not a grid setting.
 - `tensor_parallel_size` must be 1 (this engine uses one device).
 - `cuda_graphs`: on CUDA, decode greedy batches through a static KV cache and one captured
-  CUDA graph per step (`hf_graph`). Off, or on the CPU, the eager loop runs.
+  CUDA graph per step (`hf.graph`). Off, or on the CPU, the eager loop runs.
 - `compile`: compile the captured step with torch.compile first (Inductor fuses the
   layer's small kernels). Building a graph takes tens of seconds per batch bucket,
   reported as the test's `graph_build_s`, outside the measured rounds when the warm-up

@@ -4,7 +4,7 @@ Why: GPU memory held by one configuration (a vLLM engine, its CUDA context, a le
 tensor) must not survive into the next, and a crash, hang or out-of-memory in one
 configuration must fail only its own tests. So the parent never imports the engine:
 it spawns a child with `CUDA_VISIBLE_DEVICES` set before anything can start CUDA,
-talks to it over a pipe (`isolated_child`), and on close ends the child's whole
+talks to it over a pipe (`isolated.child`), and on close ends the child's whole
 process group, then waits until the GPUs' memory is back to where it was before the
 engine started (NVML), or on a CPU machine until every process of the group is gone.
 
