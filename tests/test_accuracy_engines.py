@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.engines import engine_target
+from pytest_llmperf.engines import engine_spec
 from pytest_llmperf.engines.base import (
     EngineConfig,
     ScoreRequest,
@@ -64,7 +64,7 @@ def assert_same_scores(got: list[ScoreResult], want: list[ScoreResult]) -> None:
 
 def test_vllm_prompt_logprobs_equal_hf_scores(hf_scores: list[ScoreResult]) -> None:
     config = EngineConfig.make("vllm", "tiny-trained", {"dtype": "float32", "max_model_len": 256})
-    engine = IsolatedEngine(engine_target("vllm"), config)
+    engine = IsolatedEngine(engine_spec("vllm"), config)
     engine.start()
     try:
         assert_same_scores(engine.score(requests()), hf_scores)

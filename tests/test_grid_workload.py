@@ -45,12 +45,21 @@ def test_a_grid_can_compare_the_hf_decode_paths() -> None:
 
 def test_every_hf_setting_but_the_device_can_be_given_in_a_grid() -> None:
     """(`device` follows --gpus.) A setting the engine takes but grids refuse could only be
-    set from Python."""
+    set from Python; the engine reads its settings through the same spec."""
     from pytest_llmperf.engines.hf.engine import HFEngine
-    from pytest_llmperf.suite.grid import ENGINE_SETTINGS, WORKLOAD_SETTINGS
+    from pytest_llmperf.suite.config import fit
 
-    grid_settings = set(ENGINE_SETTINGS) | set(WORKLOAD_SETTINGS)
-    assert HFEngine.settings_accepted - grid_settings == {"device"}
+    values = {str: "sdpa", int: 2, bool: False}
+    settings = {
+        s.name: s.choices[1] if s.choices else values[s.types[0]]
+        for s in HFEngine.spec.settings
+        if s.name != "device"
+    }
+    settings["tensor_parallel_size"] = 1
+    fitted = fit(Config.make("all", settings), "hf")
+    assert fitted.settings == settings and fitted.not_applied == ()
+    with pytest.raises(GridError, match="unknown setting 'device' for engine 'hf'"):
+        Config.make("device", {"device": "cpu"}, engine="hf")
 
 
 def test_yaml_named_configs_keep_their_names(tmp_path: Path) -> None:
@@ -209,3 +218,18 @@ def test_duplicate_custom_id(tmp_path: Path) -> None:
     path.write_text('{"custom_id": "a", "prompt": "x"}\n{"custom_id": "a", "prompt": "y"}\n')
     with pytest.raises(DatasetError, match="line 2: duplicate custom_id 'a' \\(first on line 1\\)"):
         load_dataset(path)
+
+
+def test_a_python_grid_for_several_engines_says_where_it_was_made() -> None:
+    grid = Grid.of(
+        [Config.make("eager", {"max_num_seqs": 2, "enforce_eager": True})], engines=["hf", "vllm"]
+    )
+    (config,) = grid
+    assert config.engines == ("hf", "vllm")
+    assert config.source("engines").startswith(f"{__file__}: line ")
+    from pytest_llmperf.suite.config import fit
+
+    fitted = fit(config, "hf")
+    assert fitted.settings == {"max_num_seqs": 2} and fitted.not_applied == ("enforce_eager",)
+    with pytest.raises(GridError, match="unknown setting 'n_batch' for engines hf, vllm"):
+        Grid.of([Config.make("nb", {"n_batch": 4})], engines=["hf", "vllm"])

@@ -10,13 +10,14 @@ import os
 
 import pytest
 
+from pytest_llmperf.engines import engine_spec
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
 from pytest_llmperf.engines.isolated.parent import EngineDied, IsolatedEngine
 from pytest_llmperf.hardware.gpus import physical_indices
 from pytest_llmperf.procs.servers import group_alive
 from tests.conftest import read_summary
 
-HF = "pytest_llmperf.engines.hf.engine:HFEngine"
+HF = engine_spec("hf")
 
 
 def test_child_runs_the_engine_and_leaves_nothing_behind() -> None:

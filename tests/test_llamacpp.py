@@ -242,3 +242,63 @@ def test_seed002_suites_say_which_engines_they_need(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "-m", "accuracy or longform", "-rs", target="suites/test_presets.py")
     assert run.out.returncode == 0, run.output
     assert "6 skipped" in run.output and "run with --engine llamacpp" in run.output
+
+
+def test_llama_args_reach_llama_cpp() -> None:
+    """llama.cpp's own context parameters pass through `llama_args`, after ours."""
+    settings = {"n_batch": 256, "llama_args": {"n_ubatch": 64}}
+    engine = LlamaCppEngine(EngineConfig.make("llamacpp", "tiny", settings))
+    info = engine.start()
+    try:
+        request = fixed("hello", 4)
+        assert sum(len(c.token_ids) for c in engine.stream([request])) == 4
+    finally:
+        engine.close()
+    assert (info.details["n_batch"], info.details["n_ubatch"]) == (256, 64)
+    assert info.details["llama_args"] == {"n_ubatch": 64}
+
+
+@pytest.mark.parametrize(
+    "engine, line, words",
+    [
+        (
+            "llamacpp",
+            "llama_args: {flash_atn: 1}",
+            "llama_args: 'flash_atn' is not one of llama.cpp's context and model parameters "
+            "for engine 'llamacpp' (did you mean 'flash_attn_type'?)",
+        ),
+        (
+            "llamacpp",
+            "llama_args: {offload_kqv: 3}",
+            "llama_args: 'offload_kqv' must be bool, got 3",
+        ),
+        (
+            "llamacpp",
+            "llama_args: {n_ctx: 64}",
+            "llama_args: 'n_ctx' cannot be passed (use the setting 'max_model_len')",
+        ),
+        (
+            "llamacpp-server",
+            "{server_binary: python, server_args: [--use_mlock, 'true', --n_ctxx, '64']}",
+            "server_args: '--n_ctxx' is not one of the flags of llama.cpp's server for engine "
+            "'llamacpp-server' (did you mean '--n_ctx'?)",
+        ),
+    ],
+)
+def test_native_arguments_are_checked_at_collection(
+    pytester: pytest.Pytester, engine: str, line: str, words: str
+) -> None:
+    body = line if line.startswith("{") else "{" + line + "}"
+    pytester.makefile(".yaml", grid=f"schema: 1\nconfigs:\n  a: {body}\n")
+    pytester.makepyfile(
+        test_n="""
+        import pytest
+        from pytest_llmperf import grid_params
+        @pytest.mark.parametrize("config", grid_params("grid.yaml"))
+        def test_n(llmperf, config):
+            pass
+    """
+    )
+    result = pytester.runpytest("--engine", engine, "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: *grid.yaml: line 3: {words}"])

@@ -25,7 +25,6 @@ class ScriptedEngine:
     """Yields each request's tokens at scripted offsets (seconds from the round's start)."""
 
     name = "scripted"
-    settings_accepted = frozenset[str]()
 
     def __init__(
         self,

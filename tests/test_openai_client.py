@@ -188,9 +188,9 @@ def test_goodput_and_client_self_check() -> None:
 
 
 def test_token_events_are_the_events_that_carry_a_token() -> None:
-    from pytest_llmperf.engines.openai.engine import _EventStream
+    from pytest_llmperf.engines.openai.events import EventStream
 
-    completions = _EventStream([0])
+    completions = EventStream([0])
     for at, event in enumerate(
         [
             b'{"choices": [{"index": 0, "text": "a", "finish_reason": null}]}',
@@ -204,7 +204,7 @@ def test_token_events_are_the_events_that_carry_a_token() -> None:
     assert chunk.token_times == (0.0, 1.0) and chunk.finish_reason == "stop"
     assert (chunk.output_tokens, chunk.token_count_source, chunk.prompt_tokens) == (2, "usage", 3)
 
-    chat = _EventStream([0])
+    chat = EventStream([0])
     for at, event in enumerate(
         [
             b'{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}',
@@ -222,9 +222,9 @@ def test_token_events_are_the_events_that_carry_a_token() -> None:
     "event", [b"{not json", b"[1, 2]", b'{"choices": [7]}', b'{"choices": 3}', b'{"a": 1} x']
 )
 def test_events_not_shaped_like_openai_events_are_malformed(event: bytes) -> None:
-    from pytest_llmperf.engines.openai.engine import _EventStream
+    from pytest_llmperf.engines.openai.events import EventStream
 
-    stream = _EventStream([4])
+    stream = EventStream([4])
     assert stream.on_event(event, 1.0) is True  # stop reading
     (chunk,) = stream.chunks(0.0, len)
     assert chunk.index == 4 and chunk.finish_reason == "error"

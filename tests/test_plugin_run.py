@@ -239,3 +239,174 @@ def test_engines_registered_by_entry_point_are_found(pytester: pytest.Pytester) 
             "*unknown engine 'renamed'*known engines: hf, llamacpp, llamacpp-server, openai, renamed-hf, vllm, vllm-server*"
         ]
     )
+
+
+def install_package(pytester: pytest.Pytester, name: str, module: str, entry_points: str) -> None:
+    """A third-party package the way pip leaves it: a module plus its dist-info, on sys.path."""
+    pytester.makepyfile(**{name: module})
+    dist = pytester.path / f"{name}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[pytest_llmperf.engines]\n{entry_points}\n")
+    pytester.syspathinsert()
+
+
+GREETING_ENGINE = """
+from dataclasses import replace
+
+from pytest_llmperf.engines.hf.engine import HFEngine
+from pytest_llmperf.engines.spec import Setting
+
+
+class GreetingHF(HFEngine):
+    '''The hf engine with a setting of its own, which it records in its info.'''
+
+    name = "greeting-hf"
+    spec = HFEngine.spec.with_settings(
+        Setting("greeting", (str,), "hello", "what the engine records", prefix="greet"),
+        name="greeting-hf",
+        target="greeting_engines:GreetingHF",
+    )
+
+    def start(self):
+        info = super().start()
+        return replace(info, details={**info.details, "greeting": self.settings["greeting"]})
+"""
+
+
+def test_an_entry_point_engine_takes_a_setting_of_its_own_from_a_grid(
+    pytester: pytest.Pytester,
+) -> None:
+    install_package(
+        pytester, "greeting_engines", GREETING_ENGINE, "greeting-hf = greeting_engines:GreetingHF"
+    )
+    pytester.makefile(
+        ".yaml",
+        grid="""
+        schema: 1
+        product:
+          axes: {greeting: [bonjour, hola]}
+          base: {max_num_seqs: 2}
+        """,
+    )
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+        from pytest_llmperf import SyntheticWorkload, grid_params
+
+        @pytest.mark.parametrize("config", grid_params("grid.yaml"))
+        def test_x(llmperf, config):
+            llmperf.measure(config, SyntheticWorkload(num_requests=2, input_tokens=4,
+                                                      output_tokens=2), rounds=1)
+    """
+    )
+    result = pytester.runpytest("--engine", "greeting-hf", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_x?greetbonjour? PASSED*", "*test_x?greethola? PASSED*"])
+    tests = read_summary(pytester)["tests"]
+    assert [t["engine_info"]["details"]["greeting"] for t in tests] == ["bonjour", "hola"]
+    assert {t["engine"] for t in tests} == {"greeting-hf"}
+    assert tests[0]["engine_config"]["settings"] == {"greeting": "bonjour", "max_num_seqs": 2}
+
+    # The hf engine does not take it: a usage error naming it, the file and line.
+    result = pytester.runpytest("--engine", "hf", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*grid.yaml: line 3: setting 'greeting' is not a setting of engine 'hf' (the run's "
+            "engine); hf takes: attn_implementation, compile, cuda_graphs, dtype, *"
+        ]
+    )
+
+
+SHARED_GRID = """
+import pytest
+from pytest_llmperf import SyntheticWorkload, grid_params
+
+@pytest.mark.parametrize("config", grid_params("grid.yaml"))
+def test_shared(llmperf, config):
+    llmperf.measure(config, SyntheticWorkload(num_requests=2, input_tokens=4, output_tokens=2),
+                    rounds=1)
+"""
+
+
+def test_a_setting_the_engine_does_not_take_is_a_usage_error_with_file_and_line(
+    pytester: pytest.Pytester,
+) -> None:
+    """Once silently dropped: a `triton_kernels: false` grid run with --engine vllm ran
+    exactly what `true` would have."""
+    pytester.makefile(".yaml", grid="schema: 1\nconfigs:\n  a:\n    triton_kernels: false\n")
+    pytester.makepyfile(test_shared=SHARED_GRID)
+    result = pytester.runpytest("--engine", "vllm", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: *grid.yaml: line 4: setting 'triton_kernels' is not a setting of engine "
+            "'vllm' (the run's engine); vllm takes: dtype, enable_prefix_caching, *, vllm_args"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    # Deselected tests are not checked: their grid is not run.
+    result = pytester.runpytest("--engine", "vllm", "--collect-only", "-k", "nothing")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    # An xdist worker cannot end the run with a usage error: the test errors with it.
+    result = pytester.runpytest_subprocess("-n", "2", "--engine", "vllm")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*grid.yaml: line 4: setting 'triton_kernels' is not a setting*"])
+
+
+def test_a_grid_for_several_engines_notes_what_the_run_did_not_apply(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makefile(
+        ".yaml",
+        grid="""
+        schema: 1
+        engines: [hf, vllm]
+        configs:
+          eager: {max_num_seqs: 2, enforce_eager: true}
+          plain: {max_num_seqs: 2}
+        """,
+    )
+    pytester.makepyfile(test_shared=SHARED_GRID)
+    result = pytester.runpytest("--engine", "hf")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*llmperf summary*",
+            "test_shared.py::test_shared?eager?*hf*",
+            "note: test_shared.py::test_shared[[]eager[]]: settings not applied on hf: "
+            "enforce_eager",
+            "hardware: cpu; *",
+        ]
+    )
+    assert result.stdout.str().count("settings not applied") == 1  # `plain` had none
+    tests = {t["config"]["name"]: t for t in read_summary(pytester)["tests"]}
+    assert tests["eager"]["engine_config"]["settings_not_applied"] == ["enforce_eager"]
+    assert tests["eager"]["engine_config"]["settings"] == {"max_num_seqs": 2}
+    assert tests["plain"]["engine_config"]["settings_not_applied"] == []
+
+
+def test_a_grid_for_other_engines_skips_and_one_no_engine_takes_is_refused(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makefile(".yaml", grid="schema: 1\nengines: [vllm]\nconfigs:\n  a: {seed: 1}\n")
+    pytester.makepyfile(test_shared=SHARED_GRID)
+    result = pytester.runpytest("--engine", "hf", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED ?1? *grid.yaml: line 2: the grid of 'a' is meant for engines vllm: "
+            "run with --engine vllm (this run's engine is 'hf')"
+        ]
+    )
+    assert not (pytester.path / "results").exists()  # no engine was started
+
+    (pytester.path / "grid.yaml").write_text(
+        "schema: 1\nengines: [hf, openai]\nconfigs:\n  a:\n    n_batch: 4\n"
+    )
+    result = pytester.runpytest("--engine", "hf", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: *grid.yaml: line 5: unknown setting 'n_batch' for engines hf, openai"]
+    )

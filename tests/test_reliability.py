@@ -40,10 +40,11 @@ SUITE = textwrap.dedent(
     import pytest
     from pytest_llmperf import Config, SyntheticWorkload
 
-    # server_binary (llamacpp-server's, not a grid setting): llama-cpp-python's server.
-    SERVER = (("server_binary", "python"),)
-    CONFIG = Config("c", (*SERVER, ("max_model_len", 512)))
-    OTHER = Config("other", (*SERVER, ("max_model_len", 384)))
+    # For both engines these tests run on; server_binary (llamacpp-server's: llama-cpp-python's
+    # server) is not applied on hf, and says so.
+    ENGINES = ("hf", "llamacpp-server")
+    CONFIG = Config.make("c", {"server_binary": "python", "max_model_len": 512}, engines=ENGINES)
+    OTHER = Config.make("other", {"server_binary": "python", "max_model_len": 384}, engines=ENGINES)
     QUICK = SyntheticWorkload(num_requests=2, input_tokens=8, output_tokens=4)
     LONG = SyntheticWorkload(num_requests=2, input_tokens=8, output_tokens=256)
 

@@ -135,7 +135,7 @@ def test_servers_and_dashboard_bind_this_machine_by_default() -> None:
     vllm = server_argv("model", 8000, {}, on_gpu=False)
     assert vllm[vllm.index("--host") + 1] == "127.0.0.1"
     llamacpp = LlamaCppServerEngine(EngineConfig.make("llamacpp-server", "tiny", {}))
-    argv = llamacpp._make_server("model.gguf", {}).argv
+    argv = llamacpp.server_command("model.gguf", 8000).argv
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert cli._parser().parse_args(["dashboard"]).host == "127.0.0.1"
     streamlit = streamlit_argv(Path("results"), "127.0.0.1", 8501)
@@ -263,7 +263,7 @@ def test_model_path_with_shell_metacharacters_is_one_argument(
     recorder.write_text(RECORDER)
     seen = tmp_path / "argv.json"
     llamacpp = LlamaCppServerEngine(EngineConfig.make("llamacpp-server", "tiny", {}))
-    for argv in (server_argv(model, 8000, {}, False), llamacpp._make_server(model, {}).argv):
+    for argv in (server_argv(model, 8000, {}, False), llamacpp.server_command(model, 8000).argv):
         # The engine's command line as it builds it, with the program swapped for one that
         # records its arguments; run as the engines run their servers.
         recorded = [sys.executable, str(recorder), str(seen), *argv[3:]]

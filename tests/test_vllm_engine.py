@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -343,3 +344,62 @@ def test_tensor_parallel_2_needs_two_gpus(pytester: pytest.Pytester) -> None:
         ["*test_tp?tp2? SKIPPED*", "SKIPPED ?1? *needs 2 GPU(s); this run has 0 (--gpus: none)"]
     )
     assert not (pytester.path / "results").exists()  # no engine was started
+
+
+def test_vllm_args_reach_vllm_and_an_unknown_one_is_refused_before_any_engine(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM's own engine arguments pass through `vllm_args` to `vllm.LLM(...)`: what vLLM
+    reports of its scheduler and KV cache shows them (its CPU build's defaults are 2048
+    batched tokens over blocks of 128). A name vLLM does not take is a usage error at
+    collection, naming the file and line, before any engine starts."""
+    grid = pytester.makefile(
+        ".yaml",
+        grid="""
+        schema: 1
+        product:
+          axes:
+            vllm_args:
+              - {max_num_batched_tokens: 768, block_size: 32}
+          base: {max_model_len: 256, max_num_seqs: 2}
+        """,
+    )
+    pytester.makepyfile(
+        test_args="""
+        import pytest
+        from pytest_llmperf import SyntheticWorkload, grid_params
+
+        @pytest.mark.parametrize("config", grid_params("grid.yaml"))
+        def test_args(llmperf, config):
+            result = llmperf.measure(
+                config, SyntheticWorkload(num_requests=2, input_tokens=8, output_tokens=4),
+                rounds=1, warmup_rounds=0,
+            )
+            assert result.metrics.failures == 0
+    """
+    )
+    result = run_vllm(pytester, timeout=300)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_args?max_num_batched_tokens768_block_size32? PASSED*"])
+    (test,) = read_summary(pytester)["tests"]
+    details = test["engine_info"]["details"]
+    assert (details["max_num_batched_tokens"], details["block_size"]) == (768, 32)
+    assert details["max_num_seqs"] == 2  # our own setting, beside them
+    passed = {"max_num_batched_tokens": 768, "block_size": 32}
+    assert test["engine_config"]["settings"]["vllm_args"] == passed
+
+    shutil.rmtree(pytester.path / "results")
+    grid.write_text(grid.read_text().replace("max_num_batched_tokens", "max_num_batchd_tokens"))
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TAG, tag)
+    result = run_vllm(pytester, timeout=180)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*grid.yaml: line 4: vllm_args: 'max_num_batchd_tokens' is not one of vLLM's "
+            "engine arguments (vllm.LLM / EngineArgs) for engine 'vllm' "
+            "(did you mean 'max_num_batched_tokens'*"
+        ]
+    )
+    assert not (pytester.path / "results").exists()  # no engine was started
+    assert eventually_empty(leftovers, tag, pytester.path) == []

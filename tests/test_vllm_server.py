@@ -93,3 +93,63 @@ def test_xdist_workers_share_one_managed_server(pytester: pytest.Pytester) -> No
     owners = {t["worker"] for t in tests if t["engine_info"]["details"]["server_owner"]}
     assert len(owners) == 1
     assert vllm_server_processes() == before
+
+
+def test_vllm_args_and_server_args_become_the_servers_flags() -> None:
+    from pytest_llmperf.engines.base import EngineConfig
+    from pytest_llmperf.engines.vllm.server import VLLMServerEngine
+
+    settings = {
+        "max_num_seqs": 4,
+        "vllm_args": {
+            "block_size": 32,
+            "enable_chunked_prefill": False,
+            "compilation_config": {"mode": 0},
+        },
+        "server_args": ["--max-num-batched-tokens", "512"],
+    }
+    engine = VLLMServerEngine(EngineConfig.make("vllm-server", "tiny", settings))
+    argv = list(engine.server_command("/models/m", 8000).argv)
+    ours = argv.index("--no-enable-prefix-caching")
+    assert argv[argv.index("--max-num-seqs") + 1] == "4"
+    # vLLM's own arguments after ours, then the raw flags as they were given.
+    assert argv[ours + 1 :] == [
+        "--block-size",
+        "32",
+        "--no-enable-chunked-prefill",
+        "--compilation-config",
+        '{"mode": 0}',
+        "--max-num-batched-tokens",
+        "512",
+    ]
+
+
+def test_an_unknown_server_flag_is_a_usage_error_at_collection(pytester: pytest.Pytester) -> None:
+    pytester.makefile(
+        ".yaml",
+        grid="""
+        schema: 1
+        configs:
+          a:
+            vllm_args: {block_size: 32}
+            server_args: [--max-num-batchd-tokens, '512']
+        """,
+    )
+    pytester.makepyfile(
+        test_f="""
+        import pytest
+        from pytest_llmperf import grid_params
+        @pytest.mark.parametrize("config", grid_params("grid.yaml"))
+        def test_f(llmperf, config):
+            pass
+    """
+    )
+    result = pytester.runpytest("--engine", "vllm-server", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: *grid.yaml: line 5: server_args: '--max-num-batchd-tokens' is not one of "
+            "the flags of vLLM's OpenAI server for engine 'vllm-server' "
+            "(did you mean '--max-num-batched-tokens'*"
+        ]
+    )

@@ -20,6 +20,11 @@ Semantics every engine keeps, so that numbers compare across engines:
 Life cycle: `Engine(config)` must be cheap (no model loaded); `start()` loads the
 model and returns facts about it; `stream()` may be called many times; `close()`
 frees every resource (GPU memory included) and may be called more than once.
+
+What an engine takes and is (its settings, its traits) is its spec (`engines.spec`). What
+it can do beyond `Engine` is a small Protocol it implements: `Scorer` (log-likelihoods),
+`Terminable` (processes another thread can end), `KeepsLog`, `BuildsGraphs`,
+`ReportsClientCost`. The harness asks `isinstance(engine, Scorer)`, never `getattr`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pytest_llmperf.engines.spec import freeze, plain
 
 FinishReason = Literal["stop", "length", "error"]
 
@@ -168,10 +175,9 @@ class ScoreResult:
 class ScoringUnsupported(RuntimeError):
     """The engine (or the server behind it) cannot score log-likelihoods; says why.
 
-    Engines that score declare `supports_scoring = True` and give
-    `score(requests: Sequence[ScoreRequest]) -> list[ScoreResult]`, one result per request
-    in order. A server found at run time not to return prompt log-probabilities raises
-    this; the harness skips the test with the message.
+    Engines that score say so in their spec (`Traits.scores`) and give `Scorer.score`, one
+    result per request in order. A server found at run time not to return prompt
+    log-probabilities raises this; the harness skips the test with the message.
     """
 
 
@@ -201,6 +207,9 @@ class EngineConfig:
     settings: tuple[tuple[str, Any], ...] = ()
     #: CUDA device indices (as this process numbers them) the engine runs on; empty: CPU.
     gpus: tuple[int, ...] = ()
+    #: Settings the grid gave that this engine does not take (a grid meant for several
+    #: engines): recorded with the test, never applied, and no part of the engine's identity.
+    not_applied: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def make(
@@ -209,8 +218,10 @@ class EngineConfig:
         model: str,
         settings: Mapping[str, Any] | None = None,
         gpus: Sequence[int] = (),
+        not_applied: Sequence[str] = (),
     ) -> EngineConfig:
-        return cls(engine, model, tuple(sorted((settings or {}).items())), tuple(gpus))
+        frozen = sorted((k, freeze(v)) for k, v in (settings or {}).items())
+        return cls(engine, model, tuple(frozen), tuple(gpus), tuple(not_applied))
 
     def setting(self, name: str, default: Any = None) -> Any:
         return dict(self.settings).get(name, default)
@@ -220,7 +231,8 @@ class EngineConfig:
             "engine": self.engine,
             "model": self.model,
             "gpus": list(self.gpus),
-            "settings": dict(self.settings),
+            "settings": {k: plain(v) for k, v in self.settings},
+            "settings_not_applied": list(self.not_applied),
         }
 
 
@@ -238,8 +250,6 @@ class Engine(Protocol):
     """An inference engine the harness can drive. See the module docstring."""
 
     name: ClassVar[str]
-    #: Engine settings this engine understands (grid keys are checked against these).
-    settings_accepted: ClassVar[frozenset[str]]
 
     def __init__(self, config: EngineConfig) -> None: ...
 
@@ -264,3 +274,68 @@ class Engine(Protocol):
     def close(self) -> None:
         """Free everything `start()` took. Safe to call twice."""
         ...
+
+
+# --- optional capabilities -------------------------------------------------------------------
+# An engine implements these where it can; its spec's traits say so before it exists.
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores log-likelihoods (`Traits.scores`): multiple-choice tasks run on it."""
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """One `ScoreResult` per request, in order; `ScoringUnsupported` if it cannot."""
+        ...
+
+
+@runtime_checkable
+class Terminable(Protocol):
+    """Has processes of its own (an isolated child, a managed server) that another thread
+    can end (`Traits.can_terminate`); once they are gone, `death_cause` says why."""
+
+    #: Why the engine's processes are gone; None while it is healthy.
+    death_cause: str | None
+
+    def terminate(self, reason: str) -> None:
+        """End the engine's processes now; what waits on them fails with `reason`."""
+        ...
+
+
+@runtime_checkable
+class KeepsLog(Protocol):
+    """Keeps a log of its own process (an isolated child's), read when it dies."""
+
+    def log_errors(self) -> str:
+        """The log's last lines that name an error, and where the log is."""
+        ...
+
+
+@runtime_checkable
+class BuildsGraphs(Protocol):
+    """Builds decode graphs as it meets new shapes (the hf engine on CUDA)."""
+
+    @property
+    def graph_build_s(self) -> float:
+        """Seconds spent building graphs so far (compile and capture)."""
+        ...
+
+
+@runtime_checkable
+class ReportsClientCost(Protocol):
+    """A client engine that measures its own cost per round (see `load.client_check`)."""
+
+    @property
+    def last_round_stats(self) -> Mapping[str, float]:
+        """The last round's `client_cpu_s`, `loop_lag_ms_max`, `loop_lag_ms_p99`."""
+        ...
+
+
+def death_cause(engine: object) -> str | None:
+    """Why `engine`'s processes are gone, if it has processes of its own and they are."""
+    return engine.death_cause if isinstance(engine, Terminable) else None
+
+
+def log_errors(engine: object) -> str:
+    """The error lines of `engine`'s own log, if it keeps one."""
+    return engine.log_errors() if isinstance(engine, KeepsLog) else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pytest_llmperf.plugin.hooks import (
     llmperf,
     pytest_addoption,
+    pytest_collection_finish,
     pytest_collection_modifyitems,
     pytest_configure,
     pytest_make_collect_report,
@@ -22,6 +23,7 @@ from pytest_llmperf.plugin.hooks import (
 __all__ = [
     "llmperf",
     "pytest_addoption",
+    "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_make_collect_report",

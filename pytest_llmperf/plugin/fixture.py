@@ -11,13 +11,20 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.engines import load_engine_class
+from pytest_llmperf.engines import engine_spec
 from pytest_llmperf.engines.base import (
+    BuildsGraphs,
+    Engine,
     EngineConfig,
     EngineInfo,
     GenerationRequest,
+    ReportsClientCost,
+    Scorer,
     ScoringUnsupported,
+    death_cause,
+    log_errors,
 )
+from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import marker_gpu_count
 from pytest_llmperf.hardware.leases import gpu_processes
 from pytest_llmperf.hardware.telemetry import Sampler
@@ -33,7 +40,7 @@ from pytest_llmperf.plugin.session import EngineStartError, LLMPerfSession
 from pytest_llmperf.results.compare import BaselineCheck, changes_table, check_against
 from pytest_llmperf.results.responses import write_responses
 from pytest_llmperf.suite.accuracy import ChoiceTask
-from pytest_llmperf.suite.grid import Config
+from pytest_llmperf.suite.config import Config, NotForEngine, fit
 from pytest_llmperf.suite.load import SLO, Arrivals, client_check
 from pytest_llmperf.suite.workload import (
     Workload,
@@ -78,17 +85,31 @@ class LLMPerfFixture:
     def engine_config(
         self, config: Config = DEFAULT_CONFIG, model: str | None = None
     ) -> EngineConfig:
-        """The engine configuration a grid point maps to on this run."""
-        name = config.engine or self._session.settings.engine
-        accepted = load_engine_class(name).settings_accepted
-        given = {**dict(self._session.settings.engine_options), **dict(config.engine_settings)}
-        settings = {k: v for k, v in given.items() if k in accepted}
-        return EngineConfig.make(name, model or self._session.settings.model, settings)
+        """The engine configuration a grid point maps to on this run.
+
+        Its settings are checked against the engine's spec (`suite.config.fit`): a test
+        whose configuration the engine cannot run as written fails saying why, one of a
+        grid meant for other engines skips."""
+        try:
+            fitted = fit(config, self._session.settings.engine)
+        except NotForEngine as exc:
+            pytest.skip(str(exc))
+        except LLMPerfUsageError as exc:  # a configuration made in the test, after collection
+            pytest.fail(str(exc), pytrace=False)
+        spec = engine_spec(fitted.engine)
+        # The run's options (server URL, key variable) reach every engine that takes them.
+        options = {k: v for k, v in self._session.settings.engine_options if spec.setting(k)}
+        return EngineConfig.make(
+            fitted.engine,
+            model or self._session.settings.model,
+            {**options, **fitted.settings},
+            not_applied=fitted.not_applied,
+        )
 
     def gpu_count(self, config: Config = DEFAULT_CONFIG) -> int:
         """GPUs this test leases: tensor parallel size or its `gpu(n)` mark, none on a CPU run."""
         name = config.engine or self._session.settings.engine
-        if not self._session.gpus or not getattr(load_engine_class(name), "uses_gpus", True):
+        if not self._session.gpus or not engine_spec(name).traits.uses_gpus:
             return 0
         node = self._request.node
         marked = [marker_gpu_count(node.nodeid, m.args, m.kwargs) for m in node.iter_markers("gpu")]
@@ -131,8 +152,8 @@ class LLMPerfFixture:
         rounds = self._session.settings.rounds or rounds
         test_id = self._request.node.nodeid + (f"@{label}" if label else "")
         engine_config = self.engine_config(config, model)
-        engine_cls = load_engine_class(engine_config.engine)
-        if arrivals is not None and not getattr(engine_cls, "supports_arrivals", False):
+        traits = engine_spec(engine_config.engine).traits
+        if arrivals is not None and not traits.takes_arrivals:
             pytest.skip(
                 f"engine {engine_config.engine!r} runs a batch at once; open-loop "
                 "arrivals need a client engine (openai, vllm-server)"
@@ -144,20 +165,19 @@ class LLMPerfFixture:
         try:
             requests = self._limited(workload.build(engine.tokenizer))
         except Exception:
-            death = getattr(engine, "death_cause", None)
+            death = death_cause(engine)
             if not death:
                 raise
             # The engine died before this measurement (its tokenizer lives in it too).
             raise pytest.fail.Exception(
-                f"engine died during {test_id}: {death}\n"
-                f"{getattr(engine, 'log_errors', lambda: '')()}",
+                f"engine died during {test_id}: {death}\n{log_errors(engine)}",
                 pytrace=False,
             ) from None
         if arrivals is not None:
             requests = arrivals.apply(requests)
         held = self._session.lease
         sampler = Sampler(held.physical if held is not None else ())
-        built_before = getattr(engine, "graph_build_s", None)
+        built_before = engine.graph_build_s if isinstance(engine, BuildsGraphs) else None
         records, durations, client = self._run_rounds(
             engine, requests, rounds, warmup_rounds, sampler
         )
@@ -171,8 +191,9 @@ class LLMPerfFixture:
         extra.update(server_timing_metrics(records))
         if score is not None:
             extra.update(score(records))
-        if built_before is not None:  # compile + capture, in whichever round it happened
-            extra["graph_build_s"] = getattr(engine, "graph_build_s", 0.0) - built_before
+        if isinstance(engine, BuildsGraphs) and built_before is not None:
+            # compile + capture, in whichever round it happened
+            extra["graph_build_s"] = engine.graph_build_s - built_before
         if extra:
             metrics = metrics.with_extra(**extra)
         physical = held.physical if held is not None else ()
@@ -202,12 +223,10 @@ class LLMPerfFixture:
             responses,
         )
         measurement = Measurement(test_id, metrics, tuple(records), info, load_s, check)
-        death = getattr(engine, "death_cause", None)
+        death = death_cause(engine)
         if death:
             pytest.fail(
-                f"engine died during {test_id}: {death}\n"
-                f"{getattr(engine, 'log_errors', lambda: '')()}",
-                pytrace=False,
+                f"engine died during {test_id}: {death}\n{log_errors(engine)}", pytrace=False
             )
         self._fail_if_missed(test_id, check, against)
         return measurement
@@ -232,7 +251,7 @@ class LLMPerfFixture:
         self._labels.add(label)
         test_id = self._request.node.nodeid + (f"@{label}" if label else "")
         engine_config = self.engine_config(config, model)
-        if not getattr(load_engine_class(engine_config.engine), "supports_scoring", False):
+        if not engine_spec(engine_config.engine).traits.scores:
             pytest.skip(
                 f"engine {engine_config.engine!r} cannot score log-likelihoods "
                 "(multiple choice needs an engine with `score`, e.g. hf)"
@@ -246,6 +265,8 @@ class LLMPerfFixture:
                 f"score; engine {engine_config.engine!r} not started"
             )
         engine, info, load_s = self._start_engine(engine_config, config)
+        if not isinstance(engine, Scorer):
+            raise TypeError(f"engine {engine_config.engine!r} says it scores but has no score()")
         requests = task.requests()
         try:
             engine.score(requests[: len(task.items[0].choices)])  # warm-up, discarded
@@ -321,7 +342,7 @@ class LLMPerfFixture:
 
     def _start_engine(
         self, engine_config: EngineConfig, config: Config
-    ) -> tuple[Any, EngineInfo, float | None]:
+    ) -> tuple[Engine, EngineInfo, float | None]:
         """The session's engine for this configuration; a failed start fails the test."""
         try:
             started = self._session.engine_for(engine_config, self.gpu_count(config))
@@ -333,7 +354,7 @@ class LLMPerfFixture:
 
     def _run_rounds(
         self,
-        engine: Any,
+        engine: Engine,
         requests: list[GenerationRequest],
         rounds: int,
         warmup_rounds: int,
@@ -348,7 +369,7 @@ class LLMPerfFixture:
 
         def one_round() -> None:
             nonlocal count
-            if getattr(engine, "death_cause", None):
+            if death_cause(engine):
                 return  # the engine's process is gone: the test fails after recording
             warmup = count < warmup_rounds
             index = count - warmup_rounds
@@ -369,9 +390,8 @@ class LLMPerfFixture:
                 raise AssertionError("; ".join(problems))
             kept.extend(records)
             durations.append(duration)
-            stats = getattr(engine, "last_round_stats", None)
-            if stats:
-                client.append(dict(stats))
+            if isinstance(engine, ReportsClientCost) and engine.last_round_stats:
+                client.append(dict(engine.last_round_stats))
 
         self._repeat(one_round, rounds, warmup_rounds)
         return kept, durations, client

@@ -20,9 +20,11 @@ from pytest_llmperf.plugin.options import add_all_options
 from pytest_llmperf.plugin.session import LLMPerfSession
 from pytest_llmperf.plugin.settings import read_settings
 from pytest_llmperf.plugin.summary import write_terminal_summary
-from pytest_llmperf.suite.grid import Config
+from pytest_llmperf.suite.config import Config, NotForEngine, fit
 
 session_key = pytest.StashKey[LLMPerfSession]()
+#: An xdist worker's usage error for a test, found at collection: the test fails with it.
+usage_error_key = pytest.StashKey[str]()
 term_key = pytest.StashKey[TermAsInterrupt]()
 
 MARKERS = (
@@ -99,13 +101,52 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: first_seen[_engine_key(item)])
 
 
-def _engine_key(item: pytest.Item) -> Any:
+def _configs(item: pytest.Item) -> list[Config]:
+    """The grid configurations a test is parametrized with."""
     callspec = getattr(item, "callspec", None)
     if callspec is None:
-        return None
-    for value in callspec.params.values():
-        if isinstance(value, Config):
-            return (value.engine, value.engine_settings)
+        return []
+    return [value for value in callspec.params.values() if isinstance(value, Config)]
+
+
+def _engine_key(item: pytest.Item) -> Any:
+    configs = _configs(item)
+    return (configs[0].engine, configs[0].engine_settings) if configs else None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Check every selected test's configuration against the engine that will run it.
+
+    After `-m`/`-k` have deselected what the run will not run, so that a grid for other
+    engines in a suite the run does not select is no error. A setting the engine does not
+    take is a usage error naming the file and line (`suite.config.fit`); the tests of a
+    grid meant for other engines skip, saying which. An xdist worker cannot end the run
+    with a usage error (xdist reports it as a crash), so there the tests fail with it.
+    """
+    llmperf = _session(session.config)
+    if llmperf is None:
+        return
+    verdicts: dict[Config, tuple[str, str] | None] = {}
+    for item in session.items:
+        for config in _configs(item):
+            if config not in verdicts:
+                verdicts[config] = _verdict(config, llmperf)
+            verdict = verdicts[config]
+            if verdict is not None and verdict[0] == "skip":
+                item.add_marker(pytest.mark.skip(reason=verdict[1]))
+            elif verdict is not None:
+                item.stash[usage_error_key] = verdict[1]
+
+
+def _verdict(config: Config, llmperf: LLMPerfSession) -> tuple[str, str] | None:
+    try:
+        fit(config, llmperf.settings.engine)
+    except NotForEngine as exc:
+        return ("skip", str(exc))
+    except LLMPerfUsageError as exc:
+        if llmperf.is_controller:
+            raise
+        return ("error", str(exc))
     return None
 
 
@@ -117,6 +158,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     session = _session(item.config)
     if session is None:
         return
+    usage_error = item.stash.get(usage_error_key, None)
+    if usage_error is not None:
+        pytest.fail(usage_error, pytrace=False)
     needed = max((_gpu_count(item, m) for m in item.iter_markers("gpu")), default=0)
     if needed > len(session.gpus):
         have = ",".join(map(str, session.gpus)) or "none"

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.engines import engine_target, load_engine_class
-from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo
+from pytest_llmperf.engines import engine_spec, load_engine_class
+from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo, Terminable, death_cause
 from pytest_llmperf.engines.isolated.parent import IsolatedEngine
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.environment import machine_metadata
@@ -53,8 +53,6 @@ from pytest_llmperf.version import __version__
 
 log = logging.getLogger("pytest_llmperf")
 
-#: Engines whose --model is a local path we can check before the run starts.
-LOCAL_MODEL_ENGINES = frozenset({"hf", "vllm", "vllm-server", "llamacpp"})
 
 #: How long a leased GPU may take to become clean (no one else's processes, memory at
 #: baseline) before the engine that wants it fails with what was seen.
@@ -76,7 +74,8 @@ class EngineStartError(Exception):
 
 def check_model(settings: Settings) -> None:
     """A model path that cannot be the model is a usage error, caught before anything runs."""
-    if settings.engine not in LOCAL_MODEL_ENGINES or settings.model in BUILT_IN_MODELS:
+    traits = engine_spec(settings.engine).traits
+    if not traits.local_model or settings.model in BUILT_IN_MODELS:
         return
     path = Path(settings.model).expanduser()
     source, name = settings.model_source, settings.model
@@ -84,7 +83,7 @@ def check_model(settings: Settings) -> None:
     if not path.exists():
         raise LLMPerfUsageError(f"{source}: model path {name!r} does not exist ({hint})")
     # llama.cpp also takes a single GGUF file; every other engine loads a directory.
-    is_gguf = settings.engine == "llamacpp" and path.suffix == ".gguf"
+    is_gguf = traits.gguf_model and path.suffix == ".gguf"
     if not path.is_dir() and not is_gguf:
         raise LLMPerfUsageError(
             f"{source}: model path {name!r} is a file, not a directory ({hint})"
@@ -189,7 +188,7 @@ class LLMPerfSession:
         """
         key = (engine_config, gpu_count)
         if key == self._engine_key:
-            death = getattr(self._engine, "death_cause", None)
+            death = death_cause(self._engine)
             if death:
                 self._engine_error = f"engine for this configuration died earlier: {death}"
             if self._engine_error is not None:
@@ -212,29 +211,30 @@ class LLMPerfSession:
                 raise EngineStartError(self._engine_error) from exc
             engine_config = replace(engine_config, gpus=self.lease.gpus)
             self._engine_config = engine_config
-        engine_cls = load_engine_class(engine_config.engine)
-        engine: Engine
+        spec = engine_spec(engine_config.engine)
         # A bound must be able to end the engine's process: one that runs in ours (and
-        # has no server of its own to end, `terminate`) runs in a child while bounded.
-        bounded_in_process = self.bounded and not hasattr(engine_cls, "terminate")
-        if getattr(engine_cls, "isolated", False) or self.settings.isolate or bounded_in_process:
-            engine = IsolatedEngine(
-                engine_target(engine_config.engine),
-                engine_config,
-                start_timeout_s=self.settings.engine_start_timeout_s,
-                stream_timeout_s=self.settings.request_timeout_s,
-            )
-        else:
-            engine = engine_cls(engine_config)
+        # has no server of its own to end) runs in a child while bounded.
+        bounded_in_process = self.bounded and not spec.traits.can_terminate
         started = time.perf_counter()
+        engine: Engine | None = None
         try:
+            if spec.traits.isolated or self.settings.isolate or bounded_in_process:
+                engine = IsolatedEngine(
+                    spec,
+                    engine_config,
+                    start_timeout_s=self.settings.engine_start_timeout_s,
+                    stream_timeout_s=self.settings.request_timeout_s,
+                )
+            else:
+                engine = load_engine_class(engine_config.engine)(engine_config)
             info = engine.start()
         except Exception as exc:
             self._engine_error = (
                 f"engine {engine_config.engine!r} failed to start: {type(exc).__name__}: {exc}"
             )
             try:
-                engine.close()
+                if engine is not None:
+                    engine.close()
             except Exception:  # already broken; the start error is what matters
                 log.exception("closing an engine that failed to start")
             raise EngineStartError(self._engine_error) from exc
@@ -244,10 +244,9 @@ class LLMPerfSession:
     def terminate_engine(self, reason: str) -> None:
         """End the loaded engine's processes now, from any thread (a test's bound)."""
         engine = self._engine
-        terminate = getattr(engine, "terminate", None)
-        if terminate is not None:
+        if isinstance(engine, Terminable):
             log.warning("ending the engine's processes: %s", reason)
-            terminate(reason)
+            engine.terminate(reason)
 
     def close_engine(self) -> None:
         engine, self._engine = self._engine, None

@@ -37,7 +37,7 @@ class Settings:
     request_timeout_s: float = 1800.0
     test_timeout_s: float | None = None
     #: Settings every engine that accepts them receives (server URL, key variable).
-    engine_options: tuple[tuple[str, str], ...] = ()
+    engine_options: tuple[tuple[str, str | float], ...] = ()
     #: `--llmperf-compare`: the baseline run as given, and the tolerances as written.
     compare_base: str | None = None
     tolerances: tuple[str, ...] = ()
@@ -218,10 +218,10 @@ def read_settings(config: pytest.Config) -> Settings:
     )
 
 
-def _given(config: pytest.Config, name: str) -> str:
-    """The option's value if the command line gave it, else ''."""
+def _given(config: pytest.Config, name: str) -> float | None:
+    """The option's value if the command line gave it, else None."""
     value = config.getoption(name)
-    return "" if value is None else str(_positive(config, name))
+    return None if value is None else _positive(config, name)
 
 
 def _test_timeout(config: pytest.Config) -> float | None:

@@ -40,6 +40,20 @@ def summary_rows(tests: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def not_applied_notes(tests: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per test whose grid gave settings its engine did not take (a grid meant
+    for several engines), each said once."""
+    notes: dict[str, None] = {}
+    for test in tests:
+        skipped = (test.get("engine_config") or {}).get("settings_not_applied")
+        if skipped:
+            notes[
+                f"note: {test['threshold_key']}: settings not applied on {test['engine']}: "
+                f"{', '.join(skipped)}"
+            ] = None
+    return list(notes)
+
+
 def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
     tests = read_tests(session.run_dir) if session.run_dir.exists() else []
     if not tests and not session.update_report and not session.unmatched_thresholds:
@@ -49,6 +63,8 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
         header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
         for text in render_table(header, summary_rows(tests)).splitlines():
             reporter.write_line(text)
+        for note in not_applied_notes(tests):
+            reporter.write_line(note, yellow=True)
         reporter.write_line("")
         reporter.write_line(f"hardware: {session.hardware}; results: {session.run_dir}")
     for message in session.unmatched_thresholds:

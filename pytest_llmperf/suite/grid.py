@@ -17,9 +17,19 @@ A grid is written in Python or as a YAML file:
       base: {max_model_len: 256}
 
 Configurations from `product` are named from their settings in the seeds' style,
-`tp1_len1024_batch24`: each setting's short name followed by its value, joined with
-`_`, in the order the axes are given. A configuration with tensor parallel size k > 1
-gets the `gpu(k)` mark, so it skips where fewer GPUs exist.
+`tp1_len1024_batch24`: each setting's short name (its spec's id prefix) followed by its
+value, joined with `_`, in the order the axes are given; a pass-through setting names
+its items (`vllm_args: {max_num_batched_tokens: 1024}` -> `max_num_batched_tokens1024`).
+A configuration with tensor parallel size k > 1 gets the `gpu(k)` mark, so it skips where
+fewer GPUs exist.
+
+Settings are those of the engines (their specs, `engines/<family>/spec.py`) plus the
+workload's `max_new_tokens`, `input_tokens` and `num_requests`; a configuration is checked
+against the engine that runs it when the run's `--engine` is known (`suite.config`). A grid
+meant for several engines says so, and then a setting the run's engine does not take is
+noted on the test instead of refused; a run on an engine not listed skips its tests:
+
+    engines: [llamacpp, llamacpp-server, openai]   # or `any`; Python: Grid.of(..., engines=)
 
 In a test module:
 
@@ -36,177 +46,37 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from pytest_llmperf.engines import check_engine_name
-from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
+from pytest_llmperf.engines import engine_spec
+from pytest_llmperf.errors import LLMPerfUsageError, where
+from pytest_llmperf.suite.config import (
+    ANY_ENGINE,
+    WORKLOAD_SETTINGS,
+    Config,
+    Engines,
+    GridError,
+    caller,
+    check_engines,
+    check_settings,
+    config_name,
+)
 from pytest_llmperf.yamlnodes import compose, mapping_items, node_error, node_line, node_value
 
-#: Engine-level settings (decide which engine instance serves a test) -> id prefix.
-ENGINE_SETTINGS: dict[str, str] = {
-    "tensor_parallel_size": "tp",
-    "max_model_len": "len",
-    "max_num_seqs": "batch",
-    "gpu_memory_utilization": "util",
-    "dtype": "",
-    "enforce_eager": "eager",
-    "quantization": "q",
-    "enable_prefix_caching": "prefix",
-    "seed": "seed",
-    "attn_implementation": "attn",
-    "max_concurrency": "c",
-    "prompts_per_request": "ppr",
-    "tokenized_requests": "tok",
-    "endpoint": "",
-    "n_batch": "nb",
-    "n_threads": "th",
-    "n_gpu_layers": "ngl",
-    # The hf engine's decode paths (engines/hf.py), so that a grid can compare them.
-    "cuda_graphs": "graphs",
-    "compile": "compile",
-    "fuse_projections": "fuse",
-    "triton_kernels": "triton",
-    "score_batch_size": "sbs",
-}
-#: Per-test workload settings -> id prefix.
-WORKLOAD_SETTINGS: dict[str, str] = {
-    "max_new_tokens": "new",
-    "input_tokens": "in",
-    "num_requests": "n",
-}
-_SETTING_TYPES: dict[str, tuple[type, ...]] = {
-    "tensor_parallel_size": (int,),
-    "max_model_len": (int,),
-    "max_num_seqs": (int,),
-    "gpu_memory_utilization": (float, int),
-    "dtype": (str,),
-    "enforce_eager": (bool,),
-    "quantization": (str,),
-    "enable_prefix_caching": (bool,),
-    "seed": (int,),
-    "attn_implementation": (str,),
-    "max_concurrency": (int,),
-    "prompts_per_request": (int,),
-    "tokenized_requests": (bool,),
-    "endpoint": (str,),
-    "n_batch": (int,),
-    "n_threads": (int,),
-    "n_gpu_layers": (int,),
-    "cuda_graphs": (bool,),
-    "compile": (bool,),
-    "fuse_projections": (bool,),
-    "triton_kernels": (bool,),
-    "score_batch_size": (int,),
-    "max_new_tokens": (int,),
-    "input_tokens": (int,),
-    "num_requests": (int,),
-}
-#: Settings with a closed set of values: every engine's spellings (hf takes auto, float32,
-#: float16, bfloat16; vLLM also half and float), so that a typo fails at collection rather
-#: than when the engine starts, hours into a grid.
-_SETTING_CHOICES: dict[str, tuple[str, ...]] = {
-    "dtype": ("auto", "float32", "float16", "bfloat16", "half", "float"),
-}
-_POSITIVE = {
-    "tensor_parallel_size",
-    "max_model_len",
-    "max_num_seqs",
-    "max_new_tokens",
-    "input_tokens",
-    "num_requests",
-    "max_concurrency",
-    "prompts_per_request",
-    "n_batch",
-    "n_threads",
-    "score_batch_size",
-}
-
-
-class GridError(LLMPerfUsageError):  # type: ignore[misc]  # UsageError is final in typing only
-    """A grid that cannot be used; the message says which file and line."""
-
-
-@dataclass(frozen=True)
-class Config:
-    """One point of a grid: a name, engine settings, workload settings and marks."""
-
-    name: str
-    engine_settings: tuple[tuple[str, Any], ...] = ()
-    workload_settings: tuple[tuple[str, Any], ...] = ()
-    marks: tuple[str, ...] = ()
-    engine: str | None = None
-
-    @classmethod
-    def make(
-        cls,
-        name: str,
-        settings: Mapping[str, Any],
-        marks: Sequence[str] = (),
-        engine: str | None = None,
-    ) -> Config:
-        """Split `settings` into engine and workload settings (checking each)."""
-        check_settings(settings, source=f"config {name!r}")
-        eng = tuple((k, v) for k, v in settings.items() if k in ENGINE_SETTINGS)
-        work = tuple((k, v) for k, v in settings.items() if k in WORKLOAD_SETTINGS)
-        return cls(name, eng, work, tuple(marks), engine)
-
-    @property
-    def tensor_parallel_size(self) -> int:
-        return int(dict(self.engine_settings).get("tensor_parallel_size", 1))
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "engine": self.engine,
-            "engine_settings": dict(self.engine_settings),
-            "workload_settings": dict(self.workload_settings),
-            "marks": list(self.marks),
-        }
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def check_settings(
-    settings: Mapping[str, Any], source: str, lines: Mapping[str, int] | None = None
-) -> None:
-    """Raise GridError for an unknown setting or a value of the wrong type."""
-    known = {**ENGINE_SETTINGS, **WORKLOAD_SETTINGS}
-    for key, value in settings.items():
-        here = where(source, (lines or {}).get(key))
-        if key not in known:
-            raise GridError(f"{here}: unknown setting {key!r}{did_you_mean(key, known)}")
-        types = _SETTING_TYPES[key]
-        if isinstance(value, bool) and bool not in types:
-            ok = False
-        else:
-            ok = isinstance(value, types)
-        if not ok:
-            wanted = " or ".join(t.__name__ for t in types)
-            raise GridError(f"{here}: setting {key!r} must be {wanted}, got {value!r}")
-        if key in _POSITIVE and value < 1:
-            raise GridError(f"{here}: setting {key!r} must be at least 1, got {value!r}")
-        choices = _SETTING_CHOICES.get(key)
-        if choices is not None and value not in choices:
-            hint = did_you_mean(value, choices) or f" (one of {', '.join(choices)})"
-            raise GridError(f"{here}: setting {key!r}: unknown value {value!r}{hint}")
-        if key == "gpu_memory_utilization" and not 0 < value <= 1:
-            raise GridError(f"{here}: setting {key!r} must be in (0, 1], got {value!r}")
-
-
-def config_name(settings: Mapping[str, Any]) -> str:
-    """The seeds' naming style: `tp1_len1024_batch24`, in the settings' order."""
-    parts = []
-    for key, value in settings.items():
-        prefix = {**ENGINE_SETTINGS, **WORKLOAD_SETTINGS}.get(key, key)
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        parts.append(f"{prefix}{text}")
-    return "_".join(parts) or "default"
+__all__ = [
+    "ANY_ENGINE",
+    "WORKLOAD_SETTINGS",
+    "Config",
+    "Grid",
+    "GridError",
+    "config_name",
+    "grid_params",
+]
 
 
 @dataclass(frozen=True)
@@ -216,8 +86,12 @@ class Grid:
     configs: tuple[Config, ...] = field(default_factory=tuple)
 
     @classmethod
-    def of(cls, configs: Iterable[Config]) -> Grid:
+    def of(cls, configs: Iterable[Config], *, engines: Engines | list[str] = None) -> Grid:
+        """A grid of `configs`; `engines` says it is meant for several engines (see the
+        module docstring), each configuration checked against them."""
         items = tuple(configs)
+        if engines is not None:
+            items = tuple(_meant_for(c, engines, caller()) for c in items)
         names = [c.name for c in items]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -226,14 +100,30 @@ class Grid:
 
     @classmethod
     def product(
-        cls, axes: Mapping[str, Sequence[Any]], base: Mapping[str, Any] | None = None
+        cls,
+        axes: Mapping[str, Sequence[Any]],
+        base: Mapping[str, Any] | None = None,
+        *,
+        engines: Engines | list[str] = None,
+        sources: Mapping[str, str] | None = None,
     ) -> Grid:
         """Every combination of the axes' values, on top of `base` settings."""
+        if sources is None:
+            here = caller()
+            sources = {key: here for key in [*axes, *(base or {}), "engines"]}
         keys = list(axes)
         configs = []
         for values in itertools.product(*(axes[k] for k in keys)):
             point = dict(zip(keys, values, strict=True))
-            configs.append(Config.make(config_name(point), {**(base or {}), **point}))
+            settings = {**(base or {}), **point}
+            configs.append(
+                Config.make(
+                    config_name(point),
+                    settings,
+                    engines=_as_engines(engines),
+                    sources={k: sources[k] for k in [*settings, "engines"] if k in sources},
+                )
+            )
         return cls.of(configs)
 
     @classmethod
@@ -257,6 +147,19 @@ class Grid:
         return params
 
 
+def _as_engines(engines: Engines | list[str]) -> Engines:
+    return tuple(engines) if isinstance(engines, list) else engines
+
+
+def _meant_for(config: Config, engines: Engines | list[str], here: str) -> Config:
+    """`config` as part of a grid meant for `engines`, its settings checked against them."""
+    sources = {**dict(config.sources), "engines": here}
+    listed = check_engines(_as_engines(engines), sources["engines"], config.engine)
+    settings = {**dict(config.engine_settings), **dict(config.workload_settings)}
+    check_settings(settings, sources, config.engine, listed)
+    return replace(config, engines=listed, sources=tuple(sources.items()))
+
+
 def grid_params(source: Grid | str | Path) -> list[Any]:
     """Parametrize values for a grid or a YAML grid file.
 
@@ -267,8 +170,8 @@ def grid_params(source: Grid | str | Path) -> list[Any]:
         return source.params()
     path = Path(source)
     if not path.is_absolute():
-        caller = inspect.stack()[1].filename
-        path = Path(caller).parent / path
+        calling = inspect.stack()[1].filename
+        path = Path(calling).parent / path
     return Grid.from_yaml(path).params()
 
 
@@ -288,23 +191,28 @@ def _load_yaml_grid(path: Path) -> Grid:
         raise GridError(f"{path}: a grid file must be a mapping")
     items = _items(path, root, "a grid file must be a mapping")
     for key, knode, _ in items:
-        if key not in {"schema", "configs", "product"}:
-            what = f"unknown key {key!r} (expected schema, configs, product)"
+        if key not in {"schema", "engines", "configs", "product"}:
+            what = f"unknown key {key!r} (expected schema, engines, configs, product)"
             raise node_error(path, knode, what, GridError)
     top = {key: value for key, _, value in items}
     if "schema" in top and node_value(path, top["schema"], GridError) != 1:
         raise node_error(path, top["schema"], "unsupported schema (expected 1)", GridError)
+    engines: Engines = None
+    engines_at = str(path)
+    if "engines" in top:
+        engines_at = where(path, node_line(top["engines"]))
+        engines = check_engines(node_value(path, top["engines"], GridError), engines_at)
     configs: list[Config] = []
     if "configs" in top:
-        configs.extend(_named_configs(path, top["configs"]))
+        configs.extend(_named_configs(path, top["configs"], engines, engines_at))
     if "product" in top:
-        configs.extend(_product_configs(path, top["product"]))
+        configs.extend(_product_configs(path, top["product"], engines, engines_at))
     if not configs:
         raise GridError(f"{path}: grid has no configurations (add 'configs' or 'product')")
     return Grid.of(configs)
 
 
-def _named_configs(path: Path, node: yaml.Node) -> list[Config]:
+def _named_configs(path: Path, node: yaml.Node, engines: Engines, engines_at: str) -> list[Config]:
     configs = []
     for name, knode, vnode in _items(path, node, "'configs' must map names to settings"):
         if not isinstance(vnode, yaml.MappingNode):
@@ -312,28 +220,38 @@ def _named_configs(path: Path, node: yaml.Node) -> list[Config]:
         settings, lines = _settings(path, vnode, f"config {name!r} must be a mapping")
         marks = _marks(path, settings, lines)
         engine = _engine(path, settings, lines)
-        check_settings(settings, str(path), lines)
-        configs.append(Config.make(name, settings, marks, engine))
+        sources = {key: where(path, line) for key, line in lines.items()}
+        sources["engines"] = engines_at
+        if engine is not None and isinstance(engines, tuple) and engine not in engines:
+            raise GridError(
+                f"{sources['engine']}: engine {engine!r} is not one of the grid's "
+                f"engines ({', '.join(engines)}, {engines_at})"
+            )
+        configs.append(Config.make(name, settings, marks, engine, engines=engines, sources=sources))
     return configs
 
 
-def _product_configs(path: Path, node: yaml.Node) -> list[Config]:
+def _product_configs(
+    path: Path, node: yaml.Node, engines: Engines, engines_at: str
+) -> list[Config]:
     parts = {key: value for key, _, value in _items(path, node, "'product' must be a mapping")}
     if "axes" not in parts:
         raise node_error(path, node, "'product' needs 'axes'", GridError)
     axes: dict[str, list[Any]] = {}
+    sources = {"engines": engines_at}
     for key, knode, vnode in _items(path, parts["axes"], "'axes' must be a mapping"):
         values = node_value(path, vnode, GridError)
         if not isinstance(values, list) or not values:
             raise node_error(path, knode, f"axis {key!r} must be a non-empty list", GridError)
+        sources[key] = where(path, node_line(knode))
         for value in values:
-            check_settings({key: value}, str(path), {key: node_line(knode)})
+            check_settings({key: value}, sources, engines=engines)
         axes[key] = values
     base: dict[str, Any] = {}
     if "base" in parts:
         base, lines = _settings(path, parts["base"], "'base' must be a mapping")
-        check_settings(base, str(path), lines)
-    return list(Grid.product(axes, base).configs)
+        sources.update({key: where(path, line) for key, line in lines.items()})
+    return list(Grid.product(axes, base, engines=engines, sources=sources).configs)
 
 
 def _engine(path: Path, settings: dict[str, Any], lines: Mapping[str, int]) -> str | None:
@@ -345,7 +263,7 @@ def _engine(path: Path, settings: dict[str, Any], lines: Mapping[str, int]) -> s
     if not isinstance(engine, str):
         raise GridError(f"{here}: 'engine' must be an engine name, got {engine!r}")
     try:
-        check_engine_name(engine, here)
+        engine_spec(engine, here)
     except LLMPerfUsageError as exc:
         raise GridError(str(exc)) from None
     return engine

@@ -2,33 +2,30 @@
 
 Requests run in batches of at most `max_num_seqs`, in the order given, each batch
 to completion before the next starts (static batching: no request joins a running
-batch). The loop itself lives in `hf_decode`.
+batch). The loop itself lives in `hf.decode`.
 
-Settings (`EngineConfig.settings`):
-- `dtype`: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".
-- `attn_implementation`: "sdpa", "eager", "flash_attention_2", ...; default sdpa, and on
-  CUDA sdpa with grouped-query decode steps that do not copy the KV cache per query head
-  (`grouped_attention`; naming "sdpa" gives transformers' own). flash_attention_2 without
-  the `flash_attn` package or CUDA falls back to sdpa, recorded in
-  `EngineInfo.details["attn_fallback"]`.
-- `max_num_seqs`: batch size, default 8.
-- `max_model_len`: prompt + max_tokens limit per request, default the model's
-  `max_position_embeddings`.
-- `device`: "cuda" when CUDA is available, else "cpu".
-- `seed`: the sampling seed of requests whose `SamplingParams.seed` is None, default 0.
-- `tensor_parallel_size`: must be 1 (this engine uses one device).
+Settings are declared, with their defaults, in `engines/hf/spec.py` (`HF`) and read
+through it (`self.settings`). How some of them act:
+- `dtype` "auto" is bfloat16 on CUDA (float16 without bf16 support), float32 on CPU.
+- `attn_implementation`: unset, sdpa, and on CUDA sdpa with grouped-query decode steps that
+  do not copy the KV cache per query head (`grouped_attention`; naming "sdpa" gives
+  transformers' own). flash_attention_2 without the `flash_attn` package or CUDA falls back
+  to sdpa, recorded in `EngineInfo.details["attn_fallback"]`.
+- `max_model_len` unset is the model's `max_position_embeddings`.
+- `device` follows the leased GPUs (`EngineConfig.gpus`), else "cpu"; not a grid setting.
+- `tensor_parallel_size` must be 1 (this engine uses one device).
 - `cuda_graphs`: on CUDA, decode greedy batches through a static KV cache and one captured
-  CUDA graph per step (`hf_graph`); default on. Off, or on the CPU, the eager loop runs.
+  CUDA graph per step (`hf.graph`). Off, or on the CPU, the eager loop runs.
 - `compile`: compile the captured step with torch.compile first (Inductor fuses the
-  layer's small kernels); default on. Building a graph takes tens of seconds per batch
-  bucket, reported as the test's `graph_build_s`, outside the measured rounds when the
-  warm-up round saw the same shapes.
+  layer's small kernels). Building a graph takes tens of seconds per batch bucket,
+  reported as the test's `graph_build_s`, outside the measured rounds when the warm-up
+  round saw the same shapes.
 - `fuse_projections`: on the CUDA-graph path, decode Llama-structured models through one
   Q/K/V and one gate/up matrix per layer (`llama_step`; the weights are re-pointed, not
-  copied); default on. Other models, or off, decode through transformers' forward.
+  copied). Other models, or off, decode through transformers' forward.
 - `triton_kernels`: with `fuse_projections`, batch-1 graphs of Llama-structured models run
   hand-written Triton kernels (`triton_decode`: five a layer, norms, rotary embedding,
-  cache writes, SwiGLU and residual adds fused in) instead of the compiled step; default on.
+  cache writes, SwiGLU and residual adds fused in) instead of the compiled step.
 """
 
 from __future__ import annotations
@@ -53,7 +50,9 @@ from pytest_llmperf.engines.base import (
 from pytest_llmperf.engines.hf import grouped_attention
 from pytest_llmperf.engines.hf.decode import Row, decode_batch
 from pytest_llmperf.engines.hf.graph import GraphCache
+from pytest_llmperf.engines.hf.spec import HF
 from pytest_llmperf.engines.scoring import token_pairs
+from pytest_llmperf.engines.spec import EngineSpec
 from pytest_llmperf.models.names import resolve_model
 
 logger = logging.getLogger("pytest_llmperf")
@@ -86,27 +85,12 @@ class HFEngine:
     """Hugging Face transformers, one device. See the module docstring for settings."""
 
     name: ClassVar[str] = "hf"
-    settings_accepted: ClassVar[frozenset[str]] = frozenset(
-        {
-            "dtype",
-            "attn_implementation",
-            "max_num_seqs",
-            "max_model_len",
-            "device",
-            "seed",
-            "tensor_parallel_size",
-            "score_batch_size",
-            "cuda_graphs",
-            "compile",
-            "fuse_projections",
-            "triton_kernels",
-        }
-    )
-    #: Scores continuations (`score`): log-likelihood multiple choice.
-    supports_scoring: ClassVar[bool] = True
+    spec: ClassVar[EngineSpec] = HF
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        #: Every setting's value, the spec's default where the configuration gives none.
+        self.settings = self.spec.resolve(dict(config.settings))
         self._model: Any = None
         self._tokenizer: HFTokenizer | None = None
         self._device = "cpu"
@@ -123,32 +107,23 @@ class HFEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        settings = dict(self.config.settings)
-        unknown = sorted(set(settings) - self.settings_accepted)
-        if unknown:
-            raise ValueError(
-                f"hf engine: unknown settings {unknown}; accepted: {sorted(self.settings_accepted)}"
-            )
-        if int(settings.get("tensor_parallel_size", 1)) != 1:
+        settings = self.settings
+        if settings["tensor_parallel_size"] != 1:
             raise ValueError(
                 f"hf engine: tensor_parallel_size={settings['tensor_parallel_size']} is not "
                 "supported; the hf engine runs on one device (use tensor_parallel_size=1)"
             )
-        self._max_num_seqs = int(settings.get("max_num_seqs", 8))
-        if self._max_num_seqs < 1:
-            raise ValueError(
-                f"hf engine: max_num_seqs must be at least 1, got {self._max_num_seqs}"
-            )
-        self._seed = int(settings.get("seed", 0))
+        self._max_num_seqs = settings["max_num_seqs"]
+        self._seed = settings["seed"]
 
         path = resolve_model(self.config.model)
         # The harness chose the GPUs (EngineConfig.gpus, CUDA numbering); none means the CPU.
         gpus = self.config.gpus
-        self._device = str(settings.get("device") or (f"cuda:{gpus[0]}" if gpus else "cpu"))
+        self._device = str(settings["device"] or (f"cuda:{gpus[0]}" if gpus else "cpu"))
         if self._device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"hf engine: device={self._device!r} but CUDA is not available")
-        dtype_name = _pick_dtype(str(settings.get("dtype", "auto")), self._device)
-        attn, fallback = _pick_attention(settings.get("attn_implementation"), self._device)
+        dtype_name = _pick_dtype(settings["dtype"], self._device)
+        attn, fallback = _pick_attention(settings["attn_implementation"], self._device)
 
         # A progress bar per load would land in every test's captured stderr.
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -171,19 +146,17 @@ class HFEngine:
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         pad = hf_tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self._eos_ids or (0,))[0]
-        limit = settings.get(
-            "max_model_len", getattr(model.config, "max_position_embeddings", None)
-        )
+        limit = settings["max_model_len"] or getattr(model.config, "max_position_embeddings", None)
         self._max_model_len = int(limit) if limit is not None else None
 
         on_cuda = self._device.startswith("cuda")
-        if on_cuda and bool(settings.get("cuda_graphs", True)):
+        if on_cuda and settings["cuda_graphs"]:
             torch.cuda.set_device(self._device)
             self._graphs = GraphCache(
                 self._model,
-                compile_step=bool(settings.get("compile", True)),
-                fuse_projections=bool(settings.get("fuse_projections", True)),
-                triton_kernels=bool(settings.get("triton_kernels", True)),
+                compile_step=settings["compile"],
+                fuse_projections=settings["fuse_projections"],
+                triton_kernels=settings["triton_kernels"],
             )
         details: dict[str, Any] = {
             "attn_implementation": getattr(model.config, "_attn_implementation", attn),
@@ -302,9 +275,12 @@ class HFEngine:
         if self._tokenizer is None:
             raise RuntimeError("hf engine: start() it first")
         pairs = token_pairs(self._tokenizer, requests, self.name)
-        batch_rows = int(dict(self.config.settings).get("score_batch_size", 64))
         return hf_score.score_rows(
-            self._model, pairs, pad_id=self._pad_id, device=self._device, batch_rows=batch_rows
+            self._model,
+            pairs,
+            pad_id=self._pad_id,
+            device=self._device,
+            batch_rows=self.settings["score_batch_size"],
         )
 
     def _run_batch(self, rows: list[Row]) -> Iterator[StreamChunk]:
@@ -357,14 +333,12 @@ def _describe(exc: BaseException) -> str:
 
 
 def _pick_dtype(name: str, device: str) -> str:
-    if name == "auto":
-        if not device.startswith("cuda"):
-            return "float32"
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if name not in _DTYPES:
-        known = ", ".join(repr(n) for n in ("auto", *_DTYPES))
-        raise ValueError(f"hf engine: dtype {name!r} is not one of {known}")
-    return name
+    """The dtype to load with: `name` (one of the spec's choices), "auto" resolved."""
+    if name != "auto":
+        return name
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def _decode_path(graphs: GraphCache | None) -> str:

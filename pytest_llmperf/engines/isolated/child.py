@@ -20,7 +20,17 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 
-def serve(conn: Connection, target: str, config: Any, visible: str, log_path: str) -> None:
+def serve(
+    conn: Connection,
+    target: str,
+    streams_tokens: bool,
+    config: Any,
+    visible: str,
+    log_path: str,
+) -> None:
+    """Start the engine class `target` on `config` and answer the parent until it closes.
+
+    `streams_tokens` is the engine's trait: False sends a batch's chunks in one message."""
     # A process group of our own, so the parent can end us and every process the
     # engine starts (vLLM's engine core) with one signal.
     os.setpgrp()
@@ -56,7 +66,7 @@ def serve(conn: Connection, target: str, config: Any, visible: str, log_path: st
             elif kind == "score":
                 conn.send(("ok", engine.score(message[1])))
             elif kind == "stream":
-                if getattr(engine, "streams_tokens", True):
+                if streams_tokens:
                     for chunk in engine.stream(message[1]):
                         conn.send(("chunk", chunk))
                 else:  # all chunks arrive at once (vLLM's LLM.generate): one message

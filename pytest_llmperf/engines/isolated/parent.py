@@ -4,7 +4,7 @@ Why: GPU memory held by one configuration (a vLLM engine, its CUDA context, a le
 tensor) must not survive into the next, and a crash, hang or out-of-memory in one
 configuration must fail only its own tests. So the parent never imports the engine:
 it spawns a child with `CUDA_VISIBLE_DEVICES` set before anything can start CUDA,
-talks to it over a pipe (`isolated_child`), and on close ends the child's whole
+talks to it over a pipe (`isolated.child`), and on close ends the child's whole
 process group, then waits until the GPUs' memory is back to where it was before the
 engine started (NVML), or on a CPU machine until every process of the group is gone.
 
@@ -40,6 +40,7 @@ from pytest_llmperf.engines.base import (
     ScoreResult,
     StreamChunk,
 )
+from pytest_llmperf.engines.spec import EngineSpec
 from pytest_llmperf.hardware.gpus import gpu_memory_used, physical_indices
 from pytest_llmperf.procs.reaper import group_alive, reaper
 
@@ -69,21 +70,20 @@ class _RemoteTokenizer:
 
 
 class IsolatedEngine:
-    """Runs the engine class `target` ("module:Class") in a child process."""
+    """Runs the engine of `spec` (its class, `spec.target`) in a child process."""
 
     name: ClassVar[str] = "isolated"
-    settings_accepted: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
-        target: str,
+        spec: EngineSpec,
         config: EngineConfig,
         *,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
         stream_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S,
         release_timeout_s: float = DEFAULT_RELEASE_TIMEOUT_S,
     ) -> None:
-        self.target = target
+        self.spec = spec
         self.config = config
         self.start_timeout_s = start_timeout_s
         self.stream_timeout_s = stream_timeout_s
@@ -147,6 +147,7 @@ class IsolatedEngine:
             self.config.model,
             self.config.settings,
             tuple(range(len(self.config.gpus))),
+            self.config.not_applied,
         )
         visible = ",".join(str(i) for i in self._physical)
         context = multiprocessing.get_context("spawn")
@@ -156,7 +157,14 @@ class IsolatedEngine:
         self._process = context.Process(
             target=serve,
             name=f"llmperf-{self.config.engine}",
-            args=(child_conn, self.target, child_config, visible, str(self._log_path)),
+            args=(
+                child_conn,
+                self.spec.target,
+                self.spec.traits.streams_tokens,
+                child_config,
+                visible,
+                str(self._log_path),
+            ),
             daemon=False,
         )
         self._process.start()
@@ -203,7 +211,7 @@ class IsolatedEngine:
                 break
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        """The child engine's `score` (for engines that declare `supports_scoring`)."""
+        """The child engine's `score` (for engines whose spec says `scores`)."""
         results: list[ScoreResult] = self._call("score", list(requests))
         return results
 

@@ -18,18 +18,17 @@ arg-max, as llama.cpp's greedy sampler), else temperature, top-k and top-p with 
 NumPy generator seeded per request. EOS is masked while `ignore_eos` or `min_tokens`
 asks for more tokens. Stop strings end a request with "stop", the text cut before them.
 
-Settings (`EngineConfig.settings`):
-- `max_model_len`: context per sequence (prompt + output), default 2048 (n_ctx is
-  `max_model_len * max_num_seqs`, split between the sequences).
-- `max_num_seqs`: parallel sequences (llama.cpp's `n_parallel`), default 1.
-- `n_batch`: tokens per `llama_decode` call, default 512 (`n_ubatch` the same).
-- `n_threads`: CPU threads (generation and prompt), default the CPUs this process may use
-  (llama.cpp's own default, 4, oversubscribes a 2-core machine).
-- `n_gpu_layers`: layers offloaded to a GPU, default 0; -1 offloads all. Without a GPU
-  build of llama-cpp-python nothing is offloaded (`gpu_offload` in the engine info).
-- `quantization`: llama.cpp's type name (`F16`, `Q8_0`, `Q4_K_M`, ...) for a model that
-  is written or quantized here; default F16, or the file as given for a `.gguf`.
-- `seed`: sampling seed of requests whose `SamplingParams.seed` is None, default 0.
+Settings (`llamacpp.spec.LLAMACPP`, with their defaults): `max_model_len` is the context
+per sequence (n_ctx is `max_model_len * max_num_seqs`, split between the sequences);
+`max_num_seqs` parallel sequences (llama.cpp's `n_parallel`); `n_batch` tokens per
+`llama_decode` call (`n_ubatch` the same unless `llama_args` sets it); `n_threads` CPU
+threads (default the CPUs this process may use: llama.cpp's own default, 4,
+oversubscribes a 2-core machine); `n_gpu_layers` offloaded to a GPU (-1 all; a CPU build
+of llama-cpp-python offloads nothing, `gpu_offload` in the engine info says so);
+`quantization`, llama.cpp's type name (`F16`, `Q8_0`, `Q4_K_M`, ...) for a model written
+or quantized here; `seed` for requests whose `SamplingParams.seed` is None; `llama_args`,
+llama.cpp's own context and model parameters (`flash_attn_type`, `type_k`,
+`offload_kqv`, `n_ubatch`, ...), set after ours.
 
 Not supported: `score` (log-likelihoods need every prompt position's logits; llama.cpp's
 server has no echo of prompt log-probabilities either).
@@ -39,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -54,6 +52,8 @@ from pytest_llmperf.engines.base import (
     SamplingParams,
     StreamChunk,
 )
+from pytest_llmperf.engines.llamacpp.spec import LLAMACPP, cpu_threads
+from pytest_llmperf.engines.spec import EngineSpec
 from pytest_llmperf.models.gguf import gguf_model
 from pytest_llmperf.models.llama_cpp_log import LOG, quiet_llama_cpp
 
@@ -112,37 +112,20 @@ class _Sequence:
 
 class LlamaCppEngine:
     name: ClassVar[str] = "llamacpp"
-    settings_accepted: ClassVar[frozenset[str]] = frozenset(
-        {
-            "max_model_len",
-            "max_num_seqs",
-            "n_batch",
-            "n_threads",
-            "n_gpu_layers",
-            "quantization",
-            "seed",
-        }
-    )
+    spec: ClassVar[EngineSpec] = LLAMACPP
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        settings = dict(config.settings)
-        unknown = sorted(set(settings) - self.settings_accepted)
-        if unknown:
-            raise ValueError(
-                f"llamacpp engine: unknown settings {unknown}; "
-                f"accepted: {sorted(self.settings_accepted)}"
-            )
-        self.max_model_len = int(settings.get("max_model_len", 2048))
-        self.max_num_seqs = int(settings.get("max_num_seqs", 1))
-        self.n_batch = int(settings.get("n_batch", 512))
-        self.n_threads = int(settings.get("n_threads") or len(os.sched_getaffinity(0)))
-        self.n_gpu_layers = int(settings.get("n_gpu_layers", 0))
-        self.quantization = settings.get("quantization")
-        self.seed = int(settings.get("seed", 0))
-        for key in ("max_model_len", "max_num_seqs", "n_batch"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"llamacpp engine: {key} must be at least 1")
+        settings = self.spec.resolve(dict(config.settings))
+        self.max_model_len: int = settings["max_model_len"]
+        self.max_num_seqs: int = settings["max_num_seqs"]
+        self.n_batch: int = settings["n_batch"]
+        self.n_threads: int = settings["n_threads"] or cpu_threads()
+        self.n_gpu_layers: int = settings["n_gpu_layers"]
+        self.quantization: str | None = settings["quantization"]
+        self.seed: int = settings["seed"]
+        #: llama.cpp's own parameters, set on its structs after ours.
+        self.llama_args: dict[str, Any] = settings["llama_args"].plain()
         self._model: Any = None
         self._ctx: Any = None
         self._vocab: Any = None
@@ -160,6 +143,7 @@ class LlamaCppEngine:
         path = gguf_model(self.config.model, self.quantization)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = self.n_gpu_layers if self.n_gpu_layers >= 0 else 10**6
+        _set_native(model_params, self.llama_args)
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {path}: {_last_log()}")
@@ -169,6 +153,7 @@ class LlamaCppEngine:
         ctx_params.kv_unified = True
         ctx_params.n_batch = ctx_params.n_ubatch = self.n_batch
         ctx_params.n_threads = ctx_params.n_threads_batch = self.n_threads
+        _set_native(ctx_params, self.llama_args)
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             self.close()
@@ -197,8 +182,10 @@ class LlamaCppEngine:
                 "n_ctx": llama_cpp.llama_n_ctx(self._ctx),
                 "n_seq_max": llama_cpp.llama_n_seq_max(self._ctx),
                 "n_batch": self.n_batch,
+                "n_ubatch": llama_cpp.llama_n_ubatch(self._ctx),
                 "n_threads": ctx_params.n_threads,
                 "n_gpu_layers": self.n_gpu_layers,
+                "llama_args": dict(self.llama_args),
             },
         )
 
@@ -401,6 +388,15 @@ def _meta(model: Any, key: str) -> str | None:
     buffer = ctypes.create_string_buffer(1 << 16)
     n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
     return buffer.value.decode("utf-8", "replace") if n >= 0 else None
+
+
+def _set_native(params: Any, args: dict[str, Any]) -> None:
+    """Set the `llama_args` that are fields of `params` (a context or model params struct);
+    their names were checked against both structs' fields at collection."""
+    fields = {name for name, _ in params._fields_}
+    for name, value in args.items():
+        if name in fields:
+            setattr(params, name, value)
 
 
 def _last_log() -> str:

@@ -6,14 +6,16 @@ the `server_binary` setting names one, or one is on PATH, or
 else, or with `server_binary: python`, llama-cpp-python's server (`python -m
 llama_cpp.server`, the `llamacpp-server` extra), which runs one request at a time. Either
 is started on 127.0.0.1 and a free port with the GGUF that the `llamacpp` engine would load
-(`gguf_export.gguf_model`), and benchmarked through the `openai` client, like
-`vllm-server`.
+(`models.gguf.gguf_model`), and benchmarked through the `openai` client, like
+`vllm-server` (`managed_server.ManagedServerEngine`).
 
-Settings: the llamacpp engine's (`max_model_len` per slot, `max_num_seqs` slots,
-`n_batch`, `n_threads`, `n_gpu_layers`, `quantization`), `server_binary`, and the
-client's (`max_concurrency`, `prompts_per_request`, `tokenized_requests`, `tokenizer`,
-...). The client needs a Hugging Face tokenizer: the model's directory ("tiny", a local
-Llama), or the `tokenizer` setting when `--model` is a `.gguf` file.
+Settings (`llamacpp.spec.LLAMACPP_SERVER`): the llamacpp engine's server-side ones, the
+same declarations with the same defaults (`max_model_len` per slot, `max_num_seqs` slots,
+`n_batch`, `n_threads`, `n_gpu_layers`, `quantization`), `server_binary`, `server_args`
+(the server's own flags, appended), and the client's (`max_concurrency`,
+`prompts_per_request`, `tokenized_requests`, `tokenizer`, ...). The client needs a Hugging
+Face tokenizer: the model's directory ("tiny", a local Llama), or the `tokenizer` setting
+when `--model` is a `.gguf` file.
 
 llama-cpp-python's server has no `ignore_eos`: the client sends `logit_bias` -100 on EOS
 for fixed-length requests instead (`eos_logit_bias`), and `repeat_penalty: 1` (its default
@@ -31,17 +33,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pytest_llmperf.engines.base import EngineConfig
-from pytest_llmperf.engines.vllm.server import _CLIENT_SETTINGS, VLLMServerEngine
+from pytest_llmperf.engines.llamacpp.spec import LLAMACPP_SERVER, cpu_threads
+from pytest_llmperf.engines.managed_server import ManagedServerEngine, ServerCommand
+from pytest_llmperf.engines.spec import EngineSpec
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.models.gguf import gguf_model
 from pytest_llmperf.models.names import resolve_model
-from pytest_llmperf.procs.servers import ManagedServer, free_port
 
 #: Where scripts/build_llama_cpp_tools.sh puts llama-server (relative to the project).
 BUILT_TOOLS = Path(".cache") / "llama.cpp-tools" / "build" / "bin"
-_SERVER_SETTINGS = frozenset(
-    {"max_model_len", "max_num_seqs", "n_batch", "n_threads", "n_gpu_layers", "quantization"}
-)
 
 
 def find_llama_server(explicit: str | None = None) -> str | None:
@@ -64,22 +64,17 @@ def find_llama_server(explicit: str | None = None) -> str | None:
     return None
 
 
-class LlamaCppServerEngine(VLLMServerEngine):
+class LlamaCppServerEngine(ManagedServerEngine):
     name: ClassVar[str] = "llamacpp-server"
-    supports_scoring: ClassVar[bool] = False
-    client_settings: ClassVar[frozenset[str]] = _CLIENT_SETTINGS | {"tokenizer"}
-    settings_accepted: ClassVar[frozenset[str]] = (
-        _SERVER_SETTINGS | {"server_binary"} | _CLIENT_SETTINGS | {"tokenizer"}
-    )
+    spec: ClassVar[EngineSpec] = LLAMACPP_SERVER
 
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
         self._binary: str | None = None
 
-    def _model_files(self) -> tuple[str, str]:
-        settings = dict(self.config.settings)
-        path = gguf_model(self.config.model, settings.get("quantization"))
-        tokenizer = settings.get("tokenizer")
+    def model_files(self) -> tuple[str, str]:
+        path = gguf_model(self.config.model, self.settings["quantization"])
+        tokenizer = self.settings["tokenizer"]
         if tokenizer is None:
             if self.config.model.endswith(".gguf"):
                 raise LLMPerfUsageError(
@@ -87,30 +82,28 @@ class LlamaCppServerEngine(VLLMServerEngine):
                     "Hugging Face tokenizer directory) for the client's prompts and counts"
                 )
             tokenizer = str(resolve_model(self.config.model))
-        self._binary = find_llama_server(settings.get("server_binary"))
+        self._binary = find_llama_server(self.settings["server_binary"])
         return str(path), str(tokenizer)
 
-    def _client_extras(self) -> dict[str, Any]:
+    def client_extras(self) -> dict[str, Any]:
         if self._binary is None:
             # llama-cpp-python's server: no ignore_eos (bias EOS away instead), and a
             # repetition penalty of 1.1 unless told otherwise, which greedy must not have.
             return {
                 "vllm_extensions": False,
                 "eos_logit_bias": True,
-                "extra_body": (("repeat_penalty", 1.0),),
+                "extra_body": {"repeat_penalty": 1.0},
             }
         return {}
 
-    def _make_server(self, path: str, settings: dict[str, Any]) -> ManagedServer:
-        port = free_port()
-        slots = int(settings.get("max_num_seqs", 1))
-        context = int(settings.get("max_model_len", 2048))
-        threads = int(settings.get("n_threads") or len(os.sched_getaffinity(0)))
-        batch = int(settings.get("n_batch", 512))
-        layers = int(settings.get("n_gpu_layers", 0))
+    def server_command(self, model_path: str, port: int) -> ServerCommand:
+        settings = self.settings
+        slots, context = settings["max_num_seqs"], settings["max_model_len"]
+        threads = settings["n_threads"] or cpu_threads()
+        batch, layers = settings["n_batch"], settings["n_gpu_layers"]
         common = ["--host", "127.0.0.1", "--port", str(port)]
         if self._binary is not None:
-            argv = [self._binary, "-m", path, *common, "-c", str(context * slots)]
+            argv = [self._binary, "-m", model_path, *common, "-c", str(context * slots)]
             argv += ["-np", str(slots), "-b", str(batch), "-ub", str(batch), "-t", str(threads)]
             argv += ["-ngl", str(layers), "--no-webui"]
             health = f"http://127.0.0.1:{port}/health"
@@ -121,15 +114,11 @@ class LlamaCppServerEngine(VLLMServerEngine):
                     "server runs one request at a time); build it with "
                     "scripts/build_llama_cpp_tools.sh or give server_binary"
                 )
-            argv = [sys.executable, "-m", "llama_cpp.server", "--model", path, *common]
+            argv = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, *common]
             # Its default lets a new request cut off the one streaming: queue them instead.
             argv += ["--interrupt_requests", "False"]
             argv += ["--n_ctx", str(context), "--n_batch", str(batch), "--n_threads", str(threads)]
             argv += ["--n_gpu_layers", str(layers)]
             health = f"http://127.0.0.1:{port}/v1/models"
-        return ManagedServer(argv, health, env={"CUDA_VISIBLE_DEVICES": self._visible_gpus()})
-
-    def _visible_gpus(self) -> str:
-        from pytest_llmperf.hardware.gpus import physical_indices
-
-        return ",".join(map(str, physical_indices(self.config.gpus)))
+        argv += settings["server_args"]
+        return ServerCommand(tuple(argv), health, self.gpu_env())

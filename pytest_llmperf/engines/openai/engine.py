@@ -49,7 +49,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pytest_llmperf.engines.base import (
     EngineConfig,
     EngineInfo,
-    FinishReason,
     GenerationRequest,
     ScoreRequest,
     ScoreResult,
@@ -57,17 +56,17 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
     Tokenizer,
 )
+from pytest_llmperf.engines.openai.events import EventStream
 from pytest_llmperf.engines.openai.http_stream import HTTPClient
 from pytest_llmperf.engines.openai.scoring import parse_score, score_body, unsupported_answer
+from pytest_llmperf.engines.openai.spec import OPENAI
 from pytest_llmperf.engines.scoring import TokenPair, token_pairs
+from pytest_llmperf.engines.spec import EngineSpec
 
 if TYPE_CHECKING:  # importing hf loads torch, which a client engine does not need
     from pytest_llmperf.engines.hf.engine import HFTokenizer
 
 _DONE = object()
-#: The C scanner behind `json.loads`, called directly: one event is one JSON value, and
-#: this skips `loads`'s encoding detection and wrapper calls (a third of its cost here).
-_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 async def _measure_lag(lags: list[float], interval_s: float = 0.02) -> None:
@@ -85,47 +84,26 @@ async def _measure_lag(lags: list[float], interval_s: float = 0.02) -> None:
 
 class OpenAIEngine:
     name: ClassVar[str] = "openai"
-    #: Sends requests on a schedule (`GenerationRequest.send_offset_s`): open-loop load.
-    supports_arrivals: ClassVar[bool] = True
-    #: The server runs elsewhere: a test on this engine leases no GPU of the run.
-    uses_gpus: ClassVar[bool] = False
-    #: Scores continuations with `echo` + `logprobs` where the server can (`openai_score`).
-    supports_scoring: ClassVar[bool] = True
-    settings_accepted: ClassVar[frozenset[str]] = frozenset(
-        {
-            "base_url",
-            "api_key_env",
-            "endpoint",
-            "max_concurrency",
-            "request_timeout_s",
-            "prompts_per_request",
-            "tokenized_requests",
-            "vllm_extensions",
-            "eos_logit_bias",
-            "extra_body",
-            "tokenizer",
-        }
-    )
+    spec: ClassVar[EngineSpec] = OPENAI
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        settings = dict(config.settings)
-        self.base_url = str(settings.get("base_url") or "http://127.0.0.1:8000").rstrip("/")
-        self.api_key_env = str(settings.get("api_key_env") or "OPENAI_API_KEY")
-        self.endpoint = str(settings.get("endpoint") or "completions")
-        self.max_concurrency = int(settings.get("max_concurrency") or 0)
-        self.request_timeout_s = float(settings.get("request_timeout_s") or 600.0)
+        settings = self.spec.resolve(dict(config.settings))
+        self.base_url = str(settings["base_url"]).rstrip("/")
+        self.api_key_env = str(settings["api_key_env"])
+        self.endpoint = str(settings["endpoint"])
+        self.max_concurrency = int(settings["max_concurrency"] or 0)
+        self.request_timeout_s = float(settings["request_timeout_s"])
         #: Requests that outlived `request_timeout_s` so far (a managed server that let
-        #: one time out is presumed hung and is ended: `vllm_server`).
+        #: one time out is presumed hung and is ended: `managed_server`).
         self.timed_out_requests = 0
-        self.prompts_per_request = int(settings.get("prompts_per_request") or 1)
-        self.tokenized_requests = bool(settings.get("tokenized_requests", False))
-        self.vllm_extensions = bool(settings.get("vllm_extensions", True))
-        self.eos_logit_bias = bool(settings.get("eos_logit_bias", False))
-        #: Fields merged into every request body, as (name, value) pairs (hashable: the
-        #: settings key the session's engine cache).
-        self.extra_body = dict(settings.get("extra_body") or ())
-        self._tokenizer_name = settings.get("tokenizer")
+        self.prompts_per_request = int(settings["prompts_per_request"])
+        self.tokenized_requests = bool(settings["tokenized_requests"])
+        self.vllm_extensions = bool(settings["vllm_extensions"])
+        self.eos_logit_bias = bool(settings["eos_logit_bias"])
+        #: Fields merged into every request body.
+        self.extra_body = dict(settings["extra_body"])
+        self._tokenizer_name = settings["tokenizer"]
         self._tokenizer: HFTokenizer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -361,7 +339,7 @@ class OpenAIEngine:
     ) -> list[StreamChunk]:
         """One HTTP request for a group of prompts; its members' final chunks."""
         ollama = self.endpoint == "ollama"
-        stream = _EventStream([index for index, _ in group], ollama=ollama)
+        stream = EventStream([index for index, _ in group], ollama=ollama)
         sent = scheduled if scheduled is not None else time.perf_counter()
         try:
             path, body = self._body(group)
@@ -421,145 +399,6 @@ class OpenAIEngine:
 
     def _count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text)) if text else 0
-
-
-class _EventStream:
-    """What the events of one request said, member by member (one per prompt sent)."""
-
-    def __init__(self, members: list[int], ollama: bool = False) -> None:
-        self.members = members
-        self.ollama = ollama
-        self.server_timings: dict[str, float] | None = None
-        self.open = set(range(len(members)))
-        self.times: list[list[float]] = [[] for _ in members]
-        self.texts: list[list[str]] = [[] for _ in members]
-        self.finished: dict[int, tuple[str, float]] = {}
-        self.usage: dict[str, Any] = {}
-        self.failure: tuple[str, float] | None = None
-
-    def fail(self, reason: str) -> None:
-        if self.failure is None:
-            self.failure = (reason, time.perf_counter())
-
-    def on_event(self, data: bytes, at: float) -> bool:
-        """One event's data; True stops the stream (an error, in band or malformed)."""
-        if data == b"[DONE]":
-            return False  # read on to the end of the response: the connection is reused
-        try:
-            text = data.decode()
-            event, end = _scan_json(text, 0)
-            if end != len(text) and text[end:].strip():
-                raise ValueError("trailing data")
-            if not isinstance(event, dict):
-                raise ValueError("not an object")
-            if "error" in event:
-                message = json.dumps(event["error"])[:300]
-                self.failure = (f"server error in the stream: {message}", at)
-                return True
-            if self.ollama:
-                self._ollama_event(event, at)
-                return False
-            if event.get("usage"):
-                self.usage = event["usage"]
-            for choice in event.get("choices") or ():
-                self._choice(choice, at)
-        except (StopIteration, ValueError, TypeError, AttributeError):
-            # Not JSON (StopIteration is the scanner's "no value here"), or not shaped
-            # like an OpenAI event.
-            self.failure = (f"malformed event from the server: {data[:200]!r}", at)
-            return True
-        return False
-
-    def _ollama_event(self, event: dict[str, Any], at: float) -> None:
-        """A line of Ollama's native stream: text until `done`, then its own statistics."""
-        if 0 not in self.open:
-            return
-        message = event.get("message")
-        piece = message.get("content") if isinstance(message, dict) else event.get("response")
-        done = bool(event.get("done"))
-        if piece:
-            self.texts[0].append(piece)
-        if piece or (piece is not None and not done):
-            self.times[0].append(at)
-        if not done:
-            return
-        self.open.discard(0)
-        self.finished[0] = (str(event.get("done_reason") or "stop"), at)
-        if "eval_count" in event:
-            self.usage = {
-                "completion_tokens": event["eval_count"],
-                "prompt_tokens": event.get("prompt_eval_count"),
-            }
-        timings = {
-            f"{name}_ms": float(event[f"{name}_duration"]) / 1e6
-            for name in ("prompt_eval", "eval", "load", "total")
-            if isinstance(event.get(f"{name}_duration"), (int, float))
-        }
-        for name in ("prompt_eval_count", "eval_count"):
-            if isinstance(event.get(name), (int, float)):
-                timings[name] = float(event[name])
-        self.server_timings = timings or None
-
-    def _choice(self, choice: dict[str, Any], at: float) -> None:
-        member = choice.get("index", 0)
-        if member not in self.open:
-            return
-        finish = choice.get("finish_reason")
-        if "text" in choice:
-            piece = choice["text"]
-            token = bool(piece) or (piece is not None and not finish)
-        else:
-            delta = choice.get("delta") or {}
-            piece = delta.get("content")
-            token = bool(piece) or (piece is not None and not finish and "role" not in delta)
-        if piece:
-            self.texts[member].append(piece)
-        if token:
-            self.times[member].append(at)
-        if finish:
-            # Usage comes in a later event: the chunk is made when the stream ends.
-            self.open.discard(member)
-            self.finished[member] = (str(finish), at)
-
-    def chunks(self, sent: float, count_tokens: Any) -> list[StreamChunk]:
-        out = []
-        single = len(self.members) == 1
-        for member, index in enumerate(self.members):
-            text = "".join(self.texts[member])
-            times = tuple(self.times[member])
-            if member not in self.finished:
-                reason, at = self.failure or ("stream ended before the request finished", 0.0)
-                at = at or time.perf_counter()
-                out.append(
-                    StreamChunk(index, (), "error", error=reason, sent_at=sent, received_at=at)
-                )
-                continue
-            finish, at = self.finished[member]
-            # The server's usage covers the whole request, so it is one request's count
-            # only when the request carried one prompt; otherwise count with the tokenizer.
-            if single and self.usage.get("completion_tokens") is not None:
-                count, source = int(self.usage["completion_tokens"]), "usage"
-                prompt = self.usage.get("prompt_tokens")
-            else:
-                count, source, prompt = count_tokens(text), "tokenizer", None
-            reason_out: FinishReason = "length" if finish == "length" else "stop"
-            out.append(
-                StreamChunk(
-                    index,
-                    (),
-                    reason_out,
-                    text=text,
-                    sent_at=sent,
-                    received_at=at,
-                    token_count=0,
-                    token_times=times,
-                    prompt_tokens=prompt,
-                    output_tokens=count,
-                    token_count_source=source,
-                    server_timings=self.server_timings if single else None,
-                )
-            )
-        return out
 
 
 def _ollama_body(model: str, request: GenerationRequest) -> tuple[str, dict[str, Any]]:

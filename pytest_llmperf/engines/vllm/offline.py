@@ -1,8 +1,11 @@
 """The `vllm` engine: vLLM's offline `LLM`, always in a child process of its own.
 
-The harness never imports this module in its own process: the registry marks the
-engine `isolated`, so the session runs it through `engines.isolated` (GPUs pinned
-before CUDA starts, memory handed back between configurations).
+The harness never imports this module in its own process: its spec (`vllm.spec`) marks
+the engine `isolated`, so the session runs it through `engines.isolated` (GPUs pinned
+before CUDA starts, memory handed back between configurations). Settings, with their
+defaults, are the spec's; `vllm_args` passes vLLM's own engine arguments to `vllm.LLM`
+as they are, and the info's details say what vLLM made of them (`max_num_batched_tokens`,
+`block_size`, ...).
 
 Timings come from vLLM's own per-request statistics (`disable_log_stats=False` makes
 `RequestOutput.metrics` a `RequestStateStats`): its engine-core timestamps
@@ -37,22 +40,11 @@ from pytest_llmperf.engines.base import (
     Tokenizer,
 )
 from pytest_llmperf.engines.scoring import result_from_tokens, token_pairs
+from pytest_llmperf.engines.spec import EngineSpec
+from pytest_llmperf.engines.vllm.spec import ENGINE_ARGS, VLLM
 from pytest_llmperf.models.names import resolve_model
 
 log = logging.getLogger("pytest_llmperf")
-
-#: Our setting name -> vLLM `LLM(...)` keyword.
-_LLM_ARGS = {
-    "tensor_parallel_size": "tensor_parallel_size",
-    "max_model_len": "max_model_len",
-    "max_num_seqs": "max_num_seqs",
-    "gpu_memory_utilization": "gpu_memory_utilization",
-    "dtype": "dtype",
-    "enforce_eager": "enforce_eager",
-    "quantization": "quantization",
-    "enable_prefix_caching": "enable_prefix_caching",
-    "seed": "seed",
-}
 
 
 class _VLLMTokenizer:
@@ -70,15 +62,11 @@ class _VLLMTokenizer:
 
 class VLLMEngine:
     name: ClassVar[str] = "vllm"
-    isolated: ClassVar[bool] = True
-    #: `LLM.generate` returns the whole batch at once: the child sends it in one message.
-    streams_tokens: ClassVar[bool] = False
-    settings_accepted: ClassVar[frozenset[str]] = frozenset(_LLM_ARGS)
-    #: Scores continuations through prompt log-probabilities (`score`).
-    supports_scoring: ClassVar[bool] = True
+    spec: ClassVar[EngineSpec] = VLLM
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        self.settings = self.spec.resolve(dict(config.settings))
         self._llm: Any = None
         self._tokenizer: _VLLMTokenizer | None = None
 
@@ -87,27 +75,27 @@ class VLLMEngine:
 
         import torch
 
-        if not torch.cuda.is_available() and "gpu_memory_utilization" not in dict(
-            self.config.settings
-        ):
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu and self.settings["gpu_memory_utilization"] is None:
             # On the CPU build, vLLM otherwise reserves 92% of the NUMA node's memory for
             # its KV cache and refuses to start beside anything else; 1 GiB fits the tiny
             # model. Set VLLM_CPU_KVCACHE_SPACE (GiB) yourself for a real model.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         import vllm
 
-        settings = dict(self.config.settings)
-        kwargs: dict[str, Any] = {_LLM_ARGS[k]: v for k, v in settings.items() if k in _LLM_ARGS}
-        kwargs.setdefault("dtype", "bfloat16" if not torch.cuda.is_available() else "auto")
-        kwargs.setdefault("enable_prefix_caching", False)
-        kwargs.setdefault("seed", 0)
-        if not torch.cuda.is_available():
+        kwargs = {k: self.settings[k] for k in ENGINE_ARGS if self.settings[k] is not None}
+        if self.settings["dtype"] is None:
+            kwargs["dtype"] = "auto" if on_gpu else "bfloat16"
+        if self.settings["enforce_eager"] is None and not on_gpu:
             # The CPU build compiles nothing useful for a benchmark's short runs.
-            kwargs.setdefault("enforce_eager", True)
+            kwargs["enforce_eager"] = True
+        # vLLM's own arguments, as given (their names were checked at collection).
+        kwargs.update(self.settings["vllm_args"].plain())
         path = str(resolve_model(self.config.model))
         self._llm = vllm.LLM(model=path, tokenizer=path, disable_log_stats=False, **kwargs)
         self._tokenizer = _VLLMTokenizer(self._llm.get_tokenizer())
-        model_config = self._llm.llm_engine.model_config
+        vllm_config = self._llm.llm_engine.vllm_config
+        model_config = vllm_config.model_config
         return EngineInfo(
             engine=self.name,
             model=path,
@@ -116,8 +104,12 @@ class VLLMEngine:
             details={
                 "vllm_version": vllm.__version__,
                 "torch_version": torch.__version__,
-                "llm_kwargs": {k: v for k, v in kwargs.items()},
+                "llm_kwargs": dict(kwargs),
                 "max_model_len": model_config.max_model_len,
+                # What vLLM made of its arguments, defaults included (`vllm_args` land here).
+                "max_num_seqs": vllm_config.scheduler_config.max_num_seqs,
+                "max_num_batched_tokens": vllm_config.scheduler_config.max_num_batched_tokens,
+                "block_size": vllm_config.cache_config.block_size,
                 "cuda_version": torch.version.cuda,
             },
         )
