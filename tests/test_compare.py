@@ -19,6 +19,7 @@ import pytest
 from pytest_llmperf.cli import main
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.results.compare import Tolerance, compare_metrics, parse_tolerances
+from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import load_requests, load_runs, open_run
 from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project
@@ -181,9 +182,9 @@ def test_absolute_tolerances_for_ratios() -> None:
 def test_llmperf_compare_fails_each_regressed_test_and_only_those(
     project: Path, base_run: Path, tmp_path: Path
 ) -> None:
-    tests = {t["test_id"].split("::")[1]: t for t in open_run(base_run).tests}
+    tests = {t.test_id.split("::")[1]: t for t in open_run(base_run).tests}
     decode = sorted(name for name in tests if name.startswith("test_decode"))
-    real = {name: t["metrics_flat"] for name, t in tests.items()}
+    real = {name: t.metrics_flat for name, t in tests.items()}
 
     def baseline(test_id: str, _metrics: dict[str, Any]) -> dict[str, Any] | None:
         name = test_id.split("::")[1]
@@ -208,21 +209,23 @@ def test_llmperf_compare_fails_each_regressed_test_and_only_those(
     assert failed == {"test_latency", decode[0]}
     assert f"regressed against baseline run {doctored.name}" in out.stdout
     run = open_run("latest", project / "results")
-    records = {t["test_id"].split("::")[1]: t for t in run.tests}
-    assert records["test_latency"]["baseline"]["passed"] is False
-    assert records[decode[1]]["baseline"]["passed"] is True
-    verdicts = {j["metric"]: j["verdict"] for j in records[decode[1]]["baseline"]["judged"]}
+    records = {t.test_id.split("::")[1]: t for t in run.tests}
+    latency, improved = records["test_latency"].baseline, records[decode[1]].baseline
+    assert latency is not None and latency.passed is False
+    assert improved is not None and improved.passed is True
+    verdicts = {j.metric: j.verdict for j in improved.judged}
     assert verdicts == {"output_tok_per_s": "improved", "ttft_ms.p90": "improved"}
     check_responses(run.path, records)
 
 
-def check_responses(run_dir: Path, records: dict[str, dict[str, Any]]) -> None:
+def check_responses(run_dir: Path, records: dict[str, TestRecord]) -> None:
     """--llmperf-responses wrote one table per test: every measured request, its texts."""
     import pandas
 
     requests = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
     for name, record in records.items():
-        table = pandas.read_parquet(run_dir / record["responses"])
+        assert record.responses is not None
+        table = pandas.read_parquet(run_dir / record.responses)
         mine = [r for r in requests if r["test_id"].endswith("::" + name)]
         assert len(table) == len(mine) > 0
         assert list(table["response"]) == [r["output_text"] for r in mine]

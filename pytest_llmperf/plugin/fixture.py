@@ -31,6 +31,15 @@ from pytest_llmperf.measure.metrics import (
 )
 from pytest_llmperf.plugin.session import EngineStartError, LLMPerfSession
 from pytest_llmperf.results.compare import BaselineCheck, changes_table, check_against
+from pytest_llmperf.results.record import (
+    BoundCheck,
+    ConfigRecord,
+    EngineConfigRecord,
+    EngineInfoRecord,
+    GpuRecord,
+    TestRecord,
+    ThresholdsRecord,
+)
 from pytest_llmperf.results.responses import write_responses
 from pytest_llmperf.suite.accuracy import ChoiceTask
 from pytest_llmperf.suite.grid import Config
@@ -387,16 +396,16 @@ class LLMPerfFixture:
             for _ in range(warmup_rounds + rounds):
                 one_round()
 
-    def _gpu_record(self) -> dict[str, Any] | None:
+    def _gpu_record(self) -> GpuRecord | None:
         """The leased GPUs and every process NVML sees on them (proof of isolation)."""
         held = self._session.lease
         if held is None:
             return None
-        return {
-            "cuda": list(held.gpus),
-            "physical": list(held.physical),
-            "processes": {str(i): procs for i, procs in gpu_processes(held.physical).items()},
-        }
+        return GpuRecord(
+            cuda=tuple(held.gpus),
+            physical=tuple(held.physical),
+            processes={str(i): tuple(procs) for i, procs in gpu_processes(held.physical).items()},
+        )
 
     def _benchmark(self) -> Any:
         if not self._request.config.pluginmanager.hasplugin("benchmark"):
@@ -423,46 +432,43 @@ class LLMPerfFixture:
         if benchmark is not None:
             benchmark.extra_info.update({k: v for k, v in flat.items() if v is not None})
             benchmark.extra_info["llmperf_config"] = config.name
-        self._session.writer.append_test(
-            {
-                "test_id": self._request.node.nodeid,
-                "threshold_key": test_id,
-                "config": config.describe(),
-                "engine": engine_config.engine,
-                "engine_config": engine_config.describe(),
-                "engine_info": {
-                    "engine": info.engine,
-                    "model": info.model,
-                    "device": info.device,
-                    "dtype": info.dtype,
-                    "details": dict(info.details),
-                },
-                "engine_load_s": load_s,
-                "workload": workload.describe(),
-                "rounds": rounds,
-                "warmup_rounds": warmup_rounds,
-                "worker": self._session.worker_id,
-                "worker_pid": os.getpid(),
-                "gpus": self._gpu_record(),
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "metrics": metrics.as_dict(),
-                "metrics_flat": dict(flat),
-                "thresholds": {
-                    "passed": check.passed,
-                    "checked": [
-                        {
-                            "metric": v.bound.metric,
-                            "measured": v.measured,
-                            "min": v.bound.min,
-                            "max": v.bound.max,
-                            "ok": v.ok,
-                            "file": str(v.bound.file),
-                            "line": v.bound.line,
-                        }
-                        for v in check.verdicts
-                    ],
-                },
-                "baseline": against.as_record() if against is not None else None,
-                "responses": str(responses) if responses is not None else None,
-            }
+        record = TestRecord(
+            test_id=self._request.node.nodeid,
+            threshold_key=test_id,
+            config=ConfigRecord.from_record(config.describe(), f"config {config.name!r}"),
+            engine=engine_config.engine,
+            engine_config=EngineConfigRecord.from_record(
+                engine_config.describe(), f"engine {engine_config.engine!r}"
+            ),
+            engine_info=EngineInfoRecord(
+                info.engine, info.model, info.device, info.dtype, dict(info.details)
+            ),
+            engine_load_s=load_s,
+            workload=workload.describe(),
+            rounds=rounds,
+            warmup_rounds=warmup_rounds,
+            worker=self._session.worker_id,
+            worker_pid=os.getpid(),
+            gpus=self._gpu_record(),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            metrics=metrics.as_dict(),
+            metrics_flat=dict(flat),
+            thresholds=ThresholdsRecord(
+                passed=check.passed,
+                checked=tuple(
+                    BoundCheck(
+                        metric=v.bound.metric,
+                        measured=v.measured,
+                        min=v.bound.min,
+                        max=v.bound.max,
+                        ok=v.ok,
+                        file=str(v.bound.file),
+                        line=v.bound.line,
+                    )
+                    for v in check.verdicts
+                ),
+            ),
+            baseline=against.as_record() if against is not None else None,
+            responses=str(responses) if responses is not None else None,
         )
+        self._session.writer.append_test(record.as_record())
