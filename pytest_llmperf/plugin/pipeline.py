@@ -5,6 +5,9 @@
 `evaluate_choices` shares judge and make_record. The fixture (`fixture`) strings the
 steps together and keeps what is pytest's own: skipping, failing, pytest-benchmark.
 Each step takes the few small typed objects below rather than a long list of values.
+The steps live here, in the top layer, because they join the layers below (suite's
+workloads and SLOs, thresholds, results); the harness that runs the rounds is
+`measure.rounds`, which knows none of them.
 """
 
 from __future__ import annotations

@@ -272,9 +272,7 @@ class TestRecord:
 
     def as_record(self) -> dict[str, Any]:
         """The JSON object written to tests.jsonl (the writer adds `schema_version`)."""
-        record = _json(self)
-        assert isinstance(record, dict)
-        return record
+        return {f.name: _json(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_record(cls, data: object, source: str) -> TestRecord:
