@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import DEFAULT_RESULTS_DIR, Run, find_runs, open_run
 from pytest_llmperf.results.writer import write_summary
 from pytest_llmperf.tables import render_table
@@ -113,7 +114,7 @@ def _list(results_dir: Path) -> int:
         return EXIT_OK
     rows = []
     for run in runs:
-        failed = sum(1 for t in run.tests if not (t.get("thresholds") or {}).get("passed", True))
+        failed = sum(1 for t in run.tests if not t.thresholds.passed)
         state = _state(run)
         rows.append(
             (
@@ -169,12 +170,11 @@ def _show(run: Run) -> int:
     shown = [m for m in SHOW_METRICS if any(_value(t, m) is not None for t in run.tests)]
     rows = []
     for test in run.tests:
-        passed = (test.get("thresholds") or {}).get("passed")
         rows.append(
             (
-                str(test.get("test_id")),
-                str(test.get("engine")),
-                "pass" if passed else ("FAIL" if passed is False else "-"),
+                test.test_id,
+                test.engine,
+                "pass" if test.thresholds.passed else "FAIL",
                 *(_format(_value(test, m)) for m in shown),
             )
         )
@@ -182,9 +182,8 @@ def _show(run: Run) -> int:
     return EXIT_OK
 
 
-def _value(test: dict[str, object], metric: str) -> float | None:
-    flat = test.get("metrics_flat")
-    value = flat.get(metric) if isinstance(flat, dict) else None
+def _value(test: TestRecord, metric: str) -> float | None:
+    value = test.metrics_flat.get(metric)
     return float(value) if isinstance(value, (int, float)) else None
 
 

@@ -20,6 +20,7 @@ from pytest_llmperf.cli import main
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import spec_for
 from pytest_llmperf.results.compare import Tolerance, compare_metrics, parse_tolerances
+from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import load_requests, load_runs, open_run
 from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project
@@ -167,7 +168,7 @@ def test_compare_judges_energy_like_pytest_does(
     base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The plugin records energy_j on every test (null without NVML); here it was measured.
-    assert all("energy_j" in t["metrics_flat"] for t in open_run(base_run).tests)
+    assert all("energy_j" in t.metrics_flat for t in open_run(base_run).tests)
     base = doctored_copy(base_run, tmp_path / "base", with_energy(100.0))
     new = doctored_copy(base_run, tmp_path / "new", with_energy(110.0))
     code, out, _ = cli(capsys, "compare", str(base), str(new), "--tolerance", "energy_j:+5%")
@@ -204,7 +205,7 @@ def test_default_tolerances_of_energy_bandwidth_and_memory(
 
 
 def test_every_metric_a_run_records_has_a_spec(base_run: Path) -> None:
-    recorded = {metric for t in open_run(base_run).tests for metric in t["metrics_flat"]}
+    recorded = {metric for t in open_run(base_run).tests for metric in t.metrics_flat}
     assert {"energy_j", "peak_gpu_mem_bytes", "output_tok_per_j"} <= recorded
     assert sorted(m for m in recorded if spec_for(m) is None) == []
 
@@ -233,9 +234,9 @@ def test_absolute_tolerances_for_ratios() -> None:
 def test_llmperf_compare_fails_each_regressed_test_and_only_those(
     project: Path, base_run: Path, tmp_path: Path
 ) -> None:
-    tests = {t["test_id"].split("::")[1]: t for t in open_run(base_run).tests}
+    tests = {t.test_id.split("::")[1]: t for t in open_run(base_run).tests}
     decode = sorted(name for name in tests if name.startswith("test_decode"))
-    real = {name: t["metrics_flat"] for name, t in tests.items()}
+    real = {name: t.metrics_flat for name, t in tests.items()}
 
     def baseline(test_id: str, _metrics: dict[str, Any]) -> dict[str, Any] | None:
         name = test_id.split("::")[1]
@@ -260,21 +261,23 @@ def test_llmperf_compare_fails_each_regressed_test_and_only_those(
     assert failed == {"test_latency", decode[0]}
     assert f"regressed against baseline run {doctored.name}" in out.stdout
     run = open_run("latest", project / "results")
-    records = {t["test_id"].split("::")[1]: t for t in run.tests}
-    assert records["test_latency"]["baseline"]["passed"] is False
-    assert records[decode[1]]["baseline"]["passed"] is True
-    verdicts = {j["metric"]: j["verdict"] for j in records[decode[1]]["baseline"]["judged"]}
+    records = {t.test_id.split("::")[1]: t for t in run.tests}
+    latency, improved = records["test_latency"].baseline, records[decode[1]].baseline
+    assert latency is not None and latency.passed is False
+    assert improved is not None and improved.passed is True
+    verdicts = {j.metric: j.verdict for j in improved.judged}
     assert verdicts == {"output_tok_per_s": "improved", "ttft_ms.p90": "improved"}
     check_responses(run.path, records)
 
 
-def check_responses(run_dir: Path, records: dict[str, dict[str, Any]]) -> None:
+def check_responses(run_dir: Path, records: dict[str, TestRecord]) -> None:
     """--llmperf-responses wrote one table per test: every measured request, its texts."""
     import pandas
 
     requests = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
     for name, record in records.items():
-        table = pandas.read_parquet(run_dir / record["responses"])
+        assert record.responses is not None
+        table = pandas.read_parquet(run_dir / record.responses)
         mine = [r for r in requests if r["test_id"].endswith("::" + name)]
         assert len(table) == len(mine) > 0
         assert list(table["response"]) == [r["output_text"] for r in mine]

@@ -43,7 +43,7 @@ def test_limit_caps_every_tests_requests(tmp_path: Path) -> None:
 
     run = open_run("latest", root / "results")
     # 1 or 4 requests a round, 2 rounds; capped at 2 a round.
-    requests = {t["test_id"].split("::")[1]: t["metrics"]["requests"] for t in run.tests}
+    requests = {t.test_id.split("::")[1]: t.metrics["requests"] for t in run.tests}
     assert requests == {"test_decode[1]": 2, "test_decode[4]": 4}
     assert run.summary["settings"]["limit"] == 2
 

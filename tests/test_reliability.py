@@ -291,9 +291,7 @@ def test_killed_run_leaves_readable_records_no_process_and_a_rebuildable_summary
     assert cli.main(["rebuild", "latest", "--results-dir", results]) == 0
     assert "1 test(s)" in capsys.readouterr().out
     rebuilt = open_run(run_dir)
-    assert rebuilt.finished and [t["test_id"] for t in rebuilt.tests] == [
-        "test_suite.py::test_quick"
-    ]
+    assert rebuilt.finished and [t.test_id for t in rebuilt.tests] == ["test_suite.py::test_quick"]
     assert cli.main(["list", "--results-dir", results]) == 0
     assert "rebuilt" in capsys.readouterr().out
     # Twice would overwrite a summary: refused unless forced.

@@ -139,7 +139,7 @@ def test_figures_for_the_dashboard(runs: Runs) -> None:
 
 def test_concurrency_is_read_from_real_records(runs: Runs) -> None:
     """The x of throughput and scaling: max_num_seqs, capped by the requests of a round."""
-    hf = {t["test_id"].split("::")[-1]: concurrency(t) for t in open_run(runs.hf).tests}
+    hf = {t.test_id.split("::")[-1]: concurrency(t) for t in open_run(runs.hf).tests}
     assert hf["test_decode_throughput[batch1]"] == 1  # max_num_seqs 1
     assert hf["test_decode_throughput[batch8]"] == 8  # max_num_seqs 8, 16 requests
     assert hf["test_single_request_latency"] == 1  # hf's default batch, one request

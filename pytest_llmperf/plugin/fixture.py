@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -13,35 +12,39 @@ import pytest
 
 from pytest_llmperf.engines import engine_spec
 from pytest_llmperf.engines.base import (
-    BuildsGraphs,
     Engine,
     EngineConfig,
     EngineInfo,
     GenerationRequest,
-    ReportsClientCost,
     Scorer,
+    ScoreResult,
     ScoringUnsupported,
     death_cause,
     log_errors,
 )
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import marker_gpu_count
-from pytest_llmperf.hardware.leases import gpu_processes
 from pytest_llmperf.hardware.telemetry import Sampler
-from pytest_llmperf.measure.bandwidth import bandwidth_metrics, peak_bandwidth
-from pytest_llmperf.measure.harness import run_round
-from pytest_llmperf.measure.metrics import (
-    AggregateMetrics,
-    RequestRecord,
-    flatten,
-    server_timing_metrics,
+from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord, flatten
+from pytest_llmperf.measure.rounds import RoundPlan, Rounds, repeat_plainly, run_rounds
+from pytest_llmperf.plugin.pipeline import (
+    MoreMetrics,
+    Outcome,
+    StartedEngine,
+    Subject,
+    Verdicts,
+    aggregate,
+    build_requests,
+    judge,
+    limited,
+    make_record,
 )
 from pytest_llmperf.plugin.session import EngineStartError, LLMPerfSession
-from pytest_llmperf.results.compare import BaselineCheck, changes_table, check_against
+from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import write_responses
 from pytest_llmperf.suite.accuracy import ChoiceTask
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
-from pytest_llmperf.suite.load import SLO, Arrivals, client_check
+from pytest_llmperf.suite.load import SLO, Arrivals
 from pytest_llmperf.suite.workload import (
     Workload,
     check_responses,
@@ -146,90 +149,32 @@ class LLMPerfFixture:
         """
         if workload is None:
             raise TypeError("measure() needs a workload, e.g. SyntheticWorkload()")
-        if label in self._labels:
-            raise ValueError(f"measure() called twice with label {label!r}: give each a label")
-        self._labels.add(label)
-        rounds = self._session.settings.rounds or rounds
-        test_id = self._request.node.nodeid + (f"@{label}" if label else "")
+        key = self._claim(label, f"measure() called twice with label {label!r}: give each a label")
+        plan = RoundPlan(self._session.settings.rounds or rounds, warmup_rounds)
+        more = MoreMetrics(extra_metrics or {}, slo, score, derived)
         engine_config = self.engine_config(config, model)
-        traits = engine_spec(engine_config.engine).traits
-        if arrivals is not None and not traits.takes_arrivals:
+        if arrivals is not None and not engine_spec(engine_config.engine).traits.takes_arrivals:
             pytest.skip(
                 f"engine {engine_config.engine!r} runs a batch at once; open-loop "
                 "arrivals need a client engine (openai, vllm-server)"
             )
         workload = workload.with_overrides(dict(config.workload_settings))
+        subject = Subject(self._request.node.nodeid, key, config, engine_config, workload)
         if self._session.settings.dry_run:
-            self._dry_run(test_id, workload, engine_config)
-        engine, info, load_s = self._start_engine(engine_config, config)
-        try:
-            requests = self._limited(workload.build(engine.tokenizer))
-        except Exception:
-            death = death_cause(engine)
-            if not death:
-                raise
-            # The engine died before this measurement (its tokenizer lives in it too).
-            raise pytest.fail.Exception(
-                f"engine died during {test_id}: {death}\n{log_errors(engine)}",
-                pytrace=False,
-            ) from None
-        if arrivals is not None:
-            requests = arrivals.apply(requests)
-        held = self._session.lease
-        sampler = Sampler(held.physical if held is not None else ())
-        built_before = engine.graph_build_s if isinstance(engine, BuildsGraphs) else None
-        records, durations, client = self._run_rounds(
-            engine, requests, rounds, warmup_rounds, sampler
+            self._dry_run(subject, workload)
+        started = self._start_engine(engine_config, config)
+        requests = self._build_requests(subject, started, workload, arrivals)
+        measured, telemetry = self._run_rounds(started, requests, plan)
+        metrics = aggregate(measured, telemetry, more, self._physical(), started.info.details)
+        verdicts = judge(self._session, key, engine_config.engine, metrics)
+        responses = self._write_responses(key, requests, measured)
+        outcome = Outcome(metrics, verdicts, responses)
+        self._record(make_record(self._session, subject, started, plan, outcome))
+        self._fail_if_dead(started.engine, key)
+        self._fail_if_missed(key, verdicts)
+        return Measurement(
+            key, metrics, measured.records, started.info, started.load_s, verdicts.thresholds
         )
-        out_tokens = sum(r.output_tokens for r in records if r.error is None)
-        metrics = AggregateMetrics.from_records(records, durations)
-        extra: dict[str, float | None] = dict(extra_metrics or {})
-        extra.update(sampler.stop(out_tokens))
-        if slo is not None:
-            extra.update(slo.goodput(records, sum(durations)))
-        extra.update(client_check(client, durations, sum(r.output_tokens for r in records)))
-        extra.update(server_timing_metrics(records))
-        if score is not None:
-            extra.update(score(records))
-        if isinstance(engine, BuildsGraphs) and built_before is not None:
-            # compile + capture, in whichever round it happened
-            extra["graph_build_s"] = engine.graph_build_s - built_before
-        if extra:
-            metrics = metrics.with_extra(**extra)
-        physical = held.physical if held is not None else ()
-        if physical:
-            peak = peak_bandwidth(physical)
-            metrics = metrics.with_extra(**bandwidth_metrics(metrics, records, info.details, peak))
-        if derived is not None:  # metrics of metrics: e.g. speedup over another measurement
-            metrics = metrics.with_extra(**derived(metrics))
-        flat = flatten(metrics.as_dict())
-        check, against = self._judge(test_id, engine_config, flat)
-        responses = None
-        if self._session.settings.responses:
-            responses = write_responses(self._session.run_dir, test_id, requests, records)
-        self._record(
-            test_id,
-            config,
-            workload,
-            engine_config,
-            info,
-            load_s,
-            metrics,
-            flat,
-            check,
-            rounds,
-            warmup_rounds,
-            against,
-            responses,
-        )
-        measurement = Measurement(test_id, metrics, tuple(records), info, load_s, check)
-        death = death_cause(engine)
-        if death:
-            pytest.fail(
-                f"engine died during {test_id}: {death}\n{log_errors(engine)}", pytrace=False
-            )
-        self._fail_if_missed(test_id, check, against)
-        return measurement
 
     def evaluate_choices(
         self,
@@ -246,10 +191,7 @@ class LLMPerfFixture:
         of a question, and many questions, in one forward pass). Metrics are defined in
         `pytest_llmperf.suite.accuracy`; thresholds check them like speed.
         """
-        if label in self._labels:
-            raise ValueError(f"called twice with label {label!r}: give each call a label")
-        self._labels.add(label)
-        test_id = self._request.node.nodeid + (f"@{label}" if label else "")
+        key = self._claim(label, f"called twice with label {label!r}: give each call a label")
         engine_config = self.engine_config(config, model)
         if not engine_spec(engine_config.engine).traits.scores:
             pytest.skip(
@@ -264,14 +206,95 @@ class LLMPerfFixture:
                 f"dry run: {len(task.items)} questions, {len(task.requests())} choices to "
                 f"score; engine {engine_config.engine!r} not started"
             )
-        engine, info, load_s = self._start_engine(engine_config, config)
+        started = self._start_engine(engine_config, config)
+        results, duration = self._score_choices(started, task, engine_config.engine)
+        metrics = AggregateMetrics.from_records([], [duration]).with_extra(
+            **task.metrics(results, duration)
+        )
+        verdicts = judge(self._session, key, engine_config.engine, metrics)
+        subject = Subject(self._request.node.nodeid, key, config, engine_config, task)
+        plan = RoundPlan(rounds=1, warmup_rounds=1)
+        self._record(make_record(self._session, subject, started, plan, Outcome(metrics, verdicts)))
+        self._fail_if_missed(key, verdicts)
+        return Measurement(key, metrics, (), started.info, started.load_s, verdicts.thresholds)
+
+    def _claim(self, label: str | None, twice: str) -> str:
+        """The key of this call's measurement; a label used twice is `twice`, an error."""
+        if label in self._labels:
+            raise ValueError(twice)
+        self._labels.add(label)
+        node_id: str = self._request.node.nodeid
+        return node_id + (f"@{label}" if label else "")
+
+    def _dry_run(self, subject: Subject, workload: Workload) -> None:
+        """Build and tokenize the requests as the run would, start nothing, and skip."""
+        engine_config = subject.engine_config
+        tokenizer = offline_tokenizer(engine_config)
+        if tokenizer is None:
+            pytest.skip(
+                f"dry run: no local tokenizer for {engine_config.model!r} (set the engine's "
+                "`tokenizer` setting) so the requests were not built; engine not started"
+            )
+        requests = limited(workload.build(tokenizer), self._session.settings.limit)
+        prompt_tokens = sum(prompt_length(tokenizer, r) for r in requests)
+        longest = max((r.sampling.max_tokens for r in requests), default=0)
+        pytest.skip(
+            f"dry run: {subject.key}: {len(requests)} requests, {prompt_tokens} prompt tokens, "
+            f"max_tokens up to {longest}; engine {engine_config.engine!r} not started"
+        )
+
+    def _start_engine(self, engine_config: EngineConfig, config: Config) -> StartedEngine:
+        """The session's engine for this configuration; a failed start fails the test."""
+        try:
+            engine, info, load_s = self._session.engine_for(engine_config, self.gpu_count(config))
+        except EngineStartError as exc:
+            # `from None`: the message already says why; a chained traceback would repeat it.
+            raise pytest.fail.Exception(str(exc), pytrace=False) from None
+        self._session.ensure_metadata()
+        return StartedEngine(engine, info, load_s)
+
+    def _build_requests(
+        self,
+        subject: Subject,
+        started: StartedEngine,
+        workload: Workload,
+        arrivals: Arrivals | None,
+    ) -> list[GenerationRequest]:
+        try:
+            return build_requests(started.engine, workload, self._session.settings.limit, arrivals)
+        except Exception:
+            death = self._death(started.engine, subject.key)
+            if not death:
+                raise
+            # The engine died before this measurement (its tokenizer lives in it too).
+            raise pytest.fail.Exception(death, pytrace=False) from None
+
+    def _run_rounds(
+        self, started: StartedEngine, requests: list[GenerationRequest], plan: RoundPlan
+    ) -> tuple[Rounds, dict[str, float | None]]:
+        """The plan's rounds, and the GPUs' telemetry over the measured ones."""
+        sampler = Sampler(self._physical())
+        measured = run_rounds(
+            started.engine,
+            requests,
+            plan,
+            repeat=self._repeat,
+            before_measuring=sampler.start,
+            after_round=lambda records: self._keep_round(requests, records),
+        )
+        return measured, sampler.stop(measured.output_tokens)
+
+    def _score_choices(
+        self, started: StartedEngine, task: ChoiceTask, name: str
+    ) -> tuple[list[ScoreResult], float]:
+        """An untimed warm-up on the first question, then every choice scored, timed."""
+        engine, requests = started.engine, task.requests()
         if not isinstance(engine, Scorer):
-            raise TypeError(f"engine {engine_config.engine!r} says it scores but has no score()")
-        requests = task.requests()
+            raise TypeError(f"engine {name!r} says it scores but has no score()")
         try:
             engine.score(requests[: len(task.items[0].choices)])  # warm-up, discarded
         except ScoringUnsupported as exc:  # found out only by asking (a server's API)
-            pytest.skip(f"engine {engine_config.engine!r} cannot score here: {exc}")
+            pytest.skip(f"engine {name!r} cannot score here: {exc}")
         timed: dict[str, Any] = {}
 
         def timed_pass() -> None:
@@ -280,121 +303,50 @@ class LLMPerfFixture:
             timed["duration"] = time.perf_counter() - started
 
         self._repeat(timed_pass, rounds=1, warmup_rounds=0)
-        results, duration = timed["results"], timed["duration"]
-        metrics = AggregateMetrics.from_records([], [duration]).with_extra(
-            **task.metrics(results, duration)
-        )
-        flat = flatten(metrics.as_dict())
-        check, against = self._judge(test_id, engine_config, flat)
-        self._record(
-            test_id, config, task, engine_config, info, load_s, metrics, flat, check, 1, 1, against
-        )
-        self._fail_if_missed(test_id, check, against)
-        return Measurement(test_id, metrics, (), info, load_s, check)
+        return timed["results"], timed["duration"]
 
-    def _limited(self, requests: list[GenerationRequest]) -> list[GenerationRequest]:
-        limit = self._session.settings.limit
-        return requests if limit is None else requests[:limit]
+    def _write_responses(
+        self, key: str, requests: list[GenerationRequest], measured: Rounds
+    ) -> Path | None:
+        """The responses table, with `--llmperf-responses`."""
+        if not self._session.settings.responses:
+            return None
+        return write_responses(self._session.run_dir, key, requests, measured.records)
 
-    def _dry_run(self, test_id: str, workload: Workload, engine_config: EngineConfig) -> None:
-        """Build and tokenize the requests as the run would, start nothing, and skip."""
-        tokenizer = offline_tokenizer(engine_config)
-        if tokenizer is None:
-            pytest.skip(
-                f"dry run: no local tokenizer for {engine_config.model!r} (set the engine's "
-                "`tokenizer` setting) so the requests were not built; engine not started"
-            )
-        requests = self._limited(workload.build(tokenizer))
-        prompt_tokens = sum(prompt_length(tokenizer, r) for r in requests)
-        longest = max((r.sampling.max_tokens for r in requests), default=0)
-        pytest.skip(
-            f"dry run: {test_id}: {len(requests)} requests, {prompt_tokens} prompt tokens, "
-            f"max_tokens up to {longest}; engine {engine_config.engine!r} not started"
-        )
+    def _death(self, engine: Engine, key: str) -> str | None:
+        """Why the engine's process is gone, with its log's errors; None while it lives."""
+        death = death_cause(engine)
+        if not death:
+            return None
+        return f"engine died during {key}: {death}\n{log_errors(engine)}"
 
-    def _judge(
-        self, test_id: str, engine_config: EngineConfig, flat: Mapping[str, Any]
-    ) -> tuple[CheckResult, BaselineCheck | None]:
-        """The thresholds' verdict and, with `--llmperf-compare`, the baseline's."""
-        check = self._session.thresholds_for(engine_config.engine).check(test_id, flat)
-        baseline = self._session.baseline
-        against = (
-            check_against(baseline, test_id, flat, self._session.tolerances)
-            if baseline is not None
-            else None
-        )
-        return check, against
+    def _fail_if_dead(self, engine: Engine, key: str) -> None:
+        """Fail the test, after it was recorded, when the engine died during it."""
+        death = self._death(engine, key)
+        if death:
+            pytest.fail(death, pytrace=False)
 
-    def _fail_if_missed(
-        self, test_id: str, check: CheckResult, against: BaselineCheck | None
+    def _keep_round(
+        self, requests: Sequence[GenerationRequest], records: list[RequestRecord]
     ) -> None:
+        """Write a measured round's records; a request the engine never answered is an error."""
+        writer, test_id = self._session.writer, self._request.node.nodeid
+        for record in records:
+            writer.append_request({"test_id": test_id, **record.as_dict()})
+        problems = check_responses(requests, [r.custom_id for r in records])
+        if problems:
+            raise AssertionError("; ".join(problems))
+
+    def _physical(self) -> tuple[int, ...]:
+        """The leased GPUs as NVML numbers them; none on a CPU run."""
+        held = self._session.lease
+        return held.physical if held is not None else ()
+
+    def _fail_if_missed(self, key: str, verdicts: Verdicts) -> None:
         """Fail the test, after it was recorded, for missed bounds or regressions."""
-        problems = []
-        if not check.passed and not self._session.settings.update_thresholds:
-            problems.append(f"thresholds missed for {test_id}\n{check.table()}")
-        if against is not None and against.regressions:
-            problems.append(
-                f"regressed against baseline run {against.base_run_id} for {test_id}\n"
-                + changes_table(against.regressions)
-            )
+        problems = verdicts.problems(key, self._session.settings.update_thresholds)
         if problems:
             pytest.fail("\n\n".join(problems), pytrace=False)
-
-    def _start_engine(
-        self, engine_config: EngineConfig, config: Config
-    ) -> tuple[Engine, EngineInfo, float | None]:
-        """The session's engine for this configuration; a failed start fails the test."""
-        try:
-            started = self._session.engine_for(engine_config, self.gpu_count(config))
-        except EngineStartError as exc:
-            # `from None`: the message already says why; a chained traceback would repeat it.
-            raise pytest.fail.Exception(str(exc), pytrace=False) from None
-        self._session.ensure_metadata()
-        return started
-
-    def _run_rounds(
-        self,
-        engine: Engine,
-        requests: list[GenerationRequest],
-        rounds: int,
-        warmup_rounds: int,
-        sampler: Sampler,
-    ) -> tuple[list[RequestRecord], list[float], list[dict[str, float]]]:
-        kept: list[RequestRecord] = []
-        durations: list[float] = []
-        client: list[dict[str, float]] = []
-        count = 0
-        writer = self._session.writer
-        test_id = self._request.node.nodeid
-
-        def one_round() -> None:
-            nonlocal count
-            if death_cause(engine):
-                return  # the engine's process is gone: the test fails after recording
-            warmup = count < warmup_rounds
-            index = count - warmup_rounds
-            count += 1
-
-            if index == 0:
-                sampler.start()  # telemetry covers the measured rounds, not the warm-up
-            # Records are written when the round ends, not while it runs: a write inside the
-            # loop would delay the next chunk's timestamp (and, for an in-process engine,
-            # the engine itself). A run killed mid-way keeps every finished round.
-            records, duration = run_round(engine, requests, index)
-            if warmup:
-                return
-            for record in records:
-                writer.append_request({"test_id": test_id, **record.as_dict()})
-            problems = check_responses(requests, [r.custom_id for r in records])
-            if problems:
-                raise AssertionError("; ".join(problems))
-            kept.extend(records)
-            durations.append(duration)
-            if isinstance(engine, ReportsClientCost) and engine.last_round_stats:
-                client.append(dict(engine.last_round_stats))
-
-        self._repeat(one_round, rounds, warmup_rounds)
-        return kept, durations, client
 
     def _repeat(self, one_round: Callable[[], None], rounds: int, warmup_rounds: int) -> None:
         """Call `one_round` warm-up + measured times, through pytest-benchmark when it can."""
@@ -404,85 +356,18 @@ class LLMPerfFixture:
             self._benchmark_used = True
             benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
         else:  # pytest-benchmark is off (xdist, --benchmark-disable): same rounds, our loop
-            for _ in range(warmup_rounds + rounds):
-                one_round()
-
-    def _gpu_record(self) -> dict[str, Any] | None:
-        """The leased GPUs and every process NVML sees on them (proof of isolation)."""
-        held = self._session.lease
-        if held is None:
-            return None
-        return {
-            "cuda": list(held.gpus),
-            "physical": list(held.physical),
-            "processes": {str(i): procs for i, procs in gpu_processes(held.physical).items()},
-        }
+            repeat_plainly(one_round, rounds, warmup_rounds)
 
     def _benchmark(self) -> Any:
         if not self._request.config.pluginmanager.hasplugin("benchmark"):
             return None
         return self._request.getfixturevalue("benchmark")
 
-    def _record(
-        self,
-        test_id: str,
-        config: Config,
-        workload: Workload | ChoiceTask,
-        engine_config: EngineConfig,
-        info: EngineInfo,
-        load_s: float | None,
-        metrics: AggregateMetrics,
-        flat: Mapping[str, Any],
-        check: CheckResult,
-        rounds: int,
-        warmup_rounds: int,
-        against: BaselineCheck | None = None,
-        responses: Path | None = None,
-    ) -> None:
+    def _record(self, record: TestRecord) -> None:
+        """Give the metrics to pytest-benchmark and append the record to the run."""
         benchmark = self._benchmark()
         if benchmark is not None:
+            flat = record.metrics_flat
             benchmark.extra_info.update({k: v for k, v in flat.items() if v is not None})
-            benchmark.extra_info["llmperf_config"] = config.name
-        self._session.writer.append_test(
-            {
-                "test_id": self._request.node.nodeid,
-                "threshold_key": test_id,
-                "config": config.describe(),
-                "engine": engine_config.engine,
-                "engine_config": engine_config.describe(),
-                "engine_info": {
-                    "engine": info.engine,
-                    "model": info.model,
-                    "device": info.device,
-                    "dtype": info.dtype,
-                    "details": dict(info.details),
-                },
-                "engine_load_s": load_s,
-                "workload": workload.describe(),
-                "rounds": rounds,
-                "warmup_rounds": warmup_rounds,
-                "worker": self._session.worker_id,
-                "worker_pid": os.getpid(),
-                "gpus": self._gpu_record(),
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "metrics": metrics.as_dict(),
-                "metrics_flat": dict(flat),
-                "thresholds": {
-                    "passed": check.passed,
-                    "checked": [
-                        {
-                            "metric": v.bound.metric,
-                            "measured": v.measured,
-                            "min": v.bound.min,
-                            "max": v.bound.max,
-                            "ok": v.ok,
-                            "file": str(v.bound.file),
-                            "line": v.bound.line,
-                        }
-                        for v in check.verdicts
-                    ],
-                },
-                "baseline": against.as_record() if against is not None else None,
-                "responses": str(responses) if responses is not None else None,
-            }
-        )
+            benchmark.extra_info["llmperf_config"] = record.config.name
+        self._session.writer.append_test(record.as_record())

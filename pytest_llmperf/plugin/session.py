@@ -37,15 +37,10 @@ from pytest_llmperf.procs.reaper import reaper
 from pytest_llmperf.procs.servers import shared_servers_dir
 from pytest_llmperf.results.compare import parse_tolerances
 from pytest_llmperf.results.exports import write_github_benchmark
+from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import responses_available
-from pytest_llmperf.results.runs import Run, open_run, read_run
-from pytest_llmperf.results.writer import (
-    RunWriter,
-    has_measurements,
-    new_run_id,
-    read_tests,
-    write_summary,
-)
+from pytest_llmperf.results.runs import Run, open_run, read_run, read_test_records
+from pytest_llmperf.results.writer import RunWriter, has_measurements, new_run_id, write_summary
 from pytest_llmperf.suite.workload import DatasetError, load_dataset
 from pytest_llmperf.thresholds.files import ThresholdSet, hardware_slug, select_threshold_files
 from pytest_llmperf.thresholds.update import UpdateReport, update_thresholds
@@ -276,7 +271,7 @@ class LLMPerfSession:
         if not self.is_controller or not has_measurements(self.run_dir):
             return  # a run that measured nothing leaves no folder behind
         self.ensure_metadata()
-        tests = read_tests(self.run_dir)
+        tests = read_test_records(self.run_dir)
         if self.settings.update_thresholds:
             self.update_report = self._update_thresholds(tests)
         self.unmatched_thresholds = self._unmatched(tests)
@@ -290,10 +285,10 @@ class LLMPerfSession:
         )
         write_github_benchmark(read_run(self.run_dir))
 
-    def _update_thresholds(self, tests: Sequence[Mapping[str, Any]]) -> UpdateReport:
+    def _update_thresholds(self, tests: Sequence[TestRecord]) -> UpdateReport:
         by_engine: dict[str, dict[str, Mapping[str, Any]]] = {}
         for test in tests:
-            by_engine.setdefault(test["engine"], {})[test["threshold_key"]] = test["metrics_flat"]
+            by_engine.setdefault(test.engine, {})[test.threshold_key] = test.metrics_flat
         merged = UpdateReport(written=[], loosened=[])
         for engine, results in by_engine.items():
             # Update the file this run was checked against, so an `h100/` folder is not
@@ -311,14 +306,14 @@ class LLMPerfSession:
             merged.loosened.extend(report.loosened)
         return merged
 
-    def _unmatched(self, tests: Sequence[Mapping[str, Any]]) -> list[str]:
-        seen_ids = set(self.collected_ids) | {t["threshold_key"] for t in tests}
-        seen_metrics = {m for t in tests for m in t["metrics_flat"]}
+    def _unmatched(self, tests: Sequence[TestRecord]) -> list[str]:
+        seen_ids = set(self.collected_ids) | {t.threshold_key for t in tests}
+        seen_metrics = {m for t in tests for m in t.metrics_flat}
         messages: list[str] = []
-        for engine in sorted({t["engine"] for t in tests} | {self.settings.engine}):
+        for engine in sorted({t.engine for t in tests} | {self.settings.engine}):
             messages.extend(
                 self.thresholds_for(engine).unmatched(
-                    seen_ids, seen_metrics, {t["threshold_key"] for t in tests}
+                    seen_ids, seen_metrics, {t.threshold_key for t in tests}
                 )
             )
         return messages

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pytest_llmperf.results.writer import read_tests
+from pytest_llmperf.results.record import TestRecord
+from pytest_llmperf.results.runs import read_test_records
 from pytest_llmperf.tables import format_number, render_table
 
 if TYPE_CHECKING:
@@ -22,40 +23,38 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def summary_rows(tests: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+def summary_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
     rows = []
     for test in tests:
-        flat = test.get("metrics_flat", {})
-        thresholds = test.get("thresholds", {})
-        checked = thresholds.get("checked", [])
-        status = "none" if not checked else ("ok" if thresholds.get("passed") else "MISS")
+        checked = test.thresholds.checked
+        status = "none" if not checked else ("ok" if test.thresholds.passed else "MISS")
         rows.append(
             [
-                test["threshold_key"],
-                test["engine"],
-                *(format_number(flat.get(key)) for _, key in COLUMNS),
+                test.threshold_key,
+                test.engine,
+                *(format_number(test.metrics_flat.get(key)) for _, key in COLUMNS),
                 f"{status} ({len(checked)})" if checked else status,
             ]
         )
     return rows
 
 
-def not_applied_notes(tests: Sequence[Mapping[str, Any]]) -> list[str]:
+def not_applied_notes(tests: Sequence[TestRecord]) -> list[str]:
     """One line per test whose grid gave settings its engine did not take (a grid meant
     for several engines), each said once."""
     notes: dict[str, None] = {}
     for test in tests:
-        skipped = (test.get("engine_config") or {}).get("settings_not_applied")
+        skipped = test.engine_config.settings_not_applied
         if skipped:
             notes[
-                f"note: {test['threshold_key']}: settings not applied on {test['engine']}: "
+                f"note: {test.threshold_key}: settings not applied on {test.engine}: "
                 f"{', '.join(skipped)}"
             ] = None
     return list(notes)
 
 
 def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
-    tests = read_tests(session.run_dir) if session.run_dir.exists() else []
+    tests = read_test_records(session.run_dir) if session.run_dir.exists() else ()
     if not tests and not session.update_report and not session.unmatched_thresholds:
         return
     reporter.write_sep("=", "llmperf summary")

@@ -17,7 +17,7 @@ import streamlit as st
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.results.compare import compare_runs
-from pytest_llmperf.results.runs import Run, find_runs, load_runs, test_key
+from pytest_llmperf.results.runs import Run, find_runs, load_runs
 
 #: The columns the runs table shows first (the rest follow).
 KEY_COLUMNS = [
@@ -128,13 +128,14 @@ def _compare(by_id: dict[str, Run], ids: list[str]) -> None:
 
 def _responses(by_id: dict[str, Run], ids: list[str]) -> None:
     run = by_id[st.selectbox("run", ids, index=len(ids) - 1, key="responses-run")]
-    keys = [test_key(t) for t in run.tests]
+    keys = [t.key for t in run.tests]
     if not keys:
         st.info("This run has no tests yet.")
         return
-    key = st.selectbox("test", keys)
-    record = run.test(key) or {}
-    table = record.get("responses")
+    record = run.test(st.selectbox("test", keys))
+    if record is None:  # not reached: the keys are this run's own
+        return
+    table = record.responses
     if table:
         import pandas
 
@@ -144,7 +145,7 @@ def _responses(by_id: dict[str, Run], ids: list[str]) -> None:
         "no responses.parquet for this test (run with --llmperf-responses to keep "
         "prompts too); its request records:"
     )
-    st.dataframe([r for r in run.requests() if r.get("test_id") == record.get("test_id")])
+    st.dataframe([r for r in run.requests() if r.get("test_id") == record.test_id])
 
 
 main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results"))

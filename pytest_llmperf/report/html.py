@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.results.runs import Run, test_key
+from pytest_llmperf.results.record import TestRecord
+from pytest_llmperf.results.runs import Run
 from pytest_llmperf.tables import format_number
 
 if TYPE_CHECKING:
@@ -156,12 +157,12 @@ def _contents(runs: Sequence[Run]) -> str:
 # -- run headers -----------------------------------------------------------------------
 
 
-def _thresholds_state(test: Mapping[str, Any]) -> str:
+def _thresholds_state(test: TestRecord) -> str:
     """ "pass", "fail", or "none" when no bound applied to the test."""
-    thresholds = test.get("thresholds") or {}
-    if not thresholds.get("checked"):
-        return "none" if thresholds.get("passed", True) else "fail"
-    return "pass" if thresholds.get("passed") else "fail"
+    thresholds = test.thresholds
+    if not thresholds.checked:
+        return "none" if thresholds.passed else "fail"
+    return "pass" if thresholds.passed else "fail"
 
 
 def _plain(value: object) -> str:
@@ -291,23 +292,20 @@ def _plot_html(plot: Plot, prefix: str) -> str:
 # -- tables ----------------------------------------------------------------------------
 
 
-def _metric(test: Mapping[str, Any], name: str) -> float | int | None:
-    flat = test.get("metrics_flat")
-    value = flat.get(name) if isinstance(flat, Mapping) else None
+def _metric(test: TestRecord, name: str) -> float | int | None:
+    value = test.metrics_flat.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return value
 
 
-def _thresholds_cell(test: Mapping[str, Any]) -> str:
+def _thresholds_cell(test: TestRecord) -> str:
     state = _thresholds_state(test)
-    checked = (test.get("thresholds") or {}).get("checked") or []
     if state == "none":
         return "-"
     if state == "pass":
-        return f'<span class="pass">pass</span> ({len(checked)})'
-    missed = [str(c.get("metric")) for c in checked if isinstance(c, Mapping) and not c.get("ok")]
-    return f'<span class="fail">FAIL</span> {_e(", ".join(missed))}'
+        return f'<span class="pass">pass</span> ({len(test.thresholds.checked)})'
+    return f'<span class="fail">FAIL</span> {_e(", ".join(test.thresholds.missed))}'
 
 
 def _tests_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
@@ -319,17 +317,14 @@ def _tests_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
     head += ["test", "config", "engine", "model", "thresholds", *(h for h, _ in columns)]
     rows = []
     for label, test in tests:
-        config = test.get("config") or {}
-        model = (test.get("engine_config") or {}).get("model") or (
-            test.get("engine_info") or {}
-        ).get("model")
+        model = test.engine_config.model or test.engine_info.model
         cells = [f"<td>{_e(label)}</td>"] if len(runs) > 1 else []
-        cells.append(f'<td class="test"><span class="id">{_e(test_key(dict(test)))}</span></td>')
+        cells.append(f'<td class="test"><span class="id">{_e(test.key)}</span></td>')
         cells += (
             f"<td>{cell}</td>"
             for cell in (
-                _e(config.get("name") or ""),
-                _e(test.get("engine") or ""),
+                _e(test.config.name),
+                _e(test.engine),
                 _e(model or ""),
                 _thresholds_cell(test),
             )

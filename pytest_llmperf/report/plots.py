@@ -18,7 +18,6 @@ starting mathtext.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from pytest_llmperf.results.runs import Run, test_key
+from pytest_llmperf.results.record import TestRecord
+from pytest_llmperf.results.runs import Run
 
 if TYPE_CHECKING:
     from pytest_llmperf.results.compare import Change, RunComparison
@@ -90,11 +90,11 @@ class Plot:
 @dataclass(frozen=True)
 class _Test:
     run_label: str
-    record: Mapping[str, Any]
+    record: TestRecord
 
     @property
     def key(self) -> str:
-        return test_key(dict(self.record))
+        return self.record.key
 
     @property
     def label(self) -> str:
@@ -107,11 +107,7 @@ class _Test:
         return self.key.split("::", 1)[-1].split("[", 1)[0].split("@", 1)[0]
 
     def metric(self, name: str) -> float | None:
-        flat = self.record.get("metrics_flat")
-        value = flat.get(name) if isinstance(flat, Mapping) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        return float(value) if math.isfinite(value) else None
+        return self.record.metric(name)
 
 
 def _text(value: object) -> str:
@@ -142,22 +138,20 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def concurrency(test: Mapping[str, Any]) -> float | None:
+def concurrency(test: TestRecord) -> float | None:
     """How many requests ran at once, at most: the least of the bounds recorded, each an
     upper bound on its own: the engine's or client's limit on sequences in flight
     (`CONCURRENCY_KEYS` in the config's settings, the workload record, the engine's
     settings, what the engine reports it used) and the requests a round offers (all of a
     round's requests arrive together, so 16 requests on max_num_seqs 256 run 16 at once).
     None when none is known."""
-    config = test.get("config") or {}
-    engine_config = test.get("engine_config") or {}
-    details = (test.get("engine_info") or {}).get("details") or {}
-    workload = test.get("workload") or {}
+    details = test.engine_info.details
+    workload = test.workload
     sources = (
-        config.get("engine_settings"),
-        config.get("workload_settings"),
+        test.config.engine_settings,
+        test.config.workload_settings,
         workload,
-        engine_config.get("settings"),
+        test.engine_config.settings,
         details,
         details.get("llm_kwargs"),
     )
@@ -170,8 +164,8 @@ def concurrency(test: Mapping[str, Any]) -> float | None:
     ]
     offered = [n for key in REQUEST_COUNT_KEYS if (n := _number(workload.get(key))) is not None]
     if not offered:  # a dataset of unrecorded size: the requests measured per round
-        flat = test.get("metrics_flat") or {}
-        requests, rounds = _number(flat.get("requests")), _number(test.get("rounds"))
+        requests = _number(test.metrics_flat.get("requests"))
+        rounds = _number(test.rounds)
         offered = [requests / rounds] if requests and rounds else []
     return min(bounds + offered, default=None)
 
@@ -244,8 +238,8 @@ def throughput_series(runs: Sequence[Run]) -> list[_Series]:
         x, y = concurrency(test.record), test.metric("output_tok_per_s")
         if x is None or not y:
             continue
-        name = str((test.record.get("config") or {}).get("name") or "")
-        key = (test.run_label, test.function, str(test.record.get("engine") or "?"))
+        name = test.record.config.name
+        key = (test.run_label, test.function, test.record.engine or "?")
         grouped[key].append((x, y, name))
     return [
         _Series(f"{run} {function} ({engine})".strip(), sorted(points))
@@ -315,7 +309,7 @@ def scaling_series(runs: Sequence[Run]) -> tuple[list[_Series], str]:
         if efficiency is None and speedup is not None and x:
             efficiency = speedup / x
         if efficiency is not None:
-            name = str((test.record.get("config") or {}).get("name") or "")
+            name = test.record.config.name
             reported[(test.run_label, test.function)].append((x or 1.0, efficiency, name))
     if reported:
         series = [

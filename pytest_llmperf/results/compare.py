@@ -50,7 +50,8 @@ from typing import Literal
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import Direction, spec_for
-from pytest_llmperf.results.runs import Run, test_key
+from pytest_llmperf.results.record import BaselineRecord, JudgedChange
+from pytest_llmperf.results.runs import Run
 from pytest_llmperf.tables import render_table
 
 Verdict = Literal[
@@ -232,16 +233,14 @@ class RunComparison:
 def compare_runs(base: Run, new: Run, tolerances: Sequence[str] = ()) -> RunComparison:
     """Tests present in both runs, metric by metric (`tolerances` as the CLI takes them)."""
     parsed = parse_tolerances(tolerances)
-    base_ids = [test_key(t) for t in base.tests]
-    new_ids = [test_key(t) for t in new.tests]
+    base_ids = [t.key for t in base.tests]
+    new_ids = [t.key for t in new.tests]
     changes: list[Change] = []
     for test_id in dict.fromkeys(new_ids):
         before, after = base.test(test_id), new.test(test_id)
         if before is None or after is None:
             continue
-        changes += compare_metrics(
-            test_id, before.get("metrics_flat") or {}, after.get("metrics_flat") or {}, parsed
-        )
+        changes += compare_metrics(test_id, before.metrics_flat, after.metrics_flat, parsed)
     return RunComparison(
         base,
         new,
@@ -314,24 +313,17 @@ class BaselineCheck:
     def regressions(self) -> list[Change]:
         return [c for c in self.changes if c.verdict == "regressed"]
 
-    def as_record(self) -> dict[str, object]:
-        return {
-            "run_id": self.base_run_id,
-            "found": self.found,
-            "passed": not self.regressions,
-            "judged": [
-                {
-                    "metric": c.metric,
-                    "base": c.base,
-                    "new": c.new,
-                    "relative": c.relative,
-                    "verdict": c.verdict,
-                    "tolerance": c.tolerance,
-                }
+    def as_record(self) -> BaselineRecord:
+        return BaselineRecord(
+            run_id=self.base_run_id,
+            found=self.found,
+            passed=not self.regressions,
+            judged=tuple(
+                JudgedChange(c.metric, c.base, c.new, c.relative, c.verdict, c.tolerance)
                 for c in self.changes
                 if _judged(c)
-            ],
-        }
+            ),
+        )
 
 
 def check_against(
@@ -340,5 +332,5 @@ def check_against(
     before = baseline.test(test_key)
     if before is None:
         return BaselineCheck(baseline.run_id, False, [])
-    changes = compare_metrics(test_key, before.get("metrics_flat") or {}, flat, tolerances)
+    changes = compare_metrics(test_key, before.metrics_flat, flat, tolerances)
     return BaselineCheck(baseline.run_id, True, changes)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llmperf.measure.metrics import spec_for
-from pytest_llmperf.results.runs import Run, test_key
+from pytest_llmperf.results.runs import Run
 from pytest_llmperf.results.writer import write_json_atomic
 
 GITHUB_DIR = "github-benchmark"
@@ -31,9 +31,9 @@ def github_benchmark_entries(run: Run) -> tuple[list[dict[str, Any]], list[dict[
     bigger: list[dict[str, Any]] = []
     smaller: list[dict[str, Any]] = []
     for test in run.tests:
-        key = test_key(test)
-        extra = f"engine={test.get('engine')} config={(test.get('config') or {}).get('name')}"
-        for metric, value in sorted((test.get("metrics_flat") or {}).items()):
+        key = test.key
+        extra = f"engine={test.engine} config={test.config.name}"
+        for metric, value in sorted(test.metrics_flat.items()):
             spec = spec_for(metric)
             if spec is None or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.results.writer import build_summary, loads_json, read_jsonl
+from pytest_llmperf.results.record import TestRecord
+from pytest_llmperf.results.writer import build_summary, loads_json, read_jsonl, read_jsonl_lines
 
 if TYPE_CHECKING:
     import pandas
@@ -39,7 +40,11 @@ class Run:
     """One run folder, read."""
 
     path: Path
+    #: The run's summary.json (or what it would say, for an unfinished run) less its
+    #: tests: run id, start, hardware, settings, machine, ...
     summary: dict[str, Any] = field(repr=False)
+    #: Its measured tests, in the order they finished.
+    tests: tuple[TestRecord, ...] = field(default=(), repr=False)
     #: False when the run has no summary.json (it was killed, or is still going).
     finished: bool = True
 
@@ -48,29 +53,18 @@ class Run:
         return str(self.summary.get("run_id") or self.path.name)
 
     @property
-    def tests(self) -> list[dict[str, Any]]:
-        tests: list[dict[str, Any]] = self.summary.get("tests") or []
-        return tests
-
-    @property
     def started_at(self) -> str:
         return str(self.summary.get("started_at") or "")
 
-    def test(self, key: str) -> dict[str, Any] | None:
-        """The record of a test by its key (`test_key`; the last, if it ran twice)."""
-        found = [t for t in self.tests if test_key(t) == key]
+    def test(self, key: str) -> TestRecord | None:
+        """The record of a test by its key (`TestRecord.key`; the last, if it ran twice)."""
+        found = [t for t in self.tests if t.key == key]
         return found[-1] if found else None
 
     def requests(self) -> Iterator[dict[str, Any]]:
         """Every measured request's record, worker files included."""
         for path in sorted(self.path.glob("requests*.jsonl")):
             yield from read_jsonl(path)
-
-
-def test_key(test: dict[str, Any]) -> str:
-    """What names a measurement across runs: the node id, plus `@label` for a labelled
-    call (a test that measures twice), as thresholds name it."""
-    return str(test.get("threshold_key") or test.get("test_id"))
 
 
 def is_run_dir(path: Path) -> bool:
@@ -96,11 +90,28 @@ def read_run(path: Path) -> Run:
             raise LLMPerfUsageError(f"{summary_path}: cannot be read as JSON ({exc})") from None
         if not isinstance(summary, dict) or not isinstance(summary.get("tests", []), list):
             raise LLMPerfUsageError(f"{summary_path}: not a run summary (no list of tests)")
-        return Run(path, summary, finished=True)
+        tests = tuple(
+            TestRecord.from_record(test, f"{summary_path}: tests[{index}]")
+            for index, test in enumerate(summary.pop("tests", []))
+        )
+        return Run(path, summary, tests, finished=True)
     try:
-        return Run(path, build_summary(path), finished=False)
+        summary = build_summary(path)
+        summary.pop("tests")
+        return Run(path, summary, read_test_records(path), finished=False)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise LLMPerfUsageError(f"{path}: its records cannot be read ({exc})") from None
+
+
+def read_test_records(run_dir: Path) -> tuple[TestRecord, ...]:
+    """The test records a run folder's tests*.jsonl hold (every worker's), as written.
+
+    A record of the wrong shape is a `RecordError` naming its file and line."""
+    return tuple(
+        TestRecord.from_record(record, f"{path}: line {number}")
+        for path in sorted(run_dir.glob("tests*.jsonl"))
+        for number, record in read_jsonl_lines(path)
+    )
 
 
 def find_runs(results_dir: Path = DEFAULT_RESULTS_DIR) -> list[Run]:
@@ -177,12 +188,12 @@ def load_runs(*refs: str | Path, results_dir: Path = DEFAULT_RESULTS_DIR) -> pan
                     "run_id": run.run_id,
                     "started_at": run.started_at,
                     "hardware": run.summary.get("hardware"),
-                    "test_id": test.get("test_id"),
-                    "config": (test.get("config") or {}).get("name"),
-                    "engine": test.get("engine"),
-                    "model": (test.get("engine_info") or {}).get("model"),
-                    "passed": (test.get("thresholds") or {}).get("passed"),
-                    **(test.get("metrics_flat") or {}),
+                    "test_id": test.test_id,
+                    "config": test.config.name,
+                    "engine": test.engine,
+                    "model": test.engine_info.model,
+                    "passed": test.thresholds.passed,
+                    **test.metrics_flat,
                 }
             )
     return pandas.DataFrame(rows)

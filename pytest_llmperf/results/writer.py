@@ -92,12 +92,18 @@ class RunWriter:
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Records of a JSONL file; a torn last line (a killed run) is skipped."""
+    for _, record in read_jsonl_lines(path):
+        yield record
+
+
+def read_jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) of each record of a JSONL file, as `read_jsonl`."""
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if not line.endswith("\n"):
                 return
             if line.strip():
-                yield loads_json(line)
+                yield number, loads_json(line)
 
 
 def loads_json(text: str) -> Any:

@@ -1,0 +1,109 @@
+"""Rounds of a measurement: warm-up rounds run and discarded, then measured rounds.
+
+Each round sends every request at once through `harness.run_round`. What a round's
+records are for (written, checked) is the caller's (`after_round`); how rounds are
+repeated too (`repeat`: pytest-benchmark's pedantic loop, or a plain one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pytest_llmperf.engines.base import (
+    BuildsGraphs,
+    Engine,
+    GenerationRequest,
+    ReportsClientCost,
+    death_cause,
+)
+from pytest_llmperf.measure.harness import run_round
+from pytest_llmperf.measure.metrics import RequestRecord
+
+#: Calls `one_round` warmup_rounds + rounds times: (one_round, rounds, warmup_rounds).
+Repeat = Callable[[Callable[[], None], int, int], None]
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """How many rounds a measurement runs: warm-up ones (discarded), then measured ones."""
+
+    rounds: int
+    warmup_rounds: int
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """What the measured rounds gave."""
+
+    records: tuple[RequestRecord, ...]
+    #: Wall seconds of each measured round.
+    durations: tuple[float, ...]
+    #: The client's own statistics of each measured round, where the engine keeps them.
+    client_stats: tuple[dict[str, float], ...]
+    #: Seconds the engine spent building decode graphs during the rounds (warm-up
+    #: included: compile and capture happen in whichever round needs them); None for an
+    #: engine that builds none.
+    graph_build_s: float | None
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens of the successful requests."""
+        return sum(r.output_tokens for r in self.records if r.error is None)
+
+
+def repeat_plainly(one_round: Callable[[], None], rounds: int, warmup_rounds: int) -> None:
+    for _ in range(warmup_rounds + rounds):
+        one_round()
+
+
+def run_rounds(
+    engine: Engine,
+    requests: Sequence[GenerationRequest],
+    plan: RoundPlan,
+    *,
+    repeat: Repeat = repeat_plainly,
+    before_measuring: Callable[[], None] = lambda: None,
+    after_round: Callable[[list[RequestRecord]], None] = lambda records: None,
+) -> Rounds:
+    """Run `plan`'s rounds of `requests` on `engine`.
+
+    `before_measuring` is called just before the first measured round (telemetry covers
+    the measured rounds, not the warm-up); `after_round` with each measured round's
+    records when the round ends, before they are kept (it may raise to stop).
+    A round is skipped once the engine's process is gone: the caller fails the test
+    after recording what was measured.
+    """
+    kept: list[RequestRecord] = []
+    durations: list[float] = []
+    client: list[dict[str, float]] = []
+    count = 0
+    built_before = engine.graph_build_s if isinstance(engine, BuildsGraphs) else None
+
+    def one_round() -> None:
+        nonlocal count
+        if death_cause(engine):
+            return  # the engine's process is gone: the test fails after recording
+        warmup = count < plan.warmup_rounds
+        index = count - plan.warmup_rounds
+        count += 1
+
+        if index == 0:
+            before_measuring()
+        # Records are handed over when the round ends, not while it runs: a write inside
+        # the loop would delay the next chunk's timestamp (and, for an in-process engine,
+        # the engine itself). A run killed mid-way keeps every finished round.
+        records, duration = run_round(engine, requests, index)
+        if warmup:
+            return
+        after_round(records)
+        kept.extend(records)
+        durations.append(duration)
+        if isinstance(engine, ReportsClientCost) and engine.last_round_stats:
+            client.append(dict(engine.last_round_stats))
+
+    repeat(one_round, plan.rounds, plan.warmup_rounds)
+    built = None
+    if isinstance(engine, BuildsGraphs) and built_before is not None:
+        built = engine.graph_build_s - built_before  # compile + capture, in whichever round
+    return Rounds(tuple(kept), tuple(durations), tuple(client), built)

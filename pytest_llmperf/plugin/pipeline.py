@@ -1,0 +1,238 @@
+"""The steps of `llmperf.measure`, each a named function:
+
+    build_requests -> run_rounds (`measure.rounds`) -> aggregate -> judge -> make_record
+
+`evaluate_choices` shares judge and make_record. The fixture (`fixture`) strings the
+steps together and keeps what is pytest's own: skipping, failing, pytest-benchmark.
+Each step takes the few small typed objects below rather than a long list of values.
+The steps live here, in the top layer, because they join the layers below (suite's
+workloads and SLOs, thresholds, results); the harness that runs the rounds is
+`measure.rounds`, which knows none of them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo, GenerationRequest
+from pytest_llmperf.hardware.leases import gpu_processes
+from pytest_llmperf.measure.bandwidth import bandwidth_metrics, peak_bandwidth
+from pytest_llmperf.measure.metrics import (
+    AggregateMetrics,
+    RequestRecord,
+    flatten,
+    server_timing_metrics,
+)
+from pytest_llmperf.measure.rounds import RoundPlan, Rounds
+from pytest_llmperf.results.compare import BaselineCheck, changes_table, check_against
+from pytest_llmperf.results.record import (
+    BoundCheck,
+    ConfigRecord,
+    EngineConfigRecord,
+    EngineInfoRecord,
+    GpuRecord,
+    TestRecord,
+    ThresholdsRecord,
+)
+from pytest_llmperf.suite.accuracy import ChoiceTask
+from pytest_llmperf.suite.config import Config
+from pytest_llmperf.suite.load import SLO, Arrivals, client_check
+from pytest_llmperf.suite.workload import Workload
+from pytest_llmperf.thresholds.files import CheckResult
+
+if TYPE_CHECKING:
+    from pytest_llmperf.plugin.session import LLMPerfSession
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What one measurement measures, as its record names it."""
+
+    #: The test's node id.
+    test_id: str
+    #: The node id, plus `@label` for a labelled call: how thresholds name it.
+    key: str
+    config: Config
+    engine_config: EngineConfig
+    workload: Workload | ChoiceTask
+
+
+@dataclass(frozen=True)
+class StartedEngine:
+    """The session's engine for a measurement; `load_s` None when it was already loaded."""
+
+    engine: Engine
+    info: EngineInfo
+    load_s: float | None
+
+
+@dataclass(frozen=True)
+class MoreMetrics:
+    """What a test adds to the harness's metrics (`measure`'s keyword arguments)."""
+
+    extra: Mapping[str, float | None] = field(default_factory=dict)
+    slo: SLO | None = None
+    score: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None
+    derived: Callable[[AggregateMetrics], Mapping[str, float | None]] | None = None
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The thresholds' verdict and, with `--llmperf-compare`, the baseline's."""
+
+    thresholds: CheckResult
+    baseline: BaselineCheck | None
+
+    def problems(self, key: str, update_thresholds: bool) -> list[str]:
+        """Why the test fails: missed bounds (unless they are being rewritten), regressions."""
+        problems = []
+        if not self.thresholds.passed and not update_thresholds:
+            problems.append(f"thresholds missed for {key}\n{self.thresholds.table()}")
+        against = self.baseline
+        if against is not None and against.regressions:
+            problems.append(
+                f"regressed against baseline run {against.base_run_id} for {key}\n"
+                + changes_table(against.regressions)
+            )
+        return problems
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a measurement found: its metrics, their verdicts, where its responses went."""
+
+    metrics: AggregateMetrics
+    verdicts: Verdicts
+    #: The responses table, relative to the run folder (`--llmperf-responses`).
+    responses: Path | None = None
+
+
+def limited(requests: list[GenerationRequest], limit: int | None) -> list[GenerationRequest]:
+    """The first `limit` requests (`--llmperf-limit`), or all of them."""
+    return requests if limit is None else requests[:limit]
+
+
+def build_requests(
+    engine: Engine, workload: Workload, limit: int | None, arrivals: Arrivals | None
+) -> list[GenerationRequest]:
+    """The workload's requests in the engine's own tokens, limited, with arrival times."""
+    requests = limited(workload.build(engine.tokenizer), limit)
+    return arrivals.apply(requests) if arrivals is not None else requests
+
+
+def aggregate(
+    measured: Rounds,
+    telemetry: Mapping[str, float | None],
+    more: MoreMetrics,
+    physical: Sequence[int],
+    details: Mapping[str, Any],
+) -> AggregateMetrics:
+    """The test's metrics: the harness's over the measured rounds, then the GPUs'
+    telemetry, the test's own (`more`), the client's self-check, the server's timings,
+    graph build time, bandwidth on GPUs (`physical`, the engine's `details`), and last
+    the metrics derived from all of those."""
+    records, durations = measured.records, measured.durations
+    metrics = AggregateMetrics.from_records(records, durations)
+    extra: dict[str, float | None] = dict(more.extra)
+    extra.update(telemetry)
+    if more.slo is not None:
+        extra.update(more.slo.goodput(records, sum(durations)))
+    extra.update(
+        client_check(measured.client_stats, durations, sum(r.output_tokens for r in records))
+    )
+    extra.update(server_timing_metrics(records))
+    if more.score is not None:
+        extra.update(more.score(records))
+    if measured.graph_build_s is not None:
+        extra["graph_build_s"] = measured.graph_build_s
+    if extra:
+        metrics = metrics.with_extra(**extra)
+    if physical:
+        peak = peak_bandwidth(physical)
+        metrics = metrics.with_extra(**bandwidth_metrics(metrics, records, details, peak))
+    if more.derived is not None:  # metrics of metrics: e.g. speedup over another measurement
+        metrics = metrics.with_extra(**more.derived(metrics))
+    return metrics
+
+
+def judge(session: LLMPerfSession, key: str, engine: str, metrics: AggregateMetrics) -> Verdicts:
+    """The thresholds of `engine` for `key` and, with `--llmperf-compare`, the baseline."""
+    flat = flatten(metrics.as_dict())
+    check = session.thresholds_for(engine).check(key, flat)
+    baseline = session.baseline
+    against = (
+        check_against(baseline, key, flat, session.tolerances) if baseline is not None else None
+    )
+    return Verdicts(check, against)
+
+
+def make_record(
+    session: LLMPerfSession,
+    subject: Subject,
+    started: StartedEngine,
+    plan: RoundPlan,
+    outcome: Outcome,
+) -> TestRecord:
+    """The record of a finished measurement, as tests.jsonl keeps it."""
+    info, metrics, verdicts = started.info, outcome.metrics, outcome.verdicts
+    config, engine_config = subject.config, subject.engine_config
+    return TestRecord(
+        test_id=subject.test_id,
+        threshold_key=subject.key,
+        config=ConfigRecord.from_record(config.describe(), f"config {config.name!r}"),
+        engine=engine_config.engine,
+        engine_config=EngineConfigRecord.from_record(
+            engine_config.describe(), f"engine {engine_config.engine!r}"
+        ),
+        engine_info=EngineInfoRecord(
+            info.engine, info.model, info.device, info.dtype, dict(info.details)
+        ),
+        engine_load_s=started.load_s,
+        workload=subject.workload.describe(),
+        rounds=plan.rounds,
+        warmup_rounds=plan.warmup_rounds,
+        worker=session.worker_id,
+        worker_pid=os.getpid(),
+        gpus=gpu_record(session),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        metrics=metrics.as_dict(),
+        metrics_flat=flatten(metrics.as_dict()),
+        thresholds=thresholds_record(verdicts.thresholds),
+        baseline=verdicts.baseline.as_record() if verdicts.baseline is not None else None,
+        responses=str(outcome.responses) if outcome.responses is not None else None,
+    )
+
+
+def thresholds_record(check: CheckResult) -> ThresholdsRecord:
+    return ThresholdsRecord(
+        passed=check.passed,
+        checked=tuple(
+            BoundCheck(
+                metric=v.bound.metric,
+                measured=v.measured,
+                min=v.bound.min,
+                max=v.bound.max,
+                ok=v.ok,
+                file=str(v.bound.file),
+                line=v.bound.line,
+            )
+            for v in check.verdicts
+        ),
+    )
+
+
+def gpu_record(session: LLMPerfSession) -> GpuRecord | None:
+    """The leased GPUs and every process NVML sees on them (proof of isolation)."""
+    held = session.lease
+    if held is None:
+        return None
+    return GpuRecord(
+        cuda=tuple(held.gpus),
+        physical=tuple(held.physical),
+        processes={str(i): tuple(procs) for i, procs in gpu_processes(held.physical).items()},
+    )
