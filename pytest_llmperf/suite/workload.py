@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 from pytest_llmperf.engines.base import GenerationRequest, SamplingParams, Tokenizer
 from pytest_llmperf.errors import LLMPerfUsageError, where
+from pytest_llmperf.models.tokenizer import local_tokenizer
 
 # Plain words: byte-level BPE tokenizers split them predictably, so a prompt built
 # from them reaches an exact token count in a few adjustments.
@@ -292,18 +293,11 @@ def check_responses(requests: Sequence[GenerationRequest], answered: Sequence[st
 def offline_tokenizer(engine_config: Any) -> Tokenizer | None:
     """The tokenizer an engine would build prompts with, loaded without the engine
     (for dry runs): its `tokenizer` setting or its model, when that is local; else None."""
-    from pytest_llmperf.models.names import resolve_model
-
     name = engine_config.setting("tokenizer") or engine_config.model
     try:
-        path = resolve_model(str(name))
+        return local_tokenizer(str(name))
     except LLMPerfUsageError:
         return None
-    from transformers import AutoTokenizer
-
-    from pytest_llmperf.engines.hf.engine import HFTokenizer
-
-    return HFTokenizer(AutoTokenizer.from_pretrained(path))
 
 
 def prompt_length(tokenizer: Tokenizer, request: GenerationRequest) -> int:

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_llmperf.engines.base import Tokenizer
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import percentile
+from pytest_llmperf.models.tokenizer import HFTokenizer, transformers_tokenizer
 from pytest_llmperf.suite.workload import DatasetError, DatasetItem, load_dataset
 
 REPORTED_PERCENTILES = (50, 75, 90, 95, 99)
@@ -58,23 +60,10 @@ def coverage(lengths: Sequence[int], limit: int) -> float:
     return sum(1 for n in lengths if n <= limit) / len(lengths)
 
 
-def reference_lengths(items: Sequence[DatasetItem], tokenizer: Any) -> list[int]:
-    """The items' reference answers in tokens (a transformers tokenizer or our
-    `Tokenizer`, whose `encode` adds no special tokens); items without one are left out."""
-    encode = getattr(tokenizer, "hf_tokenizer", tokenizer).encode
-    return [
-        len(encode(item.reference, add_special_tokens=False))
-        for item in items
-        if item.reference is not None
-    ]
-
-
-def _tokenizer(model: str) -> Any:
-    from transformers import AutoTokenizer
-
-    from pytest_llmperf.models.names import resolve_model
-
-    return AutoTokenizer.from_pretrained(resolve_model(model))
+def reference_lengths(items: Sequence[DatasetItem], tokenizer: Tokenizer) -> list[int]:
+    """The items' reference answers in the model's tokens (the harness's `Tokenizer`, whose
+    `encode` adds no special tokens); items without one are left out."""
+    return [len(tokenizer.encode(item.reference)) for item in items if item.reference is not None]
 
 
 def _input_length(tokenizer: Any, item: DatasetItem) -> int:
@@ -94,9 +83,9 @@ def stats_lines(dataset: Path, model: str = "tiny", share: float = 0.9) -> list[
         items = load_dataset(dataset)
     except DatasetError as exc:
         raise LLMPerfUsageError(str(exc)) from None
-    tokenizer = _tokenizer(model)
+    tokenizer = transformers_tokenizer(model)  # chat templates need transformers'
     inputs = [_input_length(tokenizer, item) for item in items]
-    outputs = reference_lengths(items, tokenizer)
+    outputs = reference_lengths(items, HFTokenizer(tokenizer))
     lines = [f"{dataset}: {len(items)} items; tokens of {model}"]
     lines += _table("input tokens", LengthStats.of(inputs))
     if not outputs:

@@ -54,27 +54,11 @@ from pytest_llmperf.engines.hf.spec import HF
 from pytest_llmperf.engines.scoring import token_pairs
 from pytest_llmperf.engines.spec import EngineSpec
 from pytest_llmperf.models.names import resolve_model
+from pytest_llmperf.models.tokenizer import HFTokenizer
 
 logger = logging.getLogger("pytest_llmperf")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class HFTokenizer:
-    """The `Tokenizer` protocol over a transformers tokenizer.
-
-    `encode` adds no special tokens and `decode` drops them, so that counts and
-    text are those of the content alone, as the harness expects.
-    """
-
-    def __init__(self, hf_tokenizer: Any) -> None:
-        self.hf_tokenizer = hf_tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.hf_tokenizer.encode(text, add_special_tokens=False))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self.hf_tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
 
 class _RequestError(Exception):

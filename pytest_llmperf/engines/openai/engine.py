@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pytest_llmperf.engines.base import (
     EngineConfig,
@@ -62,9 +62,7 @@ from pytest_llmperf.engines.openai.scoring import parse_score, score_body, unsup
 from pytest_llmperf.engines.openai.spec import OPENAI
 from pytest_llmperf.engines.scoring import TokenPair, token_pairs
 from pytest_llmperf.engines.spec import EngineSpec
-
-if TYPE_CHECKING:  # importing hf loads torch, which a client engine does not need
-    from pytest_llmperf.engines.hf.engine import HFTokenizer
+from pytest_llmperf.models.tokenizer import FileTokenizer, HFTokenizer, local_tokenizer
 
 _DONE = object()
 
@@ -104,7 +102,7 @@ class OpenAIEngine:
         #: Fields merged into every request body.
         self.extra_body = dict(settings["extra_body"])
         self._tokenizer_name = settings["tokenizer"]
-        self._tokenizer: HFTokenizer | None = None
+        self._tokenizer: HFTokenizer | FileTokenizer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._http = HTTPClient(self.base_url, self._headers)
@@ -172,19 +170,14 @@ class OpenAIEngine:
         data = body.get("data", []) if isinstance(body, dict) else []
         return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
 
-    def _make_tokenizer(self) -> HFTokenizer:
+    def _make_tokenizer(self) -> HFTokenizer | FileTokenizer:
         """The tokenizer that builds prompts and counts tokens when usage is missing.
 
         The `tokenizer` setting, else the served model when it is a local directory (a
-        server started on the tiny model serves it under its path).
+        server started on the tiny model serves it under its path); read without torch
+        (`models.tokenizer`).
         """
-        from transformers import AutoTokenizer
-
-        from pytest_llmperf.engines.hf.engine import HFTokenizer
-        from pytest_llmperf.models.names import resolve_model
-
-        path = resolve_model(str(self._tokenizer_name or self._served_model))
-        return HFTokenizer(AutoTokenizer.from_pretrained(path))
+        return local_tokenizer(str(self._tokenizer_name or self._served_model))
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -245,7 +238,7 @@ class OpenAIEngine:
         """`text` tokenized as a completions server tokenizes a text prompt."""
         if self._tokenizer is None:
             raise RuntimeError("openai engine: start() it first")
-        return list(self._tokenizer.hf_tokenizer.encode(text, add_special_tokens=True))
+        return self._tokenizer.encode_with_specials(text)
 
     async def _send_all(self, requests: Sequence[GenerationRequest], out: queue.Queue[Any]) -> None:
         limit = asyncio.Semaphore(self.max_concurrency or max(1, len(requests)))
@@ -322,7 +315,7 @@ class OpenAIEngine:
         if self.eos_logit_bias and (s.ignore_eos or s.min_tokens >= s.max_tokens):
             # Servers without ignore_eos (llama-cpp-python's) still take OpenAI's logit_bias:
             # EOS at -100 never wins, so a fixed-length request runs to its length.
-            eos = self._tokenizer.hf_tokenizer.eos_token_id if self._tokenizer else None
+            eos = self._tokenizer.eos_token_id if self._tokenizer else None
             if eos is not None:
                 body["logit_bias"] = {str(eos): -100}
         if first.messages is not None or self.endpoint == "chat":

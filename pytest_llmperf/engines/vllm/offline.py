@@ -43,21 +43,9 @@ from pytest_llmperf.engines.scoring import result_from_tokens, token_pairs
 from pytest_llmperf.engines.spec import EngineSpec
 from pytest_llmperf.engines.vllm.spec import ENGINE_ARGS, VLLM
 from pytest_llmperf.models.names import resolve_model
+from pytest_llmperf.models.tokenizer import HFTokenizer
 
 log = logging.getLogger("pytest_llmperf")
-
-
-class _VLLMTokenizer:
-    def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
-        return ids
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        text: str = self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
-        return text
 
 
 class VLLMEngine:
@@ -68,7 +56,7 @@ class VLLMEngine:
         self.config = config
         self.settings = self.spec.resolve(dict(config.settings))
         self._llm: Any = None
-        self._tokenizer: _VLLMTokenizer | None = None
+        self._tokenizer: HFTokenizer | None = None
 
     def start(self) -> EngineInfo:
         import os
@@ -93,7 +81,7 @@ class VLLMEngine:
         kwargs.update(self.settings["vllm_args"].plain())
         path = str(resolve_model(self.config.model))
         self._llm = vllm.LLM(model=path, tokenizer=path, disable_log_stats=False, **kwargs)
-        self._tokenizer = _VLLMTokenizer(self._llm.get_tokenizer())
+        self._tokenizer = HFTokenizer(self._llm.get_tokenizer())
         vllm_config = self._llm.llm_engine.vllm_config
         model_config = vllm_config.model_config
         return EngineInfo(
