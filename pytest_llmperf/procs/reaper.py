@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO
 
 #: How long a group gets between SIGTERM and SIGKILL once the run is gone.
@@ -54,6 +55,24 @@ def end_groups(pgids: set[int], grace_s: float) -> None:
     for pgid in pgids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def end_group(pgid: int, term_wait_s: float, wait: Callable[[float], None]) -> None:
+    """End the process group `pgid` that this process started: SIGTERM (with SIGCONT, since
+    a stopped process keeps SIGTERM pending until it runs again), then SIGKILL if it outlives
+    `term_wait_s`; `wait(seconds)` waits on the group's leader meanwhile (so that it is reaped,
+    not left a zombie that keeps the group alive)."""
+    for sig, wait_s in ((signal.SIGTERM, term_wait_s), (signal.SIGKILL, 10.0)):
+        if not group_alive(pgid):
+            return
+        try:
+            os.killpg(pgid, sig)
+            os.killpg(pgid, signal.SIGCONT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while group_alive(pgid) and time.monotonic() < deadline:
+            wait(0.05)
 
 
 def _serve(commands: IO[str]) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_llmperf.procs.reaper import group_alive, reaper
+from pytest_llmperf.procs.reaper import end_group, group_alive, reaper
 
 LOG_TAIL_CHARS = 3000
 #: How long a server gets to stop on SIGTERM before SIGKILL: llama-cpp-python's server
@@ -139,19 +139,12 @@ class ManagedServer:
         process, self.process = self.process, None
         if process is None:
             return
-        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(process.pid, sig)
-                # A stopped (SIGSTOP) server keeps SIGTERM pending until it runs again.
-                os.killpg(process.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and group_alive(process.pid):
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=0.1)
-            if not group_alive(process.pid):
-                break
+
+        def wait(seconds: float) -> None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=seconds)
+
+        end_group(process.pid, timeout_s, wait)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
         _live.discard(self)

@@ -42,7 +42,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.engines.spec import EngineSpec
 from pytest_llmperf.hardware.gpus import gpu_memory_used, physical_indices
-from pytest_llmperf.procs.reaper import group_alive, reaper
+from pytest_llmperf.procs.reaper import end_group, group_alive, reaper
 
 DEFAULT_START_TIMEOUT_S = 600.0
 DEFAULT_STREAM_TIMEOUT_S = 1800.0
@@ -268,18 +268,7 @@ class IsolatedEngine:
             self._conn = None
         process.join(timeout=0.1)
         # The child leads its own process group: end it and everything it started.
-        for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-            if not group_alive(process.pid):
-                break
-            try:
-                os.killpg(process.pid, sig)
-                # A stopped (SIGSTOP) process keeps SIGTERM pending until it runs again.
-                os.killpg(process.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while group_alive(process.pid) and time.monotonic() < deadline:
-                process.join(timeout=0.05)
+        end_group(process.pid, 10.0, lambda seconds: process.join(timeout=seconds))
         process.join(timeout=1.0)
         if not group_alive(process.pid):
             reaper.forget(process.pid)
