@@ -16,6 +16,7 @@ from pytest_llmperf.measure.stats import (
     change_points,
     correct,
     estimate,
+    fewest_runs,
     holm_adjust,
     judge_bound,
     judge_change,
@@ -533,3 +534,15 @@ def test_a_step_in_the_last_two_runs_is_beyond_a_permutation_test() -> None:
     series = noisy_series(random.Random(1), {18: 0.5})
     assert change_points(series) == []
     assert [s.index for s in change_points(series, alpha=0.02, min_size=2)] == [18]
+
+
+def test_fewest_runs_is_where_a_step_can_first_be_found() -> None:
+    """12 at the defaults: a halving in the middle of 11 runs is never flagged, of 12 it is."""
+    assert fewest_runs() == 12
+    assert fewest_runs(alpha=0.05) < 12 < fewest_runs(alpha=0.0005)
+    for n in (11, 12):
+        series = noisy_series(random.Random(n), {n // 2: 0.5}, length=n)
+        steps = change_points(series)
+        assert [s.index for s in steps] == ([n // 2] if n >= fewest_runs() else []), n
+    with pytest.raises(ValueError, match="alpha"):
+        fewest_runs(alpha=1.5)

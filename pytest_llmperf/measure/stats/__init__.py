@@ -100,14 +100,15 @@ Rounds until decided (`round_alpha`, `should_continue`)
 Change points over a history (`change_points`)
     Binary segmentation by the best two-sample split, or the best middle stretch (a
     regression fixed later), each tested by permutation with a fixed seed;
-    `pytest_llmperf.measure.stats.changepoints` explains it, and its limits.
+    `pytest_llmperf.measure.stats.changepoints` explains it, and its limits (`fewest_runs`:
+    no step is found in fewer than 12 runs at the default level).
 """
 
 from __future__ import annotations
 
 from pytest_llmperf.measure.stats.bounds import BoundOutcome, BoundVerdict, judge_bound
 from pytest_llmperf.measure.stats.change import ChangeOutcome, ChangeVerdict, judge_change
-from pytest_llmperf.measure.stats.changepoints import Step, change_points
+from pytest_llmperf.measure.stats.changepoints import Step, change_points, fewest_runs
 from pytest_llmperf.measure.stats.distributions import (
     normal_cdf,
     normal_ppf,
@@ -144,6 +145,7 @@ __all__ = [
     "change_points",
     "correct",
     "estimate",
+    "fewest_runs",
     "holm_adjust",
     "judge_bound",
     "judge_change",

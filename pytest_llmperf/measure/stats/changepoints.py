@@ -107,6 +107,19 @@ def change_points(
     return steps
 
 
+def fewest_runs(alpha: float = 0.005, min_size: int = 3) -> int:
+    """The fewest runs in which `change_points` can find a step at all: with n runs, the
+    most extreme split (k runs against n - k, k = n // 2) is significant only if 2 / C(n, k)
+    is below the single-split level, `SINGLE_SHARE` * alpha (see the module docstring). 12 at
+    the defaults: a series of 11 runs, however clear its step, is never flagged."""
+    if not 0 < alpha < 1 or min_size < 1:
+        raise ValueError("alpha must be in (0, 1), min_size >= 1")
+    n = 2 * min_size
+    while 2 / math.comb(n, n // 2) > SINGLE_SHARE * alpha:
+        n += 1
+    return n
+
+
 def _refine(values: list[float], found: dict[int, float], min_size: int) -> dict[int, float]:
     """Each change point moved to the best single split between its neighbours, until none
     moves. Binary segmentation cuts a staircase first where the whole series splits best,
