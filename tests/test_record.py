@@ -19,8 +19,8 @@ from pytest_llmperf.results.runs import open_run, read_test_records
 from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project
 
-#: Keys a record of the first version (5e97a18) lacks: they read as null.
-ADDED_AFTER_V1 = ("worker_pid", "gpus", "baseline", "responses")
+#: Keys a record of the first version (5e97a18) lacks: they read as null (samples: empty).
+ADDED_AFTER_V1 = ("worker_pid", "gpus", "baseline", "responses", "samples")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,7 @@ def test_a_run_written_by_the_first_version_still_reads(
     assert [t.test_id for t in run.tests] == [r["test_id"] for r in records]
     for test in run.tests:
         assert (test.worker_pid, test.gpus, test.baseline, test.responses) == (None,) * 4
+        assert test.samples == {} and test.samples_of("output_tok_per_s") == ()
     assert main(["show", str(old)]) == 0
     assert "test_suite.py::test_latency" in capsys.readouterr().out
     assert main(["compare", str(run_dir), str(old)]) == 0
@@ -108,6 +109,8 @@ BROKEN: list[tuple[str, Any, str]] = [
     ("rounds", 2.5, "rounds: expected an integer, got a number"),
     ("test_id", _DELETE, "missing 'test_id'"),
     ("config", None, "config: expected an object, got null"),
+    ("samples", [1.0], "samples: expected an object, got a list"),
+    ("samples", {"ttft_ms.p90": [1.5, "x"]}, "samples.ttft_ms.p90[1]: expected a number"),
 ]
 
 
@@ -137,6 +140,18 @@ def test_a_record_of_the_wrong_shape_names_its_file_line_and_field(
         open_run(broken)
     assert main(["show", str(broken)]) == 2
     assert f"{broken / 'tests.jsonl'}: line 2: {words}" in capsys.readouterr().err
+
+
+def test_per_round_samples_read_back(run_dir: Path) -> None:
+    """`samples`: metric -> one value per round, null where a round had none."""
+    line = lines(run_dir / "tests.jsonl")[0]
+    assert line["samples"] == {}  # written, empty, until the pipeline fills it
+    line["samples"] = {"output_tok_per_s": [101.5, 99, None], "ttft_ms.p90": []}
+    record = TestRecord.from_record(line, "tests.jsonl: line 1")
+    assert record.samples["output_tok_per_s"] == (101.5, 99, None)
+    assert record.samples_of("output_tok_per_s") == (101.5, 99.0)
+    assert record.samples_of("ttft_ms.p90") == record.samples_of("e2e_ms.p90") == ()
+    assert record.as_record()["samples"] == line["samples"]
 
 
 def test_the_gpu_part_reads_back(run_dir: Path) -> None:

@@ -7,8 +7,8 @@ CLI, the HTML report, its plots and the dashboard) gets `TestRecord`s back throu
 `from_record()`, never the JSON by its keys. The JSON is the one `writer` has always
 written (its `schema_version` is the writer's): a run folder of any earlier version
 still reads. Fields added after the first version (`worker_pid`, `gpus`, `baseline`,
-`responses`) read as null where a record lacks them; keys this version does not know
-are left out (a later version may add some).
+`responses`) read as null where a record lacks them, `samples` as empty; keys this
+version does not know are left out (a later version may add some).
 
 Reading is strict: a field of the wrong type is a `RecordError`, a usage error that
 names the file, the line or entry, and the field (`results/r/tests.jsonl: line 3:
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, TypeVar
 
 from pytest_llmperf.errors import LLMPerfUsageError
@@ -264,6 +264,11 @@ class TestRecord:
     baseline: BaselineRecord | None
     #: The responses table, relative to the run folder (`--llmperf-responses`).
     responses: str | None
+    #: Per-round samples of the test's metrics, as `metrics_flat` names them: metric ->
+    #: one value per measured round (null for a round where the metric had none). Empty
+    #: in records written before samples were kept: readers then use the one value of
+    #: `metrics_flat` (see `samples_of`).
+    samples: Mapping[str, tuple[Number | None, ...]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -276,6 +281,12 @@ class TestRecord:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
         return float(value) if math.isfinite(value) else None
+
+    def samples_of(self, name: str) -> tuple[float, ...]:
+        """A metric's per-round samples that are finite numbers; () when the record has
+        none for it (an older record, or a metric not sampled per round)."""
+        values = (v for v in self.samples.get(name, ()) if not isinstance(v, bool))
+        return tuple(float(v) for v in values if v is not None and math.isfinite(v))
 
     def as_record(self) -> dict[str, Any]:
         """The JSON object written to tests.jsonl (the writer adds `schema_version`)."""
@@ -307,7 +318,18 @@ class TestRecord:
             thresholds=ThresholdsRecord.read(f.obj("thresholds")),
             baseline=BaselineRecord.read(baseline) if baseline is not None else None,
             responses=f.optional(f.text, "responses"),
+            samples=_samples(f) if "samples" in f.keys() else {},
         )
+
+
+def _samples(f: _Fields) -> dict[str, tuple[Number | None, ...]]:
+    """`samples`: metric -> a list of numbers or nulls, one per round."""
+    samples = f.obj("samples")
+
+    def sample(items: _Fields, index: int) -> Number | None:
+        return items.optional(items.number, index)
+
+    return {metric: samples.list_of(metric, sample) for metric in samples.keys()}
 
 
 def _json(value: object) -> object:
@@ -391,9 +413,9 @@ class _Fields:
     def keys(self) -> list[str]:
         return list(self._data)
 
-    def optional(self, read: Callable[[str], T], key: str) -> T | None:
+    def optional(self, read: Callable[[str | int], T], key: str | int) -> T | None:
         """`read(key)`, or None where the field is null or missing (added after v1)."""
-        return read(key) if self._data.get(key) is not None else None
+        return read(key) if self._data.get(str(key)) is not None else None
 
     def text(self, key: str | int) -> str:
         value = self._get(key)
