@@ -4,20 +4,21 @@
     llmperf show RUN
     llmperf rebuild RUN [--force]
     llmperf compare BASE NEW [--tolerance METRIC:CHANGE ...]
+    llmperf trend [RUN ... | RESULTS_DIR] [--metric M ...] [--test GLOB] [--window N]
     llmperf report RUN [RUN ...] -o report.html
     llmperf dashboard [RESULTS_DIR] [--host 127.0.0.1] [--port 8501]
     llmperf workload stats DATASET [--model tiny] [--coverage 0.9]
 
 RUN is a run folder, its summary.json, a run id under the results folder, or
 `latest` / `latest~N` (see `pytest_llmperf.results.runs`). Exit status: 0 fine, 1 a regression
-(compare), 2 bad input (the message says what and where).
+(compare, trend), 2 bad input (the message says what and where).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pytest_llmperf.errors import LLMPerfUsageError
@@ -79,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--all", action="store_true", help="show unchanged metrics too")
 
+    _trend_parser(command)
+
     report = command("report", "a self-contained HTML report of one or more runs")
     report.add_argument("runs", nargs="+", metavar="RUN")
     report.add_argument("-o", "--output", type=_path, default=Path("report.html"))
@@ -105,6 +108,64 @@ def _parser() -> argparse.ArgumentParser:
         help="share of outputs the suggested max-new-tokens must cover (default: 0.9)",
     )
     return parser
+
+
+def _trend_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    from pytest_llmperf.results import trend, trend_command
+
+    parser = command(
+        "trend",
+        "where each test's metrics stepped over a series of runs, and whether the newest run "
+        "regressed against the runs before it; 1 on a regression",
+    )
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="runs in any order (put in time order), or results folders standing for all "
+        "their runs (default: every run under --results-dir)",
+    )
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="M",
+        help="a metric to follow, as thresholds name it (ttft_ms.p99). Repeatable. Default: "
+        + ", ".join(trend.HEADLINE_METRICS)
+        + ", where recorded",
+    )
+    parser.add_argument(
+        "--test", metavar="GLOB", help="only the tests whose id matches (* and ?; default: all)"
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=trend.DEFAULT_WINDOW,
+        metavar="N",
+        help=f"earlier runs the newest is judged against (default: {trend.DEFAULT_WINDOW})",
+    )
+    parser.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC:CHANGE",
+        help="allowed worsening of the newest run, as for compare. Repeatable. Default: "
+        "pytest_llmperf.results.compare.DEFAULT_TOLERANCES",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=trend.DEFAULT_ALPHA,
+        help="error rate of the newest run's judgement, over every test and metric "
+        f"(default: {trend.DEFAULT_ALPHA})",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=trend_command.FAIL_ON,
+        default="any",
+        help="exit 1 on a step for the worse anywhere or the newest run regressed (any), or "
+        "on the newest run only (newest; the nightly job's gate) (default: any)",
+    )
 
 
 def _list(results_dir: Path) -> int:
@@ -210,6 +271,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 open_run(args.new, args.results_dir),
                 args.tolerance,
                 show_all=args.all,
+            )
+        if args.command == "trend":
+            from pytest_llmperf.results.trend import collect_runs
+            from pytest_llmperf.results.trend_command import trend_command
+
+            return trend_command(
+                collect_runs(args.runs, args.results_dir),
+                args.metric,
+                args.test,
+                args.window,
+                args.tolerance,
+                args.alpha,
+                args.fail_on,
             )
         if args.command == "report":
             from pytest_llmperf.report.html import write_report

@@ -14,6 +14,7 @@ import pytest
 from pytest_llmperf.measure.metrics import ENTRY_POINT_GROUP, metric_specs
 from pytest_llmperf.models.names import trained_model_path
 from tests.cpu_vllm_server import cpu_vllm_server
+from tests.suite_run import make_project, run_project
 
 # A benchmark test module as a user would write it, small enough for seconds on a CPU.
 SUITE = textwrap.dedent(
@@ -91,3 +92,16 @@ def trained_vllm_server() -> Iterator[str]:
     per session (about 50 s) for every test that asks a real server about the sums."""
     with cpu_vllm_server(trained_model_path(), max_model_len=256, dtype="float32") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def real_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two real runs of the small suite above, one after the other, made once per session:
+    run folders as the plugin writes them, whose numbers differ by this machine's own noise
+    (a series of runs copies them; about 20 s each)."""
+    root = make_project(tmp_path_factory.mktemp("real_runs"), SUITE)
+    for _ in range(2):
+        out = run_project(root)
+        assert out.returncode == 0, out.stdout[-3000:]
+    first, second = sorted((root / "results").iterdir())
+    return first, second
