@@ -1,4 +1,4 @@
-"""History: `llmperf trend` over series of real run folders.
+"""History: `llmperf trend` over series of real run folders, and the report's History section.
 
 The two real runs of the small suite (`real_runs`, made once per session) are copied into
 series of nightly runs a day apart, each copy's numbers times seeded noise of a few percent;
@@ -242,3 +242,40 @@ def test_usage_errors_are_one_line_and_exit_2(
         assert err.startswith(f"llmperf trend: error: {words}"), (args, err)
         assert err.count("\n") == 1 and "Traceback" not in err
 
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def _sections(html: str) -> dict[str, str]:
+    found = re.findall(r'<section class="plot"><h3>(.*?)</h3>(.*?)</section>', html, re.DOTALL)
+    return dict(found)
+
+
+def test_a_report_of_many_runs_plots_their_history_with_the_steps(
+    real_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    nights = series(real_runs[:1], tmp_path / "h", 12, slower_from(6, 0.8), seed=1, rounds=3)
+    out = tmp_path / "report.html"
+    assert main(["report", *map(str, reversed(nights)), "-o", str(out)]) == 0  # any order
+    html = out.read_text(encoding="utf-8")
+    history = html[html.index('<h2 id="history">') : html.index('<h2 id="tests">')]
+    sections = _sections(history)
+    assert list(sections) == [f"History: {metric}" for metric in TIMED]
+    for title, content in sections.items():
+        assert content.count("<svg") == 1 and f"<title>{title}</title>" in content
+        assert "% of the series&#x27; median" in content or "median</text>" in content
+    throughput = sections["History: output_tok_per_s"]
+    # the step, marked once per test, at the 7th night; the intervals from the rounds
+    assert len(re.findall(r">-[12]\d% worse</text>", throughput)) == 3
+    assert "each run&#x27;s 95% interval from its per-round samples" in throughput
+    assert "worse</text>" not in sections["History: ttft_ms.p90"]
+    # x: the nights in time order, the newest named
+    assert "2099-01-12 02:00" in throughput and "night11" in throughput
+    # one comparison: the newest night against the one before it
+    assert html.count('<h2 id="compare-') == 1
+    assert f"Comparison: base {nights[10].name} → new {nights[11].name}</h2>" in html
+
+    few = tmp_path / "few.html"
+    assert main(["report", *map(str, nights[:4]), "-o", str(few)]) == 0
+    text = few.read_text(encoding="utf-8")
+    assert 'id="history"' not in text and text.count('<h2 id="compare-') == 3

@@ -6,7 +6,10 @@ e-mail attachment or a CI artifact, and shows the same in ten years.
 
 Layout: a header per run (machine, packages, thresholds passed), the figures of all the
 runs together, a table of every test's main metrics, failed requests if any, then with two
-or more runs a comparison of the first (the base) against each later one.
+to four runs a comparison of the first (the base) against each later one. Five runs or more
+are a history (`HISTORY_MIN_RUNS`): a History section plots each headline metric over the
+runs in time order with the steps `llmperf trend` finds (`plots.trend`), and one comparison
+follows, of the newest run against the run before it (a comparison per run would bury it).
 
 Everything taken from result files (test ids, settings, error messages) is untrusted: it
 reaches the page only through `html.escape`, and reaches figures as matplotlib text, which
@@ -49,6 +52,8 @@ TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("accuracy", "accuracy"),
     ("exact match", "exact_match"),
 )
+#: From this many runs on the report is a history (see the module docstring).
+HISTORY_MIN_RUNS = 5
 #: Failed requests listed per test; the rest are counted.
 MAX_ERRORS_PER_TEST = 3
 MAX_ERROR_CHARS = 300
@@ -119,13 +124,14 @@ def render_report(runs: Sequence[Run]) -> str:
             "above.</p>"
         )
     parts += (_plot_html(plot, f"f{i}-") for i, plot in enumerate(plots.run_plots(runs)))
+    if len(runs) >= HISTORY_MIN_RUNS:
+        parts.append(_history(runs))
     parts.append(_tests_table(runs, labels))
     parts.append(_errors(runs))
-    if len(runs) > 1:
-        from pytest_llmperf.results.compare import compare_runs
+    from pytest_llmperf.results.compare import compare_runs
 
-        for index, new in enumerate(runs[1:], start=1):
-            parts.append(_comparison(compare_runs(runs[0], new), index))
+    for index, (base, new) in enumerate(_compared(runs), start=1):
+        parts.append(_comparison(compare_runs(base, new), index))
     parts.append("</body></html>")
     return "\n".join(part for part in parts if part) + "\n"
 
@@ -144,14 +150,38 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _compared(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
+    """(base, new) of each comparison: the first run against each later one; in a history,
+    the newest against the run before it."""
+    if len(runs) >= HISTORY_MIN_RUNS:
+        ordered = sorted(runs, key=lambda r: (r.started_at, r.run_id))
+        return [(ordered[-2], ordered[-1])]
+    return [(runs[0], new) for new in runs[1:]]
+
+
 def _contents(runs: Sequence[Run]) -> str:
     items = [f'<li><a href="#run-{i}">Run {_e(r.run_id)}</a></li>' for i, r in enumerate(runs)]
-    items += ['<li><a href="#plots">Plots</a></li>', '<li><a href="#tests">Tests</a></li>']
+    items.append('<li><a href="#plots">Plots</a></li>')
+    if len(runs) >= HISTORY_MIN_RUNS:
+        items.append('<li><a href="#history">History</a></li>')
+    items.append('<li><a href="#tests">Tests</a></li>')
     items += [
-        f'<li><a href="#compare-{i}">Comparison: {_e(runs[0].run_id)} → {_e(r.run_id)}</a></li>'
-        for i, r in enumerate(runs[1:], start=1)
+        f'<li><a href="#compare-{i}">Comparison: {_e(base.run_id)} → {_e(new.run_id)}</a></li>'
+        for i, (base, new) in enumerate(_compared(runs), start=1)
     ]
     return f"<nav><ul>{''.join(items)}</ul></nav>"
+
+
+def _history(runs: Sequence[Run]) -> str:
+    plots = _plots_module()
+    intro = (
+        '<p class="muted">Each headline metric over the runs, oldest first: one line per test '
+        "(on one engine, model and hardware), dotted at each stretch's level, a dashed line "
+        "where <code>llmperf trend</code> finds a step, a ring on a newest run that regressed "
+        "against the runs before it.</p>"
+    )
+    figures = "".join(_plot_html(plot, f"h{i}-") for i, plot in enumerate(plots.trend_plots(runs)))
+    return f'<h2 id="history">History</h2>{intro}{figures}'
 
 
 # -- run headers -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pytest_llmperf.report.plots.common import Plot, concurrency, run_labels
 from pytest_llmperf.report.plots.comparison import comparison_figures, comparison_plots
 from pytest_llmperf.report.plots.runs import run_figures, run_plots
+from pytest_llmperf.report.plots.trend import trend_plots, trend_title
 
 __all__ = [
     "Plot",
@@ -30,4 +31,6 @@ __all__ = [
     "run_figures",
     "run_labels",
     "run_plots",
+    "trend_plots",
+    "trend_title",
 ]
