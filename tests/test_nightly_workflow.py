@@ -1,18 +1,24 @@
 """The nightly GPU workflow: a valid workflow file whose commands exist here and work, run
-in dry-run form on this CPU machine (the GPU run itself needs the self-hosted runner)."""
+in dry-run form on this CPU machine (the GPU run itself needs the self-hosted runner), with
+a window of kept nights that `llmperf trend` judges the newest against."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.conftest import SUITE
-from tests.suite_run import REPO, make_project, run_project
+from pytest_llmperf.measure.stats import fewest_runs
+from tests.suite_run import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "nightly-gpu.yml"
+SCRIPT = REPO / "scripts" / "nightly.sh"
 
 
 def test_the_workflow_file_is_a_scheduled_job_on_a_gpu_runner() -> None:
@@ -26,42 +32,116 @@ def test_the_workflow_file_is_a_scheduled_job_on_a_gpu_runner() -> None:
     assert all("@v" in s["uses"] for s in steps if "uses" in s)  # actions pinned to a version
     commands = [s["run"] for s in steps if "run" in s]
     assert "scripts/nightly.sh" in commands
-    # Results are uploaded even when the night is red; only a green night becomes baseline.
+    # Results are uploaded even when the night is red; only a green night is kept.
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
     assert upload["if"] == "always()"
     by_name = {s.get("name"): s for s in steps}
-    for name in ("Make this run the next baseline", "Save the baseline"):
+    assert by_name["Keep this night"]["run"] == "scripts/nightly.sh --keep"
+    for name in ("Keep this night", "Save the kept nights"):
         assert by_name[name]["if"] == "success()"
+    # The kept nights live in the Actions cache, under one folder, restored by prefix; a run
+    # by hand can start them afresh (to accept a change of speed).
+    restore, save = by_name["Restore the kept nights"], by_name["Save the kept nights"]
+    assert restore["uses"].startswith("actions/cache/restore@")
+    assert save["uses"].startswith("actions/cache/save@")
+    history = job["env"]["LLMPERF_NIGHTLY_HISTORY"]
+    assert restore["with"]["path"] == save["with"]["path"] == history
+    assert restore["with"]["restore-keys"] == "llmperf-history-"
+    assert save["with"]["key"].startswith("llmperf-history-${{ github.run_id }}")
+    assert "restart_history" in restore["if"]
+    assert triggers["workflow_dispatch"]["inputs"]["restart_history"]["type"] == "boolean"
+    # Enough nights for steps, with tonight; the judgement's window within them.
+    keep, window = (
+        int(job["env"]["LLMPERF_NIGHTLY_KEEP"]),
+        int(job["env"]["LLMPERF_NIGHTLY_WINDOW"]),
+    )
+    assert keep + 1 >= fewest_runs() and 2 <= window <= keep
 
 
-def test_the_nightly_script_runs_in_dry_run_form_against_a_baseline(tmp_path: Path) -> None:
-    (tmp_path / "project").mkdir()
-    project = make_project(tmp_path / "project", SUITE)
-    out = run_project(project)
-    assert out.returncode == 0, out.stdout[-2000:]
-    (baseline,) = (project / "results").iterdir()
-    env = {
+def _nights(source: Path, folder: Path, factors: list[float]) -> list[Path]:
+    """Copies of a real run as kept nights a day apart, output tok/s times each factor."""
+    nights = []
+    for index, factor in enumerate(factors):
+        run_id = f"20990101-{index:02d}0000-night{index:02d}"
+        copy = folder / run_id
+        shutil.copytree(source, copy)
+        summary = json.loads((copy / "summary.json").read_text())
+        summary["run_id"], summary["started_at"] = run_id, f"2099-01-{index + 1:02d}T02:00:00+0000"
+        for test in summary["tests"]:
+            test["metrics_flat"]["output_tok_per_s"] *= factor
+        (copy / "summary.json").write_text(json.dumps(summary))
+        nights.append(copy)
+    return nights
+
+
+def _nightly(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
         **os.environ,
         "LLMPERF_NIGHTLY_RESULTS": str(tmp_path / "nightly"),
-        "LLMPERF_NIGHTLY_BASELINE": str(baseline),
+        "LLMPERF_NIGHTLY_HISTORY": str(tmp_path / "history"),
         "LLMPERF_NIGHTLY_MARKERS": "smoke",
+        **env,
     }
-    script = REPO / "scripts" / "nightly.sh"
-    assert os.access(script, os.X_OK)
-    run = subprocess.run(
-        [str(script), "--dry-run"],
+    return subprocess.run(
+        [str(SCRIPT), *args],
         cwd=REPO,
-        env=env,
+        env=environment,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    assert f"comparing with the baseline in {baseline}" in run.stdout
-    assert "dry run:" in run.stdout and " passed" not in run.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("newest", "status"), [(1.01, 0), (0.5, 1)], ids=["steady", "newest-night-regressed"]
+)
+def test_the_nightly_script_runs_in_dry_run_form_against_the_kept_nights(
+    real_runs: tuple[Path, Path], tmp_path: Path, newest: float, status: int
+) -> None:
+    """Six kept nights (a dry run writes no run of its own): the newest is judged against the
+    five before it, and a night at half speed turns the job red."""
+    nights = _nights(real_runs[0], tmp_path / "history", [1.0, 0.98, 1.02, 1.0, 0.99, newest])
+    assert os.access(SCRIPT, os.X_OK)
+    run = _nightly(tmp_path, "--dry-run")
+    out = run.stdout
+    assert run.returncode == status, out[-3000:] + run.stderr[-2000:]
+    assert f"comparing with the baseline in {nights[-1]} (the newest of 6 kept night(s))" in out
+    (tally,) = [line for line in out.splitlines() if re.fullmatch(r"=+ .* in [\d.]+s =+", line)]
+    assert "dry run:" in out and "skipped" in tally and "passed" not in tally  # none measured
+    assert "nightly: trend over 6 runs; the newest against up to 7 before it" in out
+    assert f"newest run {nights[-1].name} against up to 7 runs before it" in out
+    regressed = [line for line in out.splitlines() if "REGRESSED" in line]
+    assert len(regressed) == 3 * status and all("output_tok_per_s" in r for r in regressed)
     assert not (tmp_path / "nightly").exists()  # a dry run measures and writes nothing
-    bad = subprocess.run(
-        [str(script), "--wet"], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    assert bad.returncode == 2 and "usage: scripts/nightly.sh" in bad.stderr
+
+
+def test_a_green_night_is_kept_and_the_oldest_beyond_the_count_dropped(
+    real_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    kept = _nights(real_runs[0], tmp_path / "history", [1.0, 1.0, 1.0])
+    (tonight,) = _nights(real_runs[1], tmp_path / "nightly", [1.0])
+    shutil.move(tonight, tmp_path / "nightly" / "20990102-000000-tonight")
+    (tmp_path / "nightly" / "report.html").write_text("<html></html>")  # not a night
+    run = _nightly(tmp_path, "--keep", LLMPERF_NIGHTLY_KEEP="3")
+    assert run.returncode == 0, run.stderr
+    left = sorted(p.name for p in (tmp_path / "history").iterdir())
+    assert left == [kept[1].name, kept[2].name, "20990102-000000-tonight"]
+    assert "nightly: kept 20990102-000000-tonight; 3 night(s) in" in run.stdout
+    shutil.rmtree(tmp_path / "nightly")
+    nothing = _nightly(tmp_path, "--keep")
+    assert nothing.returncode == 1 and "no run in" in nothing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--wet"], {}, "usage: scripts/nightly.sh [--dry-run | --keep]"),
+        (["--keep"], {"LLMPERF_NIGHTLY_KEEP": "two"}, "nightly: not a count: 'two'"),
+    ],
+)
+def test_bad_arguments_are_exit_2(
+    tmp_path: Path, args: list[str], env: dict[str, str], words: str
+) -> None:
+    bad = _nightly(tmp_path, *args, **env)
+    assert bad.returncode == 2 and words in bad.stderr
