@@ -7,8 +7,8 @@ CLI, the HTML report, its plots and the dashboard) gets `TestRecord`s back throu
 `from_record()`, never the JSON by its keys. The JSON is the one `writer` has always
 written (its `schema_version` is the writer's): a run folder of any earlier version
 still reads. Fields added after the first version (`worker_pid`, `gpus`, `baseline`,
-`responses`) read as null where a record lacks them; keys this version does not know
-are left out (a later version may add some).
+`responses`, `evidence`) read as null where a record lacks them; keys this version does
+not know are left out (a later version may add some).
 
 Reading is strict: a field of the wrong type is a `RecordError`, a usage error that
 names the file, the line or entry, and the field (`results/r/tests.jsonl: line 3:
@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, ClassVar, TypeVar
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.measure.evidence import Evidence, EvidenceCheck, FailureReason
 
 Number = float | int
 #: Metrics as thresholds name them: `output_tok_per_s`, `ttft_ms.p90`, ...
@@ -264,6 +265,9 @@ class TestRecord:
     baseline: BaselineRecord | None
     #: The responses table, relative to the run folder (`--llmperf-responses`).
     responses: str | None
+    #: The checks every measurement must pass (`measure.evidence`); None in records
+    #: written before they existed.
+    evidence: Evidence | None = None
 
     @property
     def key(self) -> str:
@@ -307,7 +311,37 @@ class TestRecord:
             thresholds=ThresholdsRecord.read(f.obj("thresholds")),
             baseline=BaselineRecord.read(baseline) if baseline is not None else None,
             responses=f.optional(f.text, "responses"),
+            evidence=f.optional(lambda k: read_evidence(f.obj(k)), "evidence"),
         )
+
+
+def read_evidence(f: _Fields) -> Evidence:
+    """A record's `evidence` (the types are `measure.evidence`'s own)."""
+
+    def check(f: _Fields, k: str | int) -> EvidenceCheck:
+        c = f.obj(k)
+        return EvidenceCheck(
+            name=c.text("name"),
+            measured=c.number("measured"),
+            min=c.optional(c.number, "min"),
+            max=c.optional(c.number, "max"),
+            ok=c.flag("ok"),
+            source=c.text("source"),
+        )
+
+    def reason(f: _Fields, k: str | int) -> FailureReason:
+        r = f.obj(k)
+        return FailureReason(
+            reason=r.text("reason"),
+            count=r.integer("count"),
+            examples=r.list_of("examples", lambda f, k: f.text(k)),
+        )
+
+    return Evidence(
+        passed=f.flag("passed"),
+        checks=f.list_of("checks", check),
+        failures=f.list_of("failures", reason),
+    )
 
 
 def _json(value: object) -> object:
