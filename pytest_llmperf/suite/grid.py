@@ -117,12 +117,16 @@ class Grid:
         """Every combination of the axes' values, on top of `base` settings."""
         if not isinstance(axes, Mapping) or not axes:
             raise bad("Grid.product", "axes", axes, "must map setting names to lists of values")
+        listed: dict[str, list[Any]] = {}
         for key, values in axes.items():
-            if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
+            # Any iterable of values (a range, an array), but not text: "14" is no list of 1 and 4.
+            if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
                 problem = "must be a list of values, e.g. [1, 4]"
                 raise bad("Grid.product", f"axes[{key!r}]", values, problem)
-            if not values:
+            listed[key] = list(values)
+            if not listed[key]:
                 raise bad("Grid.product", f"axes[{key!r}]", values, "must not be empty")
+        axes = listed
         if base is not None and not isinstance(base, Mapping):
             raise bad("Grid.product", "base", base, "must map setting names to values")
         if sources is None:
