@@ -458,6 +458,39 @@ def test_rounds_zero_without_pytest_benchmark_is_a_usage_error_too(tmp_path: Pat
     assert hashes(project / "results") == before and run_dirs(project) == []
 
 
+def test_bad_markers_under_xdist_fail_their_tests_with_the_message(tmp_path: Path) -> None:
+    """An xdist worker cannot stop the run with a usage error (xdist took it for a crash of
+    the test and ended with INTERNALERROR): there each such test fails with the message."""
+    suite = textwrap.dedent(
+        """
+        import pytest
+        @pytest.mark.llmperf_allow_failures("lots")
+        def test_allow(llmperf):
+            pass
+        @pytest.mark.gpu("two")
+        def test_gpu(llmperf):
+            pass
+        @pytest.mark.llmperf_timeout("soon")
+        def test_bound(llmperf):
+            pass
+        def test_fine():
+            pass
+        """
+    )
+    project = project_with_previous_run(tmp_path, suite)
+    out, cases = run_with_junit(project, "test_suite.py", "-n", "2")
+    assert out.returncode == pytest.ExitCode.TESTS_FAILED, out.stdout[-3000:]
+    assert "INTERNALERROR" not in out.stdout + out.stderr
+    assert cases["test_fine"].outcome == "passed"
+    for test, words in (
+        ("test_allow", "marker llmperf_allow_failures('lots'): the rate must be a number"),
+        ("test_gpu", "marker gpu('two'): the GPU count must be a positive integer"),
+        ("test_bound", "marker llmperf_timeout('soon'): the bound must be a positive number"),
+    ):
+        assert cases[test].outcome == "error", cases[test]
+        assert f"test_suite.py::{test}: {words}" in cases[test].message
+
+
 # --- servers that misbehave: a test passes only on evidence -------------------------------
 
 

@@ -90,15 +90,24 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, A
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     session = _session(config)
+    bounds: list[float | None] = []
     for item in items:
-        for marker in item.iter_markers("gpu"):
-            _gpu_count(item, marker)
-        allowing = item.get_closest_marker(ALLOW_MARKER)
-        if allowing is not None:  # a bad rate is a usage error now, not when the test ends
-            marker_allowance(item.nodeid, allowing.args, allowing.kwargs)
+        try:  # a bad marker argument is a usage error now, not when its test runs
+            for marker in item.iter_markers("gpu"):
+                _gpu_count(item, marker)
+            allowing = item.get_closest_marker(ALLOW_MARKER)
+            if allowing is not None:
+                marker_allowance(item.nodeid, allowing.args, allowing.kwargs)
+            if session is not None:
+                bounds.append(bound_of(item, session.settings.test_timeout_s))
+        except LLMPerfUsageError as exc:
+            # An xdist worker cannot end the run with a usage error (xdist reports it as
+            # a crash of the test): there the test fails with it (pytest_runtest_setup).
+            if session is None or session.is_controller:
+                raise
+            item.stash[usage_error_key] = str(exc)
     if session is not None:
         session.collected_ids = [item.nodeid for item in items]
-        bounds = [bound_of(item, session.settings.test_timeout_s) for item in items]
         session.bounded = any(bound is not None for bound in bounds)
     # Keep tests that share an engine configuration together, so each engine loads
     # once: a stable sort on the first appearance of each configuration.
