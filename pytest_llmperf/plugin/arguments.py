@@ -62,7 +62,8 @@ def check_measure(
             raise bad(owner, "extra_metrics", extra_metrics, "must map metric names to numbers")
         for name, value in extra_metrics.items():
             if not isinstance(name, str) or not name:
-                raise bad(owner, "extra_metrics", name, "metric names must be non-empty text")
+                problem = "metric names must be non-empty text"
+                raise bad(owner, "extra_metrics", extra_metrics, problem)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, (int, float))
             ):
