@@ -16,6 +16,12 @@ class LLMPerfUsageError(pytest.UsageError):  # type: ignore[misc]  # final in ty
     """
 
 
+class ArgumentError(LLMPerfUsageError, ValueError):  # type: ignore[misc]
+    """A bad argument to the Python API (`measure()`, a workload, a task, a grid), raised
+    where it is given, before any engine starts; the message names the call, the argument
+    and the value. A `ValueError` too, as these arguments' errors were before."""
+
+
 def where(path: object, line: int | None = None) -> str:
     """Format a location as `path: line N` (line numbers are 1-based)."""
     return f"{path}: line {line}" if line is not None else f"{path}"

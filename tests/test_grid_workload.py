@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_llmperf.errors import ArgumentError
 from pytest_llmperf.models.names import tiny_model_path
 from pytest_llmperf.suite.grid import Config, Grid, GridError, config_name
 from pytest_llmperf.suite.workload import (
@@ -132,6 +133,15 @@ def test_yaml_duplicate_keys_are_refused(tmp_path: Path, text: str, message: str
     with pytest.raises(GridError) as info:
         Grid.from_yaml(path)
     assert str(info.value) == f"{path}: {message}"
+
+
+def test_an_axis_may_be_any_iterable_of_values_but_not_text() -> None:
+    grid = Grid.product({"max_num_seqs": range(1, 3)}, {"max_model_len": 64})
+    assert [c.name for c in grid] == ["batch1", "batch2"]
+    with pytest.raises(
+        ArgumentError, match=r"axes\['max_num_seqs'\]='12': must be a list of values"
+    ):
+        Grid.product({"max_num_seqs": "12"})
 
 
 def test_duplicate_names_are_refused() -> None:

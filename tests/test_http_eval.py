@@ -23,7 +23,7 @@ def test_repeat_asks_every_item_again_under_its_own_id() -> None:
     assert len(ids) == 4 * len(once.items) == len(set(ids))
     assert ids[len(once.items)] == f"{once.items[0].id}#2"
     assert task.items[-1].reference == once.items[-1].reference
-    with pytest.raises(ValueError, match="repeat must be at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"GenerationTask\.load: repeat=0: must be at least 1"):
         GenerationTask.load(SUMS, repeat=0)
 
 

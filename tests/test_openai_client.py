@@ -166,7 +166,7 @@ def test_poisson_arrivals_are_seeded_and_have_the_rate() -> None:
     offsets = Arrivals(rate_per_s=10, seed=1).offsets(2000)
     assert offsets == Arrivals(rate_per_s=10, seed=1).offsets(2000)
     assert offsets[-1] / 1999 == pytest.approx(0.1, rel=0.1)
-    with pytest.raises(ValueError, match="rate_per_s must be positive"):
+    with pytest.raises(ValueError, match="Arrivals: rate_per_s=0: must be a positive number"):
         Arrivals(rate_per_s=0)
 
 

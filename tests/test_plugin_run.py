@@ -173,6 +173,7 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
             "@pytest.mark.longform:*",
             "@pytest.mark.accuracy:*",
             "@pytest.mark.gpu(n=1):*",
+            "@pytest.mark.llmperf_allow_failures(rate): a fault-injection test:*",
         ]
     )
 

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from pytest_llmperf.cli import main
-from pytest_llmperf.results.record import RecordError, TestRecord
+from pytest_llmperf.results.fields import RecordError
+from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import open_run, read_test_records
 from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project
 
 #: Keys a record of the first version (5e97a18) lacks: they read as null (samples: empty).
-ADDED_AFTER_V1 = ("worker_pid", "gpus", "baseline", "responses", "samples")
+ADDED_AFTER_V1 = ("worker_pid", "gpus", "baseline", "responses", "evidence", "samples")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,11 @@ def test_records_read_back_as_they_were_written(run_dir: Path) -> None:
     assert latency.metrics["requests"] == latency.metrics_flat["requests"] == 2
     assert latency.metric("output_tok_per_s") == latency.metrics_flat["output_tok_per_s"] > 0
     assert latency.baseline is None and latency.responses is None and latency.gpus is None
+    assert latency.evidence is not None and latency.evidence.passed is True
+    assert [(c.name, c.measured, c.ok) for c in latency.evidence.checks] == [
+        ("requests", 2, True),
+        ("failure_rate", 0, True),
+    ]
     # summary.json holds the same records
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [t.as_record() for t in open_run(run_dir).tests] == [
@@ -81,6 +87,7 @@ def test_a_run_written_by_the_first_version_still_reads(
     assert [t.test_id for t in run.tests] == [r["test_id"] for r in records]
     for test in run.tests:
         assert (test.worker_pid, test.gpus, test.baseline, test.responses) == (None,) * 4
+        assert test.evidence is None
         assert test.samples == {} and test.samples_of("output_tok_per_s") == ()
     assert main(["show", str(old)]) == 0
     assert "test_suite.py::test_latency" in capsys.readouterr().out
@@ -111,6 +118,8 @@ BROKEN: list[tuple[str, Any, str]] = [
     ("config", None, "config: expected an object, got null"),
     ("samples", [1.0], "samples: expected an object, got a list"),
     ("samples", {"ttft_ms.p90": [1.5, "x"]}, "samples.ttft_ms.p90[1]: expected a number"),
+    ("evidence.passed", "yes", "evidence.passed: expected true or false, got a string"),
+    ("evidence.checks", {}, "evidence.checks: expected a list, got an object"),
 ]
 
 

@@ -25,15 +25,18 @@ from pytest_llmperf.engines.base import (
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import marker_gpu_count
 from pytest_llmperf.hardware.telemetry import Sampler
+from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
+from pytest_llmperf.measure.evidence import marker_allowance, of_questions, of_requests
 from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds, repeat_plainly, run_rounds
+from pytest_llmperf.plugin.arguments import check_evaluate_choices, check_measure
 from pytest_llmperf.plugin.pipeline import (
     MoreMetrics,
     Outcome,
     StartedEngine,
     Subject,
-    Verdicts,
     aggregate,
+    allowance,
     build_requests,
     judge,
     limited,
@@ -43,6 +46,7 @@ from pytest_llmperf.plugin.session import EngineStartError, LLMPerfSession
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import write_responses
 from pytest_llmperf.suite.accuracy import ChoiceTask
+from pytest_llmperf.suite.arguments import bad
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
 from pytest_llmperf.suite.load import SLO, Arrivals
 from pytest_llmperf.suite.workload import (
@@ -132,13 +136,20 @@ class LLMPerfFixture:
         model: str | None = None,
         score: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None,
         derived: Callable[[AggregateMetrics], Mapping[str, float | None]] | None = None,
+        allowed_failure_rate: float | None = None,
     ) -> Measurement:
         """Run `workload` on the engine for `config`: warm-up rounds, then measured rounds.
 
-        Every round sends all requests at once. Warm-up rounds are run and discarded.
-        The metrics go to pytest-benchmark (`extra_info`), the results folder and the
-        thresholds; a missed bound fails the test with a table, after everything has
-        been recorded. Call it once per test, or give each call its own `label`.
+        Every round sends all requests at once. Warm-up rounds (0 or more) are run and
+        discarded; measured rounds are at least 1. The metrics go to pytest-benchmark
+        (`extra_info`), the results folder and the thresholds. The test fails, after
+        everything has been recorded, when it measured no request, when more of its
+        requests failed than allowed (none, unless `allowed_failure_rate`, the marker
+        `llmperf_allow_failures(rate)` or its thresholds' `failure_rate` say otherwise:
+        `pytest_llmperf.measure.evidence`), when a bound is missed (with a table) or a
+        metric regressed against the baseline. Call it once per test, or give each call
+        its own `label`. Arguments are checked before any engine starts: a wrong one is
+        a usage error naming it and its value.
 
         `arrivals` sends the requests open loop, at a rate (client engines only: others
         skip the test); `slo` adds goodput metrics (see `pytest_llmperf.suite.load`).
@@ -147,9 +158,22 @@ class LLMPerfFixture:
         thresholds like the rest; `derived` turns the aggregate metrics into more (e.g.
         `ScalingSeries.metrics`: speedup over one worker).
         """
-        if workload is None:
-            raise TypeError("measure() needs a workload, e.g. SyntheticWorkload()")
-        key = self._claim(label, f"measure() called twice with label {label!r}: give each a label")
+        check_measure(
+            config,
+            workload,
+            rounds=rounds,
+            warmup_rounds=warmup_rounds,
+            label=label,
+            extra_metrics=extra_metrics,
+            arrivals=arrivals,
+            slo=slo,
+            model=model,
+            score=score,
+            derived=derived,
+            allowed_failure_rate=allowed_failure_rate,
+        )
+        assert workload is not None  # checked: a workload
+        key = self._claim("measure()", label)
         plan = RoundPlan(self._session.settings.rounds or rounds, warmup_rounds)
         more = MoreMetrics(extra_metrics or {}, slo, score, derived)
         engine_config = self.engine_config(config, model)
@@ -167,11 +191,15 @@ class LLMPerfFixture:
         measured, telemetry = self._run_rounds(started, requests, plan)
         metrics = aggregate(measured, telemetry, more, self._physical(), started.info.details)
         verdicts = judge(self._session, key, engine_config.engine, metrics)
+        allowed = allowance(
+            self._session, key, engine_config.engine, allowed_failure_rate, self._marked_rate()
+        )
+        evidence = of_requests(measured.records, allowed)
         responses = self._write_responses(key, requests, measured)
-        outcome = Outcome(metrics, verdicts, responses)
+        outcome = Outcome(metrics, verdicts, evidence, responses)
         self._record(make_record(self._session, subject, started, plan, outcome))
         self._fail_if_dead(started.engine, key)
-        self._fail_if_missed(key, verdicts)
+        self._fail_if_missed(key, outcome)
         return Measurement(
             key, metrics, measured.records, started.info, started.load_s, verdicts.thresholds
         )
@@ -189,9 +217,11 @@ class LLMPerfFixture:
         One untimed warm-up pass over the first question, then one timed pass over all
         of them (the engine batches choices as it likes; the hf engine puts all choices
         of a question, and many questions, in one forward pass). Metrics are defined in
-        `pytest_llmperf.suite.accuracy`; thresholds check them like speed.
+        `pytest_llmperf.suite.accuracy`; thresholds check them like speed. The test
+        fails, after it was recorded, when no question was scored.
         """
-        key = self._claim(label, f"called twice with label {label!r}: give each call a label")
+        check_evaluate_choices(task, config, label, model)
+        key = self._claim("evaluate_choices()", label)
         engine_config = self.engine_config(config, model)
         if not engine_spec(engine_config.engine).traits.scores:
             pytest.skip(
@@ -214,14 +244,20 @@ class LLMPerfFixture:
         verdicts = judge(self._session, key, engine_config.engine, metrics)
         subject = Subject(self._request.node.nodeid, key, config, engine_config, task)
         plan = RoundPlan(rounds=1, warmup_rounds=1)
-        self._record(make_record(self._session, subject, started, plan, Outcome(metrics, verdicts)))
-        self._fail_if_missed(key, verdicts)
+        outcome = Outcome(metrics, verdicts, of_questions(len(task.items)))
+        self._record(make_record(self._session, subject, started, plan, outcome))
+        self._fail_if_missed(key, outcome)
         return Measurement(key, metrics, (), started.info, started.load_s, verdicts.thresholds)
 
-    def _claim(self, label: str | None, twice: str) -> str:
-        """The key of this call's measurement; a label used twice is `twice`, an error."""
+    def _claim(self, call: str, label: str | None) -> str:
+        """The key of this call's measurement; a label used twice is a usage error."""
         if label in self._labels:
-            raise ValueError(twice)
+            raise bad(
+                call,
+                "label",
+                label,
+                "this test already measured with it: give each call its own label",
+            )
         self._labels.add(label)
         node_id: str = self._request.node.nodeid
         return node_id + (f"@{label}" if label else "")
@@ -273,6 +309,8 @@ class LLMPerfFixture:
         self, started: StartedEngine, requests: list[GenerationRequest], plan: RoundPlan
     ) -> tuple[Rounds, dict[str, float | None]]:
         """The plan's rounds, and the GPUs' telemetry over the measured ones."""
+        if not requests:  # nothing to send (a workload that built none): the evidence says so
+            return Rounds((), (), (), None), {}
         sampler = Sampler(self._physical())
         measured = run_rounds(
             started.engine,
@@ -342,11 +380,18 @@ class LLMPerfFixture:
         held = self._session.lease
         return held.physical if held is not None else ()
 
-    def _fail_if_missed(self, key: str, verdicts: Verdicts) -> None:
-        """Fail the test, after it was recorded, for missed bounds or regressions."""
-        problems = verdicts.problems(key, self._session.settings.update_thresholds)
+    def _fail_if_missed(self, key: str, outcome: Outcome) -> None:
+        """Fail the test, after it was recorded, for lack of evidence, missed bounds or
+        regressions."""
+        problems = outcome.problems(key, self._session.settings.update_thresholds)
         if problems:
             pytest.fail("\n\n".join(problems), pytrace=False)
+
+    def _marked_rate(self) -> float | None:
+        """The rate of the test's `llmperf_allow_failures` marker, if it has one."""
+        node = self._request.node
+        marker = node.get_closest_marker(ALLOW_MARKER)
+        return marker_allowance(node.nodeid, marker.args, marker.kwargs) if marker else None
 
     def _repeat(self, one_round: Callable[[], None], rounds: int, warmup_rounds: int) -> None:
         """Call `one_round` warm-up + measured times, through pytest-benchmark when it can."""

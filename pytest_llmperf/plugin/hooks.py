@@ -13,6 +13,8 @@ import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import marker_gpu_count
+from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
+from pytest_llmperf.measure.evidence import marker_allowance
 from pytest_llmperf.plugin.fixture import LLMPerfFixture
 from pytest_llmperf.plugin.lifecycle import MARKER as TIMEOUT_MARKER
 from pytest_llmperf.plugin.lifecycle import TermAsInterrupt, bound_of, watchdog
@@ -34,6 +36,8 @@ MARKERS = (
     "gpu(n=1): needs n GPUs from --gpus; skipped with a reason when fewer are available",
     f"{TIMEOUT_MARKER}(seconds): bound on this test; past it the engine's processes are "
     "ended and the test fails (like --llmperf-test-timeout)",
+    f"{ALLOW_MARKER}(rate): a fault-injection test: up to this share (0 to 1) of its "
+    "measured requests may fail without failing it (default 0)",
 )
 
 
@@ -86,12 +90,24 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, A
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     session = _session(config)
+    bounds: list[float | None] = []
     for item in items:
-        for marker in item.iter_markers("gpu"):
-            _gpu_count(item, marker)
+        try:  # a bad marker argument is a usage error now, not when its test runs
+            for marker in item.iter_markers("gpu"):
+                _gpu_count(item, marker)
+            allowing = item.get_closest_marker(ALLOW_MARKER)
+            if allowing is not None:
+                marker_allowance(item.nodeid, allowing.args, allowing.kwargs)
+            if session is not None:
+                bounds.append(bound_of(item, session.settings.test_timeout_s))
+        except LLMPerfUsageError as exc:
+            # An xdist worker cannot end the run with a usage error (xdist reports it as
+            # a crash of the test): there the test fails with it (pytest_runtest_setup).
+            if session is None or session.is_controller:
+                raise
+            item.stash[usage_error_key] = str(exc)
     if session is not None:
         session.collected_ids = [item.nodeid for item in items]
-        bounds = [bound_of(item, session.settings.test_timeout_s) for item in items]
         session.bounded = any(bound is not None for bound in bounds)
     # Keep tests that share an engine configuration together, so each engine loads
     # once: a stable sort on the first appearance of each configuration.
@@ -180,6 +196,27 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     )
     with watchdog(bound, lambda: session.terminate_engine(reason)):
         return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Bad input found while a benchmark runs (an argument of `measure()`, a workload made
+    in the test) fails it with the message alone: it says what and where, and a traceback
+    through this package would bury it. Only tests that use the `llmperf` fixture: others
+    keep pytest's report."""
+    report = yield
+    excinfo = call.excinfo
+    if (
+        excinfo is not None
+        and report.failed
+        and isinstance(excinfo.value, LLMPerfUsageError)
+        and isinstance(item, pytest.Function)
+        and "llmperf" in item.fixturenames
+    ):
+        report.longrepr = excinfo.getrepr(style="value")
+    return report
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
     build_requests -> run_rounds (`measure.rounds`) -> aggregate -> judge -> make_record
 
-`evaluate_choices` shares judge and make_record. The fixture (`fixture`) strings the
-steps together and keeps what is pytest's own: skipping, failing, pytest-benchmark.
-Each step takes the few small typed objects below rather than a long list of values.
-The steps live here, in the top layer, because they join the layers below (suite's
-workloads and SLOs, thresholds, results); the harness that runs the rounds is
-`measure.rounds`, which knows none of them.
+`judge` gives the thresholds' and the baseline's verdicts; beside them every measurement
+gets the exact checks of `measure.evidence` (at least one request, failures within the
+allowed rate, which `allowance` finds). `evaluate_choices` shares judge and make_record.
+The fixture (`fixture`) strings the steps together and keeps what is pytest's own:
+skipping, failing, pytest-benchmark. Each step takes the few small typed objects below
+rather than a long list of values. The steps live here, in the top layer, because they
+join the layers below (suite's workloads and SLOs, thresholds, results); the harness
+that runs the rounds is `measure.rounds`, which knows none of them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo, GenerationRequest
+from pytest_llmperf.errors import where
 from pytest_llmperf.hardware.leases import gpu_processes
 from pytest_llmperf.measure.bandwidth import bandwidth_metrics, peak_bandwidth
+from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
+from pytest_llmperf.measure.evidence import Allowance, Evidence
 from pytest_llmperf.measure.metrics import (
     AggregateMetrics,
     RequestRecord,
@@ -104,12 +109,20 @@ class Verdicts:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a measurement found: its metrics, their verdicts, where its responses went."""
+    """What a measurement found: its metrics, their verdicts, the evidence checks, where
+    its responses went."""
 
     metrics: AggregateMetrics
     verdicts: Verdicts
+    evidence: Evidence
     #: The responses table, relative to the run folder (`--llmperf-responses`).
     responses: Path | None = None
+
+    def problems(self, key: str, update_thresholds: bool) -> list[str]:
+        """Why the test fails: no evidence first, then missed bounds and regressions."""
+        no_evidence = self.evidence.problem(key)
+        verdicts = self.verdicts.problems(key, update_thresholds)
+        return [no_evidence, *verdicts] if no_evidence else verdicts
 
 
 def limited(requests: list[GenerationRequest], limit: int | None) -> list[GenerationRequest]:
@@ -160,6 +173,21 @@ def aggregate(
     return metrics
 
 
+def allowance(
+    session: LLMPerfSession, key: str, engine: str, given: float | None, marked: float | None
+) -> Allowance:
+    """The share of requests allowed to fail (see `measure.evidence`): the test's own
+    (`given`, then its marker's rate, `marked`), else its thresholds' `failure_rate` max."""
+    if given is not None:
+        return Allowance(given, f"measure(allowed_failure_rate={given:g})")
+    if marked is not None:
+        return Allowance(marked, f"marker {ALLOW_MARKER}({marked:g})")
+    for bound in session.thresholds_for(engine).bounds_for(key):
+        if bound.metric == "failure_rate" and bound.max is not None:
+            return Allowance(bound.max, f"thresholds {where(bound.file, bound.line)}")
+    return Allowance(0.0)
+
+
 def judge(session: LLMPerfSession, key: str, engine: str, metrics: AggregateMetrics) -> Verdicts:
     """The thresholds of `engine` for `key` and, with `--llmperf-compare`, the baseline."""
     flat = flatten(metrics.as_dict())
@@ -205,6 +233,7 @@ def make_record(
         thresholds=thresholds_record(verdicts.thresholds),
         baseline=verdicts.baseline.as_record() if verdicts.baseline is not None else None,
         responses=str(outcome.responses) if outcome.responses is not None else None,
+        evidence=outcome.evidence,
     )
 
 

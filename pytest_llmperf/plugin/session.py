@@ -207,6 +207,7 @@ class LLMPerfSession:
             engine_config = replace(engine_config, gpus=self.lease.gpus)
             self._engine_config = engine_config
         spec = engine_spec(engine_config.engine)
+        log.info("starting engine %r on model %r", engine_config.engine, engine_config.model)
         # A bound must be able to end the engine's process: one that runs in ours (and
         # has no server of its own to end) runs in a child while bounded.
         bounded_in_process = self.bounded and not spec.traits.can_terminate

@@ -7,8 +7,8 @@ CLI, the HTML report, its plots and the dashboard) gets `TestRecord`s back throu
 `from_record()`, never the JSON by its keys. The JSON is the one `writer` has always
 written (its `schema_version` is the writer's): a run folder of any earlier version
 still reads. Fields added after the first version (`worker_pid`, `gpus`, `baseline`,
-`responses`) read as null where a record lacks them, `samples` as empty; keys this
-version does not know are left out (a later version may add some).
+`responses`, `evidence`) read as null where a record lacks them, `samples` as empty; keys
+this version does not know are left out (a later version may add some).
 
 Reading is strict: a field of the wrong type is a `RecordError`, a usage error that
 names the file, the line or entry, and the field (`results/r/tests.jsonl: line 3:
@@ -21,20 +21,15 @@ the engine's `details`, settings, and `metrics`, the nested form of `metrics_fla
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.measure.evidence import Evidence, EvidenceCheck, FailureReason
+from pytest_llmperf.results.fields import Fields, Number
 
-Number = float | int
 #: Metrics as thresholds name them: `output_tok_per_s`, `ttft_ms.p90`, ...
 FlatMetrics = Mapping[str, Number | None]
-T = TypeVar("T")
-
-
-class RecordError(LLMPerfUsageError):  # type: ignore[misc]  # UsageError is final in typing only
-    """A test record of the wrong shape; the message says which file, entry and field."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +44,10 @@ class ConfigRecord:
 
     @classmethod
     def from_record(cls, data: object, source: str) -> ConfigRecord:
-        return cls.read(_Fields.of(data, source))
+        return cls.read(Fields.of(data, source))
 
     @classmethod
-    def read(cls, f: _Fields) -> ConfigRecord:
+    def read(cls, f: Fields) -> ConfigRecord:
         return cls(
             name=f.text("name"),
             engine=f.optional(f.text, "engine"),
@@ -75,10 +70,10 @@ class EngineConfigRecord:
 
     @classmethod
     def from_record(cls, data: object, source: str) -> EngineConfigRecord:
-        return cls.read(_Fields.of(data, source))
+        return cls.read(Fields.of(data, source))
 
     @classmethod
-    def read(cls, f: _Fields) -> EngineConfigRecord:
+    def read(cls, f: Fields) -> EngineConfigRecord:
         return cls(
             engine=f.text("engine"),
             model=f.text("model"),
@@ -103,7 +98,7 @@ class EngineInfoRecord:
     details: Mapping[str, Any]
 
     @classmethod
-    def read(cls, f: _Fields) -> EngineInfoRecord:
+    def read(cls, f: Fields) -> EngineInfoRecord:
         return cls(
             engine=f.text("engine"),
             model=f.text("model"),
@@ -126,7 +121,7 @@ class BoundCheck:
     line: int
 
     @classmethod
-    def read(cls, f: _Fields) -> BoundCheck:
+    def read(cls, f: Fields) -> BoundCheck:
         return cls(
             metric=f.text("metric"),
             measured=f.optional(f.number, "measured"),
@@ -151,7 +146,7 @@ class ThresholdsRecord:
         return tuple(c.metric for c in self.checked if not c.ok)
 
     @classmethod
-    def read(cls, f: _Fields) -> ThresholdsRecord:
+    def read(cls, f: Fields) -> ThresholdsRecord:
         return cls(
             passed=f.flag("passed"),
             checked=f.list_of("checked", lambda f, k: BoundCheck.read(f.obj(k))),
@@ -170,7 +165,7 @@ class JudgedChange:
     tolerance: str | None
 
     @classmethod
-    def read(cls, f: _Fields) -> JudgedChange:
+    def read(cls, f: Fields) -> JudgedChange:
         return cls(
             metric=f.text("metric"),
             base=f.optional(f.number, "base"),
@@ -192,7 +187,7 @@ class BaselineRecord:
     judged: tuple[JudgedChange, ...]
 
     @classmethod
-    def read(cls, f: _Fields) -> BaselineRecord:
+    def read(cls, f: Fields) -> BaselineRecord:
         return cls(
             run_id=f.text("run_id"),
             found=f.flag("found"),
@@ -213,7 +208,7 @@ class GpuRecord:
     processes: Mapping[str, tuple[tuple[int, int], ...]]
 
     @classmethod
-    def read(cls, f: _Fields) -> GpuRecord:
+    def read(cls, f: Fields) -> GpuRecord:
         processes = f.obj("processes")
         return cls(
             cuda=f.list_of("cuda", lambda f, k: f.integer(k)),
@@ -222,7 +217,7 @@ class GpuRecord:
         )
 
 
-def _pid_bytes(f: _Fields, key: str | int) -> tuple[int, int]:
+def _pid_bytes(f: Fields, key: str | int) -> tuple[int, int]:
     pair = f.list_of(key, lambda f, k: f.integer(k))
     if len(pair) != 2:
         raise f.error(key, "[pid, bytes]", pair, got=f"{len(pair)} item(s)")
@@ -264,6 +259,9 @@ class TestRecord:
     baseline: BaselineRecord | None
     #: The responses table, relative to the run folder (`--llmperf-responses`).
     responses: str | None
+    #: The checks every measurement must pass (`measure.evidence`); None in records
+    #: written before they existed.
+    evidence: Evidence | None = None
     #: Per-round samples of the test's metrics, as `metrics_flat` names them: metric ->
     #: one value per measured round (null for a round where the metric had none). Empty
     #: in records written before samples were kept: readers then use the one value of
@@ -295,7 +293,7 @@ class TestRecord:
     @classmethod
     def from_record(cls, data: object, source: str) -> TestRecord:
         """Read a record back; `source` says where it came from (`FILE: line N`)."""
-        f = _Fields.of(data, source)
+        f = Fields.of(data, source)
         test_id = f.text("test_id")
         gpus, baseline = f.optional(f.obj, "gpus"), f.optional(f.obj, "baseline")
         return cls(
@@ -318,18 +316,48 @@ class TestRecord:
             thresholds=ThresholdsRecord.read(f.obj("thresholds")),
             baseline=BaselineRecord.read(baseline) if baseline is not None else None,
             responses=f.optional(f.text, "responses"),
+            evidence=f.optional(lambda k: read_evidence(f.obj(k)), "evidence"),
             samples=_samples(f) if "samples" in f.keys() else {},
         )
 
 
-def _samples(f: _Fields) -> dict[str, tuple[Number | None, ...]]:
+def _samples(f: Fields) -> dict[str, tuple[Number | None, ...]]:
     """`samples`: metric -> a list of numbers or nulls, one per round."""
     samples = f.obj("samples")
 
-    def sample(items: _Fields, index: int) -> Number | None:
+    def sample(items: Fields, index: int) -> Number | None:
         return items.optional(items.number, index)
 
     return {metric: samples.list_of(metric, sample) for metric in samples.keys()}
+
+
+def read_evidence(f: Fields) -> Evidence:
+    """A record's `evidence` (the types are `measure.evidence`'s own)."""
+
+    def check(f: Fields, k: str | int) -> EvidenceCheck:
+        c = f.obj(k)
+        return EvidenceCheck(
+            name=c.text("name"),
+            measured=c.number("measured"),
+            min=c.optional(c.number, "min"),
+            max=c.optional(c.number, "max"),
+            ok=c.flag("ok"),
+            source=c.text("source"),
+        )
+
+    def reason(f: Fields, k: str | int) -> FailureReason:
+        r = f.obj(k)
+        return FailureReason(
+            reason=r.text("reason"),
+            count=r.integer("count"),
+            examples=r.list_of("examples", lambda f, k: f.text(k)),
+        )
+
+    return Evidence(
+        passed=f.flag("passed"),
+        checks=f.list_of("checks", check),
+        failures=f.list_of("failures", reason),
+    )
 
 
 def _json(value: object) -> object:
@@ -341,26 +369,6 @@ def _json(value: object) -> object:
     if isinstance(value, (tuple, list)):
         return [_json(v) for v in value]
     return value
-
-
-# -- strict reading ----------------------------------------------------------------------
-
-_MISSING = object()
-
-
-def _kind(value: object) -> str:
-    """A JSON value's type, as an error message names it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def _check_flat_metric(value: object) -> str | None:
@@ -375,96 +383,3 @@ def _check_metric(value: object) -> str | None:
     values = value.values() if isinstance(value, dict) else (value,)
     ok = all(_check_flat_metric(v) is None for v in values)
     return None if ok else "a number, null or an object of numbers"
-
-
-class _Fields:
-    """One JSON object (or list) of a record; each accessor checks a field's type and
-    names the field in its error (`thresholds.checked[0].ok`)."""
-
-    def __init__(self, data: dict[str, Any], source: str, path: str) -> None:
-        self._data = data
-        self._source = source
-        self._path = path
-
-    @classmethod
-    def of(cls, value: object, source: str, path: str = "") -> _Fields:
-        if not isinstance(value, dict):
-            where = path or "test record"
-            raise RecordError(f"{source}: {where}: expected an object, got {_kind(value)}")
-        return cls(value, source, path)
-
-    def _name(self, key: str | int) -> str:
-        if isinstance(key, int):
-            return f"{self._path}[{key}]"
-        return f"{self._path}.{key}" if self._path else key
-
-    def error(
-        self, key: str | int, expected: str, value: object, got: str | None = None
-    ) -> RecordError:
-        got = got or _kind(value)
-        return RecordError(f"{self._source}: {self._name(key)}: expected {expected}, got {got}")
-
-    def _get(self, key: str | int) -> object:
-        value = self._data.get(str(key), _MISSING)
-        if value is _MISSING:
-            raise RecordError(f"{self._source}: missing {self._name(key)!r}")
-        return value
-
-    def keys(self) -> list[str]:
-        return list(self._data)
-
-    def optional(self, read: Callable[[str | int], T], key: str | int) -> T | None:
-        """`read(key)`, or None where the field is null or missing (added after v1)."""
-        return read(key) if self._data.get(str(key)) is not None else None
-
-    def text(self, key: str | int) -> str:
-        value = self._get(key)
-        if not isinstance(value, str):
-            raise self.error(key, "a string", value)
-        return value
-
-    def integer(self, key: str | int) -> int:
-        value = self._get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.error(key, "an integer", value)
-        return value
-
-    def number(self, key: str | int) -> Number:
-        value = self._get(key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise self.error(key, "a number", value)
-        return value
-
-    def flag(self, key: str | int) -> bool:
-        value = self._get(key)
-        if not isinstance(value, bool):
-            raise self.error(key, "true or false", value)
-        return value
-
-    def obj(self, key: str | int) -> _Fields:
-        value = self._get(key)
-        if not isinstance(value, dict):
-            raise self.error(key, "an object", value)
-        return _Fields(value, self._source, self._name(key))
-
-    def json_object(
-        self, key: str, check: Callable[[object], str | None] | None = None
-    ) -> dict[str, Any]:
-        """A free-form object; `check` says what each value must be, where that matters."""
-        inner = self.obj(key)
-        for name, item in inner._data.items():
-            expected = check(item) if check is not None else None
-            if expected is not None:
-                raise inner.error(name, expected, item)
-        return inner._data
-
-    def list_of(self, key: str | int, read: Callable[[_Fields, int], T]) -> tuple[T, ...]:
-        """A list, each item read by `read(the list's fields, index)`."""
-        value = self._get(key)
-        if not isinstance(value, list):
-            raise self.error(key, "a list", value)
-        # The items as fields named by their index: `gpus[0]`.
-        items = _Fields(
-            {str(i): item for i, item in enumerate(value)}, self._source, self._name(key)
-        )
-        return tuple(read(items, i) for i in range(len(value)))

@@ -47,6 +47,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.errors import where
 from pytest_llmperf.measure.metrics import RequestRecord
+from pytest_llmperf.suite.arguments import bad, dataset_path, whole
 from pytest_llmperf.suite.workload import DatasetError, read_json_lines
 
 
@@ -65,9 +66,14 @@ class ChoiceTask:
     path: Path
     items: tuple[ChoiceItem, ...] = field(default=(), compare=False)
 
+    def __post_init__(self) -> None:
+        _check_items("ChoiceTask", self.items, ChoiceItem)
+
     @classmethod
     def load(cls, path: Path | str) -> ChoiceTask:
-        path = Path(path)
+        """The questions of the JSONL file `path` (a relative path is looked up as
+        `suite.arguments.dataset_path` says)."""
+        path = dataset_path("ChoiceTask.load", "path", path)
         items = []
         for number, row in read_json_lines(path):
             choices = row.get("choices")
@@ -140,13 +146,18 @@ class GenerationTask:
     items: tuple[GenerationItem, ...] = field(default=(), compare=False)
     max_tokens: int = 16
 
+    def __post_init__(self) -> None:
+        _check_items("GenerationTask", self.items, GenerationItem)
+        whole("GenerationTask", "max_tokens", self.max_tokens, 1)
+
     @classmethod
     def load(cls, path: Path | str, max_tokens: int = 16, repeat: int = 1) -> GenerationTask:
-        """Read `path`; `repeat` > 1 asks every item that many times (ids `ID#2`, ...),
-        as a harness's repeats do, for a workload longer than the file."""
-        if repeat < 1:
-            raise ValueError(f"repeat must be at least 1, got {repeat}")
-        path = Path(path)
+        """Read `path` (a relative path is looked up as `suite.arguments.dataset_path`
+        says); `repeat` > 1 asks every item that many times (ids `ID#2`, ...), as a
+        harness's repeats do, for a workload longer than the file."""
+        whole("GenerationTask.load", "max_tokens", max_tokens, 1)
+        whole("GenerationTask.load", "repeat", repeat, 1)
+        path = dataset_path("GenerationTask.load", "path", path)
         items = []
         for number, row in read_json_lines(path):
             at = where(path, number)
@@ -201,6 +212,11 @@ class GenerationTask:
             "token_f1": sum(f1) / len(ok),
             "truncation_rate": sum(r.finish_reason == "length" for r in ok) / len(ok),
         }
+
+
+def _check_items(owner: str, items: object, kind: type) -> None:
+    if not isinstance(items, tuple) or not all(isinstance(i, kind) for i in items):
+        raise bad(owner, "items", items, f"must be a tuple of {kind.__name__} (use {owner}.load)")
 
 
 def _normalise(text: str) -> str:

@@ -26,6 +26,7 @@ from pytest_llmperf.engines import engine_spec, engine_specs, find_setting
 from pytest_llmperf.engines.native import check_native
 from pytest_llmperf.engines.spec import EngineSpec, Setting, freeze, plain, setting_names
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
+from pytest_llmperf.suite.arguments import bad, text
 
 #: Per-test workload settings: the grid's own, applied to the test's workload.
 WORKLOAD_SETTINGS: tuple[Setting, ...] = (
@@ -77,6 +78,15 @@ class Config:
         """Split `settings` into engine and workload settings, checking each.
 
         `sources` says where each setting was written; by default, the caller's line."""
+        text("Config.make", "name", name)
+        if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
+            raise bad("Config.make", "settings", settings, "must be a mapping of setting names")
+        if isinstance(marks, str) or not all(
+            isinstance(m, str) and m.isidentifier() for m in marks
+        ):
+            raise bad("Config.make", "marks", marks, "must be a list of marker names")
+        if engine is not None:
+            text("Config.make", "engine", engine)
         if sources is None:
             here = caller()
             sources = {key: here for key in [*settings, "engines"]}

@@ -55,6 +55,7 @@ import yaml
 
 from pytest_llmperf.engines import engine_spec
 from pytest_llmperf.errors import LLMPerfUsageError, where
+from pytest_llmperf.suite.arguments import bad
 from pytest_llmperf.suite.config import (
     ANY_ENGINE,
     WORKLOAD_SETTINGS,
@@ -89,7 +90,13 @@ class Grid:
     def of(cls, configs: Iterable[Config], *, engines: Engines | list[str] = None) -> Grid:
         """A grid of `configs`; `engines` says it is meant for several engines (see the
         module docstring), each configuration checked against them."""
+        if isinstance(configs, (str, Mapping)) or not isinstance(configs, Iterable):
+            raise bad("Grid.of", "configs", configs, "must be a list of Config")
         items = tuple(configs)
+        for index, config in enumerate(items):
+            if not isinstance(config, Config):
+                hint = "make one with Config.make(name, settings)"
+                raise bad("Grid.of", f"configs[{index}]", config, f"is not a Config ({hint})")
         if engines is not None:
             items = tuple(_meant_for(c, engines, caller()) for c in items)
         names = [c.name for c in items]
@@ -108,6 +115,20 @@ class Grid:
         sources: Mapping[str, str] | None = None,
     ) -> Grid:
         """Every combination of the axes' values, on top of `base` settings."""
+        if not isinstance(axes, Mapping) or not axes:
+            raise bad("Grid.product", "axes", axes, "must map setting names to lists of values")
+        listed: dict[str, list[Any]] = {}
+        for key, values in axes.items():
+            # Any iterable of values (a range, an array), but not text: "14" is no list of 1 and 4.
+            if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+                problem = "must be a list of values, e.g. [1, 4]"
+                raise bad("Grid.product", f"axes[{key!r}]", values, problem)
+            listed[key] = list(values)
+            if not listed[key]:
+                raise bad("Grid.product", f"axes[{key!r}]", values, "must not be empty")
+        axes = listed
+        if base is not None and not isinstance(base, Mapping):
+            raise bad("Grid.product", "base", base, "must map setting names to values")
         if sources is None:
             here = caller()
             sources = {key: here for key in [*axes, *(base or {}), "engines"]}
@@ -168,6 +189,8 @@ def grid_params(source: Grid | str | Path) -> list[Any]:
     """
     if isinstance(source, Grid):
         return source.params()
+    if isinstance(source, bytes) or not isinstance(source, (str, Path)) or not str(source):
+        raise bad("grid_params", "source", source, "must be a Grid or a YAML grid file's path")
     path = Path(source)
     if not path.is_absolute():
         calling = inspect.stack()[1].filename

@@ -30,6 +30,7 @@ from typing import Literal
 
 from pytest_llmperf.engines.base import GenerationRequest
 from pytest_llmperf.measure.metrics import RequestRecord
+from pytest_llmperf.suite.arguments import number, one_of, optional_number, whole
 
 CLIENT_LAG_LIMIT_MS = 5.0
 CLIENT_BUSY_LIMIT = 0.8
@@ -44,10 +45,9 @@ class Arrivals:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.rate_per_s > 0:
-            raise ValueError(f"Arrivals: rate_per_s must be positive, got {self.rate_per_s}")
-        if self.distribution not in ("poisson", "constant"):
-            raise ValueError(f"Arrivals: unknown distribution {self.distribution!r}")
+        number("Arrivals", "rate_per_s", self.rate_per_s, positive=True)
+        one_of("Arrivals", "distribution", self.distribution, ("poisson", "constant"))
+        whole("Arrivals", "seed", self.seed)
 
     def offsets(self, n: int) -> list[float]:
         rng = random.Random(self.seed)
@@ -76,6 +76,10 @@ class SLO:
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     e2e_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            optional_number("SLO", name, getattr(self, name), positive=True)
 
     def met(self, record: RequestRecord) -> bool:
         if record.error is not None:

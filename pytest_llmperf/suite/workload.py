@@ -25,6 +25,8 @@ from typing import Any, Literal, Protocol
 from pytest_llmperf.engines.base import GenerationRequest, SamplingParams, Tokenizer
 from pytest_llmperf.errors import LLMPerfUsageError, where
 from pytest_llmperf.models.tokenizer import local_tokenizer
+from pytest_llmperf.suite import arguments
+from pytest_llmperf.suite.arguments import bad, dataset_path, one_of, whole
 
 # Plain words: byte-level BPE tokenizers split them predictably, so a prompt built
 # from them reaches an exact token count in a few adjustments.
@@ -52,6 +54,16 @@ class LengthDistribution:
     kind: Literal["uniform", "normal"]
     a: float
     b: float
+
+    def __post_init__(self) -> None:
+        owner = "LengthDistribution"
+        one_of(owner, "kind", self.kind, ("uniform", "normal"))
+        if self.kind == "uniform":  # whole lengths from a to b
+            low = whole(owner, "a", self.a, 1)
+            whole(owner, "b", self.b, low)
+        else:  # mean a (at least 1 token), standard deviation b
+            arguments.number(owner, "a", self.a, minimum=1)
+            arguments.number(owner, "b", self.b, minimum=0)
 
     def draw(self, rng: random.Random) -> int:
         if self.kind == "uniform":
@@ -92,6 +104,18 @@ class SyntheticWorkload:
     output_tokens: int | LengthDistribution = 32
     seed: int = 0
     temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        owner = "SyntheticWorkload"
+        whole(owner, "num_requests", self.num_requests, 1)
+        whole(owner, "input_tokens", self.input_tokens, 1)
+        if not isinstance(self.output_tokens, LengthDistribution):
+            if isinstance(self.output_tokens, bool) or not isinstance(self.output_tokens, int):
+                problem = "must be a whole number of at least 1, or a LengthDistribution"
+                raise bad(owner, "output_tokens", self.output_tokens, problem)
+            whole(owner, "output_tokens", self.output_tokens, 1)
+        whole(owner, "seed", self.seed)
+        arguments.number(owner, "temperature", self.temperature, minimum=0)
 
     def build(self, tokenizer: Tokenizer) -> list[GenerationRequest]:
         rng = random.Random(self.seed)
@@ -241,15 +265,31 @@ def _valid_messages(messages: object) -> bool:
 
 @dataclass(frozen=True)
 class DatasetWorkload:
-    """Requests from a JSONL dataset (format in the module docstring)."""
+    """Requests from a JSONL dataset (format in the module docstring).
+
+    The file is found (a relative `path` as `suite.arguments.dataset_path` says; `path`
+    then holds the file found) and read when the workload is made (a copy with a grid's
+    overrides reads it again), so that a missing file or a bad line stops the test before
+    any engine starts."""
 
     path: Path
     limit: int | None = None
     default_max_tokens: int = 64
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    _items: tuple[DatasetItem, ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        owner = "DatasetWorkload"
+        object.__setattr__(self, "path", dataset_path(owner, "path", self.path))
+        if self.limit is not None:
+            whole(owner, "limit", self.limit, 1)
+        whole(owner, "default_max_tokens", self.default_max_tokens, 1)
+        if not isinstance(self.sampling, SamplingParams):
+            raise bad(owner, "sampling", self.sampling, "must be a SamplingParams")
+        object.__setattr__(self, "_items", tuple(load_dataset(self.path, self.limit)))
 
     def items(self) -> list[DatasetItem]:
-        return load_dataset(Path(self.path), self.limit)
+        return list(self._items)
 
     def build(self, tokenizer: Tokenizer) -> list[GenerationRequest]:
         del tokenizer  # prompts are sent as written; the engine counts their tokens
