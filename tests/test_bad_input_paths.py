@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.models.names import tiny_model_path
+from pytest_llmperf.plugin.options import value_flags
 from tests.test_bad_input import (
     GRID_SUITE,
     PREVIOUS_RUN,
@@ -121,6 +122,17 @@ def test_read_only_results_folder_stops_the_run_once(
     assert hashes(results) == before
     out = run_in(project, "--llmperf-results-dir=results")
     assert_one_usage_error(out, "--llmperf-results-dir: the run could not write its results")
+    assert hashes(results) == before
+
+
+def test_read_only_results_folder_under_xdist(
+    project: Path, read_only: Callable[[Path], Path]
+) -> None:
+    """The controller checks once, before any worker starts."""
+    results = read_only(project / "results")
+    before = hashes(results)
+    out = run_in(project, "-n", "2")
+    assert_one_usage_error(out, "llmperf_results_dir: the run could not write its results")
     assert hashes(results) == before
 
 
@@ -379,7 +391,7 @@ def test_results_dir_as_one_argument_writes_there(project: Path, outside: Path) 
     before = hashes(project / "results")
     out = run_in(project, f"--llmperf-results-dir={outside / 'elsewhere'}")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    (run,) = (outside / "elsewhere").iterdir()
+    (run,) = (outside / "elsewhere").iterdir()  # the write check left no file behind
     summary = json.loads((run / "summary.json").read_text())
     assert [t["test_id"] for t in summary["tests"]] == ["test_suite.py::test_x"]
     assert hashes(project / "results") == before
@@ -401,3 +413,11 @@ def test_separate_argument_that_keeps_the_rootdir_is_accepted(
     out = run_in(project, *(a.format(outside=outside) for a in args), "--collect-only")
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"rootdir: {project}" in out.stdout and "configfile: pytest.ini" in out.stdout
+
+
+def test_the_options_checked_are_those_that_take_a_value() -> None:
+    flags = value_flags()
+    for flag in ("--model", "--llmperf-results-dir", "--llmperf-thresholds-dir", "--engine"):
+        assert flag in flags
+    for flag in ("--llmperf-dry-run", "--llmperf-update-thresholds", "--llmperf-isolate"):
+        assert flag not in flags
