@@ -25,6 +25,20 @@ def default_cache_dir() -> Path:
     return base / "pytest-llmperf"
 
 
+def cache_dir_source() -> str:
+    """Where `default_cache_dir` came from, for messages about it."""
+    if os.environ.get("LLMPERF_CACHE_DIR"):
+        return "LLMPERF_CACHE_DIR"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return "XDG_CACHE_HOME (the cache folder is $XDG_CACHE_HOME/pytest-llmperf)"
+    return "the cache folder (~/.cache/pytest-llmperf; LLMPERF_CACHE_DIR moves it)"
+
+
+def model_dir(dirname: str, cache_dir: Path | None = None) -> Path:
+    """Where the built model `dirname` is kept, built or not."""
+    return (cache_dir if cache_dir is not None else default_cache_dir()) / "models" / dirname
+
+
 def cached_model(dirname: str, build: Callable[[Path], None], cache_dir: Path | None) -> Path:
     """`<cache>/models/<dirname>`, built by `build` first if the cache lacks it.
 
@@ -32,8 +46,8 @@ def cached_model(dirname: str, build: Callable[[Path], None], cache_dir: Path | 
     under a file lock, into a temporary directory renamed into place when complete,
     so a reader never sees a half-written model.
     """
-    models = (cache_dir if cache_dir is not None else default_cache_dir()) / "models"
-    dest = models / dirname
+    dest = model_dir(dirname, cache_dir)
+    models = dest.parent
     if dest.is_dir():
         return dest
     models.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.models.cache import cached_model
+from pytest_llmperf.models.cache import cached_model, model_dir
 
 TINY_MODEL_NAME = "tiny"
 TRAINED_MODEL_NAME = "tiny-trained"
@@ -29,6 +29,19 @@ def trained_model_path(cache_dir: Path | None = None) -> Path:
     from pytest_llmperf.models.tiny_trained import TRAINED_DIRNAME, build_trained_model
 
     return cached_model(TRAINED_DIRNAME, build_trained_model, cache_dir)
+
+
+def built_in_model_dir(name: str) -> Path:
+    """Where the built-in model `name` is cached, without building it."""
+    if name == TINY_MODEL_NAME:
+        from pytest_llmperf.models.tiny import TINY_DIRNAME
+
+        return model_dir(TINY_DIRNAME)
+    if name == TRAINED_MODEL_NAME:
+        from pytest_llmperf.models.tiny_trained import TRAINED_DIRNAME
+
+        return model_dir(TRAINED_DIRNAME)
+    raise ValueError(f"{name!r} is not a built-in model")
 
 
 def resolve_model(name_or_path: str) -> Path:

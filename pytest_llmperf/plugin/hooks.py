@@ -18,6 +18,7 @@ from pytest_llmperf.measure.evidence import marker_allowance
 from pytest_llmperf.plugin.fixture import LLMPerfFixture
 from pytest_llmperf.plugin.lifecycle import MARKER as TIMEOUT_MARKER
 from pytest_llmperf.plugin.lifecycle import TermAsInterrupt, bound_of, watchdog
+from pytest_llmperf.plugin.locations import check_invocation
 from pytest_llmperf.plugin.options import add_all_options
 from pytest_llmperf.plugin.session import LLMPerfSession
 from pytest_llmperf.plugin.settings import read_settings
@@ -53,6 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     worker_id = workerinput["workerid"] if workerinput else None
     run_id = workerinput.get("llmperf_run_id") if workerinput else None
+    if worker_id is None:  # first: with the wrong rootdir, every other check misleads
+        check_invocation(config)
     session = LLMPerfSession(config, read_settings(config), worker_id, run_id)
     config.stash[session_key] = session
     term = config.stash[term_key] = TermAsInterrupt()
@@ -136,18 +139,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     After `-m`/`-k` have deselected what the run will not run, so that a grid for other
     engines in a suite the run does not select is no error. A setting the engine does not
     take is a usage error naming the file and line (`suite.config.fit`); the tests of a
-    grid meant for other engines skip, saying which. An xdist worker cannot end the run
-    with a usage error (xdist reports it as a crash), so there the tests fail with it.
+    grid meant for other engines skip, saying which. A configuration that names its own
+    engine gets that engine's thresholds files checked as the run's engine's were (see
+    `LLMPerfSession.check_engine_files`). An xdist worker cannot end the run with a usage
+    error (xdist reports it as a crash), so there the tests fail with it.
     """
     llmperf = _session(session.config)
     if llmperf is None:
         return
     verdicts: dict[Config, tuple[str, str] | None] = {}
+    engine_verdicts: dict[str, tuple[str, str] | None] = {}
     for item in session.items:
         for config in _configs(item):
             if config not in verdicts:
                 verdicts[config] = _verdict(config, llmperf)
             verdict = verdicts[config]
+            if verdict is None and config.engine is not None:
+                # A configuration's own engine: its thresholds files are checked now too.
+                if config.engine not in engine_verdicts:
+                    engine_verdicts[config.engine] = _engine_files(config.engine, llmperf)
+                verdict = engine_verdicts[config.engine]
             if verdict is not None and verdict[0] == "skip":
                 item.add_marker(pytest.mark.skip(reason=verdict[1]))
             elif verdict is not None:
@@ -159,6 +170,16 @@ def _verdict(config: Config, llmperf: LLMPerfSession) -> tuple[str, str] | None:
         fit(config, llmperf.settings.engine)
     except NotForEngine as exc:
         return ("skip", str(exc))
+    except LLMPerfUsageError as exc:
+        if llmperf.is_controller:
+            raise
+        return ("error", str(exc))
+    return None
+
+
+def _engine_files(engine: str, llmperf: LLMPerfSession) -> tuple[str, str] | None:
+    try:
+        llmperf.check_engine_files(engine)
     except LLMPerfUsageError as exc:
         if llmperf.is_controller:
             raise

@@ -7,6 +7,7 @@ them (as pytest-benchmark does with its `add_*_options`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -232,12 +233,32 @@ def add_compare_options(addoption: AddOption) -> None:
     )
 
 
+OPTION_GROUPS: tuple[Callable[[AddOption], None], ...] = (
+    add_engine_options,
+    add_server_options,
+    add_threshold_options,
+    add_run_options,
+    add_compare_options,
+)
+
+
+def value_flags() -> tuple[str, ...]:
+    """Our options that take a value (`--model`, `--llmperf-results-dir`, ...), as written
+    on the command line; flags such as `--llmperf-dry-run` take none."""
+    flags: list[str] = []
+
+    def record(*names: str, **kwargs: Any) -> None:
+        if kwargs.get("action") not in ("store_true", "store_false"):
+            flags.extend(names)
+
+    for group in OPTION_GROUPS:
+        group(record)
+    return tuple(flags)
+
+
 def add_all_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmperf", "LLM inference benchmarks (pytest-llmperf)")
-    add_engine_options(group.addoption)
-    add_server_options(group.addoption)
-    add_threshold_options(group.addoption)
-    add_run_options(group.addoption)
-    add_compare_options(group.addoption)
+    for add in OPTION_GROUPS:
+        add(group.addoption)
     for name, help_text, default in INI_OPTIONS:
         parser.addini(name, help=f"{help_text}. Default: {default or 'none'}.", default=default)

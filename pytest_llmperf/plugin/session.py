@@ -31,7 +31,13 @@ from pytest_llmperf.hardware.gpus import (
     visible_gpus,
 )
 from pytest_llmperf.hardware.leases import Lease, LeaseError, lease, wait_until_clean
-from pytest_llmperf.models.names import BUILT_IN_MODELS
+from pytest_llmperf.plugin.locations import (
+    check_cache,
+    check_model,
+    check_results_dir,
+    check_writable_folder,
+    run_writes,
+)
 from pytest_llmperf.plugin.settings import Settings, describe_settings
 from pytest_llmperf.procs.reaper import reaper
 from pytest_llmperf.procs.servers import shared_servers_dir
@@ -67,24 +73,6 @@ class EngineStartError(Exception):
     """The engine for a configuration could not start; the tests that need it fail."""
 
 
-def check_model(settings: Settings) -> None:
-    """A model path that cannot be the model is a usage error, caught before anything runs."""
-    traits = engine_spec(settings.engine).traits
-    if not traits.local_model or settings.model in BUILT_IN_MODELS:
-        return
-    path = Path(settings.model).expanduser()
-    source, name = settings.model_source, settings.model
-    hint = "give a local model directory, or 'tiny' for the built-in model"
-    if not path.exists():
-        raise LLMPerfUsageError(f"{source}: model path {name!r} does not exist ({hint})")
-    # llama.cpp also takes a single GGUF file; every other engine loads a directory.
-    is_gguf = traits.gguf_model and path.suffix == ".gguf"
-    if not path.is_dir() and not is_gguf:
-        raise LLMPerfUsageError(
-            f"{source}: model path {name!r} is a file, not a directory ({hint})"
-        )
-
-
 class LLMPerfSession:
     def __init__(
         self, config: pytest.Config, settings: Settings, worker_id: str | None, run_id: str | None
@@ -93,7 +81,15 @@ class LLMPerfSession:
         self.settings = settings
         self.worker_id = worker_id
         self.is_controller = worker_id is None
-        check_model(settings)
+        #: Whether this run writes results (not when it only collects or dry-runs).
+        self.writes = run_writes(config, settings.dry_run)
+        # Folders and files are checked once, on the controller, before anything loads
+        # (see `locations`); workers share its folders.
+        check_model(settings.engine, settings.model, settings.model_source)
+        if self.is_controller and self.writes:
+            check_results_dir(settings.results_dir, settings.results_source)
+        if self.is_controller and not config.getoption("collectonly"):
+            check_cache(settings.model)  # a dry run tokenizes with the built-in model
         if settings.dataset is not None:
             try:  # a broken line is a usage error, before any test
                 load_dataset(settings.dataset)
@@ -106,7 +102,7 @@ class LLMPerfSession:
             hardware_slug(run_gpus[0].name) if run_gpus else "cpu"
         )
         self._thresholds: dict[str, ThresholdSet] = {}
-        self.thresholds_for(settings.engine)  # bad threshold files fail before anything runs
+        self.check_engine_files(settings.engine)  # bad threshold files fail before anything runs
         # A bad baseline or tolerance is a usage error now, not after hours of measuring.
         self.tolerances = parse_tolerances(settings.tolerances, "--llmperf-tolerance")
         self.baseline: Run | None = None
@@ -161,6 +157,26 @@ class LLMPerfSession:
         if engine not in self._thresholds:
             self._thresholds[engine] = ThresholdSet.load(self.threshold_files(engine))
         return self._thresholds[engine]
+
+    def update_target(self, engine: str) -> Path:
+        """The thresholds file --llmperf-update-thresholds writes for `engine`: the file
+        this run is checked against, so an `h100/` folder is not shadowed by a new
+        `h100-80gb-hbm3/` one; a new file only if none exists."""
+        chosen = self.threshold_files(engine)
+        return (
+            chosen[0] if chosen else self.settings.thresholds_dir / self.hardware / f"{engine}.yaml"
+        )
+
+    def check_engine_files(self, engine: str) -> None:
+        """`engine`'s thresholds, read and checked, and with the update flag the folder
+        its bounds will be written to: usage errors now, not after the measurements."""
+        self.thresholds_for(engine)
+        if self.settings.update_thresholds and self.writes and self.is_controller:
+            check_writable_folder(
+                self.update_target(engine).parent,
+                "--llmperf-update-thresholds",
+                f"the bounds for engine {engine!r} could not be written",
+            )
 
     def ensure_metadata(self) -> None:
         """Write run.json when the run first measures something (controller only)."""
@@ -292,14 +308,7 @@ class LLMPerfSession:
             by_engine.setdefault(test.engine, {})[test.threshold_key] = test.metrics_flat
         merged = UpdateReport(written=[], loosened=[])
         for engine, results in by_engine.items():
-            # Update the file this run was checked against, so an `h100/` folder is not
-            # shadowed by a new `h100-80gb-hbm3/` one; start a new file only if none exists.
-            chosen = self.threshold_files(engine)
-            path = (
-                chosen[0]
-                if chosen
-                else self.settings.thresholds_dir / self.hardware / f"{engine}.yaml"
-            )
+            path = self.update_target(engine)
             report = update_thresholds(
                 path, results, self.settings.threshold_margin, DEFAULT_THRESHOLD_METRICS
             )

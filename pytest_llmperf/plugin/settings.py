@@ -14,6 +14,7 @@ import pytest
 from pytest_llmperf.engines import check_engine_name
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import parse_gpus
+from pytest_llmperf.plugin.locations import check_folder_path
 from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
 
 
@@ -48,6 +49,7 @@ class Settings:
     #: the messages about them.
     model_source: str = "--model"
     dataset_source: str = "--llmperf-dataset"
+    results_source: str = "--llmperf-results-dir"
 
 
 _FLAGS = {
@@ -142,14 +144,14 @@ def check_hardware_key(key: str) -> str:
     return key
 
 
-def _folder(config: pytest.Config, name: str) -> Path:
-    """A folder option under rootdir; a file in its place is an error now, not a failed
-    write after the measurements."""
+def _folder(config: pytest.Config, name: str) -> tuple[Path, str]:
+    """A folder option under rootdir, and where it came from; a file in its place or on
+    the way to it is an error now, not a failed write after the measurements (or
+    thresholds silently off)."""
     text, source = _get(config, name)
     path = config.rootpath / text
-    if path.exists() and not path.is_dir():
-        raise LLMPerfUsageError(f"{source}: {text!r} is a file, not a folder")
-    return path
+    check_folder_path(path, source, text)
+    return path, source
 
 
 def read_settings(config: pytest.Config) -> Settings:
@@ -178,12 +180,14 @@ def read_settings(config: pytest.Config) -> Settings:
     api_key_env, api_key_env_src = _get(config, "llmperf_api_key_env")
     if api_key_env:
         check_env_name(api_key_env, api_key_env_src)
+    thresholds_dir, _ = _folder(config, "llmperf_thresholds_dir")
+    results_dir, results_src = _folder(config, "llmperf_results_dir")
     return Settings(
         engine=engine,
         model=model,
         gpus=parse_gpus(gpus_text, gpus_src),
-        thresholds_dir=_folder(config, "llmperf_thresholds_dir"),
-        results_dir=_folder(config, "llmperf_results_dir"),
+        thresholds_dir=thresholds_dir,
+        results_dir=results_dir,
         update_thresholds=bool(config.getoption("llmperf_update_thresholds")),
         threshold_margin=margin,
         hardware=check_hardware_key(hardware) if hardware is not None else None,
@@ -205,6 +209,7 @@ def read_settings(config: pytest.Config) -> Settings:
         limit=limit,
         model_source=model_src,
         dataset_source=dataset_src,
+        results_source=results_src,
         engine_options=tuple(
             (key, value)
             for key, value in (

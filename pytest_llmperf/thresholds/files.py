@@ -82,15 +82,29 @@ def hardware_slug(gpu_name: str | None) -> str:
 
 
 def select_threshold_files(thresholds_dir: Path, hardware: str, engine: str) -> list[Path]:
-    """The `<engine>.yaml` of the most specific hardware directory that applies, if any."""
+    """The `<engine>.yaml` of the most specific hardware directory that applies, if any.
+
+    A file where such a directory belongs, or anything but a file where `<engine>.yaml`
+    belongs, is a usage error: skipping it would turn this run's thresholds off without
+    a word (and the update flag could not write there).
+    """
     if not thresholds_dir.is_dir():
         return []
-    applies = [
-        d
-        for d in thresholds_dir.iterdir()
-        if (hardware == d.name.lower() or hardware.startswith(d.name.lower() + "-"))
-        and (d / f"{engine}.yaml").is_file()
-    ]
+    applies: list[Path] = []
+    for d in thresholds_dir.iterdir():
+        if not (hardware == d.name.lower() or hardware.startswith(d.name.lower() + "-")):
+            continue
+        if not d.is_dir():
+            raise LLMPerfUsageError(
+                f"{d}: a file where the thresholds folder of hardware {hardware!r} belongs "
+                f"(its files are {d}/<engine>.yaml)"
+            )
+        file = d / f"{engine}.yaml"
+        if file.exists() and not file.is_file():
+            kind = "a folder" if file.is_dir() else "not a regular file"
+            raise LLMPerfUsageError(f"{file}: {kind}, where a thresholds file belongs")
+        if file.exists():
+            applies.append(d)
     return [max(applies, key=lambda d: len(d.name)) / f"{engine}.yaml"] if applies else []
 
 
