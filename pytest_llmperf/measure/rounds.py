@@ -65,12 +65,15 @@ def run_rounds(
     repeat: Repeat = repeat_plainly,
     before_measuring: Callable[[], None] = lambda: None,
     after_round: Callable[[list[RequestRecord]], None] = lambda records: None,
+    on_round: Callable[[int, Sequence[RequestRecord], float], None] = lambda i, r, d: None,
 ) -> Rounds:
     """Run `plan`'s rounds of `requests` on `engine`.
 
     `before_measuring` is called just before the first measured round (telemetry covers
     the measured rounds, not the warm-up); `after_round` with each measured round's
-    records when the round ends, before they are kept (it may raise to stop).
+    records when the round ends, before they are kept (it may raise to stop); `on_round`
+    with the round's index (from 0), its records and its duration once they are kept (a
+    live status line: it must not raise).
     A round is skipped once the engine's process is gone: the caller fails the test
     after recording what was measured.
     """
@@ -101,6 +104,7 @@ def run_rounds(
         durations.append(duration)
         if isinstance(engine, ReportsClientCost) and engine.last_round_stats:
             client.append(dict(engine.last_round_stats))
+        on_round(index, records, duration)
 
     repeat(one_round, plan.rounds, plan.warmup_rounds)
     built = None

@@ -42,6 +42,7 @@ from pytest_llmperf.plugin.pipeline import (
     limited,
     make_record,
 )
+from pytest_llmperf.plugin.progress import open_progress
 from pytest_llmperf.plugin.session import EngineStartError, LLMPerfSession
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import write_responses
@@ -84,6 +85,7 @@ class LLMPerfFixture:
         self._session = session
         self._labels: set[str | None] = set()
         self._benchmark_used = False
+        self._started = time.monotonic()  # the status line waits for the test to run a while
 
     @property
     def session(self) -> LLMPerfSession:
@@ -312,14 +314,26 @@ class LLMPerfFixture:
         if not requests:  # nothing to send (a workload that built none): the evidence says so
             return Rounds((), (), (), None), {}
         sampler = Sampler(self._physical())
-        measured = run_rounds(
-            started.engine,
-            requests,
-            plan,
-            repeat=self._repeat,
-            before_measuring=sampler.start,
-            after_round=lambda records: self._keep_round(requests, records),
+        session = self._session
+        progress = open_progress(
+            self._request.config,
+            session.settings.progress,
+            worker=not session.is_controller,
+            total=plan.rounds,
+            started=self._started,
         )
+        try:
+            measured = run_rounds(
+                started.engine,
+                requests,
+                plan,
+                repeat=self._repeat,
+                before_measuring=sampler.start,
+                after_round=lambda records: self._keep_round(requests, records),
+                on_round=progress.on_round,
+            )
+        finally:
+            progress.close()  # erased before pytest writes the outcome, failed or not
         return measured, sampler.stop(measured.output_tokens)
 
     def _score_choices(

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from pytest_llmperf.plugin.progress import DEFAULT_DELAY_S, PROGRESS_MODES
+
 AddOption = Callable[..., None]
 
 #: --llmperf-request-timeout when not given: an isolated engine's silence bound.
@@ -28,6 +30,7 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
     ("llmperf_api_key_env", "variable holding the API key (like --api-key-env)", ""),
     ("llmperf_dataset", "JSONL dataset for dataset suites (like --llmperf-dataset)", ""),
     ("llmperf_test_timeout", "bound on each test, in seconds (like --llmperf-test-timeout)", ""),
+    ("llmperf_progress", "live status line while a test measures: auto, on or off", "auto"),
 ]
 
 
@@ -200,6 +203,16 @@ def add_run_options(addoption: AddOption) -> None:
         type=int,
         default=None,
         help="measured rounds per test, overriding each test's own. Default: the test's.",
+    )
+    addoption(
+        "--llmperf-progress",
+        dest="llmperf_progress",
+        choices=PROGRESS_MODES,
+        default=None,
+        help="a live status line while a test measures (round k of n, throughput so far, "
+        f"its interval), shown once the test has run {DEFAULT_DELAY_S:g} s and erased before "
+        "its outcome; auto: only on a terminal, not under -q, -s, xdist or CI (CI set) "
+        "(ini: llmperf_progress). Default: auto.",
     )
 
 

@@ -16,6 +16,7 @@ from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import parse_gpus
 from pytest_llmperf.plugin.locations import check_folder_path
 from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
+from pytest_llmperf.plugin.progress import PROGRESS_MODES, ProgressMode
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Settings:
     model_source: str = "--model"
     dataset_source: str = "--llmperf-dataset"
     results_source: str = "--llmperf-results-dir"
+    #: `--llmperf-progress`: the live status line (`plugin.progress.progress_wanted`).
+    progress: ProgressMode = "auto"
 
 
 _FLAGS = {
@@ -210,6 +213,7 @@ def read_settings(config: pytest.Config) -> Settings:
         model_source=model_src,
         dataset_source=dataset_src,
         results_source=results_src,
+        progress=_progress_mode(config),
         engine_options=tuple(
             (key, value)
             for key, value in (
@@ -221,6 +225,15 @@ def read_settings(config: pytest.Config) -> Settings:
             if value
         ),
     )
+
+
+def _progress_mode(config: pytest.Config) -> ProgressMode:
+    # The command line's choices are argparse's; the ini value is checked here.
+    text, source = _get(config, "llmperf_progress")
+    mode = text.strip().lower() or "auto"
+    if mode not in PROGRESS_MODES:
+        raise LLMPerfUsageError(f"{source}: {text!r} is not one of {', '.join(PROGRESS_MODES)}")
+    return mode
 
 
 def _given(config: pytest.Config, name: str) -> float | None:
