@@ -546,3 +546,27 @@ def test_fewest_runs_is_where_a_step_can_first_be_found() -> None:
         assert [s.index for s in steps] == ([n // 2] if n >= fewest_runs() else []), n
     with pytest.raises(ValueError, match="alpha"):
         fewest_runs(alpha=1.5)
+
+
+def test_a_bounds_drift_widens_its_judgement_and_adds_no_uncertainty_of_its_own() -> None:
+    """judge_bound(drift=d): the variance of the mean is s^2/n + d^2 on the logs, with
+    Welch-Satterthwaite's df for one estimated part; checked against scipy's t."""
+    from scipy import stats as scipy_stats
+
+    from pytest_llmperf.measure.stats import judge_bound
+
+    samples = [1000.0, 1030.0, 990.0, 1010.0]
+    logs = [math.log(s) for s in samples]
+    n, mean = len(logs), sum(logs) / len(logs)
+    s2 = sum((x - mean) ** 2 for x in logs) / (n - 1)
+    drift = 0.02
+    variance = s2 / n + drift**2
+    df = (n - 1) * variance**2 / (s2 / n) ** 2
+    statistic = (mean - math.log(1000.0)) / math.sqrt(variance)
+    verdict = judge_bound(samples, 1000.0, "higher", 0.05, drift=drift)
+    assert verdict.df == pytest.approx(df)
+    assert verdict.p_value == pytest.approx(scipy_stats.t.cdf(statistic, df), rel=1e-9)
+    assert verdict.reducible_share == pytest.approx((s2 / n) / variance)
+    # Without drift the same samples clear the bound; with it the setup may not.
+    assert judge_bound(samples, 960.0, "higher", 0.05).outcome == "met"
+    assert judge_bound(samples, 960.0, "higher", 0.05, drift=0.05).outcome == "inconclusive"

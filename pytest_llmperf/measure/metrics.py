@@ -108,10 +108,17 @@ class MetricSpec:
     better: Direction
     kind: Kind = "scalar"
     defined_in: str | None = None
+    #: Judged as a value, never through an interval (see `EXACT`).
+    exact: bool = False
 
     @property
     def distribution(self) -> bool:
         return self.kind == "distribution"
+
+    @property
+    def judged_exactly(self) -> bool:
+        """Counts and flags, and metrics `EXACT` names: their bounds are judged as values."""
+        return self.exact or self.kind in ("count", "flag")
 
 
 _HERE = __name__
@@ -124,8 +131,32 @@ _SCALING = "pytest_llmperf.suite.scaling"
 _WORKLOAD_STATS = "pytest_llmperf.suite.workload_stats"
 
 
+#: Metrics judged as values, not through the interval of their per-round samples: whether
+#: requests failed (a no-evidence check that an interval must never soften), and what a
+#: deterministic model under greedy decoding gives the same every time (accuracy and its
+#: kin, truncation, the workload's coverage, a file's size): their spread is not noise.
+EXACT = frozenset(
+    {
+        "failure_rate",
+        "length_stop_fraction",
+        "model_bytes",
+        "accuracy",
+        "accuracy_norm",
+        "accuracy_stderr",
+        "accuracy_norm_stderr",
+        "exact_match",
+        "token_f1",
+        "truncation_rate",
+        "output_coverage",
+    }
+)
+
+
 def _specs(module: str, *rows: tuple[str, str, Direction, Kind]) -> list[MetricSpec]:
-    return [MetricSpec(name, unit, better, kind, module) for name, unit, better, kind in rows]
+    return [
+        MetricSpec(name, unit, better, kind, module, name in EXACT)
+        for name, unit, better, kind in rows
+    ]
 
 
 #: Every built-in metric, whichever module computes it: one table that every importer

@@ -43,6 +43,8 @@ class BoundVerdict:
     p_adjusted: float
     df: float
     exact: bool
+    #: The share of the variance that more rounds shrink (the rest is the bound's drift).
+    reducible: float = 1.0
 
     @property
     def decided(self) -> bool:
@@ -60,9 +62,9 @@ class BoundVerdict:
 
     @property
     def reducible_share(self) -> float:
-        """The share of the verdict's variance that more rounds shrink: all of it (a bound
-        has no baseline and no drift term)."""
-        return 0.0 if self.exact else 1.0
+        """The share of the verdict's variance that more rounds shrink: the within-run part
+        (all of it without a drift term; none for an exact verdict)."""
+        return 0.0 if self.exact else self.reducible
 
     def corrected(self, p_adjusted: float, alpha: float) -> BoundVerdict:
         """This verdict after a multiple-testing correction: missed only when the adjusted
@@ -83,6 +85,7 @@ def judge_bound(
     direction: Direction,
     alpha: float,
     scale: Scale = "log",
+    drift: float = 0.0,
 ) -> BoundVerdict:
     """Judge the per-round `samples` of a metric against `bound` at error rate `alpha`.
 
@@ -93,8 +96,16 @@ def judge_bound(
     samples; samples <= 0, a bound <= 0 and the linear scale use the values themselves.
     A bound of 0, one sample or samples that do not vary are judged exactly: the mean of
     the samples against the bound.
+
+    `drift` (the standard deviation of a run's mean between runs: of the log on the log
+    scale, in the metric's units on the linear scale) asks whether the *setup* misses the
+    bound rather than this run: a run's mean differs from the setup's by about `drift`, so
+    it adds drift^2 to the variance of the mean (known, so it adds no uncertainty of its
+    own: df = V^2 / ((s^2/n)^2 / (n - 1)), Welch-Satterthwaite with one estimated part).
+    A bound written from calibration runs records that drift beside it.
     """
     check_alpha(alpha)
+    requested = scale
     if not math.isfinite(bound):
         raise ValueError(f"bound {bound} is not a finite number")
     values = transform(samples, scale) if bound > 0 else None
@@ -113,8 +124,14 @@ def judge_bound(
         return BoundVerdict(
             "missed" if missed else "met", bound, direction, alpha, shown, p, p, math.inf, True
         )
-    df = summary.n - 1
-    se = math.sqrt(summary.variance / summary.n)
+    if not (drift >= 0 and math.isfinite(drift)):
+        raise ValueError(f"drift {drift} must be finite and >= 0")
+    within = summary.variance / summary.n
+    # A relative drift carried over to the values when a log judgement fell back to them.
+    known = (drift * abs(bound) if requested == "log" and scale == "linear" else drift) ** 2
+    variance = within + known
+    df = (summary.n - 1) * variance**2 / within**2 if within > 0 else math.inf
+    se = math.sqrt(variance)
     statistic = (summary.mean - limit) / se
     p = t_cdf(statistic, df) if higher else t_sf(statistic, df)
     margin = t_ppf(1 - alpha, df) * se
@@ -126,4 +143,4 @@ def judge_bound(
         outcome = "met"
     else:
         outcome = "inconclusive"
-    return BoundVerdict(outcome, bound, direction, alpha, shown, p, p, df, False)
+    return BoundVerdict(outcome, bound, direction, alpha, shown, p, p, df, False, within / variance)
