@@ -76,7 +76,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
 
 Direction = Literal["higher", "lower"]
 #: scalar: one number per test; distribution: count, mean, p50 ... max of many samples,
@@ -249,6 +249,21 @@ def spec_for(path: str) -> MetricSpec | None:
     if stat == "count":
         return MetricSpec(path, "count", "higher", "count", spec.defined_in)
     return spec
+
+
+def metric_hint(metric: str) -> str:
+    """A ' (did you mean ...?)' suffix for an unknown metric name, or ''."""
+    names = metric_names()
+    hint = did_you_mean(metric, names)
+    base = metric.partition(".")[0]
+    if hint or len(base) < 3:
+        return hint
+    # `ttft` or `ttft_ms` is too far from `ttft_ms.p90` for difflib, yet plainly means
+    # one of the names it begins: offer those, the usual percentiles first.
+    extending = [name for name in names if name.startswith(base)]
+    usual = [name for name in extending if name.rpartition(".")[2] in ("p50", "p90", "p99")]
+    close = (usual or extending)[:3]
+    return " (did you mean " + " or ".join(map(repr, close)) + "?)" if close else ""
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
