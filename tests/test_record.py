@@ -20,7 +20,7 @@ from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project
 
 #: Keys a record of the first version (5e97a18) lacks: they read as null.
-ADDED_AFTER_V1 = ("worker_pid", "gpus", "baseline", "responses")
+ADDED_AFTER_V1 = ("worker_pid", "gpus", "baseline", "responses", "unreliable")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,7 @@ def test_a_run_written_by_the_first_version_still_reads(
     assert [t.test_id for t in run.tests] == [r["test_id"] for r in records]
     for test in run.tests:
         assert (test.worker_pid, test.gpus, test.baseline, test.responses) == (None,) * 4
+        assert test.unreliable == {}
     assert main(["show", str(old)]) == 0
     assert "test_suite.py::test_latency" in capsys.readouterr().out
     assert main(["compare", str(run_dir), str(old)]) == 0

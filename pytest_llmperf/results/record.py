@@ -7,8 +7,9 @@ CLI, the HTML report, its plots and the dashboard) gets `TestRecord`s back throu
 `from_record()`, never the JSON by its keys. The JSON is the one `writer` has always
 written (its `schema_version` is the writer's): a run folder of any earlier version
 still reads. Fields added after the first version (`worker_pid`, `gpus`, `baseline`,
-`responses`) read as null where a record lacks them; keys this version does not know
-are left out (a later version may add some).
+`responses`) read as null where a record lacks them (`unreliable` as empty, a judged
+change's `note` as null); keys this version does not know are left out (a later version
+may add some).
 
 Reading is strict: a field of the wrong type is a `RecordError`, a usage error that
 names the file, the line or entry, and the field (`results/r/tests.jsonl: line 3:
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, TypeVar
 
 from pytest_llmperf.errors import LLMPerfUsageError
@@ -168,6 +169,8 @@ class JudgedChange:
     relative: Number | None
     verdict: str
     tolerance: str | None
+    #: Why it was not judged (verdict `unreliable`), else None.
+    note: str | None = None
 
     @classmethod
     def read(cls, f: _Fields) -> JudgedChange:
@@ -178,6 +181,7 @@ class JudgedChange:
             relative=f.optional(f.number, "relative"),
             verdict=f.text("verdict"),
             tolerance=f.optional(f.text, "tolerance"),
+            note=f.optional(f.text, "note"),
         )
 
 
@@ -264,6 +268,9 @@ class TestRecord:
     baseline: BaselineRecord | None
     #: The responses table, relative to the run folder (`--llmperf-responses`).
     responses: str | None
+    #: Metrics that cannot be trusted, each with the reason (`*`: every metric); see
+    #: `pytest_llmperf.measure.reliability`. No bound or baseline is made of them.
+    unreliable: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -307,6 +314,9 @@ class TestRecord:
             thresholds=ThresholdsRecord.read(f.obj("thresholds")),
             baseline=BaselineRecord.read(baseline) if baseline is not None else None,
             responses=f.optional(f.text, "responses"),
+            unreliable=(
+                f.json_object("unreliable", _check_text) if "unreliable" in f.keys() else {}
+            ),
         )
 
 
@@ -339,6 +349,10 @@ def _kind(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _check_text(value: object) -> str | None:
+    return None if isinstance(value, str) else "a string"
 
 
 def _check_flat_metric(value: object) -> str | None:
