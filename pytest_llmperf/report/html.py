@@ -82,6 +82,22 @@ nav ul { margin: 0.3rem 0; }
 """
 
 
+#: In every report's head, before anything of variable length: how `llmperf report -o`
+#: knows a file it wrote (and may write over) from one it did not.
+GENERATOR = '<meta name="generator" content="pytest-llmperf report">'
+
+
+def written_by_report(path: Path) -> bool:
+    """Whether the file at `path` is a report this command wrote (its head holds
+    `GENERATOR`)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1024)
+    except OSError:
+        return False
+    return GENERATOR.encode() in head
+
+
 def write_report(runs: list[Run], out: Path) -> None:
     """Write the HTML report of `runs` (the first is the base of comparisons) to `out`."""
     if not runs:
@@ -102,6 +118,7 @@ def render_report(runs: Sequence[Run]) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        GENERATOR,
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(f'pytest-llmperf report: {ids}')}</title>",
         f"<style>{_CSS}</style></head><body>",
