@@ -391,18 +391,23 @@ def _shown(changes: Iterable[Change]) -> list[Change]:
 
 
 def _comparison(comparison: RunComparison, index: int) -> str:
+    from pytest_llmperf.results.compare import setup_lines
+
     plots = _plots_module()
     base, new = comparison.base, comparison.new
     verdicts = [c.verdict for c in comparison.changes]
     regressions = verdicts.count("regressed")
+    unjudged = sum(1 for c in _shown(comparison.changes) if c.verdict == "unreliable")
     summary = (
         f'<span class="{"fail" if regressions else "pass"}">{regressions} regression(s)</span>'
-        f" beyond tolerance, {verdicts.count('improved')} improvement(s); "
-        f"{len({c.test_id for c in comparison.changes})} test(s) in both runs"
+        f" beyond tolerance, {verdicts.count('improved')} improvement(s)"
+        + (f", {unjudged} not judged (unreliable values)" if unjudged else "")
+        + f"; {len({c.test_id for c in comparison.changes})} test(s) in both runs"
     )
     parts = [
         f'<h2 id="compare-{index}">Comparison: base {_e(base.run_id)} → new {_e(new.run_id)}</h2>',
         f"<p>{summary}.</p>",
+        *(f'<p class="note">{_e(line)}</p>' for line in setup_lines(base, new)),
     ]
     for what, ids in (
         ("Only in base", comparison.tests_only_in_base),
