@@ -21,6 +21,7 @@ from pytest_llmperf.cli import main
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import spec_for
 from pytest_llmperf.results.compare import Tolerance, compare_metrics, parse_tolerances
+from pytest_llmperf.results.identity import Setup
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import load_requests, load_runs, open_run
 from tests.conftest import SUITE
@@ -278,6 +279,18 @@ def test_a_tolerance_names_a_metric_as_a_thresholds_file_does(text: str, message
     with pytest.raises(LLMPerfUsageError, match=re.escape(message)):
         Tolerance.parse(text)
     assert Tolerance.parse("ttft_ms.*:15%").matches("ttft_ms.p90")
+
+
+def test_setups_differ_by_engine_model_name_and_hardware_key() -> None:
+    here = Setup.of("hf", "/models/llama-3.2-1b/", "h100")
+    # The same model in another folder, and a more specific name of the same card.
+    assert here.differences(Setup.of("hf", "llama-3.2-1b", "h100-80gb-hbm3")) == []
+    assert here.differences(Setup.of(None, None, None)) == []  # unknown is no difference
+    assert here.differences(Setup.of("vllm", "tiny", "h200")) == [
+        "engine: hf vs vllm",
+        "model: llama-3.2-1b vs tiny",
+        "hardware: h100 vs h200",
+    ]
 
 
 # --- baseline gating in pytest ---------------------------------------------------------

@@ -9,8 +9,9 @@ difference is meant (`--llmperf-allow-mismatch`).
 A run's setup is its settings as its summary keeps them (`--engine`, `--model`, the
 hardware key: `cpu`, `h100-80gb-hbm3`); a summary without settings (a hand-made one) is
 read from its tests. A model given as a path is named by its last part, so that the same
-model in another folder (another machine's checkout) is the same model. A part one side
-does not know is no difference.
+model in another folder (another machine's checkout) is the same model. Hardware keys match
+as thresholds folders do (`h100` is `h100-80gb-hbm3`). A part one side does not know is no
+difference.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class Setup:
         found = []
         for part in PARTS:
             mine, theirs = getattr(self, part), getattr(other, part)
-            if mine is not None and theirs is not None and mine != theirs:
-                found.append(f"{part}: {mine} vs {theirs}")
+            if mine is None or theirs is None or mine == theirs:
+                continue
+            if part == "hardware" and _same_hardware(mine, theirs):
+                continue
+            found.append(f"{part}: {mine} vs {theirs}")
         return found
+
+
+def _same_hardware(one: str, other: str) -> bool:
+    """As thresholds folders match: `h100` is `h100-80gb-hbm3` (a "-"-separated prefix)."""
+    return one.startswith(other + "-") or other.startswith(one + "-")
