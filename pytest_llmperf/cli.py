@@ -5,13 +5,18 @@
     llmperf rebuild RUN [--force]
     llmperf compare BASE NEW [--tolerance METRIC:CHANGE ...]
     llmperf trend [RUN ... | RESULTS_DIR] [--metric M ...] [--test GLOB] [--window N]
-    llmperf report RUN [RUN ...] -o report.html
+    llmperf report RUN [RUN ...] -o report.html [--force]
     llmperf dashboard [RESULTS_DIR] [--host 127.0.0.1] [--port 8501]
     llmperf workload stats DATASET [--model tiny] [--coverage 0.9]
 
 RUN is a run folder, its summary.json, a run id under the results folder, or
 `latest` / `latest~N` (see `pytest_llmperf.results.runs`). Exit status: 0 fine, 1 a regression
-(compare, trend), 2 bad input (the message says what and where).
+(compare, trend), 2 bad input: one line on stderr that says what and where (a run file of the
+wrong shape names its file, line and key), never a traceback.
+
+`report -o` writes over a file only if it is a report this command wrote, or with `--force`,
+and never inside a run folder. `rebuild --force` rewrites a finished run's summary from its
+records and keeps what the summary said of the run's end (finished, interrupted, when).
 """
 
 from __future__ import annotations
@@ -20,10 +25,18 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.results.record import TestRecord
-from pytest_llmperf.results.runs import DEFAULT_RESULTS_DIR, Run, find_runs, open_run
+from pytest_llmperf.results.runs import (
+    DEFAULT_RESULTS_DIR,
+    Run,
+    find_runs,
+    is_run_dir,
+    open_run,
+    read_test_records,
+)
 from pytest_llmperf.results.writer import write_summary
 from pytest_llmperf.tables import render_table
 
@@ -37,8 +50,16 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (`llmperf show: error: ...`) as the command's
+    own are, rather than after a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llmperf", description="List, show, compare and report pytest-llmperf runs."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -84,7 +105,17 @@ def _parser() -> argparse.ArgumentParser:
 
     report = command("report", "a self-contained HTML report of one or more runs")
     report.add_argument("runs", nargs="+", metavar="RUN")
-    report.add_argument("-o", "--output", type=_path, default=Path("report.html"))
+    report.add_argument(
+        "-o",
+        "--output",
+        type=_path,
+        default=Path("report.html"),
+        help="the report's file; a file that is not a report this command wrote is "
+        "kept unless --force, and a run folder's files never (default: report.html)",
+    )
+    report.add_argument(
+        "--force", action="store_true", help="write over an existing file that is not a report"
+    )
 
     dashboard = commands.add_parser("dashboard", help="a Streamlit dashboard over a results folder")
     dashboard.add_argument("results_dir", nargs="?", type=_path, default=DEFAULT_RESULTS_DIR)
@@ -206,9 +237,43 @@ def _rebuild(run: Run, force: bool) -> int:
         raise LLMPerfUsageError(
             f"{run.path}: has a summary.json already (--force rewrites it from the records)"
         )
-    path = write_summary(run.path, {"rebuilt": True, "interrupted": True})
+    # A finished run keeps what its summary said of its end (finished or interrupted, when,
+    # its hand-overs); only one that has none is marked rebuilt, as it was cut short.
+    state = dict(run.summary) if run.finished else {"rebuilt": True, "interrupted": True}
+    state.pop("schema_version", None)
+    # Every record is read (strictly) before anything is written: a broken file stops it.
+    try:
+        tests = read_test_records(run.path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LLMPerfUsageError(f"{run.path}: its records cannot be read ({exc})") from None
     requests = sum(1 for _ in run.requests())
-    print(f"wrote {path}: {len(run.tests)} test(s), {requests} request record(s)")
+    path = write_summary(run.path, state)
+    print(f"wrote {path}: {len(tests)} test(s), {requests} request record(s)")
+    return EXIT_OK
+
+
+def _report(refs: Sequence[str], out: Path, results_dir: Path, force: bool) -> int:
+    from pytest_llmperf.report.html import write_report, written_by_report
+
+    runs = [open_run(ref, results_dir) for ref in refs]
+    if out.is_dir():
+        raise LLMPerfUsageError(f"-o: {out} is a folder; give the report's file")
+    holder = next((p for p in out.resolve().parents if is_run_dir(p)), None)
+    if holder is not None:
+        raise LLMPerfUsageError(
+            f"-o: {out} is inside the run folder {holder}, whose files are the run's records: "
+            "write the report elsewhere"
+        )
+    if out.exists() and not force and not written_by_report(out):
+        raise LLMPerfUsageError(
+            f"-o: {out} exists and is not a report written by llmperf report; "
+            "--force writes over it"
+        )
+    try:
+        write_report(runs, out)
+    except OSError as exc:
+        raise LLMPerfUsageError(f"-o: cannot write {out}: {exc}") from None
+    print(f"wrote {out}")
     return EXIT_OK
 
 
@@ -254,6 +319,11 @@ def _format(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+def _one_line(message: str) -> str:
+    """An error as one line: a message quoting a file's text may hold line breaks."""
+    return " ".join(message.split("\n"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -286,17 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.fail_on,
             )
         if args.command == "report":
-            from pytest_llmperf.report.html import write_report
-
-            runs = [open_run(ref, args.results_dir) for ref in args.runs]
-            if args.output.is_dir():
-                raise LLMPerfUsageError(f"-o: {args.output} is a folder; give the report's file")
-            try:
-                write_report(runs, args.output)
-            except OSError as exc:
-                raise LLMPerfUsageError(f"-o: cannot write {args.output}: {exc}") from None
-            print(f"wrote {args.output}")
-            return EXIT_OK
+            return _report(args.runs, args.output, args.results_dir, args.force)
         if args.command == "workload":
             from pytest_llmperf.suite.workload_stats import stats_lines
 
@@ -307,7 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(args.results_dir, host=args.host, port=args.port)
     except LLMPerfUsageError as exc:
-        print(f"llmperf {args.command}: error: {exc}", file=sys.stderr)
+        print(f"llmperf {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file or folder that cannot be read: input, not a crash
+        print(f"llmperf {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     raise AssertionError(f"unhandled command {args.command!r}")
 

@@ -392,7 +392,7 @@ CLI_ROWS: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("show", "nope ü"), ("llmperf show: error: nope ü: no such run", PREVIOUS_RUN)),
     (("show", "a_file"), ("llmperf show: error: a_file: not a run folder",)),
     (("show", "latest~x"), ("llmperf show: error: latest~x: no such run",)),
-    (("show", "latest~99999999999999999999"), ("holds 1 run(s), so there is no latest~",)),
+    (("show", "latest~99999999999999999999"), ("holds 1 run(s), 0 of them with measured",)),
     (("compare", RUN), ("llmperf compare: error: the following arguments are required: new",)),
     (("compare", RUN, RUN, "--tolerance", "x"), ("llmperf compare: error: --tolerance: 'x'",)),
     (("report", RUN, "-o", ""), ("llmperf report: error: argument -o/--output: empty value",)),

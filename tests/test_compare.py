@@ -9,6 +9,7 @@ how noisy this machine's timings are.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from pytest_llmperf.cli import main
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import spec_for
 from pytest_llmperf.results.compare import Tolerance, compare_metrics, parse_tolerances
+from pytest_llmperf.results.identity import Setup
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import load_requests, load_runs, open_run
 from tests.conftest import SUITE
@@ -226,6 +228,69 @@ def test_absolute_tolerances_for_ratios() -> None:
     assert change.verdict == "undirected"
     with pytest.raises(LLMPerfUsageError, match=r"ttft_ms.p90 is lower-is-better"):
         Tolerance.parse("ttft_ms.p90:-10%")
+
+
+def test_a_value_the_tool_knows_is_bad_is_not_judged() -> None:
+    tolerances = parse_tolerances([])
+    base = {"requests": 8, "failures": 0, "output_tok_per_s": 900.0, "tpot_ms.p90": 0.0}
+    new = {"requests": 8, "failures": 0, "output_tok_per_s": 850.0, "tpot_ms.p90": 4.0}
+    verdicts = {c.metric: c for c in compare_metrics("t", base, new, tolerances)}
+    tpot = verdicts["tpot_ms.p90"]
+    assert tpot.verdict == "unreliable" and tpot.note is not None
+    assert tpot.note.startswith("baseline value unreliable: 0 ms")
+    assert verdicts["output_tok_per_s"].verdict == "worse"  # still judged
+    # A client-bound side: its timings are not judged, its counts are.
+    bound = {**base, "tpot_ms.p90": 3.0, "client_bound": 1.0, "failure_rate": 0.0}
+    after = {**new, "output_tok_per_s": 100.0, "failure_rate": 0.5}
+    verdicts = {c.metric: c for c in compare_metrics("t", bound, after, tolerances)}
+    assert verdicts["output_tok_per_s"].verdict == "unreliable"
+    assert "client-bound" in str(verdicts["output_tok_per_s"].note)
+    assert verdicts["failure_rate"].verdict == "regressed"
+    # Every request failed in the baseline: nothing of it is judged.
+    failed = {"requests": 8, "failures": 8, "output_tok_per_s": 0.0, "failure_rate": 1.0}
+    verdicts = {c.metric: c for c in compare_metrics("t", failed, new, tolerances)}
+    moved = [c for c in verdicts.values() if None not in (c.base, c.new) and c.base != c.new]
+    assert [c.metric for c in moved] == ["failures", "output_tok_per_s"]
+    for change in moved:
+        assert change.verdict == "unreliable"
+        assert change.note == "baseline value unreliable: every request failed (8 of 8)"
+
+
+def test_a_zero_baseline_is_judged_only_with_an_absolute_tolerance() -> None:
+    """A relative tolerance of 0 allows no rise at all: not judged, rather than REGRESSED."""
+    tolerances = parse_tolerances(["peak_gpu_mem_bytes:+5%"])
+    (memory,) = compare_metrics(
+        "t", {"peak_gpu_mem_bytes": 0}, {"peak_gpu_mem_bytes": 1e9}, tolerances
+    )
+    assert memory.verdict == "unreliable" and "relative tolerance" in str(memory.note)
+    (failures,) = compare_metrics("t", {"failure_rate": 0.0}, {"failure_rate": 0.1}, tolerances)
+    assert failures.verdict == "regressed"  # failure_rate:0 is absolute
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("output_tokps:-5%", "unknown metric 'output_tokps' (did you mean 'output_tok_per_s'"),
+        ("ttft_ms.p91:+5%", "unknown metric 'ttft_ms.p91' (did you mean"),
+        ("nothing_*:5%", "'nothing_*' matches no metric"),
+    ],
+)
+def test_a_tolerance_names_a_metric_as_a_thresholds_file_does(text: str, message: str) -> None:
+    with pytest.raises(LLMPerfUsageError, match=re.escape(message)):
+        Tolerance.parse(text)
+    assert Tolerance.parse("ttft_ms.*:15%").matches("ttft_ms.p90")
+
+
+def test_setups_differ_by_engine_model_name_and_hardware_key() -> None:
+    here = Setup.of("hf", "/models/llama-3.2-1b/", "h100")
+    # The same model in another folder, and a more specific name of the same card.
+    assert here.differences(Setup.of("hf", "llama-3.2-1b", "h100-80gb-hbm3")) == []
+    assert here.differences(Setup.of(None, None, None)) == []  # unknown is no difference
+    assert here.differences(Setup.of("vllm", "tiny", "h200")) == [
+        "engine: hf vs vllm",
+        "model: llama-3.2-1b vs tiny",
+        "hardware: h100 vs h200",
+    ]
 
 
 # --- baseline gating in pytest ---------------------------------------------------------

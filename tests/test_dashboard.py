@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pytest_llmperf.cli import main
@@ -40,8 +41,8 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-@pytest.fixture
-def dashboard(results: Path) -> Iterator[str]:
+def start_dashboard(results: Path) -> tuple[subprocess.Popen[str], str]:
+    """`llmperf dashboard` in a session of its own, once it answers; and its URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest_llmperf", "dashboard", str(results), "--port", str(port)],
@@ -51,18 +52,26 @@ def dashboard(results: Path) -> Iterator[str]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(process.stdout.read())  # type: ignore[union-attr]
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError("the dashboard did not come up in 90 s")
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def dashboard(results: Path) -> Iterator[str]:
+    process, url = start_dashboard(results)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the dashboard did not come up in 90 s"
-            time.sleep(0.3)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in its terminal
@@ -98,3 +107,41 @@ def test_dashboard_bad_input_is_exit_2(
 ) -> None:
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=str)
+def test_ending_the_dashboard_ends_its_server(results: Path, signum: int) -> None:
+    """A signal to the `llmperf dashboard` process alone (`kill PID`, a closed terminal):
+    Streamlit goes with it. Before, SIGTERM ended the command and left Streamlit serving,
+    re-parented to PID 1. Descendants are read before the signal, while they are still
+    found under the command."""
+    process, url = start_dashboard(results)
+    children = psutil.Process(process.pid).children(recursive=True)
+    try:
+        assert children, "Streamlit runs in a child process"
+        process.send_signal(signum)
+        code = process.wait(timeout=30)
+        assert code == (0 if signum == signal.SIGINT else 128 + signum)
+        alive = [c for c in children if _alive(c)]
+        deadline = time.monotonic() + 10
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [c for c in children if _alive(c)]
+        assert alive == [], [c.cmdline() for c in alive]
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+    finally:
+        for child in children:
+            if _alive(child):
+                child.kill()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -20,8 +20,17 @@ from pytest_llmperf.results.runs import open_run, read_test_records
 from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project
 
-#: Keys a record of the first version (5e97a18) lacks: they read as null (samples: empty).
-ADDED_AFTER_V1 = ("worker_pid", "gpus", "baseline", "responses", "evidence", "samples")
+#: Keys a record of the first version (5e97a18) lacks: they read as null (samples and
+#: unreliable: empty).
+ADDED_AFTER_V1 = (
+    "worker_pid",
+    "gpus",
+    "baseline",
+    "responses",
+    "evidence",
+    "samples",
+    "unreliable",
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +98,7 @@ def test_a_run_written_by_the_first_version_still_reads(
         assert (test.worker_pid, test.gpus, test.baseline, test.responses) == (None,) * 4
         assert test.evidence is None
         assert test.samples == {} and test.samples_of("output_tok_per_s") == ()
+        assert test.unreliable == {}
     assert main(["show", str(old)]) == 0
     assert "test_suite.py::test_latency" in capsys.readouterr().out
     assert main(["compare", str(run_dir), str(old)]) == 0

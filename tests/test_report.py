@@ -195,6 +195,8 @@ def test_two_run_report_compares_base_with_new(runs: Runs, tmp_path: Path) -> No
     assert f"Comparison: base {base} → new 20990101-000000-new000</h2>" in html
     comparison = html[html.index('<h2 id="compare-1">') :]
     assert "1 regression(s)</span> beyond tolerance, 1 improvement(s)" in comparison
+    assert f"base {base}: engine hf, model tiny, hardware cpu" in comparison
+    assert "WARNING" not in comparison  # one setup: no difference to warn of
     sections = _sections(comparison)
     assert list(sections) == list(COMPARISON_PLOT_TITLES)
     assert all(content.count("<svg") == 1 for content in sections.values())

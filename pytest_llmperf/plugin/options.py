@@ -31,6 +31,12 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
     ("llmperf_dataset", "JSONL dataset for dataset suites (like --llmperf-dataset)", ""),
     ("llmperf_test_timeout", "bound on each test, in seconds (like --llmperf-test-timeout)", ""),
     ("llmperf_progress", "live status line while a test measures: auto, on or off", "auto"),
+    (
+        "llmperf_allow_mismatch",
+        "compare against a baseline of another engine, model or hardware "
+        "(like --llmperf-allow-mismatch: true or false)",
+        "false",
+    ),
 ]
 
 
@@ -235,6 +241,15 @@ def add_compare_options(addoption: AddOption) -> None:
         help="allowed worsening against the baseline, e.g. output_tok_per_s:-5%%, "
         "ttft_ms.p90:+10%%, accuracy:-0.02; repeatable; before the defaults of "
         "pytest_llmperf.results.compare.DEFAULT_TOLERANCES. Default: those defaults.",
+    )
+    addoption(
+        "--llmperf-allow-mismatch",
+        dest="llmperf_allow_mismatch",
+        action="store_true",
+        default=None,
+        help="compare against a --llmperf-compare baseline measured on another engine, "
+        "model or hardware (refused otherwise: its numbers compare setups, not a "
+        "regression) (ini: llmperf_allow_mismatch). Default: off.",
     )
     addoption(
         "--llmperf-responses",

@@ -33,6 +33,7 @@ from pytest_llmperf.measure.metrics import (
     flatten,
     server_timing_metrics,
 )
+from pytest_llmperf.measure.reliability import unreliable
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds
 from pytest_llmperf.results.compare import BaselineCheck, changes_table, check_against
 from pytest_llmperf.results.record import (
@@ -234,6 +235,7 @@ def make_record(
         baseline=verdicts.baseline.as_record() if verdicts.baseline is not None else None,
         responses=str(outcome.responses) if outcome.responses is not None else None,
         evidence=outcome.evidence,
+        unreliable=unreliable(flatten(metrics.as_dict())),
     )
 
 

@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,9 @@ from pytest_llmperf.plugin.locations import (
 from pytest_llmperf.plugin.settings import Settings, describe_settings
 from pytest_llmperf.procs.reaper import reaper
 from pytest_llmperf.procs.servers import shared_servers_dir
-from pytest_llmperf.results.compare import parse_tolerances
+from pytest_llmperf.results.compare import check_measured, parse_tolerances
 from pytest_llmperf.results.exports import write_github_benchmark
+from pytest_llmperf.results.identity import Setup
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import responses_available
 from pytest_llmperf.results.runs import Run, open_run, read_run, read_test_records
@@ -106,11 +107,10 @@ class LLMPerfSession:
         # A bad baseline or tolerance is a usage error now, not after hours of measuring.
         self.tolerances = parse_tolerances(settings.tolerances, "--llmperf-tolerance")
         self.baseline: Run | None = None
+        #: How the baseline's setup differs from this run's, allowed by the user.
+        self.baseline_mismatch: list[str] = []
         if settings.compare_base:
-            try:
-                self.baseline = open_run(settings.compare_base, settings.results_dir)
-            except LLMPerfUsageError as exc:
-                raise LLMPerfUsageError(f"--llmperf-compare: {exc}") from None
+            self.baseline, self.baseline_mismatch = self._open_baseline(settings)
         if settings.responses:
             responses_available()
         self.run_id = run_id or new_run_id()
@@ -147,6 +147,28 @@ class LLMPerfSession:
         #: xdist's run id, on the controller: names the folder the workers' shared
         #: servers keep their state in, removed at the end.
         self.xdist_run_uid: str | None = None
+
+    def _open_baseline(self, settings: Settings) -> tuple[Run, list[str]]:
+        """The `--llmperf-compare` run, checked before anything runs: it has measured
+        tests, this version's schema, and this run's engine, model and hardware (unless
+        `--llmperf-allow-mismatch`). Returns it with the differences allowed."""
+        assert settings.compare_base is not None
+        source = "--llmperf-compare"
+        try:
+            baseline = open_run(settings.compare_base, settings.results_dir, baseline=True)
+            check_measured(baseline, "baseline")
+        except LLMPerfUsageError as exc:
+            raise LLMPerfUsageError(f"{source}: {exc}") from None
+        mine = Setup.of(settings.engine, settings.model, self.hardware)
+        differences = Setup.of_run(baseline).differences(mine)
+        if differences and not settings.allow_mismatch:
+            raise LLMPerfUsageError(
+                f"{source}: baseline {baseline.run_id} was measured on another setup "
+                f"({'; '.join(differences)}; baseline first): its numbers would compare "
+                "setups, not find a regression. Compare against a run of this setup, or say "
+                "the difference is meant with --llmperf-allow-mismatch"
+            )
+        return baseline, differences
 
     # --- thresholds -------------------------------------------------------------
 
@@ -289,24 +311,30 @@ class LLMPerfSession:
             return  # a run that measured nothing leaves no folder behind
         self.ensure_metadata()
         tests = read_test_records(self.run_dir)
+        extra: dict[str, Any] = {
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "interrupted": interrupted,
+            "engine_handovers": self.handovers,
+        }
+        update_error: LLMPerfUsageError | None = None
         if self.settings.update_thresholds:
-            self.update_report = self._update_thresholds(tests)
+            try:
+                self.update_report = self._update_thresholds(tests)
+                extra["thresholds_update"] = asdict(self.update_report)
+            except LLMPerfUsageError as exc:  # a file another writer broke: left as it is
+                update_error = exc
+                extra["thresholds_update"] = {"error": str(exc)}
         self.unmatched_thresholds = self._unmatched(tests)
-        self.summary_path = write_summary(
-            self.run_dir,
-            {
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "interrupted": interrupted,
-                "engine_handovers": self.handovers,
-            },
-        )
+        self.summary_path = write_summary(self.run_dir, extra)
         write_github_benchmark(read_run(self.run_dir))
+        if update_error is not None:  # after the summary: the run's results are whole
+            raise LLMPerfUsageError(f"--llmperf-update-thresholds: {update_error}") from None
 
     def _update_thresholds(self, tests: Sequence[TestRecord]) -> UpdateReport:
         by_engine: dict[str, dict[str, Mapping[str, Any]]] = {}
         for test in tests:
             by_engine.setdefault(test.engine, {})[test.threshold_key] = test.metrics_flat
-        merged = UpdateReport(written=[], loosened=[])
+        merged = UpdateReport(written=[], loosened=[], refused=[])
         for engine, results in by_engine.items():
             path = self.update_target(engine)
             report = update_thresholds(
@@ -314,6 +342,7 @@ class LLMPerfSession:
             )
             merged.written.extend(f"{path}: {t}" for t in report.written)
             merged.loosened.extend(report.loosened)
+            merged.refused.extend(f"{path}: {r}" for r in report.refused)
         return merged
 
     def _unmatched(self, tests: Sequence[TestRecord]) -> list[str]:

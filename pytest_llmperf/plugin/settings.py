@@ -43,6 +43,8 @@ class Settings:
     #: `--llmperf-compare`: the baseline run as given, and the tolerances as written.
     compare_base: str | None = None
     tolerances: tuple[str, ...] = ()
+    #: Compare against a baseline of another engine, model or hardware.
+    allow_mismatch: bool = False
     responses: bool = False
     dry_run: bool = False
     limit: int | None = None
@@ -207,6 +209,7 @@ def read_settings(config: pytest.Config) -> Settings:
         test_timeout_s=_test_timeout(config),
         compare_base=_optional_text(config, "llmperf_compare"),
         tolerances=tuple(config.getoption("llmperf_tolerance") or ()),
+        allow_mismatch=_allow_mismatch(config),
         responses=bool(config.getoption("llmperf_responses")),
         dry_run=bool(config.getoption("llmperf_dry_run")),
         limit=limit,
@@ -234,6 +237,19 @@ def _progress_mode(config: pytest.Config) -> ProgressMode:
     if mode not in PROGRESS_MODES:
         raise LLMPerfUsageError(f"{source}: {text!r} is not one of {', '.join(PROGRESS_MODES)}")
     return mode
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0", "")
+
+
+def _allow_mismatch(config: pytest.Config) -> bool:
+    """`--llmperf-allow-mismatch`, else its ini twin, a boolean as ini files write one."""
+    if config.getoption("llmperf_allow_mismatch"):
+        return True
+    text = str(config.getini("llmperf_allow_mismatch"))
+    if text.strip().lower() not in _TRUE + _FALSE:
+        raise LLMPerfUsageError(f"ini option llmperf_allow_mismatch: {text!r} is not true or false")
+    return text.strip().lower() in _TRUE
 
 
 def _given(config: pytest.Config, name: str) -> float | None:
@@ -288,6 +304,7 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "test_timeout_s": settings.test_timeout_s,
         "compare_base": settings.compare_base,
         "tolerances": list(settings.tolerances),
+        "allow_mismatch": settings.allow_mismatch,
         "responses": settings.responses,
         "dry_run": settings.dry_run,
         "limit": settings.limit,

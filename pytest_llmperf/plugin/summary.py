@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pytest_llmperf.measure.reliability import EVERY_METRIC
+from pytest_llmperf.results.compare import unjudged_notes
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
 from pytest_llmperf.tables import format_number, render_table
@@ -53,16 +55,43 @@ def not_applied_notes(tests: Sequence[TestRecord]) -> list[str]:
     return list(notes)
 
 
+def unreliable_notes(tests: Sequence[TestRecord]) -> list[str]:
+    """What no bound or baseline was made of: each test's unreliable metrics, by reason,
+    and the metrics a baseline could not judge."""
+    notes: list[str] = []
+    for test in tests:
+        by_reason: dict[str, list[str]] = {}
+        for metric, reason in test.unreliable.items():
+            by_reason.setdefault(reason, []).append(metric)
+        for reason, metrics in by_reason.items():
+            if metrics == [EVERY_METRIC]:
+                what = "no bound or baseline is made of this test"
+            else:
+                what = f"no bound or baseline is made of {', '.join(metrics)}"
+            notes.append(f"note: {test.threshold_key}: {reason}: {what}")
+        if test.baseline is not None:
+            for note in unjudged_notes(test.baseline.judged):
+                notes.append(f"note: {test.threshold_key}: baseline {test.baseline.run_id}: {note}")
+    return notes
+
+
 def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
     tests = read_test_records(session.run_dir) if session.run_dir.exists() else ()
     if not tests and not session.update_report and not session.unmatched_thresholds:
         return
     reporter.write_sep("=", "llmperf summary")
+    if session.baseline is not None and session.baseline_mismatch:
+        reporter.write_line(
+            f"note: baseline {session.baseline.run_id} differs from this run "
+            f"({'; '.join(session.baseline_mismatch)}; baseline first), compared all the same "
+            "(--llmperf-allow-mismatch)",
+            yellow=True,
+        )
     if tests:
         header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
         for text in render_table(header, summary_rows(tests)).splitlines():
             reporter.write_line(text)
-        for note in not_applied_notes(tests):
+        for note in not_applied_notes(tests) + unreliable_notes(tests):
             reporter.write_line(note, yellow=True)
         reporter.write_line("")
         reporter.write_line(f"hardware: {session.hardware}; results: {session.run_dir}")
@@ -74,3 +103,5 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
             reporter.write_line(f"thresholds updated: {written}")
         for loosened in report.loosened:
             reporter.write_line(f"WARNING: threshold loosened: {loosened}", yellow=True)
+        for refused in report.refused:
+            reporter.write_line(f"WARNING: thresholds not updated: {refused}", yellow=True)

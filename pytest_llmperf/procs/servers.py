@@ -54,11 +54,17 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
+def set_parent_death_signal() -> None:
+    """In a child, between fork and exec: SIGTERM when the parent dies (Linux; elsewhere
+    nothing)."""
     with contextlib.suppress(OSError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    set_parent_death_signal()
 
 
 class ManagedServer:

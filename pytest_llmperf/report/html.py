@@ -87,6 +87,22 @@ nav ul { margin: 0.3rem 0; }
 """
 
 
+#: In every report's head, before anything of variable length: how `llmperf report -o`
+#: knows a file it wrote (and may write over) from one it did not.
+GENERATOR = '<meta name="generator" content="pytest-llmperf report">'
+
+
+def written_by_report(path: Path) -> bool:
+    """Whether the file at `path` is a report this command wrote (its head holds
+    `GENERATOR`)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1024)
+    except OSError:
+        return False
+    return GENERATOR.encode() in head
+
+
 def write_report(runs: list[Run], out: Path) -> None:
     """Write the HTML report of `runs` (the first is the base of comparisons) to `out`."""
     if not runs:
@@ -107,6 +123,7 @@ def render_report(runs: Sequence[Run]) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        GENERATOR,
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(f'pytest-llmperf report: {ids}')}</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -404,18 +421,23 @@ def _shown(changes: Iterable[Change]) -> list[Change]:
 
 
 def _comparison(comparison: RunComparison, index: int) -> str:
+    from pytest_llmperf.results.compare import setup_lines
+
     plots = _plots_module()
     base, new = comparison.base, comparison.new
     verdicts = [c.verdict for c in comparison.changes]
     regressions = verdicts.count("regressed")
+    unjudged = sum(1 for c in _shown(comparison.changes) if c.verdict == "unreliable")
     summary = (
         f'<span class="{"fail" if regressions else "pass"}">{regressions} regression(s)</span>'
-        f" beyond tolerance, {verdicts.count('improved')} improvement(s); "
-        f"{len({c.test_id for c in comparison.changes})} test(s) in both runs"
+        f" beyond tolerance, {verdicts.count('improved')} improvement(s)"
+        + (f", {unjudged} not judged (unreliable values)" if unjudged else "")
+        + f"; {len({c.test_id for c in comparison.changes})} test(s) in both runs"
     )
     parts = [
         f'<h2 id="compare-{index}">Comparison: base {_e(base.run_id)} → new {_e(new.run_id)}</h2>',
         f"<p>{summary}.</p>",
+        *(f'<p class="note">{_e(line)}</p>' for line in setup_lines(base, new)),
     ]
     for what, ids in (
         ("Only in base", comparison.tests_only_in_base),

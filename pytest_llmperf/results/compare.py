@@ -34,9 +34,19 @@ The defaults, and why:
 Power, utilisation, clocks and the other telemetry are shown, not judged: a faster run may
 draw more power, and energy per run is what it costs.
 
+A tolerance names a metric as a thresholds file does: a name that is no metric
+(`output_tokps`) is an error with the closest names, and a glob must match some metric.
+
 Verdicts: `regressed` (worse beyond the tolerance), `worse` (within it, or no
 tolerance), `improved` (better beyond the same amount), `better`, `unchanged`,
-`added` / `removed` (in one run only), `undirected` (no direction known).
+`added` / `removed` (in one run only), `undirected` (no direction known), and
+`unreliable`: not judged, because the value on one side is one the tool knows is bad
+(`pytest_llmperf.measure.reliability`: every request failed, a client-bound round, a
+latency of 0 ms), or because the baseline is 0 and the tolerance relative, which would
+make any rise a regression. Its `note` says which.
+
+Two runs of different engines, models or hardware compare setups, not one setup over
+time: `llmperf compare` shows both sides' (`results.identity`) and says when they differ.
 """
 
 from __future__ import annotations
@@ -46,16 +56,26 @@ import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.measure.metrics import Direction, spec_for
-from pytest_llmperf.results.record import BaselineRecord, JudgedChange
+from pytest_llmperf.measure.metrics import Direction, metric_hint, metric_names, spec_for
+from pytest_llmperf.measure.reliability import reason_for, unreliable
+from pytest_llmperf.results.identity import Setup
+from pytest_llmperf.results.record import BaselineRecord, JudgedChange, TestRecord
 from pytest_llmperf.results.runs import Run
 from pytest_llmperf.tables import render_table
 
 Verdict = Literal[
-    "regressed", "worse", "improved", "better", "unchanged", "added", "removed", "undirected"
+    "regressed",
+    "worse",
+    "improved",
+    "better",
+    "unchanged",
+    "added",
+    "removed",
+    "undirected",
+    "unreliable",
 ]
 
 #: Applied after the user's own (the module docstring says why each amount). Relative for
@@ -113,6 +133,7 @@ class Tolerance:
             sign=match["sign"],
             text=text.strip(),
         )
+        _check_metric(tolerance.pattern, text, source)
         spec = spec_for(tolerance.pattern)
         if tolerance.sign and spec is not None and tolerance.sign != _worsening(spec.better):
             fixed = f"{_worsening(spec.better)}{match['amount']}{match['pct'] or ''}"
@@ -130,6 +151,18 @@ class Tolerance:
         """Whether `worsening` (> 0, in the metric's units) is within this tolerance."""
         limit = self.amount * abs(base) if self.relative else self.amount
         return worsening <= limit + 1e-12
+
+
+def _check_metric(pattern: str, text: str, source: str) -> None:
+    """A tolerance's metric is a known one, or a glob that matches one (as a thresholds
+    file names metrics): a misspelt name would otherwise judge nothing, silently."""
+    if any(ch in pattern for ch in "*?["):
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in metric_names()):
+            raise LLMPerfUsageError(f"{source}: {text!r}: {pattern!r} matches no metric")
+    elif spec_for(pattern) is None:
+        raise LLMPerfUsageError(
+            f"{source}: {text!r}: unknown metric {pattern!r}{metric_hint(pattern)}"
+        )
 
 
 def _worsening(better: Direction) -> str:
@@ -155,6 +188,8 @@ class Change:
     verdict: Verdict
     #: The tolerance that judged it, as written ("-5%"), or None.
     tolerance: str | None
+    #: Why it was not judged (verdict `unreliable`), else None.
+    note: str | None = None
 
 
 def compare_metrics(
@@ -162,8 +197,15 @@ def compare_metrics(
     base: Mapping[str, object],
     new: Mapping[str, object],
     tolerances: Sequence[Tolerance],
+    base_unreliable: Mapping[str, str] | None = None,
+    new_unreliable: Mapping[str, str] | None = None,
 ) -> list[Change]:
-    """Every numeric metric of either side, judged."""
+    """Every numeric metric of either side, judged.
+
+    A metric unreliable on either side (`measure.reliability`; by default as assessed
+    from the metrics themselves) is not judged: verdict `unreliable`, with a note."""
+    base_bad = unreliable(base) if base_unreliable is None else base_unreliable
+    new_bad = unreliable(new) if new_unreliable is None else new_unreliable
     changes = []
     for metric in sorted(set(base) | set(new)):
         b, n = _number(base.get(metric)), _number(new.get(metric))
@@ -173,6 +215,10 @@ def compare_metrics(
         better = spec.better if spec is not None else None
         relative = (n - b) / abs(b) if b is not None and n is not None and b != 0 else None
         tolerance = next((t for t in tolerances if t.matches(metric)), None)
+        verdict = _verdict(b, n, better, tolerance)
+        note = _unjudged(metric, b, n, better, tolerance, base_bad, new_bad)
+        if note is not None and verdict not in ("added", "removed", "undirected", "unchanged"):
+            verdict = "unreliable"
         changes.append(
             Change(
                 test_id,
@@ -181,11 +227,32 @@ def compare_metrics(
                 n,
                 better,
                 relative,
-                _verdict(b, n, better, tolerance),
+                verdict,
                 tolerance.text.partition(":")[2] if tolerance else None,
+                note if verdict == "unreliable" else None,
             )
         )
     return changes
+
+
+def _unjudged(
+    metric: str,
+    base: float | None,
+    new: float | None,
+    better: Direction | None,
+    tolerance: Tolerance | None,
+    base_bad: Mapping[str, str],
+    new_bad: Mapping[str, str],
+) -> str | None:
+    """Why this metric's change cannot be judged, or None."""
+    for side, reasons in (("baseline", base_bad), ("new", new_bad)):
+        reason = reason_for(reasons, metric)
+        if reason is not None:
+            return f"{side} value unreliable: {reason}"
+    zero_base = base == 0 and new is not None and new > 0
+    if zero_base and better == "lower" and tolerance is not None and tolerance.relative:
+        return "baseline value 0: a relative tolerance of 0 allows no rise at all"
+    return None
 
 
 def _verdict(
@@ -240,7 +307,14 @@ def compare_runs(base: Run, new: Run, tolerances: Sequence[str] = ()) -> RunComp
         before, after = base.test(test_id), new.test(test_id)
         if before is None or after is None:
             continue
-        changes += compare_metrics(test_id, before.metrics_flat, after.metrics_flat, parsed)
+        changes += compare_metrics(
+            test_id,
+            before.metrics_flat,
+            after.metrics_flat,
+            parsed,
+            record_unreliable(before),
+            record_unreliable(after),
+        )
     return RunComparison(
         base,
         new,
@@ -248,6 +322,31 @@ def compare_runs(base: Run, new: Run, tolerances: Sequence[str] = ()) -> RunComp
         [t for t in dict.fromkeys(base_ids) if t not in set(new_ids)],
         [t for t in dict.fromkeys(new_ids) if t not in set(base_ids)],
     )
+
+
+def record_unreliable(record: TestRecord) -> dict[str, str]:
+    """A test's unreliable metrics: as assessed now from its numbers, and as recorded."""
+    return {**unreliable(record.metrics_flat), **record.unreliable}
+
+
+class _Judged(Protocol):
+    """A judged change, as compared (`Change`) or as recorded (`JudgedChange`)."""
+
+    @property
+    def metric(self) -> str: ...
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def note(self) -> str | None: ...
+
+
+def unjudged_notes(changes: Sequence[_Judged]) -> list[str]:
+    """One line per reason some metrics were not judged, naming them."""
+    by_note: dict[str, list[str]] = {}
+    for change in changes:
+        if change.verdict == "unreliable" and change.note:
+            by_note.setdefault(change.note, []).append(change.metric)
+    return [f"not judged: {', '.join(metrics)}: {note}" for note, metrics in by_note.items()]
 
 
 def changes_table(changes: Sequence[Change]) -> str:
@@ -272,15 +371,43 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def check_measured(run: Run, role: str) -> None:
+    """A run compared must hold measured tests: one without judges nothing, silently."""
+    if not run.tests:
+        raise LLMPerfUsageError(
+            f"{role} {run.run_id} ({run.path}) has no measured tests, so there is nothing to "
+            "compare (a run that stopped before measuring?)"
+        )
+
+
+def setup_lines(base: Run, new: Run) -> list[str]:
+    """Both sides' engine, model and hardware, and a warning line when they differ."""
+    before, after = Setup.of_run(base), Setup.of_run(new)
+    lines = [f"base {base.run_id}: {before.describe()}", f"new  {new.run_id}: {after.describe()}"]
+    differences = before.differences(after)
+    if differences:
+        lines.append(
+            f"WARNING: the runs differ in {'; '.join(differences)}: the changes below compare "
+            "two setups, not one setup over time"
+        )
+    return lines
+
+
 def compare_command(base: Run, new: Run, tolerances: Sequence[str], show_all: bool = False) -> int:
     """`llmperf compare`: print the changes; 1 when any metric regressed, else 0."""
+    parse_tolerances(tolerances)  # a bad tolerance first: it is what the user typed last
+    check_measured(base, "base")
+    check_measured(new, "new")
     comparison = compare_runs(base, new, tolerances)
-    print(f"base {base.run_id}  ->  new {new.run_id}")
+    print("\n".join(setup_lines(base, new)))
     for test_id in dict.fromkeys(c.test_id for c in comparison.changes):
-        shown = [c for c in comparison.changes if c.test_id == test_id and (show_all or _judged(c))]
+        mine = [c for c in comparison.changes if c.test_id == test_id]
+        shown = [c for c in mine if show_all or _judged(c)]
         if shown:
             print(f"\n{test_id}")
             print(textwrap.indent(changes_table(shown), "  "))
+        for note in unjudged_notes([c for c in mine if _judged(c)]):
+            print(f"  {note}")
     for label, ids in (
         ("only in base", comparison.tests_only_in_base),
         ("only in new", comparison.tests_only_in_new),
@@ -319,7 +446,7 @@ class BaselineCheck:
             found=self.found,
             passed=not self.regressions,
             judged=tuple(
-                JudgedChange(c.metric, c.base, c.new, c.relative, c.verdict, c.tolerance)
+                JudgedChange(c.metric, c.base, c.new, c.relative, c.verdict, c.tolerance, c.note)
                 for c in self.changes
                 if _judged(c)
             ),
@@ -332,5 +459,7 @@ def check_against(
     before = baseline.test(test_key)
     if before is None:
         return BaselineCheck(baseline.run_id, False, [])
-    changes = compare_metrics(test_key, before.metrics_flat, flat, tolerances)
+    changes = compare_metrics(
+        test_key, before.metrics_flat, flat, tolerances, record_unreliable(before)
+    )
     return BaselineCheck(baseline.run_id, True, changes)

@@ -7,8 +7,9 @@ CLI, the HTML report, its plots and the dashboard) gets `TestRecord`s back throu
 `from_record()`, never the JSON by its keys. The JSON is the one `writer` has always
 written (its `schema_version` is the writer's): a run folder of any earlier version
 still reads. Fields added after the first version (`worker_pid`, `gpus`, `baseline`,
-`responses`, `evidence`) read as null where a record lacks them, `samples` as empty; keys
-this version does not know are left out (a later version may add some).
+`responses`, `evidence`) read as null where a record lacks them (`samples` and `unreliable`
+as empty, a judged change's `note` as null); keys this version does not know are left out (a
+later version may add some).
 
 Reading is strict: a field of the wrong type is a `RecordError`, a usage error that
 names the file, the line or entry, and the field (`results/r/tests.jsonl: line 3:
@@ -163,6 +164,8 @@ class JudgedChange:
     relative: Number | None
     verdict: str
     tolerance: str | None
+    #: Why it was not judged (verdict `unreliable`), else None.
+    note: str | None = None
 
     @classmethod
     def read(cls, f: Fields) -> JudgedChange:
@@ -173,6 +176,7 @@ class JudgedChange:
             relative=f.optional(f.number, "relative"),
             verdict=f.text("verdict"),
             tolerance=f.optional(f.text, "tolerance"),
+            note=f.optional(f.text, "note"),
         )
 
 
@@ -267,6 +271,9 @@ class TestRecord:
     #: in records written before samples were kept: readers then use the one value of
     #: `metrics_flat` (see `samples_of`).
     samples: Mapping[str, tuple[Number | None, ...]] = field(default_factory=dict)
+    #: Metrics that cannot be trusted, each with the reason (`*`: every metric); see
+    #: `pytest_llmperf.measure.reliability`. No bound or baseline is made of them.
+    unreliable: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -318,6 +325,9 @@ class TestRecord:
             responses=f.optional(f.text, "responses"),
             evidence=f.optional(lambda k: read_evidence(f.obj(k)), "evidence"),
             samples=_samples(f) if "samples" in f.keys() else {},
+            unreliable=(
+                f.json_object("unreliable", _check_text) if "unreliable" in f.keys() else {}
+            ),
         )
 
 
@@ -369,6 +379,10 @@ def _json(value: object) -> object:
     if isinstance(value, (tuple, list)):
         return [_json(v) for v in value]
     return value
+
+
+def _check_text(value: object) -> str | None:
+    return None if isinstance(value, str) else "a string"
 
 
 def _check_flat_metric(value: object) -> str | None:

@@ -7,7 +7,14 @@ nothing in a results folder is executed or unpickled.
 
 A run is named, wherever one is asked for (`llmperf show RUN`, `--llmperf-compare
 BASE`), by its folder, its `summary.json`, its run id under the results folder, or
-`latest` / `latest~N` (the newest run, the one N before it).
+`latest` / `latest~N`: the newest run with measured tests, the one N before it. A run that
+measured nothing (it stopped before its first measurement) is never `latest`; as a
+baseline (`open_run(..., baseline=True)`), neither is one without a summary (still going,
+or killed: `llmperf rebuild` gives it one).
+
+Every file is checked for what this version reads: a `schema_version` other than
+`SCHEMA_VERSION` (a later version's files), or a value of the wrong JSON type, is a usage
+error naming the file and the key, never a traceback or a silent misreading.
 
 In pandas (`pip install 'pytest-llmperf[report]'`):
 
@@ -26,7 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.results.record import TestRecord
-from pytest_llmperf.results.writer import build_summary, loads_json, read_jsonl, read_jsonl_lines
+from pytest_llmperf.results.writer import (
+    SCHEMA_VERSION,
+    build_summary,
+    loads_json,
+    read_jsonl_lines,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -62,9 +74,19 @@ class Run:
         return found[-1] if found else None
 
     def requests(self) -> Iterator[dict[str, Any]]:
-        """Every measured request's record, worker files included."""
+        """Every measured request's record, worker files included; a line that is not
+        a JSON object, or not JSON, is a usage error naming its file and line."""
         for path in sorted(self.path.glob("requests*.jsonl")):
-            yield from read_jsonl(path)
+            try:
+                for number, record in read_jsonl_lines(path):
+                    if not isinstance(record, dict):
+                        raise LLMPerfUsageError(
+                            f"{path}: line {number}: request record: expected an object"
+                        )
+                    check_schema(record, f"{path}: line {number}")
+                    yield record
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise LLMPerfUsageError(f"{path}: cannot be read ({exc})") from None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -82,6 +104,7 @@ def read_run(path: Path) -> Run:
         raise LLMPerfUsageError(
             f"{path}: not a run folder (no summary.json, run.json or tests.jsonl)"
         )
+    _check_metadata(path / "run.json")
     summary_path = path / "summary.json"
     if summary_path.is_file():
         try:
@@ -90,11 +113,14 @@ def read_run(path: Path) -> Run:
             raise LLMPerfUsageError(f"{summary_path}: cannot be read as JSON ({exc})") from None
         if not isinstance(summary, dict) or not isinstance(summary.get("tests", []), list):
             raise LLMPerfUsageError(f"{summary_path}: not a run summary (no list of tests)")
-        tests = tuple(
-            TestRecord.from_record(test, f"{summary_path}: tests[{index}]")
-            for index, test in enumerate(summary.pop("tests", []))
-        )
-        return Run(path, summary, tests, finished=True)
+        check_schema(summary, str(summary_path), required=True)
+        check_run_fields(summary, str(summary_path))
+        tests = []
+        for index, test in enumerate(summary.pop("tests", [])):
+            source = f"{summary_path}: tests[{index}]"
+            check_schema(test, source)
+            tests.append(TestRecord.from_record(test, source))
+        return Run(path, summary, tuple(tests), finished=True)
     try:
         summary = build_summary(path)
         summary.pop("tests")
@@ -103,15 +129,69 @@ def read_run(path: Path) -> Run:
         raise LLMPerfUsageError(f"{path}: its records cannot be read ({exc})") from None
 
 
+def _check_metadata(run_json: Path) -> None:
+    """run.json, when there is one, is run metadata of this version's schema."""
+    if not run_json.is_file():
+        return
+    try:
+        metadata = loads_json(run_json.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LLMPerfUsageError(f"{run_json}: cannot be read as JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise LLMPerfUsageError(f"{run_json}: not run metadata (expected an object)")
+    check_schema(metadata, str(run_json))
+    check_run_fields(metadata, str(run_json))
+
+
+#: Run-level keys of a summary (and run.json) that readers use, with their JSON types.
+_RUN_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "run_id": ((str,), "a string"),
+    "started_at": ((str,), "a string"),
+    "finished_at": ((str,), "a string"),
+    "hardware": ((str, type(None)), "a string or null"),
+    "plugin_version": ((str,), "a string"),
+    "settings": ((dict,), "an object"),
+    "machine": ((dict,), "an object"),
+    "interrupted": ((bool,), "true or false"),
+    "rebuilt": ((bool,), "true or false"),
+    "engine_handovers": ((list,), "a list"),
+    "thresholds_update": ((dict,), "an object"),
+}
+
+
+def check_run_fields(data: dict[str, Any], source: str) -> None:
+    """The run-level keys readers use have their JSON types (others are left alone)."""
+    for key, (types, expected) in _RUN_FIELDS.items():
+        if key in data and not isinstance(data[key], types):
+            got = type(data[key]).__name__
+            raise LLMPerfUsageError(f"{source}: {key}: expected {expected}, got {got}")
+
+
+def check_schema(data: object, source: str, required: bool = False) -> None:
+    """`data` (a JSON object) was written in the schema this version reads."""
+    if not isinstance(data, dict):
+        return  # the record's own reader names a value that is not an object
+    version = data.get("schema_version")
+    if version is None and not required:
+        return
+    if type(version) is not int or version != SCHEMA_VERSION:
+        what = "no schema_version" if version is None else f"schema_version {version!r}"
+        raise LLMPerfUsageError(
+            f"{source}: {what}: this version of pytest-llmperf reads schema_version "
+            f"{SCHEMA_VERSION} (a later version wrote it? upgrade pytest-llmperf to read it)"
+        )
+
+
 def read_test_records(run_dir: Path) -> tuple[TestRecord, ...]:
     """The test records a run folder's tests*.jsonl hold (every worker's), as written.
 
     A record of the wrong shape is a `RecordError` naming its file and line."""
-    return tuple(
-        TestRecord.from_record(record, f"{path}: line {number}")
-        for path in sorted(run_dir.glob("tests*.jsonl"))
-        for number, record in read_jsonl_lines(path)
-    )
+    records = []
+    for path in sorted(run_dir.glob("tests*.jsonl")):
+        for number, record in read_jsonl_lines(path):
+            check_schema(record, f"{path}: line {number}")
+            records.append(TestRecord.from_record(record, f"{path}: line {number}"))
+    return tuple(records)
 
 
 def find_runs(results_dir: Path = DEFAULT_RESULTS_DIR) -> list[Run]:
@@ -122,18 +202,26 @@ def find_runs(results_dir: Path = DEFAULT_RESULTS_DIR) -> list[Run]:
     return sorted(runs, key=lambda r: (r.started_at, r.path.name))
 
 
-def open_run(ref: str | Path, results_dir: Path = DEFAULT_RESULTS_DIR) -> Run:
-    """The run `ref` names: a folder, a summary.json, a run id, or `latest[~N]`."""
+def open_run(
+    ref: str | Path, results_dir: Path = DEFAULT_RESULTS_DIR, *, baseline: bool = False
+) -> Run:
+    """The run `ref` names: a folder, a summary.json, a run id, or `latest[~N]`.
+
+    `latest[~N]` counts the runs with measured tests; with `baseline`, only those that
+    finished (have a summary.json), since a run still going is no baseline."""
     text = str(ref)
     if not text.strip():
         raise LLMPerfUsageError("empty run name (give a run folder, run id or latest[~N])")
     latest = _LATEST.match(text)
     if latest:
-        runs = find_runs(results_dir)
+        every = find_runs(results_dir)
+        runs = [r for r in every if r.tests and (r.finished or not baseline)]
         back = int(latest.group(1) or 0)
         if back >= len(runs):
+            kind = "finished with measured tests" if baseline else "with measured tests"
             raise LLMPerfUsageError(
-                f"{text}: {results_dir} holds {len(runs)} run(s), so there is no {text}"
+                f"{text}: {results_dir} holds {len(every)} run(s), {len(runs)} of them {kind}, "
+                f"so there is no {text}"
             )
         return runs[-1 - back]
     path = Path(text).expanduser()

@@ -30,8 +30,9 @@ Errors name the place: `<path>: line <n>: <what is wrong>`.
 measurements: an exact entry keeps the shape of its bounds, reset around the measurement
 with the margin; a test without one gets the default metrics (`min` if higher is better,
 else `max`); glob entries stay. Bounds are rounded outward to 4 significant digits, so that
-the measurements that wrote a file pass it. The file is rewritten whole: its comments are
-lost.
+the measurements that wrote a file pass it. The file is rewritten whole, under a lock and
+merged with what it holds then: its comments are lost. No bound is written from a value
+`measure.reliability` finds unreliable.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import TypeAlias
 import yaml
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
-from pytest_llmperf.measure.metrics import metric_names, spec_for
+from pytest_llmperf.measure.metrics import metric_hint, spec_for
 from pytest_llmperf.tables import render_table
 from pytest_llmperf.yamlnodes import compose, mapping_items, node_error, node_line, node_value
 
@@ -183,7 +184,7 @@ def _read_bound(
     path: Path, pattern: str, metric: str, metric_node: yaml.Node, bound_node: yaml.Node
 ) -> Bound:
     if spec_for(metric) is None:
-        raise node_error(path, metric_node, f"unknown metric {metric!r}{_metric_hint(metric)}")
+        raise node_error(path, metric_node, f"unknown metric {metric!r}{metric_hint(metric)}")
     what = f"bound of {metric!r} must be a mapping with 'min' and/or 'max', e.g. {{max: 800}}"
     items = mapping_items(path, bound_node, what)
     if not items:
@@ -204,20 +205,6 @@ def _read_bound(
         what = f"bound of {metric!r} has min {_num(low)} > max {_num(high)}"
         raise node_error(path, metric_node, what)
     return Bound(pattern, metric, low, high, path, node_line(metric_node))
-
-
-def _metric_hint(metric: str) -> str:
-    names = metric_names()
-    hint = did_you_mean(metric, names)
-    base = metric.partition(".")[0]
-    if hint or len(base) < 3:
-        return hint
-    # `ttft` or `ttft_ms` is too far from `ttft_ms.p90` for difflib, yet plainly means
-    # one of the names it begins: offer those, the usual percentiles first.
-    extending = [name for name in names if name.startswith(base)]
-    usual = [name for name in extending if name.rpartition(".")[2] in ("p50", "p90", "p99")]
-    close = (usual or extending)[:3]
-    return " (did you mean " + " or ".join(map(repr, close)) + "?)" if close else ""
 
 
 @functools.lru_cache(maxsize=1024)

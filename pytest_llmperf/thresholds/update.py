@@ -1,16 +1,27 @@
 """Rewriting a thresholds file from measurements (`--llmperf-update-thresholds`).
 
 The file format, and how bounds are read and checked, are in `thresholds.files`.
+
+No bound is written from a number the tool knows is bad (`measure.reliability`): a test
+whose every request failed, or that measured nothing, gets none, and neither does a
+client-bound timing or a latency of 0 ms; the report says which (`refused`), and a bound
+already in the file stays as it was.
+
+Two runs may update one file at once (two CI jobs, two xdist-free runs on one machine):
+each reads, merges and writes the file under an exclusive lock (`fcntl.flock` on the
+file's folder, so that no lock file is left among committed thresholds), so each run's
+bounds are merged into what the other wrote, never written over it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TypeAlias
@@ -19,6 +30,7 @@ import yaml
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
 from pytest_llmperf.measure.metrics import metric_names, spec_for
+from pytest_llmperf.measure.reliability import EVERY_METRIC, unreliable
 from pytest_llmperf.thresholds.files import (
     _BOUND_KEYS,
     SCHEMA,
@@ -35,14 +47,19 @@ Limits: TypeAlias = tuple[float | None, float | None]  # (min, max)
 
 @dataclass(frozen=True)
 class UpdateReport:
+    #: Test ids whose bounds were written.
     written: list[str]
+    #: `test: metric side old -> new (looser)` for each bound the update relaxed.
     loosened: list[str]
+    #: `test: metric: no bound written: why` for each bound refused (unreliable values).
+    refused: list[str] = field(default_factory=list)
 
 
 def update_thresholds(
     path: Path, results: Mapping[str, Measured], margin: float, default_metrics: Sequence[str]
 ) -> UpdateReport:
-    """Rewrite `path` so that each test's measurements pass with `margin` to spare."""
+    """Rewrite `path` so that each test's reliable measurements pass with `margin` to
+    spare, merged under a lock with what the file holds when it is written."""
 
     if not 0 <= margin < 1:
         raise LLMPerfUsageError(f"threshold margin must be at least 0 and below 1, got {margin}")
@@ -50,6 +67,25 @@ def update_thresholds(
         if spec_for(name) is None:
             hint = did_you_mean(name, metric_names())
             raise LLMPerfUsageError(f"unknown default threshold metric {name!r}{hint}")
+    with _locked(path.parent):
+        return _update(path, results, margin, default_metrics)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` (made if missing), held for a read-merge-write."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _update(
+    path: Path, results: Mapping[str, Measured], margin: float, default_metrics: Sequence[str]
+) -> UpdateReport:
     before = ThresholdSet([load_threshold_file(path)] if path.exists() else [])
     entries: dict[str, dict[str, Limits]] = {}
     for file in before.files:
@@ -58,17 +94,25 @@ def update_thresholds(
             entries[bound.test_pattern][bound.metric] = (bound.min, bound.max)
     written: list[str] = []
     loosened: list[str] = []
+    refused: list[str] = []
     for test_id in sorted(results):
         # An exact entry keeps its shape; an empty or missing one gets the defaults.
         existing = entries.get(test_id, {})
         shape = {m: (lo is not None, hi is not None) for m, (lo, hi) in existing.items()}
         if not shape:
             shape = {m: _default_shape(m) for m in default_metrics}
+        bad = unreliable(results[test_id])
+        if EVERY_METRIC in bad:
+            refused.append(f"{test_id}: no bound written: {bad[EVERY_METRIC]}")
+            continue
         fresh: dict[str, Limits] = {}
         for metric, (has_min, has_max) in shape.items():
             value = results[test_id].get(metric)
             if value is None or isinstance(value, bool) or not math.isfinite(value):
                 continue  # not measured: an existing bound stays as it was
+            if metric in bad:
+                refused.append(f"{test_id}: {metric}: no bound written: {bad[metric]}")
+                continue
             fresh[metric] = (
                 _limit(value, margin, "min") if has_min else None,
                 _limit(value, margin, "max") if has_max else None,
@@ -84,7 +128,7 @@ def update_thresholds(
         text = _render(entries, margin)
         _parse(text, path)  # never replace a good file with one that does not load
         _write_atomic(path, text)
-    return UpdateReport(written, loosened)
+    return UpdateReport(written, loosened, refused)
 
 
 def _default_shape(metric: str) -> tuple[bool, bool]:
