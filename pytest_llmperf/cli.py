@@ -36,6 +36,7 @@ from pytest_llmperf.results.runs import (
     is_run_dir,
     open_run,
     read_test_records,
+    run_refs,
 )
 from pytest_llmperf.results.writer import write_summary
 from pytest_llmperf.tables import render_table
@@ -102,6 +103,16 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--all", action="store_true", help="show unchanged metrics too")
 
     _trend_parser(command)
+
+    calibrate = command(
+        "calibrate",
+        "write thresholds from the noise of several runs of a suite (their spread between "
+        "runs and within each): <thresholds-dir>/<hardware>/<engine>.yaml",
+    )
+    calibrate.add_argument("runs", nargs="+", metavar="RUN", help="run folders, ids, or latest:N")
+    calibrate.add_argument(
+        "--thresholds-dir", type=_path, default=Path("thresholds"), help="default: thresholds"
+    )
 
     report = command("report", "a self-contained HTML report of one or more runs")
     report.add_argument("runs", nargs="+", metavar="RUN")
@@ -355,6 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.alpha,
                 args.fail_on,
             )
+        if args.command == "calibrate":
+            from pytest_llmperf.thresholds.calibrate import calibrate
+
+            refs = [ref for given in args.runs for ref in run_refs(given, "llmperf calibrate")]
+            runs = [open_run(ref, args.results_dir, baseline=True) for ref in refs]
+            print("\n".join(calibrate(runs, args.thresholds_dir)))
+            return EXIT_OK
         if args.command == "report":
             return _report(args.runs, args.output, args.results_dir, args.force)
         if args.command == "workload":

@@ -72,3 +72,14 @@ def format_number(value: Any) -> str:
     if abs(number) >= 1:
         return f"{number:.2f}"
     return f"{number:.3g}"
+
+
+def format_interval(value: Any, relative_half_width: float | None) -> str:
+    """A value with its interval's relative half-width: `6,193 ±2.1%` (the value alone
+    without one)."""
+    text = format_number(value)
+    if value is None or relative_half_width is None:
+        return text
+    if relative_half_width >= 10:  # two rounds 10x apart: a width that says "don't know"
+        return f"{text} ±>999%"
+    return f"{text} ±{relative_half_width * 100:.1f}%"

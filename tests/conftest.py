@@ -29,14 +29,14 @@ SUITE = textwrap.dedent(
     def test_decode(llmperf, config):
         result = llmperf.measure(
             config, SyntheticWorkload(num_requests=4, input_tokens=16, output_tokens=8),
-            rounds=2, warmup_rounds=1,
+            rounds=3, warmup_rounds=1,
         )
-        assert result.metrics.requests == 8
+        assert result.metrics.requests == 12
 
     @pytest.mark.smoke
     def test_latency(llmperf):
         llmperf.measure(workload=SyntheticWorkload(num_requests=1, input_tokens=8,
-                                                   output_tokens=8), rounds=2)
+                                                   output_tokens=8), rounds=5)
     """
 )
 

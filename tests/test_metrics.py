@@ -26,7 +26,8 @@ from pytest_llmperf.measure.metrics import (
     spec_for,
     tpot_ms,
 )
-from pytest_llmperf.results.compare import compare_metrics, parse_tolerances
+from pytest_llmperf.results.changes import compare_metrics
+from pytest_llmperf.results.tolerances import parse_tolerances
 
 
 def test_percentile_interpolates_like_numpy() -> None:

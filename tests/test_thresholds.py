@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.thresholds.check import check
 from pytest_llmperf.thresholds.files import (
     Bound,
     ThresholdSet,
@@ -233,8 +234,10 @@ def test_metrics_added_by_an_installed_package_are_accepted(
 
 
 def test_check_passes_with_headroom(example: Path) -> None:
-    result = ThresholdSet.load([example]).check(
-        DECODE, {"output_tok_per_s": 130.0, "ttft_ms.p90": 400, "failure_rate": 0.0}
+    result = check(
+        ThresholdSet.load([example]),
+        DECODE,
+        {"output_tok_per_s": 130.0, "ttft_ms.p90": 400, "failure_rate": 0.0},
     )
     assert result.passed
     assert result.failed_verdicts == []
@@ -245,17 +248,19 @@ def test_check_passes_with_headroom(example: Path) -> None:
 
 
 def test_check_reports_misses_in_a_table(example: Path) -> None:
-    result = ThresholdSet.load([example]).check(
-        DECODE, {"output_tok_per_s": 105.7, "ttft_ms.p90": 800, "failure_rate": 0.25}
+    result = check(
+        ThresholdSet.load([example]),
+        DECODE,
+        {"output_tok_per_s": 105.7, "ttft_ms.p90": 800, "failure_rate": 0.25},
     )
     assert not result.passed
     assert [v.bound.metric for v in result.failed_verdicts] == ["output_tok_per_s", "failure_rate"]
     text = result.table()
     assert table_rows(text) == [
-        ["metric", "measured", "bound", "margin", "status"],
-        ["output_tok_per_s", "105.7", ">= 120.5", "-12.3%", "MISS"],
-        ["ttft_ms.p90", "800", "<= 800", "+0.0%", "ok"],
-        ["failure_rate", "0.25", "<= 0", "-0.25", "MISS"],
+        ["metric", "measured", "bound", "margin", "p", "verdict"],
+        ["output_tok_per_s", "105.7", ">= 120.5", "-12.3%", "-", "MISS"],
+        ["ttft_ms.p90", "800", "<= 800", "+0.0%", "-", "ok"],
+        ["failure_rate", "0.25", "<= 0", "-0.25", "-", "MISS"],
     ]
     assert text.splitlines()[-2:] == [
         f"thresholds from {example}:5",
@@ -263,16 +268,16 @@ def test_check_reports_misses_in_a_table(example: Path) -> None:
     ]
     # Columns line up: text to the left, numbers to the right.
     assert text.splitlines()[:5] == [
-        "metric            measured  bound     margin  status",
-        "----------------  --------  --------  ------  ------",
-        "output_tok_per_s     105.7  >= 120.5  -12.3%  MISS",
-        "ttft_ms.p90            800  <= 800     +0.0%  ok",
-        "failure_rate          0.25  <= 0       -0.25  MISS",
+        "metric            measured  bound     margin  p  verdict",
+        "----------------  --------  --------  ------  -  -------",
+        "output_tok_per_s     105.7  >= 120.5  -12.3%  -  MISS",
+        "ttft_ms.p90            800  <= 800     +0.0%  -  ok",
+        "failure_rate          0.25  <= 0       -0.25  -  MISS",
     ]
 
 
 def test_unmeasured_metric_is_a_miss(example: Path) -> None:
-    result = ThresholdSet.load([example]).check(DECODE, {"output_tok_per_s": None})
+    result = check(ThresholdSet.load([example]), DECODE, {"output_tok_per_s": None})
     assert not result.passed
     assert all(v.measured is None and v.margin is None for v in result.verdicts)
     assert table_rows(result.table())[1] == [
@@ -280,30 +285,38 @@ def test_unmeasured_metric_is_a_miss(example: Path) -> None:
         "not measured",
         ">= 120.5",
         "-",
+        "-",
         "MISS",
     ]
 
 
 def test_range_bound_and_large_numbers(example: Path) -> None:
     checks = ThresholdSet.load([example])
-    inside = checks.check(LATENCY_A, {"e2e_ms.p50": 4000})
-    above = checks.check(LATENCY_A, {"e2e_ms.p50": 12345.6})
+    inside = check(checks, LATENCY_A, {"e2e_ms.p50": 4000})
+    above = check(checks, LATENCY_A, {"e2e_ms.p50": 12345.6})
     assert inside.passed
     assert inside.verdicts[0].margin == pytest.approx(0.2)  # the nearer side: max
     assert not above.passed
-    assert table_rows(above.table())[1] == ["e2e_ms.p50", "12346", "1 .. 5000", "-146.9%", "MISS"]
-    huge = checks.check(LATENCY_A, {"e2e_ms.p50": 2.5e12})
+    assert table_rows(above.table())[1] == [
+        "e2e_ms.p50",
+        "12346",
+        "1 .. 5000",
+        "-146.9%",
+        "-",
+        "MISS",
+    ]
+    huge = check(checks, LATENCY_A, {"e2e_ms.p50": 2.5e12})
     assert table_rows(huge.table())[1][1] == "2.5e+12"
 
 
 def test_nan_measurement_misses(example: Path) -> None:
-    result = ThresholdSet.load([example]).check(LATENCY_A, {"e2e_ms.p50": float("nan")})
+    result = check(ThresholdSet.load([example]), LATENCY_A, {"e2e_ms.p50": float("nan")})
     assert not result.passed
     assert result.verdicts[0].margin is None
 
 
 def test_a_test_without_thresholds_passes(example: Path) -> None:
-    result = ThresholdSet.load([example]).check("suites/other.py::test_x", {"e2e_ms.p50": 1e9})
+    result = check(ThresholdSet.load([example]), "suites/other.py::test_x", {"e2e_ms.p50": 1e9})
     assert result.passed
     assert result.verdicts == []
 
@@ -461,8 +474,10 @@ def test_update_writes_a_new_file(tmp_path: Path) -> None:
     assert report.written == ["suites/b.py::t[x: y]", DECODE]  # sorted
     assert report.loosened == []
     # 123.456 less 10% is 111.1104, rounded down; 5e-6 less 10% needs `4.5e-06` to stay a float.
-    assert path.read_text(encoding="utf-8") == textwrap.dedent(f"""\
-        # Written by pytest --llmperf-update-thresholds (margin 10%).
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# Written by pytest --llmperf-update-thresholds or llmperf")
+    assert "the value with a margin of 10%.\n" in text
+    assert text[text.index("schema:") :] == textwrap.dedent(f"""\
         schema: 1
         tests:
           "suites/b.py::t[x: y]":
@@ -476,14 +491,14 @@ def test_update_writes_a_new_file(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["hf.yaml"]  # no temp file left behind
     checks = ThresholdSet.load([path])
     # Unmeasured metrics get no bound, so the measurements that wrote the file pass it.
-    assert all(checks.check(test_id, measured).passed for test_id, measured in results.items())
+    assert all(check(checks, test_id, measured).passed for test_id, measured in results.items())
 
 
 def test_update_with_no_margin_still_passes(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
     measured = {"output_tok_per_s": 98.76543, "ttft_ms.p90": 1.234567, "failure_rate": 0.0}
     update_thresholds(path, {DECODE: measured}, 0.0, DEFAULTS)
-    result = ThresholdSet.load([path]).check(DECODE, measured)
+    result = check(ThresholdSet.load([path]), DECODE, measured)
     assert result.passed
     assert [v.bound.describe() for v in result.verdicts] == ["<= 0", ">= 98.76", "<= 1.235"]
 
@@ -515,7 +530,7 @@ def test_update_rewrites_existing_bounds(example: Path) -> None:
         11000,
     )
     checks = ThresholdSet([loaded])
-    assert all(checks.check(test_id, m).passed for test_id, m in results.items())
+    assert all(check(checks, test_id, m).passed for test_id, m in results.items())
 
 
 def test_update_sets_both_sides_of_a_range_and_reports_looser(tmp_path: Path) -> None:
@@ -534,7 +549,7 @@ def test_update_sets_both_sides_of_a_range_and_reports_looser(tmp_path: Path) ->
     bounds = {b.metric: b for b in load_threshold_file(path).bounds}
     assert (bounds["e2e_ms.p50"].min, bounds["e2e_ms.p50"].max) == (1600, 2400)
     assert bounds["ttft_ms.p90"].max == 50  # not measured this time: kept
-    assert "margin 20%" in path.read_text(encoding="utf-8")
+    assert "a margin of 20%" in path.read_text(encoding="utf-8")
 
 
 def test_update_reports_loosening_against_a_glob(example: Path) -> None:

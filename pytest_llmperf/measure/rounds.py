@@ -66,6 +66,7 @@ def run_rounds(
     before_measuring: Callable[[], None] = lambda: None,
     after_round: Callable[[list[RequestRecord]], None] = lambda records: None,
     on_round: Callable[[int, Sequence[RequestRecord], float], None] = lambda i, r, d: None,
+    keep_going: Callable[[Rounds], bool] | None = None,
 ) -> Rounds:
     """Run `plan`'s rounds of `requests` on `engine`.
 
@@ -76,6 +77,11 @@ def run_rounds(
     live status line: it must not raise).
     A round is skipped once the engine's process is gone: the caller fails the test
     after recording what was measured.
+
+    With `keep_going` the plan's `rounds` is the most to measure: after each measured round,
+    `keep_going` gets what the rounds so far gave and says whether to measure another (rounds
+    until decided); the rounds then run in our own loop, not `repeat`'s, which cannot stop
+    early.
     """
     kept: list[RequestRecord] = []
     durations: list[float] = []
@@ -106,8 +112,19 @@ def run_rounds(
             client.append(dict(engine.last_round_stats))
         on_round(index, records, duration)
 
-    repeat(one_round, plan.rounds, plan.warmup_rounds)
-    built = None
-    if isinstance(engine, BuildsGraphs) and built_before is not None:
-        built = engine.graph_build_s - built_before  # compile + capture, in whichever round
-    return Rounds(tuple(kept), tuple(durations), tuple(client), built)
+    def so_far() -> Rounds:
+        built = None
+        if isinstance(engine, BuildsGraphs) and built_before is not None:
+            built = engine.graph_build_s - built_before  # compile + capture, in whichever round
+        return Rounds(tuple(kept), tuple(durations), tuple(client), built)
+
+    if keep_going is None:
+        repeat(one_round, plan.rounds, plan.warmup_rounds)
+        return so_far()
+    for _ in range(plan.warmup_rounds):
+        one_round()
+    for _ in range(plan.rounds):
+        one_round()
+        if death_cause(engine) or not keep_going(so_far()):
+            break
+    return so_far()

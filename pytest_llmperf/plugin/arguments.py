@@ -54,7 +54,8 @@ def check_measure(
     if not _is_workload(workload):
         problem = f"is not a workload ({_WORKLOADS}, or an object with build, describe "
         raise bad(owner, "workload", workload, problem + "and with_overrides)")
-    whole(owner, "rounds", rounds, 1)
+    if rounds != "auto":  # rounds until decided (`plugin.gate`), else a number
+        whole(owner, "rounds", rounds, 1)
     whole(owner, "warmup_rounds", warmup_rounds, 0)
     _common(owner, label, model)
     if extra_metrics is not None:

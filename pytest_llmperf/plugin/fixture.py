@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -30,6 +30,7 @@ from pytest_llmperf.measure.evidence import marker_allowance, of_questions, of_r
 from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds, repeat_plainly, run_rounds
 from pytest_llmperf.plugin.arguments import check_evaluate_choices, check_measure
+from pytest_llmperf.plugin.decide import RoundsUntilDecided
 from pytest_llmperf.plugin.pipeline import (
     MoreMetrics,
     Outcome,
@@ -41,6 +42,7 @@ from pytest_llmperf.plugin.pipeline import (
     judge,
     limited,
     make_record,
+    round_samples,
 )
 from pytest_llmperf.plugin.progress import open_progress
 from pytest_llmperf.plugin.session import EngineStartError, LLMPerfSession
@@ -56,7 +58,7 @@ from pytest_llmperf.suite.workload import (
     offline_tokenizer,
     prompt_length,
 )
-from pytest_llmperf.thresholds.files import CheckResult
+from pytest_llmperf.thresholds.check import CheckResult
 
 DEFAULT_CONFIG = Config(name="default")
 
@@ -129,7 +131,7 @@ class LLMPerfFixture:
         config: Config = DEFAULT_CONFIG,
         workload: Workload | None = None,
         *,
-        rounds: int = 3,
+        rounds: int | Literal["auto"] = 3,
         warmup_rounds: int = 1,
         label: str | None = None,
         extra_metrics: Mapping[str, float | None] | None = None,
@@ -176,7 +178,10 @@ class LLMPerfFixture:
         )
         assert workload is not None  # checked: a workload
         key = self._claim("measure()", label)
-        plan = RoundPlan(self._session.settings.rounds or rounds, warmup_rounds)
+        chosen = self._session.settings.rounds or rounds
+        gate = self._session.settings.gate
+        auto = chosen == "auto"
+        plan = RoundPlan(gate.max_rounds if chosen == "auto" else chosen, warmup_rounds)
         more = MoreMetrics(extra_metrics or {}, slo, score, derived)
         engine_config = self.engine_config(config, model)
         if arrivals is not None and not engine_spec(engine_config.engine).traits.takes_arrivals:
@@ -190,15 +195,20 @@ class LLMPerfFixture:
             self._dry_run(subject, workload)
         started = self._start_engine(engine_config, config)
         requests = self._build_requests(subject, started, workload, arrivals)
-        measured, telemetry = self._run_rounds(started, requests, plan)
+        looks = RoundsUntilDecided(self._session, key, engine_config.engine, more) if auto else None
+        measured, telemetry = self._run_rounds(started, requests, plan, looks)
         metrics = aggregate(measured, telemetry, more, self._physical(), started.info.details)
-        verdicts = judge(self._session, key, engine_config.engine, metrics)
+        samples = round_samples(measured, more)
+        rounds_done = len(measured.durations)
+        alpha = gate.look_alpha(rounds_done) if auto else gate.alpha
+        verdicts = judge(self._session, key, engine_config.engine, metrics, samples, alpha)
+        stop = looks.stop(rounds_done, verdicts) if looks is not None else None
         allowed = allowance(
             self._session, key, engine_config.engine, allowed_failure_rate, self._marked_rate()
         )
         evidence = of_requests(measured.records, allowed)
         responses = self._write_responses(key, requests, measured)
-        outcome = Outcome(metrics, verdicts, evidence, responses)
+        outcome = Outcome(metrics, verdicts, evidence, responses, samples, stop)
         self._record(make_record(self._session, subject, started, plan, outcome))
         self._fail_if_dead(started.engine, key)
         self._fail_if_missed(key, outcome)
@@ -243,7 +253,7 @@ class LLMPerfFixture:
         metrics = AggregateMetrics.from_records([], [duration]).with_extra(
             **task.metrics(results, duration)
         )
-        verdicts = judge(self._session, key, engine_config.engine, metrics)
+        verdicts = judge(self._session, key, engine_config.engine, metrics, {})
         subject = Subject(self._request.node.nodeid, key, config, engine_config, task)
         plan = RoundPlan(rounds=1, warmup_rounds=1)
         outcome = Outcome(metrics, verdicts, of_questions(len(task.items)))
@@ -308,7 +318,11 @@ class LLMPerfFixture:
             raise pytest.fail.Exception(death, pytrace=False) from None
 
     def _run_rounds(
-        self, started: StartedEngine, requests: list[GenerationRequest], plan: RoundPlan
+        self,
+        started: StartedEngine,
+        requests: list[GenerationRequest],
+        plan: RoundPlan,
+        looks: RoundsUntilDecided | None = None,
     ) -> tuple[Rounds, dict[str, float | None]]:
         """The plan's rounds, and the GPUs' telemetry over the measured ones."""
         if not requests:  # nothing to send (a workload that built none): the evidence says so
@@ -319,9 +333,11 @@ class LLMPerfFixture:
             self._request.config,
             session.settings.progress,
             worker=not session.is_controller,
-            total=plan.rounds,
+            total=None if looks is not None else plan.rounds,
             started=self._started,
         )
+        if looks is not None:
+            progress.undecided = looks.undecided  # the same list, refreshed at each look
         try:
             measured = run_rounds(
                 started.engine,
@@ -331,6 +347,7 @@ class LLMPerfFixture:
                 before_measuring=sampler.start,
                 after_round=lambda records: self._keep_round(requests, records),
                 on_round=progress.on_round,
+                keep_going=looks,
             )
         finally:
             progress.close()  # erased before pytest writes the outcome, failed or not

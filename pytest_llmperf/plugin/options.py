@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from pytest_llmperf.plugin.gate import MAX_ROUNDS, MAX_SECONDS, MIN_ROUNDS
 from pytest_llmperf.plugin.progress import DEFAULT_DELAY_S, PROGRESS_MODES
+from pytest_llmperf.results.baseline import DEFAULT_DRIFT
+from pytest_llmperf.thresholds.check import DEFAULT_ALPHA
 
 AddOption = Callable[..., None]
 
@@ -31,6 +34,8 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
     ("llmperf_dataset", "JSONL dataset for dataset suites (like --llmperf-dataset)", ""),
     ("llmperf_test_timeout", "bound on each test, in seconds (like --llmperf-test-timeout)", ""),
     ("llmperf_progress", "live status line while a test measures: auto, on or off", "auto"),
+    ("llmperf_rounds", "measured rounds per test, N or auto (like --llmperf-rounds)", ""),
+    ("llmperf_strict", "fail on inconclusive verdicts too: true or false", "false"),
     (
         "llmperf_allow_mismatch",
         "compare against a baseline of another engine, model or hardware "
@@ -205,10 +210,11 @@ def add_run_options(addoption: AddOption) -> None:
     addoption(
         "--llmperf-rounds",
         dest="llmperf_rounds",
-        metavar="N",
-        type=int,
+        metavar="N|auto",
         default=None,
-        help="measured rounds per test, overriding each test's own. Default: the test's.",
+        help="measured rounds per test, overriding each test's own; auto: from "
+        "--llmperf-min-rounds on, until every judged metric is decided or a budget is spent "
+        "(ini: llmperf_rounds). Default: the test's.",
     )
     addoption(
         "--llmperf-progress",
@@ -222,6 +228,63 @@ def add_run_options(addoption: AddOption) -> None:
     )
 
 
+def add_verdict_options(addoption: AddOption) -> None:
+    """How bounds and baselines are judged (`thresholds.check`, `results.baseline`) and how
+    long `rounds="auto"` measures (`measure.stats.should_continue`)."""
+    addoption(
+        "--llmperf-alpha",
+        dest="llmperf_alpha",
+        metavar="P",
+        type=float,
+        default=None,
+        help="error rate of one test's verdicts: the chance that an unchanged setup is "
+        f"judged missed or regressed on any of its metrics. Default: {DEFAULT_ALPHA:g}.",
+    )
+    addoption(
+        "--llmperf-drift",
+        dest="llmperf_drift",
+        metavar="FRACTION",
+        type=float,
+        default=None,
+        help="the least drift between runs assumed against a baseline (the standard "
+        "deviation of a run's mean, e.g. 0.02: about 2%%); pooled baselines (latest:N) "
+        f"measure it. Default: {DEFAULT_DRIFT:g}.",
+    )
+    addoption(
+        "--llmperf-strict",
+        dest="llmperf_strict",
+        action="store_true",
+        default=None,
+        help="fail tests whose bounds or baseline stayed inconclusive, not only those that "
+        "missed or regressed (ini: llmperf_strict). Default: off.",
+    )
+    addoption(
+        "--llmperf-min-rounds",
+        dest="llmperf_min_rounds",
+        metavar="N",
+        type=int,
+        default=None,
+        help=f"rounds=auto: measured rounds before the first verdict. Default: {MIN_ROUNDS}.",
+    )
+    addoption(
+        "--llmperf-max-rounds",
+        dest="llmperf_max_rounds",
+        metavar="N",
+        type=int,
+        default=None,
+        help=f"rounds=auto: most measured rounds a test takes. Default: {MAX_ROUNDS}.",
+    )
+    addoption(
+        "--llmperf-max-seconds",
+        dest="llmperf_max_seconds",
+        metavar="S",
+        type=float,
+        default=None,
+        help="rounds=auto: most seconds of measured rounds a test takes (no round is started "
+        f"that would end past it). Default: {MAX_SECONDS:g}.",
+    )
+
+
 def add_compare_options(addoption: AddOption) -> None:
     addoption(
         "--llmperf-compare",
@@ -229,8 +292,9 @@ def add_compare_options(addoption: AddOption) -> None:
         metavar="RUN",
         default=None,
         help="baseline run (folder, summary.json, run id under the results folder, or "
-        "latest[~N]): each test fails when a metric regressed against it beyond tolerance. "
-        "Default: none.",
+        "latest[~N]), several joined by commas, or latest:N (the newest N, pooled): each "
+        "test fails when a metric regressed against it beyond tolerance, with confidence "
+        "(see --llmperf-alpha). Default: none.",
     )
     addoption(
         "--llmperf-tolerance",
@@ -266,6 +330,7 @@ OPTION_GROUPS: tuple[Callable[[AddOption], None], ...] = (
     add_server_options,
     add_threshold_options,
     add_run_options,
+    add_verdict_options,
     add_compare_options,
 )
 

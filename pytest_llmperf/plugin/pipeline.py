@@ -35,13 +35,16 @@ from pytest_llmperf.measure.metrics import (
 )
 from pytest_llmperf.measure.reliability import unreliable
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds
-from pytest_llmperf.results.compare import BaselineCheck, changes_table, check_against
+from pytest_llmperf.measure.samples import Samples, collect, harness_rounds, round_records
+from pytest_llmperf.results.baseline import BaselineCheck, judge_test
+from pytest_llmperf.results.changes import changes_table
 from pytest_llmperf.results.record import (
     BoundCheck,
     ConfigRecord,
     EngineConfigRecord,
     EngineInfoRecord,
     GpuRecord,
+    StopRecord,
     TestRecord,
     ThresholdsRecord,
 )
@@ -49,9 +52,10 @@ from pytest_llmperf.suite.accuracy import ChoiceTask
 from pytest_llmperf.suite.config import Config
 from pytest_llmperf.suite.load import SLO, Arrivals, client_check
 from pytest_llmperf.suite.workload import Workload
-from pytest_llmperf.thresholds.files import CheckResult
+from pytest_llmperf.thresholds.check import CheckResult, check
 
 if TYPE_CHECKING:
+    from pytest_llmperf.plugin.gate import Stop
     from pytest_llmperf.plugin.session import LLMPerfSession
 
 
@@ -93,19 +97,64 @@ class Verdicts:
 
     thresholds: CheckResult
     baseline: BaselineCheck | None
+    #: `--llmperf-strict`: inconclusive verdicts fail the test too.
+    strict: bool = False
+
+    def looks(self) -> list[Look]:
+        """Every judged bound and baseline metric, as the rule of rounds until decided sees
+        it (`measure.stats.should_continue`)."""
+        looks = [
+            Look(v.outcome != "inconclusive", v.reducible, v.p_value or 1.0)
+            for v in self.thresholds.verdicts
+            if v.how == "samples"
+        ]
+        if self.baseline is not None:
+            looks += [
+                Look(c.verdict != "inconclusive", c.reducible or 0.0, c.p or 1.0)
+                for c in self.baseline.changes
+                if c.p is not None
+            ]
+        return looks
+
+    def undecided(self) -> list[str]:
+        """The metrics still inconclusive (bounds, then baseline)."""
+        names = [v.bound.metric for v in self.thresholds.inconclusive]
+        if self.baseline is not None:
+            names += [c.metric for c in self.baseline.inconclusive]
+        return list(dict.fromkeys(names))
 
     def problems(self, key: str, update_thresholds: bool) -> list[str]:
-        """Why the test fails: missed bounds (unless they are being rewritten), regressions."""
+        """Why the test fails: missed bounds (unless they are being rewritten), regressions,
+        and under `strict` what stayed inconclusive."""
         problems = []
-        if not self.thresholds.passed and not update_thresholds:
-            problems.append(f"thresholds missed for {key}\n{self.thresholds.table()}")
+        thresholds = self.thresholds
+        if not thresholds.passed and not update_thresholds:
+            problems.append(f"thresholds missed for {key}\n{thresholds.table()}")
+        elif self.strict and thresholds.inconclusive and not update_thresholds:
+            problems.append(
+                f"thresholds inconclusive for {key} (--llmperf-strict)\n{thresholds.table()}"
+            )
         against = self.baseline
         if against is not None and against.regressions:
             problems.append(
                 f"regressed against baseline run {against.base_run_id} for {key}\n"
                 + changes_table(against.regressions)
             )
+        elif against is not None and self.strict and against.inconclusive:
+            problems.append(
+                f"inconclusive against baseline run {against.base_run_id} for {key} "
+                "(--llmperf-strict)\n" + changes_table(against.inconclusive)
+            )
         return problems
+
+
+@dataclass(frozen=True)
+class Look:
+    """One judged metric at a look of rounds until decided (`measure.stats.Judged`)."""
+
+    decided: bool
+    reducible_share: float
+    p_value: float
 
 
 @dataclass(frozen=True)
@@ -118,6 +167,10 @@ class Outcome:
     evidence: Evidence
     #: The responses table, relative to the run folder (`--llmperf-responses`).
     responses: Path | None = None
+    #: Each metric's per-round values (`measure.samples`).
+    samples: Samples = field(default_factory=dict)
+    #: How many rounds the test took and why it stopped.
+    stop: Stop | None = None
 
     def problems(self, key: str, update_thresholds: bool) -> list[str]:
         """Why the test fails: no evidence first, then missed bounds and regressions."""
@@ -189,15 +242,48 @@ def allowance(
     return Allowance(0.0)
 
 
-def judge(session: LLMPerfSession, key: str, engine: str, metrics: AggregateMetrics) -> Verdicts:
-    """The thresholds of `engine` for `key` and, with `--llmperf-compare`, the baseline."""
+def judge(
+    session: LLMPerfSession,
+    key: str,
+    engine: str,
+    metrics: AggregateMetrics,
+    samples: Samples,
+    alpha: float | None = None,
+) -> Verdicts:
+    """The thresholds of `engine` for `key` and, with `--llmperf-compare`, the baseline,
+    judged on the per-round `samples` at error rate `alpha` (default: the run's)."""
+    gate = session.settings.gate
+    alpha = gate.alpha if alpha is None else alpha
     flat = flatten(metrics.as_dict())
-    check = session.thresholds_for(engine).check(key, flat)
-    baseline = session.baseline
+    thresholds = check(session.thresholds_for(engine), key, flat, samples, alpha)
     against = (
-        check_against(baseline, key, flat, session.tolerances) if baseline is not None else None
+        judge_test(session.baselines, key, flat, samples, session.tolerances, alpha, gate.drift)
+        if session.baselines
+        else None
     )
-    return Verdicts(check, against)
+    return Verdicts(thresholds, against, gate.strict)
+
+
+def round_samples(measured: Rounds, more: MoreMetrics) -> Samples:
+    """Each metric's value in each measured round (`measure.samples`): the harness's, and the
+    test's own where they can be told round by round (goodput, scores, the client's
+    self-check, the server's timings)."""
+    per_round = harness_rounds(measured.records, measured.durations)
+    parts = round_records(measured.records, len(measured.durations))
+    for index, (flat, part, seconds) in enumerate(
+        zip(per_round, parts, measured.durations, strict=True)
+    ):
+        extra: dict[str, float | None] = {}
+        if more.slo is not None:
+            extra.update(more.slo.goodput(part, seconds))
+        if index < len(measured.client_stats):
+            tokens = sum(r.output_tokens for r in part)
+            extra.update(client_check([measured.client_stats[index]], [seconds], tokens))
+        extra.update(server_timing_metrics(part))
+        if more.score is not None:
+            extra.update(more.score(part))
+        flat.update(extra)
+    return collect(per_round)
 
 
 def make_record(
@@ -235,6 +321,10 @@ def make_record(
         baseline=verdicts.baseline.as_record() if verdicts.baseline is not None else None,
         responses=str(outcome.responses) if outcome.responses is not None else None,
         evidence=outcome.evidence,
+        samples=outcome.samples,
+        stop=StopRecord(outcome.stop.rounds, outcome.stop.reason, outcome.stop.undecided)
+        if outcome.stop is not None
+        else None,
         unreliable=unreliable(flatten(metrics.as_dict())),
     )
 
@@ -251,9 +341,17 @@ def thresholds_record(check: CheckResult) -> ThresholdsRecord:
                 ok=v.ok,
                 file=str(v.bound.file),
                 line=v.bound.line,
+                outcome=v.outcome,
+                how=v.how,
+                p=v.p_value,
+                centre=v.estimate.centre if v.estimate is not None else None,
+                low=v.estimate.low if v.estimate is not None else None,
+                high=v.estimate.high if v.estimate is not None else None,
+                noise=v.bound.noise,
             )
             for v in check.verdicts
         ),
+        alpha=check.alpha,
     )
 
 

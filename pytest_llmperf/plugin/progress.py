@@ -150,6 +150,8 @@ class Progress:
         #: Each metric's value in every round so far.
         self._samples: dict[str, list[float]] = {}
         self.text = ""
+        #: What the last look of rounds until decided left undecided (`plugin.decide`).
+        self.undecided: Sequence[str] = ()
 
     def on_round(self, index: int, records: Sequence[RequestRecord], duration: float) -> None:
         """`run_rounds`' callback: the round's throughput (output tokens of its answered
@@ -160,7 +162,7 @@ class Progress:
         throughput = tokens / duration
         so_far = [*self._samples.get(THROUGHPUT, ()), throughput]
         width = estimate(so_far).relative_half_width if len(so_far) > 1 else None
-        self.round_done(index, self._total, {THROUGHPUT: throughput}, width)
+        self.round_done(index, self._total, {THROUGHPUT: throughput}, width, self.undecided)
 
     def round_done(
         self,

@@ -11,7 +11,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -41,16 +41,17 @@ from pytest_llmperf.plugin.locations import (
 from pytest_llmperf.plugin.settings import Settings, describe_settings
 from pytest_llmperf.procs.reaper import reaper
 from pytest_llmperf.procs.servers import shared_servers_dir
-from pytest_llmperf.results.compare import check_measured, parse_tolerances
+from pytest_llmperf.results.compare import check_measured
 from pytest_llmperf.results.exports import write_github_benchmark
 from pytest_llmperf.results.identity import Setup
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import responses_available
-from pytest_llmperf.results.runs import Run, open_run, read_run, read_test_records
+from pytest_llmperf.results.runs import Run, open_run, read_run, read_test_records, run_refs
+from pytest_llmperf.results.tolerances import parse_tolerances
 from pytest_llmperf.results.writer import RunWriter, has_measurements, new_run_id, write_summary
 from pytest_llmperf.suite.workload import DatasetError, load_dataset
 from pytest_llmperf.thresholds.files import ThresholdSet, hardware_slug, select_threshold_files
-from pytest_llmperf.thresholds.update import UpdateReport, update_thresholds
+from pytest_llmperf.thresholds.update import Observed, UpdateReport, update_thresholds
 from pytest_llmperf.version import __version__
 
 log = logging.getLogger("pytest_llmperf")
@@ -106,11 +107,12 @@ class LLMPerfSession:
         self.check_engine_files(settings.engine)  # bad threshold files fail before anything runs
         # A bad baseline or tolerance is a usage error now, not after hours of measuring.
         self.tolerances = parse_tolerances(settings.tolerances, "--llmperf-tolerance")
-        self.baseline: Run | None = None
+        #: The `--llmperf-compare` runs, newest first (one, or several pooled).
+        self.baselines: list[Run] = []
         #: How the baseline's setup differs from this run's, allowed by the user.
         self.baseline_mismatch: list[str] = []
         if settings.compare_base:
-            self.baseline, self.baseline_mismatch = self._open_baseline(settings)
+            self.baselines, self.baseline_mismatch = self._open_baselines(settings)
         if settings.responses:
             responses_available()
         self.run_id = run_id or new_run_id()
@@ -148,27 +150,38 @@ class LLMPerfSession:
         #: servers keep their state in, removed at the end.
         self.xdist_run_uid: str | None = None
 
-    def _open_baseline(self, settings: Settings) -> tuple[Run, list[str]]:
-        """The `--llmperf-compare` run, checked before anything runs: it has measured
-        tests, this version's schema, and this run's engine, model and hardware (unless
-        `--llmperf-allow-mismatch`). Returns it with the differences allowed."""
+    @property
+    def baseline(self) -> Run | None:
+        """The newest baseline run, whose values are shown beside this run's."""
+        return self.baselines[0] if self.baselines else None
+
+    def _open_baselines(self, settings: Settings) -> tuple[list[Run], list[str]]:
+        """The `--llmperf-compare` runs (`RUN`, `RUN,RUN,...` or `latest:N`, the newest N
+        finished runs with measured tests), each checked before anything runs: it has
+        measured tests, this version's schema, and this run's engine, model and hardware
+        (unless `--llmperf-allow-mismatch`). Returns them with the differences allowed."""
         assert settings.compare_base is not None
         source = "--llmperf-compare"
+        runs: list[Run] = []
+        differences: list[str] = []
         try:
-            baseline = open_run(settings.compare_base, settings.results_dir, baseline=True)
-            check_measured(baseline, "baseline")
+            for ref in run_refs(settings.compare_base, "--llmperf-compare"):
+                baseline = open_run(ref, settings.results_dir, baseline=True)
+                check_measured(baseline, "baseline")
+                runs.append(baseline)
         except LLMPerfUsageError as exc:
             raise LLMPerfUsageError(f"{source}: {exc}") from None
         mine = Setup.of(settings.engine, settings.model, self.hardware)
-        differences = Setup.of_run(baseline).differences(mine)
-        if differences and not settings.allow_mismatch:
-            raise LLMPerfUsageError(
-                f"{source}: baseline {baseline.run_id} was measured on another setup "
-                f"({'; '.join(differences)}; baseline first): its numbers would compare "
-                "setups, not find a regression. Compare against a run of this setup, or say "
-                "the difference is meant with --llmperf-allow-mismatch"
-            )
-        return baseline, differences
+        for baseline in runs:
+            differences = Setup.of_run(baseline).differences(mine)
+            if differences and not settings.allow_mismatch:
+                raise LLMPerfUsageError(
+                    f"{source}: baseline {baseline.run_id} was measured on another setup "
+                    f"({'; '.join(differences)}; baseline first): its numbers would compare "
+                    "setups, not find a regression. Compare against a run of this setup, or "
+                    "say the difference is meant with --llmperf-allow-mismatch"
+                )
+        return runs, differences
 
     # --- thresholds -------------------------------------------------------------
 
@@ -331,14 +344,22 @@ class LLMPerfSession:
             raise LLMPerfUsageError(f"--llmperf-update-thresholds: {update_error}") from None
 
     def _update_thresholds(self, tests: Sequence[TestRecord]) -> UpdateReport:
-        by_engine: dict[str, dict[str, Mapping[str, Any]]] = {}
+        by_engine: dict[str, dict[str, Observed]] = {}
         for test in tests:
-            by_engine.setdefault(test.engine, {})[test.threshold_key] = test.metrics_flat
+            runs = {metric: [list(test.samples_of(metric))] for metric in test.samples}
+            observed = Observed(test.metrics_flat, runs)
+            by_engine.setdefault(test.engine, {})[test.threshold_key] = observed
         merged = UpdateReport(written=[], loosened=[], refused=[])
+        gate = self.settings.gate
         for engine, results in by_engine.items():
             path = self.update_target(engine)
             report = update_thresholds(
-                path, results, self.settings.threshold_margin, DEFAULT_THRESHOLD_METRICS
+                path,
+                results,
+                self.settings.threshold_margin,
+                DEFAULT_THRESHOLD_METRICS,
+                gate.drift,
+                gate.alpha,
             )
             merged.written.extend(f"{path}: {t}" for t in report.written)
             merged.loosened.extend(report.loosened)

@@ -3,8 +3,9 @@ a bad value is a usage error that names the option it came from."""
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ import pytest
 from pytest_llmperf.engines import check_engine_name
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import parse_gpus
+from pytest_llmperf.plugin.gate import Gate, Rounds
 from pytest_llmperf.plugin.locations import check_folder_path
 from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
 from pytest_llmperf.plugin.progress import PROGRESS_MODES, ProgressMode
@@ -32,7 +34,8 @@ class Settings:
     threshold_margin: float
     hardware: str | None
     dataset: Path | None
-    rounds: int | None
+    #: `--llmperf-rounds`: a number, "auto", or None (each test's own).
+    rounds: Rounds | None
     isolate: bool = False
     lease_timeout_s: float = 3600.0
     engine_start_timeout_s: float = 600.0
@@ -55,6 +58,8 @@ class Settings:
     results_source: str = "--llmperf-results-dir"
     #: `--llmperf-progress`: the live status line (`plugin.progress.progress_wanted`).
     progress: ProgressMode = "auto"
+    #: How tests are judged and how long auto rounds go on (`plugin.gate`).
+    gate: Gate = field(default_factory=Gate)
 
 
 _FLAGS = {
@@ -171,9 +176,7 @@ def read_settings(config: pytest.Config) -> Settings:
         raise LLMPerfUsageError(f"{margin_src}: {margin_text!r} is not a number") from None
     if not 0 <= margin < 1:
         raise LLMPerfUsageError(f"{margin_src}: margin must be in [0, 1), got {margin_text}")
-    rounds = config.getoption("llmperf_rounds")
-    if rounds is not None and rounds < 1:
-        raise LLMPerfUsageError(f"--llmperf-rounds: must be at least 1, got {rounds}")
+    rounds = _rounds(config)
     limit = config.getoption("llmperf_limit")
     if limit is not None and limit < 1:
         raise LLMPerfUsageError(f"--llmperf-limit: must be at least 1, got {limit}")
@@ -217,6 +220,7 @@ def read_settings(config: pytest.Config) -> Settings:
         dataset_source=dataset_src,
         results_source=results_src,
         progress=_progress_mode(config),
+        gate=_gate(config),
         engine_options=tuple(
             (key, value)
             for key, value in (
@@ -308,4 +312,67 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "responses": settings.responses,
         "dry_run": settings.dry_run,
         "limit": settings.limit,
+        "gate": {
+            "alpha": settings.gate.alpha,
+            "drift": settings.gate.drift,
+            "strict": settings.gate.strict,
+            "min_rounds": settings.gate.min_rounds,
+            "max_rounds": settings.gate.max_rounds,
+            "max_seconds": settings.gate.max_seconds,
+        },
     }
+
+
+def _rounds(config: pytest.Config) -> Rounds | None:
+    """`--llmperf-rounds` (or its ini twin): a whole number of at least 1, or auto."""
+    given = config.getoption("llmperf_rounds")
+    text, source = (
+        (str(given), "--llmperf-rounds")
+        if given is not None
+        else (
+            str(config.getini("llmperf_rounds")),
+            "ini option llmperf_rounds",
+        )
+    )
+    text = text.strip()
+    if not text and given is None:
+        return None
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise LLMPerfUsageError(
+            f"{source}: {text!r}: expected a whole number of at least 1, or auto"
+        )
+    return int(text)
+
+
+def _gate(config: pytest.Config) -> Gate:
+    """The verdict options, checked."""
+    default = Gate()
+    alpha = config.getoption("llmperf_alpha")
+    if alpha is not None and not 0 < alpha < 0.5:
+        raise LLMPerfUsageError(f"--llmperf-alpha: must be in (0, 0.5), got {alpha}")
+    drift = config.getoption("llmperf_drift")
+    if drift is not None and not (0 <= drift < 1 and math.isfinite(drift)):
+        raise LLMPerfUsageError(f"--llmperf-drift: must be in [0, 1), got {drift}")
+    low = config.getoption("llmperf_min_rounds") or default.min_rounds
+    high = config.getoption("llmperf_max_rounds") or default.max_rounds
+    if low < 2 or high < low:
+        raise LLMPerfUsageError(
+            f"--llmperf-min-rounds {low} / --llmperf-max-rounds {high}: need 2 <= min <= max "
+            "(a verdict needs two rounds' spread)"
+        )
+    seconds = config.getoption("llmperf_max_seconds")
+    if seconds is not None:
+        seconds = _bounded_seconds("--llmperf-max-seconds", seconds)
+    strict_ini = str(config.getini("llmperf_strict")).strip().lower()
+    if strict_ini not in _TRUE + _FALSE:
+        raise LLMPerfUsageError(f"ini option llmperf_strict: {strict_ini!r} is not true or false")
+    return Gate(
+        alpha=default.alpha if alpha is None else alpha,
+        drift=default.drift if drift is None else drift,
+        strict=bool(config.getoption("llmperf_strict")) or strict_ini in _TRUE,
+        min_rounds=low,
+        max_rounds=high,
+        max_seconds=default.max_seconds if seconds is None else seconds,
+    )

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.measure.reliability import EVERY_METRIC
-from pytest_llmperf.results.compare import unjudged_notes
+from pytest_llmperf.results.changes import unjudged_notes
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
-from pytest_llmperf.tables import format_number, render_table
+from pytest_llmperf.tables import format_interval, render_table
 
 if TYPE_CHECKING:
     from pytest_llmperf.plugin.session import LLMPerfSession
@@ -23,22 +23,43 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("tpot p50 ms", "tpot_ms.p50"),
     ("e2e p90 ms", "e2e_ms.p90"),
 )
+#: Columns shown with the 95% interval of their per-round samples (`6,193 ±2.1%`).
+INTERVAL_COLUMNS = frozenset({"output_tok_per_s", "ttft_ms.p90", "tpot_ms.p50"})
 
 
 def summary_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
     rows = []
     for test in tests:
-        checked = test.thresholds.checked
-        status = "none" if not checked else ("ok" if test.thresholds.passed else "MISS")
         rows.append(
             [
                 test.threshold_key,
                 test.engine,
-                *(format_number(test.metrics_flat.get(key)) for _, key in COLUMNS),
-                f"{status} ({len(checked)})" if checked else status,
+                *(_cell(test, key) for _, key in COLUMNS),
+                thresholds_cell(test),
             ]
         )
     return rows
+
+
+def _cell(test: TestRecord, key: str) -> str:
+    """A metric's headline value, with its interval where it was measured round by round."""
+    found = test.interval(key) if key in INTERVAL_COLUMNS else None
+    width = found.relative_half_width if found is not None else None
+    return format_interval(test.metrics_flat.get(key), width)
+
+
+def thresholds_cell(test: TestRecord) -> str:
+    """The thresholds' verdict: none, ok, MISS or inconclusive, with how many bounds."""
+    checked = test.thresholds.checked
+    if not checked:
+        return "none"
+    missed = sum(c.verdict == "missed" for c in checked)
+    undecided = sum(c.verdict == "inconclusive" for c in checked)
+    if missed:
+        return f"MISS {missed}/{len(checked)}"
+    if undecided:
+        return f"inconclusive {undecided}/{len(checked)}"
+    return f"ok ({len(checked)})"
 
 
 def not_applied_notes(tests: Sequence[TestRecord]) -> list[str]:

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from pytest_llmperf.report.plots import Plot
-    from pytest_llmperf.results.compare import Change, RunComparison
+    from pytest_llmperf.results.changes import Change
+    from pytest_llmperf.results.compare import RunComparison
 
 #: Columns of the tests table, shown when any test has the metric: (heading, flat name).
 TABLE_METRICS: tuple[tuple[str, str], ...] = (

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 from pytest_llmperf.measure.evidence import Evidence, EvidenceCheck, FailureReason
+from pytest_llmperf.measure.stats import Estimate, Scale, estimate
 from pytest_llmperf.results.fields import Fields, Number
 
 #: Metrics as thresholds name them: `output_tok_per_s`, `ttft_ms.p90`, ...
@@ -120,6 +121,24 @@ class BoundCheck:
     ok: bool
     file: str
     line: int
+    #: met / missed / inconclusive (`thresholds.check`); records before verdicts had
+    #: intervals say met or missed from `ok`.
+    outcome: str | None = None
+    #: samples, value or not measured: how the bound was judged.
+    how: str | None = None
+    #: The one-sided p-value after Holm's correction, and the samples' centre and
+    #: confidence bounds (at the verdict's error rate), where judged on samples.
+    p: Number | None = None
+    centre: Number | None = None
+    low: Number | None = None
+    high: Number | None = None
+    #: The noise the bound was written from, as its file records it.
+    noise: Number | None = None
+
+    @property
+    def verdict(self) -> str:
+        """met, missed or inconclusive (older records: from `ok`)."""
+        return self.outcome or ("met" if self.ok else "missed")
 
     @classmethod
     def read(cls, f: Fields) -> BoundCheck:
@@ -131,6 +150,13 @@ class BoundCheck:
             ok=f.flag("ok"),
             file=f.text("file"),
             line=f.integer("line"),
+            outcome=f.optional(f.text, "outcome"),
+            how=f.optional(f.text, "how"),
+            p=f.optional(f.number, "p"),
+            centre=f.optional(f.number, "centre"),
+            low=f.optional(f.number, "low"),
+            high=f.optional(f.number, "high"),
+            noise=f.optional(f.number, "noise"),
         )
 
 
@@ -140,6 +166,13 @@ class ThresholdsRecord:
 
     passed: bool
     checked: tuple[BoundCheck, ...]
+    #: The error rate the bounds were judged at (None in records before verdicts had one).
+    alpha: Number | None = None
+
+    @property
+    def inconclusive(self) -> tuple[str, ...]:
+        """The metrics whose bound was neither met nor missed with confidence."""
+        return tuple(c.metric for c in self.checked if c.verdict == "inconclusive")
 
     @property
     def missed(self) -> tuple[str, ...]:
@@ -151,7 +184,22 @@ class ThresholdsRecord:
         return cls(
             passed=f.flag("passed"),
             checked=f.list_of("checked", lambda f, k: BoundCheck.read(f.obj(k))),
+            alpha=f.optional(f.number, "alpha"),
         )
+
+
+@dataclass(frozen=True)
+class StopRecord:
+    """How many measured rounds a test took and why it stopped: `fixed` (a fixed number),
+    `decided`, `max_rounds`, `max_seconds` or `cannot_decide` (rounds until decided)."""
+
+    rounds: int
+    reason: str
+    undecided: int = 0
+
+    @classmethod
+    def read(cls, f: Fields) -> StopRecord:
+        return cls(f.integer("rounds"), f.text("reason"), f.integer("undecided"))
 
 
 @dataclass(frozen=True)
@@ -166,6 +214,11 @@ class JudgedChange:
     tolerance: str | None
     #: Why it was not judged (verdict `unreliable`), else None.
     note: str | None = None
+    #: Judged on samples: the change's confidence bounds, p-value and drift (else null).
+    low: Number | None = None
+    high: Number | None = None
+    p: Number | None = None
+    drift: Number | None = None
 
     @classmethod
     def read(cls, f: Fields) -> JudgedChange:
@@ -177,6 +230,10 @@ class JudgedChange:
             verdict=f.text("verdict"),
             tolerance=f.optional(f.text, "tolerance"),
             note=f.optional(f.text, "note"),
+            low=f.optional(f.number, "low"),
+            high=f.optional(f.number, "high"),
+            p=f.optional(f.number, "p"),
+            drift=f.optional(f.number, "drift"),
         )
 
 
@@ -274,6 +331,8 @@ class TestRecord:
     #: Metrics that cannot be trusted, each with the reason (`*`: every metric); see
     #: `pytest_llmperf.measure.reliability`. No bound or baseline is made of them.
     unreliable: Mapping[str, str] = field(default_factory=dict)
+    #: How the measured rounds ended (None in records before rounds could be adaptive).
+    stop: StopRecord | None = None
 
     @property
     def key(self) -> str:
@@ -286,6 +345,16 @@ class TestRecord:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
         return float(value) if math.isfinite(value) else None
+
+    def interval(self, name: str, confidence: float = 0.95) -> Estimate | None:
+        """The interval of a metric's per-round samples (`measure.stats.estimate`: on the logs
+        for positive values), or None with fewer than two or with no spread."""
+        values = self.samples_of(name)
+        if len(values) < 2:
+            return None
+        scale: Scale = "log" if all(v > 0 for v in values) else "linear"
+        found = estimate(values, scale, confidence)
+        return None if found.exact else found
 
     def samples_of(self, name: str) -> tuple[float, ...]:
         """A metric's per-round samples that are finite numbers; () when the record has
@@ -325,6 +394,7 @@ class TestRecord:
             responses=f.optional(f.text, "responses"),
             evidence=f.optional(lambda k: read_evidence(f.obj(k)), "evidence"),
             samples=_samples(f) if "samples" in f.keys() else {},
+            stop=f.optional(lambda k: StopRecord.read(f.obj(k)), "stop"),
             unreliable=(
                 f.json_object("unreliable", _check_text) if "unreliable" in f.keys() else {}
             ),

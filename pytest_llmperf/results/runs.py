@@ -298,3 +298,20 @@ def load_requests(*refs: str | Path, results_dir: Path = DEFAULT_RESULTS_DIR) ->
             record.pop("schema_version", None)
             rows.append({"run_id": run.run_id, **record})
     return pandas.DataFrame(rows)
+
+
+def run_refs(text: str, source: str) -> list[str]:
+    """The runs `text` names: `RUN`, `RUN,RUN,...`, or `latest:N` (`latest`, `latest~1`,
+    ... `latest~N-1`: the newest N runs); `source` says where it was given."""
+    text = text.strip()
+    name, _, count = text.partition(":")
+    if count:
+        if name != "latest" or not count.isdigit() or not 1 <= int(count) <= 100:
+            raise LLMPerfUsageError(
+                f"{source}: {text!r}: the pooled form is latest:N, N from 1 to 100"
+            )
+        return ["latest"] + [f"latest~{back}" for back in range(1, int(count))]
+    refs = [ref.strip() for ref in text.split(",")]
+    if any(not ref for ref in refs):
+        raise LLMPerfUsageError(f"{source}: {text!r}: an empty run name in the list")
+    return refs

@@ -47,9 +47,9 @@ from pytest_llmperf.measure.stats import (
     fewest_runs,
     judge_change,
 )
-from pytest_llmperf.results.compare import Tolerance, parse_tolerances
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import Run, find_runs, is_run_dir, open_run
+from pytest_llmperf.results.tolerances import Tolerance, parse_tolerances
 
 #: Followed by default, where a test records them.
 HEADLINE_METRICS = ("output_tok_per_s", "ttft_ms.p90", "tpot_ms.p90", "e2e_ms.p90", "accuracy")

@@ -49,17 +49,14 @@ import yaml
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean, where
 from pytest_llmperf.measure.metrics import metric_hint, spec_for
-from pytest_llmperf.tables import render_table
 from pytest_llmperf.yamlnodes import compose, mapping_items, node_error, node_line, node_value
 
 __all__ = [
     "SCHEMA",
     "Bound",
-    "CheckResult",
     "Measured",
     "ThresholdFile",
     "ThresholdSet",
-    "Verdict",
     "hardware_slug",
     "load_threshold_file",
     "select_threshold_files",
@@ -68,6 +65,8 @@ __all__ = [
 SCHEMA = 1
 _TOP_KEYS = ("schema", "tests")
 _BOUND_KEYS = ("min", "max")
+#: What a bound written from noise records beside its limits.
+_NOISE_KEYS = ("noise", "runs", "rounds", "detects")
 _NULL = "tag:yaml.org,2002:null"
 _NVIDIA = re.compile(r"^\s*nvidia(?![a-z0-9])", re.IGNORECASE)
 
@@ -119,14 +118,23 @@ class Bound:
     max: float | None
     file: Path
     line: int
+    #: The noise the bound was written from (`thresholds.update`): the standard deviation,
+    #: between runs, of a run's mean (of the log for positive metrics: 0.03 is about 3%).
+    #: Judging takes it as the drift of the setup around the bound; None: not recorded.
+    noise: float | None = None
+    #: How many runs, and measured rounds per run, the noise was seen over.
+    runs: int | None = None
+    rounds: int | None = None
+    #: The smallest regression (a fraction) the bound catches in 80% of runs, as written.
+    detects: float | None = None
 
     def describe(self) -> str:
         """`>= 120.5`, `<= 800` or `1 .. 5000`."""
         if self.min is not None and self.max is not None:
-            return f"{_num(self.min)} .. {_num(self.max)}"
+            return f"{limit_text(self.min)} .. {limit_text(self.max)}"
         if self.min is not None:
-            return f">= {_num(self.min)}"
-        return f"<= {_num(self.max)}" if self.max is not None else "any"
+            return f">= {limit_text(self.min)}"
+        return f"<= {limit_text(self.max)}" if self.max is not None else "any"
 
 
 @dataclass(frozen=True)
@@ -190,8 +198,9 @@ def _read_bound(
     if not items:
         raise node_error(path, bound_node, what)
     limits: dict[str, float] = {}
+    noise: dict[str, float] = {}
     for key, key_node, value_node in items:
-        if key not in _BOUND_KEYS:
+        if key not in _BOUND_KEYS + _NOISE_KEYS:
             raise node_error(path, key_node, f"unknown key {key!r} in bound of {metric!r}: {what}")
         value = node_value(path, value_node)
         number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -199,12 +208,33 @@ def _read_bound(
             need = "a finite number" if number else "a number"
             got = f"bound {key!r} of {metric!r} must be {need}, got {value!r}"
             raise node_error(path, value_node, got)
-        limits[key] = float(value)
+        if key in _NOISE_KEYS:
+            whole = key in ("runs", "rounds")
+            if (whole and (not isinstance(value, int) or value < 1)) or value < 0:
+                need = "a whole number of at least 1" if whole else "a number of at least 0"
+                raise node_error(path, value_node, f"{key!r} of {metric!r} must be {need}")
+            noise[key] = float(value)
+        else:
+            limits[key] = float(value)
+    if not limits:
+        raise node_error(path, bound_node, what)
     low, high = limits.get("min"), limits.get("max")
     if low is not None and high is not None and low > high:
-        what = f"bound of {metric!r} has min {_num(low)} > max {_num(high)}"
+        what = f"bound of {metric!r} has min {limit_text(low)} > max {limit_text(high)}"
         raise node_error(path, metric_node, what)
-    return Bound(pattern, metric, low, high, path, node_line(metric_node))
+    runs, rounds = noise.get("runs"), noise.get("rounds")
+    return Bound(
+        pattern,
+        metric,
+        low,
+        high,
+        path,
+        node_line(metric_node),
+        noise.get("noise"),
+        int(runs) if runs is not None else None,
+        int(rounds) if rounds is not None else None,
+        noise.get("detects"),
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -221,73 +251,6 @@ def _rank(pattern: str, test_id: str) -> tuple[int, int] | None:
     if _glob(pattern).fullmatch(test_id) is None:
         return None
     return (0, sum(ch not in "*?" for ch in pattern))
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One bound against one measurement; `margin` < 0 means missed (see `_margins`)."""
-
-    bound: Bound
-    measured: float | None
-    ok: bool
-    margin: float | None
-
-
-def _margins(bound: Bound, value: float) -> list[tuple[float, bool]]:
-    """Headroom per side as (margin, relative): relative to the limit, absolute if it is 0."""
-    gaps: list[tuple[float, float]] = []
-    if bound.min is not None:
-        gaps.append((value - bound.min, bound.min))
-    if bound.max is not None:
-        gaps.append((bound.max - value, bound.max))
-    return [(gap / abs(limit), True) if limit else (gap, False) for gap, limit in gaps]
-
-
-def _verdict(bound: Bound, value: float | int | None) -> Verdict:
-    if value is None or isinstance(value, bool):
-        return Verdict(bound, None, False, None)
-    number = float(value)
-    # NaN compares false with everything, so it misses every bound.
-    ok = (bound.min is None or number >= bound.min) and (bound.max is None or number <= bound.max)
-    margin = None if math.isnan(number) else min(_margins(bound, number))[0]
-    return Verdict(bound, number, ok, margin)
-
-
-def _margin_text(verdict: Verdict) -> str:
-    if verdict.measured is None or verdict.margin is None:
-        return "-"
-    margin, relative = min(_margins(verdict.bound, verdict.measured))
-    return f"{margin * 100:+.1f}%" if relative else f"{margin:+.4g}"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    test_id: str
-    verdicts: list[Verdict]
-
-    @property
-    def passed(self) -> bool:
-        return all(v.ok for v in self.verdicts)
-
-    @property
-    def failed_verdicts(self) -> list[Verdict]:
-        return [v for v in self.verdicts if not v.ok]
-
-    def table(self) -> str:
-        """Metric, measured, bound, margin and status rows, then where the misses came from."""
-        rows = [
-            (
-                v.bound.metric,
-                "not measured" if v.measured is None else _num(v.measured),
-                v.bound.describe(),
-                _margin_text(v),
-                "ok" if v.ok else "MISS",
-            )
-            for v in self.verdicts
-        ]
-        table = render_table(("metric", "measured", "bound", "margin", "status"), rows)
-        sources = [f"thresholds from {v.bound.file}:{v.bound.line}" for v in self.failed_verdicts]
-        return "\n".join([table, *sources])
 
 
 class ThresholdSet:
@@ -313,11 +276,6 @@ class ThresholdSet:
             if rank is not None and (current is None or rank >= current[0]):
                 chosen[bound.metric] = (rank, index, bound)
         return [bound for _, _, bound in sorted(chosen.values(), key=lambda c: c[1])]
-
-    def check(self, test_id: str, measured: Measured) -> CheckResult:
-        """Each applicable bound against flat measurements (`{"ttft_ms.p90": 3.1}`)."""
-        verdicts = [_verdict(b, measured.get(b.metric)) for b in self.bounds_for(test_id)]
-        return CheckResult(test_id, verdicts)
 
     def unmatched(
         self,
@@ -362,6 +320,6 @@ class ThresholdSet:
         return messages
 
 
-def _num(value: float) -> str:
+def limit_text(value: float) -> str:
     """Up to 4 significant digits; whole below 1e9, where `1.235e+04` would be harder to read."""
     return f"{value:.0f}" if 1e4 <= abs(value) < 1e9 else f"{value:.4g}"

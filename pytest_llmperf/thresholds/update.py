@@ -1,6 +1,12 @@
-"""Rewriting a thresholds file from measurements (`--llmperf-update-thresholds`).
+"""Rewriting a thresholds file from measurements (`--llmperf-update-thresholds`, `llmperf
+calibrate`).
 
-The file format, and how bounds are read and checked, are in `thresholds.files`.
+The file format, and how bounds are read and checked, are in `thresholds.files` and
+`thresholds.check`. A metric measured round by round gets its bound from its noise
+(`thresholds.noise`: a prediction limit for a new run, with the noise, runs, rounds and the
+smallest change it catches written beside it); a metric judged as a value
+(`MetricSpec.judged_exactly`), or one with fewer than two samples, gets the old bound: the
+value less (min) or plus (max) `margin`.
 
 No bound is written from a number the tool knows is bad (`measure.reliability`): a test
 whose every request failed, or that measured nothing, gets none, and neither does a
@@ -31,18 +37,47 @@ import yaml
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
 from pytest_llmperf.measure.metrics import metric_names, spec_for
 from pytest_llmperf.measure.reliability import EVERY_METRIC, unreliable
+from pytest_llmperf.results.baseline import DEFAULT_DRIFT
+from pytest_llmperf.thresholds.check import DEFAULT_ALPHA
 from pytest_llmperf.thresholds.files import (
     _BOUND_KEYS,
+    _NOISE_KEYS,
     SCHEMA,
     Bound,
     Measured,
     ThresholdSet,
-    _num,
     _parse,
+    limit_text,
     load_threshold_file,
 )
+from pytest_llmperf.thresholds.noise import Side, bound_from_noise
 
 Limits: TypeAlias = tuple[float | None, float | None]  # (min, max)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a test measured: its headline values and, per metric, each run's per-round
+    samples (one run under `--llmperf-update-thresholds`, several under `llmperf calibrate`)."""
+
+    values: Measured
+    runs: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Written:
+    """A bound as it will be written: its limits and, when written from noise, the noise."""
+
+    min: float | None
+    max: float | None
+    noise: float | None = None
+    runs: int | None = None
+    rounds: int | None = None
+    detects: float | None = None
+
+    @classmethod
+    def of(cls, bound: Bound) -> Written:
+        return cls(bound.min, bound.max, bound.noise, bound.runs, bound.rounds, bound.detects)
 
 
 @dataclass(frozen=True)
@@ -56,10 +91,17 @@ class UpdateReport:
 
 
 def update_thresholds(
-    path: Path, results: Mapping[str, Measured], margin: float, default_metrics: Sequence[str]
+    path: Path,
+    results: Mapping[str, Measured | Observed],
+    margin: float,
+    default_metrics: Sequence[str],
+    drift: float = DEFAULT_DRIFT,
+    alpha: float = DEFAULT_ALPHA,
 ) -> UpdateReport:
-    """Rewrite `path` so that each test's reliable measurements pass with `margin` to
-    spare, merged under a lock with what the file holds when it is written."""
+    """Rewrite `path` so that each test's reliable measurements pass: from their noise where
+    they were measured round by round (`drift` the floor of the noise between runs, `alpha`
+    the error rate the bounds will be judged at), else with `margin` to spare; merged under
+    a lock with what the file holds when it is written."""
 
     if not 0 <= margin < 1:
         raise LLMPerfUsageError(f"threshold margin must be at least 0 and below 1, got {margin}")
@@ -67,8 +109,51 @@ def update_thresholds(
         if spec_for(name) is None:
             hint = did_you_mean(name, metric_names())
             raise LLMPerfUsageError(f"unknown default threshold metric {name!r}{hint}")
+    observed = {
+        test: result if isinstance(result, Observed) else Observed(result)
+        for test, result in results.items()
+    }
     with _locked(path.parent):
-        return _update(path, results, margin, default_metrics)
+        return _update(path, observed, _Rule(margin, drift, alpha), default_metrics)
+
+
+_SIDES: tuple[Side, Side] = ("min", "max")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How limits are set: from noise (`drift`, `alpha`), else with `margin`."""
+
+    margin: float
+    drift: float
+    alpha: float
+
+    def limits(
+        self, metric: str, value: float, runs: Sequence[Sequence[float]], shape: tuple[bool, bool]
+    ) -> Written:
+        spec = spec_for(metric)
+        if spec is not None and not spec.judged_exactly and runs:
+            sides = [
+                bound_from_noise(runs, side, self.drift, self.alpha) if wanted else None
+                for side, wanted in zip(_SIDES, shape, strict=True)
+            ]
+            found = [s for s in sides if s is not None]
+            if found and len(found) == sum(shape):
+                first = found[0]
+                low, high = sides
+                return Written(
+                    _rounded(low.limit, "min") if low is not None else None,
+                    _rounded(high.limit, "max") if high is not None else None,
+                    float(f"{first.noise:.3g}"),
+                    first.runs,
+                    first.rounds,
+                    float(f"{max(s.detects for s in found):.2g}"),
+                )
+        has_min, has_max = shape
+        return Written(
+            _limit(value, self.margin, "min") if has_min else None,
+            _limit(value, self.margin, "max") if has_max else None,
+        )
 
 
 @contextlib.contextmanager
@@ -84,39 +169,37 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _update(
-    path: Path, results: Mapping[str, Measured], margin: float, default_metrics: Sequence[str]
+    path: Path, results: Mapping[str, Observed], rule: _Rule, default_metrics: Sequence[str]
 ) -> UpdateReport:
     before = ThresholdSet([load_threshold_file(path)] if path.exists() else [])
-    entries: dict[str, dict[str, Limits]] = {}
+    entries: dict[str, dict[str, Written]] = {}
     for file in before.files:
         entries.update({pattern: {} for pattern in file.test_lines})
         for bound in file.bounds:
-            entries[bound.test_pattern][bound.metric] = (bound.min, bound.max)
+            entries[bound.test_pattern][bound.metric] = Written.of(bound)
     written: list[str] = []
     loosened: list[str] = []
     refused: list[str] = []
     for test_id in sorted(results):
         # An exact entry keeps its shape; an empty or missing one gets the defaults.
         existing = entries.get(test_id, {})
-        shape = {m: (lo is not None, hi is not None) for m, (lo, hi) in existing.items()}
+        shape = {m: (w.min is not None, w.max is not None) for m, w in existing.items()}
         if not shape:
             shape = {m: _default_shape(m) for m in default_metrics}
-        bad = unreliable(results[test_id])
+        observed = results[test_id]
+        bad = unreliable(observed.values)
         if EVERY_METRIC in bad:
             refused.append(f"{test_id}: no bound written: {bad[EVERY_METRIC]}")
             continue
-        fresh: dict[str, Limits] = {}
-        for metric, (has_min, has_max) in shape.items():
-            value = results[test_id].get(metric)
+        fresh: dict[str, Written] = {}
+        for metric, sides in shape.items():
+            value = observed.values.get(metric)
             if value is None or isinstance(value, bool) or not math.isfinite(value):
                 continue  # not measured: an existing bound stays as it was
             if metric in bad:
                 refused.append(f"{test_id}: {metric}: no bound written: {bad[metric]}")
                 continue
-            fresh[metric] = (
-                _limit(value, margin, "min") if has_min else None,
-                _limit(value, margin, "max") if has_max else None,
-            )
+            fresh[metric] = rule.limits(metric, value, observed.runs.get(metric, ()), sides)
         if fresh:
             old = {b.metric: b for b in before.bounds_for(test_id)}
             for metric, limits in sorted(fresh.items()):
@@ -125,7 +208,7 @@ def _update(
             entries[test_id] = {**existing, **fresh}
             written.append(test_id)
     if written:
-        text = _render(entries, margin)
+        text = _render(entries, rule.margin)
         _parse(text, path)  # never replace a good file with one that does not load
         _write_atomic(path, text)
     return UpdateReport(written, loosened, refused)
@@ -138,14 +221,14 @@ def _default_shape(metric: str) -> tuple[bool, bool]:
     return (higher, not higher)
 
 
-def _looser(test_id: str, metric: str, old: Bound, new: Limits) -> list[str]:
+def _looser(test_id: str, metric: str, old: Bound, new: Written) -> list[str]:
     """Messages for each side of the bound in force before that the new limits relax."""
 
     messages: list[str] = []
-    for side, was, now in zip(_BOUND_KEYS, (old.min, old.max), new, strict=True):
+    for side, was, now in zip(_BOUND_KEYS, (old.min, old.max), (new.min, new.max), strict=True):
         if was is not None and (now is None or (now < was if side == "min" else now > was)):
-            shown = "none" if now is None else _num(now)
-            messages.append(f"{test_id}: {metric} {side} {_num(was)} -> {shown} (looser)")
+            shown = "none" if now is None else limit_text(now)
+            messages.append(f"{test_id}: {metric} {side} {limit_text(was)} -> {shown} (looser)")
     return messages
 
 
@@ -162,6 +245,11 @@ def _limit(value: float, margin: float, side: str) -> float:
         return 0.0
     rounding = ROUND_FLOOR if side == "min" else ROUND_CEILING
     return float(moved.quantize(Decimal(1).scaleb(moved.adjusted() - 3), rounding=rounding))
+
+
+def _rounded(value: float, side: str) -> float:
+    """A limit from noise, to 4 significant digits rounded outward (looser)."""
+    return _limit(value, 0.0, side)
 
 
 def _plain(value: float) -> float | int:
@@ -181,15 +269,14 @@ _Dumper.add_representer(
 )
 
 
-def _render(entries: Mapping[str, Mapping[str, Limits]], margin: float) -> str:
+def _render(entries: Mapping[str, Mapping[str, Written]], margin: float) -> str:
+    def leaf(w: Written) -> dict[str, float | int]:
+        keys = (*_BOUND_KEYS, *_NOISE_KEYS)
+        values = (w.min, w.max, w.noise, w.runs, w.rounds, w.detects)
+        return {k: _plain(float(v)) for k, v in zip(keys, values, strict=True) if v is not None}
 
     tests = {
-        _TestId(test_id): {
-            metric: {
-                k: _plain(v) for k, v in zip(_BOUND_KEYS, limits, strict=True) if v is not None
-            }
-            for metric, limits in sorted(entries[test_id].items())
-        }
+        _TestId(test_id): {metric: leaf(w) for metric, w in sorted(entries[test_id].items())}
         for test_id in sorted(entries)
     }
     # Leaf mappings (one metric's bounds) come out in flow style, one line each.
@@ -202,7 +289,14 @@ def _render(entries: Mapping[str, Mapping[str, Limits]], margin: float) -> str:
         allow_unicode=True,
         width=10**6,
     )
-    return f"# Written by pytest --llmperf-update-thresholds (margin {margin * 100:g}%).\n{body}"
+    head = (
+        "# Written by pytest --llmperf-update-thresholds or llmperf calibrate. Bounds with noise\n"
+        "# are prediction limits for a new run (noise: the spread of a run's mean, runs and\n"
+        "# rounds it was seen over, detects: the smallest change caught in 80% of runs; see\n"
+        "# pytest_llmperf/thresholds/noise.py); the others are the value with a margin of "
+        f"{margin * 100:g}%.\n"
+    )
+    return head + body
 
 
 def _write_atomic(path: Path, text: str) -> None:

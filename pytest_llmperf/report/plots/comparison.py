@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from pytest_llmperf.results.compare import Change, RunComparison
+    from pytest_llmperf.results.changes import Change
+    from pytest_llmperf.results.compare import RunComparison
 
 from pytest_llmperf.report.plots.common import (
     CHANGE_METRICS,
