@@ -21,10 +21,10 @@ from pytest_llmperf.cli import main
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import spec_for
 from pytest_llmperf.results.changes import compare_metrics
-from pytest_llmperf.results.tolerances import Tolerance, parse_tolerances
 from pytest_llmperf.results.identity import Setup
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import load_requests, load_runs, open_run
+from pytest_llmperf.results.tolerances import Tolerance, parse_tolerances
 from tests.conftest import SUITE
 from tests.suite_run import make_project, run_project
 
