@@ -13,6 +13,7 @@ import pytest
 
 from pytest_llmperf.measure.metrics import ENTRY_POINT_GROUP, metric_specs
 from pytest_llmperf.models.names import trained_model_path
+from pytest_llmperf.results.runs import find_runs
 from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import make_project, run_project
 
@@ -103,5 +104,5 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for _ in range(2):
         out = run_project(root)
         assert out.returncode == 0, out.stdout[-3000:]
-    first, second = sorted((root / "results").iterdir())
+    first, second = (run.path for run in find_runs(root / "results"))  # in the order they ran
     return first, second

@@ -122,6 +122,8 @@ class LLMPerfSession:
             "run_id": self.run_id,
             "plugin_version": __version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # Orders runs started within the same second (`started_at` has whole seconds).
+            "started_unix": time.time(),
             "hardware": self.hardware,
             "settings": describe_settings(settings),
             "machine": machine_metadata(run_gpus, config.rootpath, sys.argv),
