@@ -47,6 +47,14 @@ def descendants(pid: int | None = None) -> dict[int, Child]:
     return found
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent of `pid`, or None when it is gone."""
+    try:
+        return int((PROC / str(pid) / "stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def left_behind(before: set[int]) -> list[Child]:
     """Descendants alive now that were not in `before` and are not the run's own."""
     return [c for pid, c in descendants().items() if pid not in before and not reaper.owns(pid)]

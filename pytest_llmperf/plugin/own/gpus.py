@@ -29,6 +29,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -92,7 +93,8 @@ def lease_for_test(session: LLMPerfSession, count: int, timeout_s: float) -> Tes
     got: Lease | None = None
     try:
         got = lease(count, free, timeout_s)
-        wait_clean(got.physical, session.gpu_baseline, min(CLEAN_TIMEOUT_S, timeout_s), reaper.owns)
+        timeout = min(CLEAN_TIMEOUT_S, timeout_s)
+        wait_clean(got.physical, session.gpu_baseline, timeout, run_owns(session.is_controller))
     except LeaseError as exc:
         if got is not None:
             got.release()
@@ -104,6 +106,20 @@ def lease_for_test(session: LLMPerfSession, count: int, timeout_s: float) -> Tes
         ",".join(map(str, physical_indices(got.gpus))),
         got,
     )
+
+
+def run_owns(controller: bool) -> Callable[[int], bool]:
+    """Whether a pid is this run's own: its engines' and servers' groups, and under xdist
+    the sibling workers (their CUDA contexts outlive their tests; their leases kept them
+    off this test's GPUs meanwhile)."""
+    controller_pid = None if controller else os.getppid()
+
+    def owns(pid: int) -> bool:
+        if reaper.owns(pid):
+            return True
+        return controller_pid is not None and children.parent_of(pid) == controller_pid
+
+    return owns
 
 
 def start_cuda(gpus: TestGpus) -> None:
