@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.measure.metrics import ENTRY_POINT_GROUP, metric_specs
+from pytest_llmperf.measure.metrics import ENTRY_POINT_GROUP, installed_metric_specs
 from pytest_llmperf.models.names import trained_model_path
 from pytest_llmperf.results.runs import find_runs
 from tests.cpu_vllm_server import cpu_vllm_server
@@ -69,10 +69,10 @@ def installed_metrics(
         (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nmine = my_metrics:SPECS\n")
         monkeypatch.delitem(sys.modules, "my_metrics", raising=False)
         monkeypatch.syspath_prepend(folder)
-        metric_specs.cache_clear()  # the table is read once per process; read it again
+        installed_metric_specs.cache_clear()  # read once per process; read it again
 
     yield install
-    metric_specs.cache_clear()
+    installed_metric_specs.cache_clear()
 
 
 def only_run(pytester: pytest.Pytester) -> Path:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.measure.reliability import EVERY_METRIC
+from pytest_llmperf.measure.timed import OWN_ENGINE
 from pytest_llmperf.results.changes import unjudged_notes
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
@@ -25,6 +26,20 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 #: Columns shown with the 95% interval of their per-round samples (`6,193 ±2.1%`).
 INTERVAL_COLUMNS = frozenset({"output_tok_per_s", "ttft_ms.p90", "tpot_ms.p50"})
+
+
+def own_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
+    """Rows of the suite's own code (`llmperf.time`, `llmperf.record`): its metrics, each
+    with the interval of its samples."""
+    rows = []
+    for test in tests:
+        shown = []
+        for name, value in test.metrics_flat.items():
+            found = test.interval(name)
+            width = found.relative_half_width if found is not None else None
+            shown.append(f"{name} {format_interval(value, width)}")
+        rows.append([test.threshold_key, "; ".join(shown), thresholds_cell(test)])
+    return rows
 
 
 def summary_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
@@ -109,9 +124,16 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
             yellow=True,
         )
     if tests:
-        header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
-        for text in render_table(header, summary_rows(tests)).splitlines():
-            reporter.write_line(text)
+        own = [t for t in tests if t.engine == OWN_ENGINE]
+        engines = [t for t in tests if t.engine != OWN_ENGINE]
+        if engines:
+            header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
+            for text in render_table(header, summary_rows(engines)).splitlines():
+                reporter.write_line(text)
+        if own:
+            header = ["your code", "metrics", "thresholds"]
+            for text in render_table(header, own_rows(own)).splitlines():
+                reporter.write_line(text)
         for note in not_applied_notes(tests) + unreliable_notes(tests):
             reporter.write_line(note, yellow=True)
         reporter.write_line("")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.measure.declared import declare_metrics
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.writer import (
     SCHEMA_VERSION,
@@ -127,13 +128,22 @@ def read_run(path: Path) -> Run:
             source = f"{summary_path}: tests[{index}]"
             check_schema(test, source)
             tests.append(TestRecord.from_record(test, source))
-        return Run(path, summary, tuple(tests), finished=True)
+        return _declaring(Run(path, summary, tuple(tests), finished=True))
     try:
         summary = build_summary(path)
         summary.pop("tests")
-        return Run(path, summary, read_test_records(path), finished=False)
+        return _declaring(Run(path, summary, read_test_records(path), finished=False))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise LLMPerfUsageError(f"{path}: its records cannot be read ({exc})") from None
+
+
+def _declaring(run: Run) -> Run:
+    """The run, once the metrics its suite declared are known to this process (so that
+    `llmperf compare` and the report judge them as the run did)."""
+    for test in run.tests:
+        if test.declared_metrics:
+            declare_metrics(test.metric_specs(), f"{run.path}: test {test.key}")
+    return run
 
 
 def _check_metadata(run_json: Path) -> None:
