@@ -156,12 +156,15 @@ def test_dashboard_shows_intervals_rounds_and_verdicts(gated_run: Path) -> None:
 
     process, url = start_dashboard(gated_run.parent)
     try:
+        text = page_text(url + "/", "Deploy")
         text = page_text(url + "/", "missed (p=")  # once the verdicts table is drawn
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=20)
         process.stdout.close()  # type: ignore[union-attr]
     assert f"{gated_run.name}: intervals and verdicts" in text, text[:3000]
+    assert "Traceback" not in text and "Error" not in text, text[-3000:]  # no tab failed
+    text = text.replace("≤", "<=").replace("≥", ">=")  # how the table draws <= and >=
     for test in open_run(gated_run).tests:
         assert readout.rounds_text(test) in text
         assert readout.headline(test, "output_tok_per_s") in text

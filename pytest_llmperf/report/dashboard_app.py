@@ -21,6 +21,14 @@ from pytest_llmperf.results import readout
 from pytest_llmperf.results.compare import compare_runs
 from pytest_llmperf.results.runs import Run, find_runs, load_runs
 
+# Streamlit puts this script's folder first on sys.path on every run, where `html.py` (the
+# report) would stand for the standard library's `html` in later imports: matplotlib's
+# pyparsing imports `html.entities`, and the plots tab failed. The package is imported by name.
+_HERE = Path(__file__).parent.resolve()
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if Path(getattr(sys.modules.get("html"), "__file__", None) or "/").parent.resolve() == _HERE:
+    del sys.modules["html"]  # imported through that path already: the standard one next time
+
 #: The columns the runs table shows first (the rest follow).
 KEY_COLUMNS = [
     "run_id",

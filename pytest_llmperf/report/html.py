@@ -187,7 +187,7 @@ def _history(runs: Sequence[Run]) -> str:
         '<p class="muted">Each headline metric over the runs, oldest first: one line per test '
         "(on one engine, model and hardware), dotted at each stretch's level, a dashed line "
         "where <code>llmperf trend</code> finds a step, a ring on a newest run that regressed "
-        "against the runs before it.</p>"
+        "against the runs before it or against the start of its series.</p>"
     )
     figures = "".join(_plot_html(plot, f"h{i}-") for i, plot in enumerate(plots.trend_plots(runs)))
     return f'<h2 id="history">History</h2>{intro}{figures}'
