@@ -392,3 +392,19 @@ def test_right_padding_runs_and_leaves_the_longest_prompt_alone() -> None:
     longest = len(PROMPTS) - 1  # the one prompt without padding either way
     assert right[longest] == left[longest]
     assert right != left  # the padded rows now see their padding
+
+
+def test_a_request_generate_ends_early_finishes_as_a_stop() -> None:
+    """A criterion of generate's own (`max_time` through generate_args) ends the batch
+    before the requests' lengths: each ends with "stop" and the tokens it got."""
+    engine = HFEngine(EngineConfig.make("hf", "tiny", {"generate_args": {"max_time": 1e-6}}))
+    engine.start()
+    try:
+        chunks = list(engine.stream(requests(50)))
+    finally:
+        engine.close()
+    finals = [c for c in chunks if c.finish_reason is not None]
+    assert sorted(c.index for c in finals) == list(range(len(PROMPTS)))
+    assert {c.finish_reason for c in finals} == {"stop"}
+    got = {i: sum(len(c.token_ids) for c in chunks if c.index == i) for i in range(len(PROMPTS))}
+    assert all(1 <= n < 50 for n in got.values()), got

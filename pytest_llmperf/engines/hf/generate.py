@@ -190,6 +190,18 @@ def generate_batch(
                         yield advance(row, token, eos_ids, decode)
             if all(row.finished for row in rows):
                 streamer.stop = True
+        for row in rows:
+            if not row.finished:
+                # generate stopped before the row's end on the host: a criterion of its
+                # own ended it (generate_args' max_time, say), as a stop.
+                row.finished = True
+                yield StreamChunk(
+                    row.index,
+                    (),
+                    finish_reason="stop",
+                    prompt_tokens=len(row.prompt_ids),
+                    text=decode(row.output),
+                )
     finally:
         # Also when the caller leaves early: generate ends at its next step, before the
         # worker may take the next batch.
