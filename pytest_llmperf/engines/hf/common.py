@@ -79,7 +79,7 @@ class HFEngineBase:
     def _attention(self, asked: str | None) -> tuple[str | None, str | None]:
         """The attention implementation to load with (None: transformers' own choice), and
         why it is not the one asked for, if it is not."""
-        return flash_fallback(asked, self._device)
+        return flash_fallback(asked, self._device, self.name)
 
     def _prepare(self, model: Any) -> dict[str, Any]:
         """Get ready to decode the loaded `model`; facts for `EngineInfo.details`."""
@@ -324,7 +324,7 @@ class HFEngineBase:
                     )
 
 
-def flash_fallback(asked: str | None, device: str) -> tuple[str | None, str | None]:
+def flash_fallback(asked: str | None, device: str, engine: str) -> tuple[str | None, str | None]:
     """`asked`, or sdpa where flash_attention_2 cannot run, with the reason."""
     if asked != "flash_attention_2":
         return asked, None
@@ -334,7 +334,7 @@ def flash_fallback(asked: str | None, device: str) -> tuple[str | None, str | No
         reason = f"flash_attention_2 requested but the device is {device!r}; using sdpa"
     else:
         return asked, None
-    logger.warning("hf engine: %s", reason)
+    logger.warning("%s engine: %s", engine, reason)
     return "sdpa", reason
 
 

@@ -54,7 +54,7 @@ class HFFastEngine(HFEngineBase):
             return (grouped_attention.register() if on_cuda else "sdpa"), None
         if asked == grouped_attention.NAME:
             return grouped_attention.register(), None
-        return flash_fallback(asked, self._device)
+        return flash_fallback(asked, self._device, self.name)
 
     def _prepare(self, model: Any) -> dict[str, Any]:
         settings = self.settings
