@@ -65,7 +65,8 @@ step() {  # step SECONDS OUTFILE COMMAND...: run (within the deadline), time, pa
     ((left < limit)) && limit=$left
     ((limit <= 0)) && { echo "skipped (no time left): $*" >> "$stage/times.txt"; return; }
     start=$(date +%s%N)
-    timeout "$limit" "$@" >> "$stage/$file" 2>&1
+    # (killed 20 s after its limit if it ignores the TERM: the call's own limit is near)
+    timeout -k 20 "$limit" "$@" >> "$stage/$file" 2>&1
     echo "exit $?, $(( ($(date +%s%N) - start) / 1000000 )) ms (limit $limit s): $*" \
         >> "$stage/times.txt"
     clocks
@@ -93,7 +94,7 @@ if [[ $part != tests && -z ${MODEL:-} && ! -f $model/config.json ]]; then
     builder=$!
 fi
 built() { [[ -z $builder ]] || wait "$builder"; builder=; }
-plugin=(--model "$model" --gpus 0 -p no:cacheprovider)
+plugin=(--model "$model" --gpus 0)
 pytest=("$python" -m pytest -p no:cacheprovider)
 case "$part" in
 fast)
