@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
+import traceback
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -339,7 +340,14 @@ def flash_fallback(asked: str | None, device: str, engine: str) -> tuple[str | N
 
 
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """The error and where it was raised (the innermost frame): an `AssertionError` deep in
+    transformers or torch says nothing by itself."""
+    text = f"{type(exc).__name__}: {exc}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {last.filename}:{last.lineno} in {last.name})"
+    return text
 
 
 def _kv_bytes_per_token(model: Any) -> int:

@@ -87,9 +87,11 @@ class HFEngine(HFEngineBase):
             asked is not False and cache == "static" and model.device.type in _COMPILING_DEVICES
         )
         self._options = GenerateOptions(kwargs, settings["padding_side"], compiles)
-        # One thread runs every generate call: torch.compile's CUDA graphs are recorded
-        # per thread, so a thread per batch would record them again every batch.
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="llmperf-hf-generate")
+        # One thread runs this engine's generate calls: torch.compile's CUDA graphs are
+        # recorded per thread, so a thread per batch would record them again every batch.
+        self._worker = ThreadPoolExecutor(
+            1, thread_name_prefix="llmperf-hf-generate", initializer=_own_graph_trees
+        )
         details: dict[str, Any] = {
             "decode": "generate",
             "cache_implementation": cache or "dynamic",
@@ -131,3 +133,22 @@ class HFEngine(HFEngineBase):
             self._worker.shutdown(wait=True)
             self._worker = None
         self._options = None
+
+
+def _own_graph_trees() -> None:
+    """Give this thread its own CUDA graph trees: torch.compile keeps them in a
+    `threading.local` that only the thread which imported `torch._inductor.cudagraph_trees`
+    has (any other asserts in `get_obj`: measured on an H200, every request of a run's second
+    static-cache engine failed so, on its new thread, while the first engine's passed).
+    Private torch API, so a change there leaves the thread as it was."""
+    import collections
+    import threading
+
+    try:
+        from torch._inductor import cudagraph_trees
+    except Exception:  # no inductor in this torch: nothing compiles through it
+        return
+    local = getattr(cudagraph_trees, "local", None)
+    if isinstance(local, threading.local) and not hasattr(local, "tree_manager_containers"):
+        local.tree_manager_containers = {}
+        local.tree_manager_locks = collections.defaultdict(threading.Lock)
