@@ -1,14 +1,19 @@
-"""The terminal summary: one compact row per measured test, then where results went."""
+"""The terminal summary: one compact row per measured test, what the run noticed (noise
+sources, `plugin.notes`), engines that failed to start, a dry run's requests, and where
+results went."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_llmperf.measure.reliability import EVERY_METRIC
-from pytest_llmperf.results.changes import unjudged_notes
+from pytest_llmperf.plugin.notes import run_notes
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
+from pytest_llmperf.results.writer import read_records
 from pytest_llmperf.tables import format_interval, render_table
 
 if TYPE_CHECKING:
@@ -26,18 +31,76 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 #: Columns shown with the 95% interval of their per-round samples (`6,193 ±2.1%`).
 INTERVAL_COLUMNS = frozenset({"output_tok_per_s", "ttft_ms.p90", "tpot_ms.p50"})
 
+#: How a dry run's skip reason starts (`plugin.fixture`): such tests get a line each.
+DRY_RUN_PREFIX = "dry run: "
 
-def summary_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
+
+@dataclass(frozen=True)
+class ThresholdsFile:
+    """The thresholds file a test's engine was checked against, or the one looked for."""
+
+    #: As shown: relative to the rootdir where it is under it.
+    shown: str
+    exists: bool
+    #: With --llmperf-update-thresholds: whether this run wrote the test's bounds there;
+    #: None on a run that checks rather than writes.
+    written: bool | None = None
+
+
+def bounds_text(test: TestRecord) -> str | None:
+    """The test's bounds by verdict (`BoundCheck.verdict`: met, missed, inconclusive):
+    misses counted as misses (`MISS 2/5`), else undecided ones (`inconclusive 1/5`), else
+    `ok (5)`; None when it had none. The one place the column's words are made:
+    `thresholds_cell` and `llmperf show` print it, `llmperf list` sums `missed_bounds`."""
+    verdicts = [c.verdict for c in test.thresholds.checked]
+    if not verdicts:
+        return None
+    for verdict, word in (("missed", "MISS"), ("inconclusive", "inconclusive")):
+        if verdict in verdicts:
+            return f"{word} {verdicts.count(verdict)}/{len(verdicts)}"
+    return f"ok ({len(verdicts)})"
+
+
+def missed_bounds(test: TestRecord) -> int:
+    return sum(c.verdict == "missed" for c in test.thresholds.checked)
+
+
+def thresholds_cell(test: TestRecord, file: ThresholdsFile) -> str:
+    """The thresholds column: what this run did with the test's bounds, and in which file:
+    an update run says whether it wrote them (a miss against the old bounds fails nothing
+    there), any other `bounds_text` and the file, or `none` and whether the file exists."""
+    if file.written is not None:
+        return f"{'written to' if file.written else 'not written:'} {file.shown}"
+    text = bounds_text(test)
+    if text is None:
+        return f"none in {file.shown}" if file.exists else f"none: no {file.shown}"
+    return f"{text}: {file.shown}"
+
+
+def baseline_cell(test: TestRecord) -> str:
+    """Against `--llmperf-compare`'s run: never `ok` for a test that regressed."""
+    against = test.baseline
+    if against is None or not against.found:
+        return "not in baseline"
+    regressed = [c for c in against.judged if c.verdict == "regressed"]
+    if regressed or not against.passed:
+        return f"REGRESSED {len(regressed)} of {len(against.judged)}"
+    return f"ok {len(against.judged)}"
+
+
+def summary_rows(
+    tests: Sequence[TestRecord], files: dict[str, ThresholdsFile], baseline: bool = False
+) -> list[list[str]]:
+    """One row per test; `files` maps each test's key to its thresholds file."""
     rows = []
     for test in tests:
-        rows.append(
-            [
-                test.threshold_key,
-                test.engine,
-                *(_cell(test, key) for _, key in COLUMNS),
-                thresholds_cell(test),
-            ]
-        )
+        row = [
+            test.threshold_key,
+            test.engine,
+            *(_cell(test, key) for _, key in COLUMNS),
+            thresholds_cell(test, files[test.threshold_key]),
+        ]
+        rows.append([*row, baseline_cell(test)] if baseline else row)
     return rows
 
 
@@ -48,57 +111,69 @@ def _cell(test: TestRecord, key: str) -> str:
     return format_interval(test.metrics_flat.get(key), width)
 
 
-def thresholds_cell(test: TestRecord) -> str:
-    """The thresholds' verdict: none, ok, MISS or inconclusive, with how many bounds."""
-    checked = test.thresholds.checked
-    if not checked:
-        return "none"
-    missed = sum(c.verdict == "missed" for c in checked)
-    undecided = sum(c.verdict == "inconclusive" for c in checked)
-    if missed:
-        return f"MISS {missed}/{len(checked)}"
-    if undecided:
-        return f"inconclusive {undecided}/{len(checked)}"
-    return f"ok ({len(checked)})"
-
-
-def not_applied_notes(tests: Sequence[TestRecord]) -> list[str]:
-    """One line per test whose grid gave settings its engine did not take (a grid meant
-    for several engines), each said once."""
-    notes: dict[str, None] = {}
+def thresholds_files(
+    session: LLMPerfSession, tests: Sequence[TestRecord]
+) -> dict[str, ThresholdsFile]:
+    """Each test's thresholds file, as `thresholds_cell` shows it."""
+    report = session.update_report
+    written = set(report.written) if report is not None else set()
+    files: dict[str, ThresholdsFile] = {}
     for test in tests:
-        skipped = test.engine_config.settings_not_applied
-        if skipped:
-            notes[
-                f"note: {test.threshold_key}: settings not applied on {test.engine}: "
-                f"{', '.join(skipped)}"
-            ] = None
-    return list(notes)
+        used = session.threshold_files(test.engine)
+        path = used[0] if used else session.update_target(test.engine)
+        files[test.threshold_key] = ThresholdsFile(
+            shown=_shown(path, session.config.rootpath),
+            exists=bool(used),
+            written=(
+                f"{session.update_target(test.engine)}: {test.threshold_key}" in written
+                if report is not None
+                else None
+            ),
+        )
+    return files
 
 
-def unreliable_notes(tests: Sequence[TestRecord]) -> list[str]:
-    """What no bound or baseline was made of: each test's unreliable metrics, by reason,
-    and the metrics a baseline could not judge."""
-    notes: list[str] = []
-    for test in tests:
-        by_reason: dict[str, list[str]] = {}
-        for metric, reason in test.unreliable.items():
-            by_reason.setdefault(reason, []).append(metric)
-        for reason, metrics in by_reason.items():
-            if metrics == [EVERY_METRIC]:
-                what = "no bound or baseline is made of this test"
-            else:
-                what = f"no bound or baseline is made of {', '.join(metrics)}"
-            notes.append(f"note: {test.threshold_key}: {reason}: {what}")
-        if test.baseline is not None:
-            for note in unjudged_notes(test.baseline.judged):
-                notes.append(f"note: {test.threshold_key}: baseline {test.baseline.run_id}: {note}")
-    return notes
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def engine_failure_lines(run_dir: Path) -> list[str]:
+    """One line per engine that failed to start, with the command a server ran."""
+    if not run_dir.is_dir():
+        return []
+    lines = []
+    for failure in read_records(run_dir, "engine_failures"):
+        error = str(failure.get("error") or "").split("\n", 1)[0]
+        lines.append(f"engine failed to start: {error}")
+        command = shlex.join(map(str, failure.get("command") or ()))
+        if command and command not in error:
+            lines.append(f"  its command: {command}")
+    return lines
+
+
+def dry_run_lines(reporter: Any) -> list[str]:
+    """What each test of a dry run would send, from its skip reason (xdist forwards the
+    reports), so that it shows without `-rs`."""
+    lines = []
+    for report in reporter.stats.get("skipped", ()):
+        longrepr = getattr(report, "longrepr", None)  # (file, line, reason) once serialized too
+        if not isinstance(longrepr, (tuple, list)) or len(longrepr) != 3:
+            continue
+        reason = str(longrepr[2]).removeprefix("Skipped: ")
+        if reason.startswith(DRY_RUN_PREFIX):
+            what = reason.removeprefix(DRY_RUN_PREFIX)
+            lines.append(what if what.startswith(report.nodeid) else f"{report.nodeid}: {what}")
+    return lines
 
 
 def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
     tests = read_test_records(session.run_dir) if session.run_dir.exists() else ()
-    if not tests and not session.update_report and not session.unmatched_thresholds:
+    failures = engine_failure_lines(session.run_dir)
+    dry_run = dry_run_lines(reporter) if session.settings.dry_run else []
+    if not (tests or failures or dry_run or session.update_report or session.unmatched_thresholds):
         return
     reporter.write_sep("=", "llmperf summary")
     if session.baseline is not None and session.baseline_mismatch:
@@ -108,12 +183,22 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
             "(--llmperf-allow-mismatch)",
             yellow=True,
         )
+    if dry_run:
+        reporter.write_line("dry run: what each test would send (no engine started)")
+        for line in dry_run:
+            reporter.write_line(f"  {line}")
     if tests:
+        baseline = any(t.baseline is not None for t in tests)
         header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
-        for text in render_table(header, summary_rows(tests)).splitlines():
+        header += ["baseline"] if baseline else []
+        rows = summary_rows(tests, thresholds_files(session, tests), baseline)
+        for text in render_table(header, rows).splitlines():
             reporter.write_line(text)
-        for note in not_applied_notes(tests) + unreliable_notes(tests):
+        for note in run_notes(tests, session.metadata):
             reporter.write_line(note, yellow=True)
+    for line in failures:
+        reporter.write_line(line, red=True)
+    if tests or failures:
         reporter.write_line("")
         reporter.write_line(f"hardware: {session.hardware}; results: {session.run_dir}")
     for message in session.unmatched_thresholds:

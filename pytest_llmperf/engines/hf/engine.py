@@ -14,6 +14,11 @@ through it (`self.settings`). How some of them act:
 - `max_model_len` unset is the model's `max_position_embeddings`.
 - `device` follows the leased GPUs (`EngineConfig.gpus`), else "cpu"; not a grid setting.
 - `tensor_parallel_size` must be 1 (this engine uses one device).
+- `n_threads`: torch's intra-op threads. torch keeps one pool per process, so the engine
+  sets it when it starts and gives the process its count back when it closes (an isolated
+  engine has a process of its own). Unset, torch's own count stands: `OMP_NUM_THREADS`, else
+  the cores; under xdist on a CPU run each worker's share (`hardware.threads`). The count the
+  engine ran with, and the CPUs it could use, are in `EngineInfo.details`.
 - `cuda_graphs`: on CUDA, decode greedy batches through a static KV cache and one captured
   CUDA graph per step (`hf.graph`). Off, or on the CPU, the eager loop runs.
 - `compile`: compile the captured step with torch.compile first (Inductor fuses the
@@ -53,6 +58,7 @@ from pytest_llmperf.engines.hf.graph import GraphCache
 from pytest_llmperf.engines.hf.spec import HF
 from pytest_llmperf.engines.scoring import token_pairs
 from pytest_llmperf.engines.spec import EngineSpec
+from pytest_llmperf.hardware.threads import usable_cpus
 from pytest_llmperf.models.names import resolve_model
 from pytest_llmperf.models.tokenizer import HFTokenizer
 
@@ -85,6 +91,8 @@ class HFEngine:
         self._eos_ids: tuple[int, ...] = ()
         self._vocab_size = 0
         self._graphs: GraphCache | None = None
+        #: torch's thread count before `n_threads` changed it, given back at close.
+        self._threads_before: int | None = None
 
     def start(self) -> EngineInfo:
         import transformers
@@ -99,6 +107,9 @@ class HFEngine:
             )
         self._max_num_seqs = settings["max_num_seqs"]
         self._seed = settings["seed"]
+        if settings["n_threads"] is not None:
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(settings["n_threads"])
 
         path = resolve_model(self.config.model)
         # The harness chose the GPUs (EngineConfig.gpus, CUDA numbering); none means the CPU.
@@ -153,6 +164,10 @@ class HFEngine:
             "max_model_len": self._max_model_len,
             "transformers_version": transformers.__version__,
             "torch_version": torch.__version__,
+            # What the CPU side ran with: threads beyond the usable CPUs slow each other.
+            "torch_num_threads": torch.get_num_threads(),
+            "torch_num_interop_threads": torch.get_num_interop_threads(),
+            "cpus_allowed_count": len(usable_cpus()),
         }
         if self._device.startswith("cuda"):
             details["device_name"] = torch.cuda.get_device_name(self._device)
@@ -206,6 +221,9 @@ class HFEngine:
             yield from self._run_batch(batch)
 
     def close(self) -> None:
+        if self._threads_before is not None:  # the process's pool, as it was
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         if self._model is None and self._tokenizer is None:
             return
         self._model = None
