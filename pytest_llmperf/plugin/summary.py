@@ -78,14 +78,18 @@ def thresholds_cell(test: TestRecord, file: ThresholdsFile) -> str:
 
 
 def baseline_cell(test: TestRecord) -> str:
-    """Against `--llmperf-compare`'s run: never `ok` for a test that regressed."""
+    """Against `--llmperf-compare`'s runs, in the thresholds column's words: never `ok` for
+    a test that regressed (`REGRESSED 1/9`), undecided changes said (`inconclusive 2/9`)."""
     against = test.baseline
     if against is None or not against.found:
         return "not in baseline"
-    regressed = [c for c in against.judged if c.verdict == "regressed"]
+    verdicts = [c.verdict for c in against.judged]
+    regressed = verdicts.count("regressed")
     if regressed or not against.passed:
-        return f"REGRESSED {len(regressed)} of {len(against.judged)}"
-    return f"ok {len(against.judged)}"
+        return f"REGRESSED {regressed}/{len(verdicts)}"
+    if "inconclusive" in verdicts:
+        return f"inconclusive {verdicts.count('inconclusive')}/{len(verdicts)}"
+    return f"ok ({len(verdicts)})"
 
 
 def summary_rows(
