@@ -8,6 +8,7 @@
     llmperf report RUN [RUN ...] -o report.html [--force]
     llmperf dashboard [RESULTS_DIR] [--host 127.0.0.1] [--port 8501]
     llmperf workload stats DATASET [--model tiny] [--coverage 0.9]
+    llmperf reference     grid keys per engine, workload and task parameters (README's tables)
 
 RUN is a run folder, its summary.json, a run id under the results folder, or
 `latest` / `latest~N` (see `pytest_llmperf.results.runs`). The results folder is the
@@ -143,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     dashboard.add_argument("--port", type=int, default=8501)
+
+    commands.add_parser(
+        "reference",
+        help="grid keys per engine and the parameters of measure, workloads and tasks, with "
+        "defaults, as README.md's reference shows them (made from the code)",
+    )
 
     workload = commands.add_parser("workload", help="facts about a dataset")
     workload_commands = workload.add_subparsers(dest="workload_command", required=True)
@@ -429,6 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pytest_llmperf.suite.workload_stats import stats_lines
 
             print("\n".join(stats_lines(args.dataset, args.model, args.coverage)))
+            return EXIT_OK
+        if args.command == "reference":
+            from pytest_llmperf.plugin.reference import reference_text
+
+            print(reference_text(), end="")
             return EXIT_OK
         if args.command == "dashboard":
             from pytest_llmperf.report.dashboard import serve

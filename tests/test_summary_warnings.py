@@ -180,7 +180,9 @@ def test_a_test_that_regressed_against_the_baseline_never_shows_ok(tmp_path: Pat
     regressed = summary_row(out.stdout, "test_suite.py::test_one")
     # The thresholds column says its bound was met; the baseline column, the regression.
     assert re.search(r"  ok \(1\): thresholds/cpu/hf.yaml  REGRESSED 1/\d+$", regressed), regressed
-    assert re.search(r" (ok \(\d+\)|inconclusive \d+/\d+)$", summary_row(out.stdout, "test_suite.py::test_two"))
+    assert re.search(
+        r" (ok \(\d+\)|inconclusive \d+/\d+)$", summary_row(out.stdout, "test_suite.py::test_two")
+    )
 
 
 def test_a_dry_run_prints_what_each_test_would_send_without_rs(tmp_path: Path) -> None:
