@@ -113,9 +113,9 @@ def parameter_lines() -> list[str]:
     lines = ["", "`llmperf.measure(...)`:", "", *_table(("parameter", "default"), rows)]
     for cls in PARAMETER_CLASSES:
         fields = [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
-        rows = [(f"`{f.name}`", f"`{f.type}`", _field_default(f)) for f in fields]
+        typed = [(f"`{f.name}`", f"`{f.type}`", _field_default(f)) for f in fields]
         lines += ["", f"`{cls.__name__}(...)`:", ""]
-        lines += _table(("parameter", "type", "default"), rows)
+        lines += _table(("parameter", "type", "default"), typed)
     return lines
 
 
