@@ -115,7 +115,8 @@ def main() -> int:
             for i in range(args.repeats):
                 dirs = [cwd / f"results-{name}-{i}-{j}".replace(" ", "_").replace(",", "")
                         for j in range(len(arg_sets))]  # fmt: skip
-                run(cwd, [pytest_argv(args.cpus, d, *a) for d, a in zip(dirs, arg_sets)], neighbour)
+                argvs = [pytest_argv(args.cpus, d, *a) for d, a in zip(dirs, arg_sets, strict=True)]
+                run(cwd, argvs, neighbour)
                 for d in dirs:
                     values += tok_per_s(d)
             median = statistics.median(values)

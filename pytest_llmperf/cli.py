@@ -13,7 +13,7 @@
 RUN is a run folder, its summary.json, a run id under the results folder, or
 `latest` / `latest~N` (see `pytest_llmperf.results.runs`). The results folder is the
 project's, found as pytest finds it from the working folder (rootdir and ini file, the
-ini's `llmperf_results_dir`: `pytest_llmperf.results.project`), so the command works from
+ini's `llmperf_results_dir`: `pytest_llmperf.results.readback.project`), so the command works from
 any folder of the project; `--results-dir` names another. Exit status: 0 fine, 1 a regression
 (compare, trend), 2 bad input: one line on stderr that says what and where (a run file of the
 wrong shape names its file, line and key), never a traceback.
@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.results import overview
-from pytest_llmperf.results.project import find_project
-from pytest_llmperf.results.rebuild import cut_short_tests, is_cut_short
+from pytest_llmperf.results.readback import overview
+from pytest_llmperf.results.readback.project import find_project
+from pytest_llmperf.results.readback.rebuild import cut_short_tests, is_cut_short
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import (
     Run,
@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(stats_lines(args.dataset, args.model, args.coverage)))
             return EXIT_OK
         if args.command == "reference":
-            from pytest_llmperf.plugin.reference import reference_text
+            from pytest_llmperf.report.reference import reference_text
 
             print(reference_text(), end="")
             return EXIT_OK

@@ -45,7 +45,9 @@ def test_the_start_check_names_the_exact_fix() -> None:
     message = broken_cpu_install(pulled_in, python="/venv/bin/python")
     assert message is not None
     assert "torchvision==0.28.0, torchaudio==2.13.0" in message
-    assert "\n    /venv/bin/python -m pip uninstall -y torchvision torchaudio torchcodec\n" in message
+    assert (
+        "\n    /venv/bin/python -m pip uninstall -y torchvision torchaudio torchcodec\n" in message
+    )
     assert fix_command("/venv/bin/python") in message
     # Fixed, or a CUDA torch with its own CUDA torchvision (a GPU machine): nothing to say.
     assert broken_cpu_install({"torch": "2.13.0+cpu"}) is None

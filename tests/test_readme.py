@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf.plugin.reference import BEGIN, END, reference_text
+from pytest_llmperf.report.reference import BEGIN, END, reference_text
 from pytest_llmperf.results.runs import find_runs
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from pytest_llmperf import cli
-from pytest_llmperf.results.rebuild import is_cut_short
+from pytest_llmperf.results.readback.rebuild import is_cut_short
 from pytest_llmperf.results.runs import open_run
 
 SUITE = textwrap.dedent(

@@ -128,7 +128,7 @@ class LLMPerfSession:
             "settings": describe_settings(settings),
             "machine": machine_metadata(run_gpus, config.rootpath, sys.argv),
             # Other work on the machine when the run started: a noise source the summary
-            # names (`plugin.notes`).
+            # names (`plugin.summary`).
             "load_average_at_start": _load_average(),
         }
         #: How the CPUs are shared: on the controller, the split between xdist workers

@@ -6,7 +6,7 @@ before they were kept, or killed and rebuilt) is judged from its records, as the
 judged it: a test failed when its evidence failed (no request measured, requests failed
 beyond the allowance), a bound was missed (not in a run that rewrote its bounds:
 `--llmperf-update-thresholds` does not fail on the old ones) or it regressed against the
-baseline. A test a killed run was measuring is `cut short` (`results.rebuild`).
+baseline. A test a killed run was measuring is `cut short` (`results.readback.rebuild`).
 
 Threshold misses are counted apart from failures: a missed bound fails a test, but an
 update run rewrites it, and a failed test may have missed none.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_llmperf.results.rebuild import is_cut_short
+from pytest_llmperf.results.readback.rebuild import is_cut_short
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import Run
 
