@@ -13,6 +13,7 @@ from pytest_llmperf.engines.base import (
     SamplingParams,
     StreamChunk,
 )
+from pytest_llmperf.measure.metrics import MetricSpec
 from pytest_llmperf.measure.prefill_decode import pp_metrics, tg_metrics
 from pytest_llmperf.models.gguf import gguf_model
 from pytest_llmperf.suite.accuracy import ChoiceTask, GenerationTask
@@ -34,6 +35,7 @@ __all__ = [
     "GenerationRequest",
     "GenerationTask",
     "Grid",
+    "MetricSpec",
     "SamplingParams",
     "ScalingSeries",
     "Speedups",

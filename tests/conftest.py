@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.measure.metrics import ENTRY_POINT_GROUP, metric_specs
+from pytest_llmperf.measure.metrics import ENTRY_POINT_GROUP, installed_metric_specs
 from pytest_llmperf.models.names import trained_model_path
+from pytest_llmperf.results.runs import find_runs
 from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import make_project, run_project
 
@@ -68,10 +69,10 @@ def installed_metrics(
         (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nmine = my_metrics:SPECS\n")
         monkeypatch.delitem(sys.modules, "my_metrics", raising=False)
         monkeypatch.syspath_prepend(folder)
-        metric_specs.cache_clear()  # the table is read once per process; read it again
+        installed_metric_specs.cache_clear()  # read once per process; read it again
 
     yield install
-    metric_specs.cache_clear()
+    installed_metric_specs.cache_clear()
 
 
 def only_run(pytester: pytest.Pytester) -> Path:
@@ -103,5 +104,5 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for _ in range(2):
         out = run_project(root)
         assert out.returncode == 0, out.stdout[-3000:]
-    first, second = sorted((root / "results").iterdir())
+    first, second = (run.path for run in find_runs(root / "results"))  # in the order they ran
     return first, second

@@ -184,8 +184,16 @@ OPTION_ROWS: list[tuple[str, str, tuple[str, ...]]] = [
     ("--llmperf-limit", "", ("--llmperf-limit: invalid int value",)),
     ("--llmperf-limit", "1.5", ("--llmperf-limit: invalid int value",)),
     ("--llmperf-limit", "0", ("--llmperf-limit: must be at least 1, got 0",)),
-    ("--llmperf-rounds", "x", ("--llmperf-rounds: invalid int value",)),
-    ("--llmperf-rounds", "-1", ("--llmperf-rounds: must be at least 1, got -1",)),
+    (
+        "--llmperf-rounds",
+        "x",
+        ("--llmperf-rounds: 'x': expected a whole number of at least 1, or auto",),
+    ),
+    (
+        "--llmperf-rounds",
+        "-1",
+        ("--llmperf-rounds: '-1': expected a whole number of at least 1, or auto",),
+    ),
     ("--llmperf-compare", "", ("--llmperf-compare: empty value",)),
     ("--llmperf-compare", "no-such-run", ("--llmperf-compare: no-such-run: no such run",)),
     ("--llmperf-compare", "latest~5", ("--llmperf-compare: latest~5:", "holds 1 run(s)")),

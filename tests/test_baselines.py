@@ -22,7 +22,7 @@ import yaml
 from aiohttp import web
 
 from pytest_llmperf.cli import main
-from pytest_llmperf.results.runs import open_run
+from pytest_llmperf.results.runs import find_runs, open_run
 from pytest_llmperf.thresholds.update import update_thresholds
 from tests.conftest import SUITE
 from tests.instrument_server import InstrumentServer, Script
@@ -294,7 +294,7 @@ def test_a_run_that_measured_nothing_never_becomes_latest(tmp_path: Path) -> Non
     (project / "test_suite.py").write_text(SUITE)
     out = run_project(project, "-k", "latency", "--llmperf-compare", "latest")
     assert out.returncode == 0, out.stdout[-3000:]
-    newest = max((project / "results").iterdir(), key=lambda p: p.name)
+    newest = find_runs(project / "results")[-1].path
     (test,) = open_run(newest).tests
     assert test.baseline is not None and test.baseline.run_id == measured.name
     assert test.baseline.found and test.baseline.judged  # it judged something
@@ -329,7 +329,7 @@ def test_a_zero_latency_baseline_is_not_judged_and_the_run_says_so(tmp_path: Pat
         f"{burst.name}: not judged: tpot_ms.p50, tpot_ms.p90: baseline value unreliable: "
         "0 ms: the tokens were not timed one by one"
     ) in out.stdout, out.stdout[-3000:]
-    newest = max((project / "results").iterdir(), key=lambda p: p.name)
+    newest = find_runs(project / "results")[-1].path
     (test,) = open_run(newest).tests
     assert test.baseline is not None and test.baseline.passed
     judged = {j.metric: j for j in test.baseline.judged}
@@ -346,7 +346,7 @@ def test_llmperf_compare_of_two_engines_says_so(
     for engine in ("hf", "llamacpp"):
         out = run_project(project, "-k", "latency", "--engine", engine)
         assert out.returncode == 0, out.stdout[-3000:]
-    hf, llamacpp = sorted((project / "results").iterdir())
+    hf, llamacpp = (run.path for run in find_runs(project / "results"))
     assert main(["compare", str(hf), str(llamacpp)]) in (0, 1)
     printed = capsys.readouterr().out
     assert f"base {hf.name}: engine hf, model tiny, hardware cpu" in printed

@@ -90,7 +90,8 @@ def test_dashboard_serves_the_runs_on_loopback_only(dashboard: str, results: Pat
     port = int(dashboard.rsplit(":", 1)[1])
     assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
     (run_dir,) = results.iterdir()
-    text = page_text(dashboard + "/", run_dir.name)
+    # The run's id shows in the sidebar before the runs tab is drawn: wait for the tab's line.
+    text = page_text(dashboard + "/", "test(s)")
     assert run_dir.name in text, text[:2000]
     assert "pytest-llmperf results" in text and "3 test(s)" in text
 

@@ -131,10 +131,15 @@ def gpu_memory_used(physical: tuple[int, ...]) -> dict[int, int] | None:
 
 def marker_gpu_count(nodeid: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
     """The count of a `gpu(n=1)` marker, checked: one positive integer, given as `gpu(2)`
-    or `gpu(n=2)`."""
+    or `gpu(n=2)`; `allow_cpu=True` (for `llmperf_gpus`) runs the test on a run without
+    GPUs instead of skipping it."""
     shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
     here = f"{nodeid}: marker gpu({shown})"
-    if set(kwargs) - {"n"} or len(args) + len(kwargs) > 1:
+    allow = kwargs.get("allow_cpu", False)
+    if not isinstance(allow, bool):
+        raise LLMPerfUsageError(f"{here}: allow_cpu must be True or False")
+    counted = {k: v for k, v in kwargs.items() if k != "allow_cpu"}
+    if set(counted) - {"n"} or len(args) + len(counted) > 1:
         raise LLMPerfUsageError(f"{here}: takes one GPU count, e.g. gpu(2) or gpu(n=2)")
     n = args[0] if args else kwargs.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:

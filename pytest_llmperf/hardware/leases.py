@@ -21,7 +21,7 @@ import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -45,14 +45,30 @@ def lock_dir() -> Path:
 
 @dataclass
 class Lease:
-    """GPUs held by this process: CUDA indices as this process numbers them."""
+    """GPUs held by this process: CUDA indices as this process numbers them.
+
+    A lease owns the lock of each GPU in `_handles` (CUDA index -> its lock file); one
+    made by `borrow` shares GPUs another lease holds and owns none until `hand_over`
+    gives it their locks (a test's GPUs, kept by the engine started on them)."""
 
     gpus: tuple[int, ...]
     physical: tuple[int, ...]
-    _handles: list[IO[str]] = field(default_factory=list, repr=False)
+    _handles: dict[int, IO[str]] = field(default_factory=dict, repr=False)
+
+    def borrow(self, count: int) -> Lease:
+        """A lease of this one's first `count` GPUs that owns no lock (yet)."""
+        gpus = self.gpus[:count]
+        return Lease(gpus, self.physical[:count])
+
+    def hand_over(self, to: Lease) -> None:
+        """Give `to` the locks of its GPUs that this lease holds."""
+        for gpu in to.gpus:
+            handle = self._handles.pop(gpu, None)
+            if handle is not None:
+                to._handles[gpu] = handle
 
     def release(self) -> None:
-        for handle in self._handles:
+        for handle in self._handles.values():
             with contextlib.suppress(OSError):
                 fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
@@ -89,7 +105,7 @@ def lease(
                 held.append((index, handle))
                 if len(held) == count:
                     gpus = tuple(i for i, _ in held)
-                    return Lease(gpus, physical_indices(gpus), [h for _, h in held])
+                    return Lease(gpus, physical_indices(gpus), dict(held))
         for _, handle in held:  # all or nothing: give back a partial set before waiting
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
@@ -128,21 +144,28 @@ def foreign_processes(physical: Iterable[int], ours: set[int]) -> dict[int, list
 
 
 def wait_until_clean(
-    physical: tuple[int, ...], baseline: dict[int, int] | None, timeout_s: float
+    physical: tuple[int, ...],
+    baseline: dict[int, int] | None,
+    timeout_s: float,
+    ours: Callable[[int], bool] | None = None,
 ) -> None:
-    """Wait until the GPUs run nobody else's processes and memory is back at baseline."""
+    """Wait until the GPUs run nobody else's processes and memory is back at baseline;
+    `ours` tells the pids of this run's own processes besides this one (its engines')."""
     from pytest_llmperf.hardware.gpus import gpu_memory_used
 
-    ours = {os.getpid()}
+    mine_too = ours or (lambda pid: False)
     deadline = time.monotonic() + timeout_s
     while True:
         used = gpu_memory_used(physical)
         procs = gpu_processes(physical)
-        others = {i: [p for p in ps if p[0] not in ours] for i, ps in procs.items()}
+        here = {
+            i: [p for p in ps if p[0] == os.getpid() or mine_too(p[0])] for i, ps in procs.items()
+        }
+        others = {i: [p for p in ps if p not in here[i]] for i, ps in procs.items()}
         others = {i: ps for i, ps in others.items() if ps}
-        # This process's own memory (a CUDA context an in-process engine keeps) is not
+        # This run's own memory (a CUDA context an in-process engine keeps) is not
         # someone else's: compare what the others use with the baseline.
-        mine = {i: sum(b for pid, b in ps if pid in ours) for i, ps in procs.items()}
+        mine = {i: sum(b for _, b in ps) for i, ps in here.items()}
         high = {
             i: u
             for i, u in (used or {}).items()

@@ -4,7 +4,8 @@ Each measurement (`llmperf.measure`, `llmperf.evaluate_choices`) is checked, whe
 not a thresholds file names it, and fails unless:
 
     requests      at least one request was measured (`evaluate_choices`: `questions`,
-                  at least one question scored): a test that measured nothing shows nothing.
+                  at least one question scored; `llmperf.time` and `llmperf.record`:
+                  `rounds`, at least one round): a test that measured nothing shows nothing.
     failure_rate  failed requests / measured requests is at most the allowed rate. A failed
                   request is any request record with an error: an HTTP error, an error in
                   the stream, a stream cut short, a refused connection, a request past its
@@ -54,7 +55,7 @@ class EvidenceCheck:
     """One check of a measurement against its limit (`min` or `max`), and where the limit
     came from."""
 
-    #: "requests", "questions" or "failure_rate".
+    #: "requests", "questions", "rounds" or "failure_rate".
     name: str
     measured: float
     min: float | None
@@ -133,6 +134,12 @@ def of_requests(records: Sequence[RequestRecord], allowance: Allowance) -> Evide
 def of_questions(questions: int) -> Evidence:
     """The check of a scoring measurement: at least one question scored."""
     check = EvidenceCheck("questions", questions, 1, None, questions >= 1, "always")
+    return Evidence(check.ok, (check,))
+
+
+def of_rounds(rounds: int) -> Evidence:
+    """The check of timed code (`llmperf.time`, `llmperf.record`): at least one round."""
+    check = EvidenceCheck("rounds", rounds, 1, None, rounds >= 1, "always")
     return Evidence(check.ok, (check,))
 
 

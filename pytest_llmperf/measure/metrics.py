@@ -129,6 +129,7 @@ _LOAD = "pytest_llmperf.suite.load"
 _ACCURACY = "pytest_llmperf.suite.accuracy"
 _SCALING = "pytest_llmperf.suite.scaling"
 _WORKLOAD_STATS = "pytest_llmperf.suite.workload_stats"
+_TIMED = "pytest_llmperf.measure.timed"
 
 
 #: Metrics judged as values, not through the interval of their per-round samples: whether
@@ -230,12 +231,25 @@ SPECS: tuple[MetricSpec, ...] = (
         ("efficiency", "ratio", "higher", "scalar"),
     ),
     *_specs(_WORKLOAD_STATS, ("output_coverage", "ratio", "higher", "scalar")),
+    *_specs(_TIMED, ("call_s", "s", "lower", "scalar")),
 )
+
+#: Metrics of a suite's own code, name -> (spec, who declared it): kept by `measure.declared`.
+DECLARED: dict[str, tuple[MetricSpec, str]] = {}
+
+
+def metric_specs() -> Mapping[str, MetricSpec]:
+    """Every known metric by name: `SPECS`, those of the `ENTRY_POINT_GROUP` entries, then
+    those a test suite declared (`measure.declared`)."""
+    installed = installed_metric_specs()
+    if not DECLARED:
+        return installed
+    return MappingProxyType({**installed, **{n: spec for n, (spec, _) in DECLARED.items()}})
 
 
 @functools.cache
-def metric_specs() -> Mapping[str, MetricSpec]:
-    """Every known metric by name: `SPECS`, then those of the `ENTRY_POINT_GROUP` entries.
+def installed_metric_specs() -> Mapping[str, MetricSpec]:
+    """The metrics of `SPECS` and of the `ENTRY_POINT_GROUP` entries, read once.
 
     A bad entry (it does not load, is not a sequence of `MetricSpec`, or names a metric
     already known) is a usage error naming the entry point.

@@ -7,7 +7,9 @@ We run offline, so hub names are not resolved: `--model` is a local directory wi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.models.cache import cached_model, model_dir
@@ -63,3 +65,28 @@ def resolve_model(name_or_path: str) -> Path:
     if not (path / "config.json").is_file():
         raise LLMPerfUsageError(f"--model: model path {name_or_path!r} has no config.json {hint}")
     return path.resolve()
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """The run's model as local files (the `llmperf_model` fixture), for code that loads
+    it itself: `AutoModelForCausalLM.from_pretrained(model.path)`."""
+
+    #: What `--model` said ("tiny", or a directory).
+    name: str
+    #: The directory with `config.json`, the weights and the tokenizer's files.
+    path: Path
+
+    def tokenizer(self, **kwargs: Any) -> Any:
+        """transformers' tokenizer of the model (imports transformers)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path, **kwargs)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def local_model(name_or_path: str) -> LocalModel:
+    """`--model` resolved (`resolve_model`: a built-in model is built on first use)."""
+    return LocalModel(name_or_path, resolve_model(name_or_path))

@@ -1,5 +1,6 @@
 """The pytest plugin (entry point `pytest11: llmperf`): hooks, options, the run's session,
-the `llmperf` fixture, test bounds and the terminal summary.
+the fixtures (`llmperf`, `llmperf_gpus`, `llmperf_model`, `llmperf_engine`), test bounds
+and the terminal summary.
 
 pytest registers this module; its hooks and fixtures live in `hooks`.
 """
@@ -8,6 +9,10 @@ from __future__ import annotations
 
 from pytest_llmperf.plugin.hooks import (
     llmperf,
+    llmperf_engine,
+    llmperf_gpus,
+    llmperf_model,
+    pytest_addhooks,
     pytest_addoption,
     pytest_collection_finish,
     pytest_collection_modifyitems,
@@ -23,6 +28,10 @@ from pytest_llmperf.plugin.hooks import (
 
 __all__ = [
     "llmperf",
+    "llmperf_engine",
+    "llmperf_gpus",
+    "llmperf_model",
+    "pytest_addhooks",
     "pytest_addoption",
     "pytest_collection_finish",
     "pytest_collection_modifyitems",

@@ -99,3 +99,31 @@ def _common(owner: str, label: object, model: object) -> None:
         text(owner, "label", label)
     if model is not None:
         text(owner, "model", model)
+
+
+def check_time(
+    owner: str,
+    functions: Mapping[str, object],
+    *,
+    kwargs: object,
+    rounds: object,
+    warmup_rounds: object,
+    setup: object,
+    count: object,
+    label: object,
+) -> None:
+    """Every argument of `time()` and `time_turns()`; the first wrong one raises."""
+    if not functions:
+        raise bad(owner, "functions", functions, "give at least one function to time")
+    for name, fn in functions.items():
+        if not callable(fn):
+            raise bad(owner, name, fn, "must be a function (or other callable) to time")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise bad(owner, "kwargs", kwargs, "must map argument names to values")
+    if rounds != "auto":  # rounds until decided (`plugin.gate`), else a number
+        whole(owner, "rounds", rounds, 1)
+    whole(owner, "warmup_rounds", warmup_rounds, 0)
+    a_callable(owner, "setup", setup, "called before each round, returning None or (args, kwargs)")
+    if count is not None and not (isinstance(count, Mapping) or callable(count)):
+        raise bad(owner, "count", count, "must map items to counts, or be a function of the result")
+    _common(owner, label, None)

@@ -29,8 +29,13 @@ from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
 from pytest_llmperf.measure.evidence import marker_allowance, of_questions, of_requests
 from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds, repeat_plainly, run_rounds
-from pytest_llmperf.plugin.arguments import check_evaluate_choices, check_measure
+from pytest_llmperf.plugin.arguments import (
+    check_config,
+    check_evaluate_choices,
+    check_measure,
+)
 from pytest_llmperf.plugin.decide import RoundsUntilDecided
+from pytest_llmperf.plugin.own.methods import TimingMethods
 from pytest_llmperf.plugin.pipeline import (
     MoreMetrics,
     Outcome,
@@ -79,8 +84,9 @@ class Measurement:
         return flatten(self.metrics.as_dict())
 
 
-class LLMPerfFixture:
-    """Measures workloads on the run's engine and records them for this test."""
+class LLMPerfFixture(TimingMethods):
+    """Measures workloads on the run's engine, and the test's own code (`TimingMethods`),
+    and records them for this test."""
 
     def __init__(self, request: pytest.FixtureRequest, session: LLMPerfSession) -> None:
         self._request = request
@@ -260,6 +266,16 @@ class LLMPerfFixture:
         self._record(make_record(self._session, subject, started, plan, outcome))
         self._fail_if_missed(key, outcome)
         return Measurement(key, metrics, (), started.info, started.load_s, verdicts.thresholds)
+
+    def engine(self, config: Config = DEFAULT_CONFIG, model: str | None = None) -> Engine:
+        """The started engine for `config` (the `llmperf_engine` fixture), for a test that
+        drives it itself: the one `measure` uses, shared with the configuration's other
+        tests and closed when the configuration changes."""
+        check_config("llmperf_engine()", config)
+        engine_config = self.engine_config(config, model)
+        if self._session.settings.dry_run:
+            pytest.skip(f"dry run: engine {engine_config.engine!r} not started")
+        return self._start_engine(engine_config, config).engine
 
     def _claim(self, call: str, label: str | None) -> str:
         """The key of this call's measurement; a label used twice is a usage error."""
@@ -446,10 +462,10 @@ class LLMPerfFixture:
             return None
         return self._request.getfixturevalue("benchmark")
 
-    def _record(self, record: TestRecord) -> None:
+    def _record(self, record: TestRecord, benchmark_too: bool = True) -> None:
         """Give the metrics to pytest-benchmark and append the record to the run."""
         # Only a fixture the rounds used: one asked for now would warn that it was not.
-        benchmark = self._benchmark() if self._benchmark_used else None
+        benchmark = self._benchmark() if benchmark_too and self._benchmark_used else None
         if benchmark is not None:
             flat = record.metrics_flat
             benchmark.extra_info.update({k: v for k, v in flat.items() if v is not None})

@@ -6,21 +6,33 @@ Thin by design: each hook hands off to the run's `LLMPerfSession`, kept in
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 import pytest
 
+from pytest_llmperf.engines.base import Engine
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import marker_gpu_count
 from pytest_llmperf.hardware.threads import apply_share, thread_environment
+from pytest_llmperf.measure.declared import declare_metrics
 from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
 from pytest_llmperf.measure.evidence import marker_allowance
+from pytest_llmperf.models.names import LocalModel, local_model
 from pytest_llmperf.plugin.fixture import LLMPerfFixture
 from pytest_llmperf.plugin.lifecycle import MARKER as TIMEOUT_MARKER
 from pytest_llmperf.plugin.lifecycle import TermAsInterrupt, bound_of, watchdog
 from pytest_llmperf.plugin.locations import check_invocation
 from pytest_llmperf.plugin.options import add_all_options
+from pytest_llmperf.plugin.own import hookspec
+from pytest_llmperf.plugin.own.gpus import (
+    CPU_ONLY,
+    TestGpus,
+    before_test,
+    leaks,
+    lease_for_test,
+    wanted,
+)
 from pytest_llmperf.plugin.session import LLMPerfSession
 from pytest_llmperf.plugin.settings import read_settings
 from pytest_llmperf.plugin.summary import write_terminal_summary
@@ -35,7 +47,8 @@ MARKERS = (
     "smoke: quick benchmarks that run anywhere, the CPU included, in minutes",
     "longform: long outputs (minutes per configuration on a GPU)",
     "accuracy: tests that score answers as well as time them",
-    "gpu(n=1): needs n GPUs from --gpus; skipped with a reason when fewer are available",
+    "gpu(n=1, allow_cpu=False): needs n GPUs from --gpus; skipped with a reason when fewer "
+    "are available (with allow_cpu, a run without GPUs runs it on the CPU)",
     f"{TIMEOUT_MARKER}(seconds): bound on this test; past it the engine's processes are "
     "ended and the test fails (like --llmperf-test-timeout)",
     f"{ALLOW_MARKER}(rate): a fault-injection test: up to this share (0 to 1) of its "
@@ -45,6 +58,10 @@ MARKERS = (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_all_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspec)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,6 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run_id = workerinput.get("llmperf_run_id") if workerinput else None
     if worker_id is None:  # first: with the wrong rootdir, every other check misleads
         check_invocation(config)
+    declare_suite_metrics(config)  # before the thresholds files that may name them are read
     session = LLMPerfSession(config, read_settings(config), worker_id, run_id)
     config.stash[session_key] = session
     share = workerinput.get("llmperf_cpus") if workerinput else None
@@ -100,6 +118,20 @@ class _XdistController:
         output = getattr(node, "workeroutput", None) or {}
         if "llmperf_threads" in output:
             self.session.worker_threads[node.workerinput["workerid"]] = output["llmperf_threads"]
+
+
+def declare_suite_metrics(config: pytest.Config) -> None:
+    """The metrics that `pytest_llmperf_metrics` implementations declare, each named by the
+    file that declared it in errors; this run's replace those of an earlier one."""
+    declare_metrics((), "pytest_configure", replace=True)
+    for impl in config.pluginmanager.hook.pytest_llmperf_metrics.get_hookimpls():
+        source = getattr(impl.plugin, "__file__", None) or impl.plugin_name
+        specs = impl.function(**{name: config for name in impl.argnames})
+        if isinstance(specs, (str, bytes)) or not isinstance(specs, Iterable):
+            raise LLMPerfUsageError(
+                f"{source}: pytest_llmperf_metrics: return a list of MetricSpec"
+            )
+        declare_metrics(specs, f"{source}: pytest_llmperf_metrics")
 
 
 def _session(config: pytest.Config) -> LLMPerfSession | None:
@@ -226,7 +258,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if usage_error is not None:
         pytest.fail(usage_error, pytrace=False)
     needed = max((_gpu_count(item, m) for m in item.iter_markers("gpu")), default=0)
-    if needed > len(session.gpus):
+    cpu_will_do = not session.gpus and wanted(item)[1]
+    if needed > len(session.gpus) and not cpu_will_do:
         have = ",".join(map(str, session.gpus)) or "none"
         pytest.skip(f"needs {needed} GPU(s); this run has {len(session.gpus)} (--gpus: {have})")
 
@@ -279,6 +312,63 @@ def llmperf(request: pytest.FixtureRequest) -> LLMPerfFixture:
     return LLMPerfFixture(request, session)
 
 
+@pytest.fixture
+def llmperf_gpus(request: pytest.FixtureRequest) -> Iterator[TestGpus]:
+    """The GPUs of the test's `gpu(n)` mark (1 without one), leased for the test, checked
+    clean before it and for leaks after it (`plugin.own.gpus`): `cuda` and `devices` as this
+    process numbers them, `physical` as NVML does, `visible_devices` (and `env()`) for a
+    child process's `CUDA_VISIBLE_DEVICES`. Skipped on a run without GPUs unless the mark
+    says `allow_cpu=True` (then `devices == ("cpu",)`)."""
+    session = _session(request.config)
+    if session is None:
+        pytest.skip("pytest-llmperf is not configured in this process")
+    count, allow_cpu = wanted(request.node)
+    if not session.gpus:
+        if not allow_cpu:
+            pytest.skip(
+                "llmperf_gpus: this run has no GPUs (--gpus); mark the test "
+                "gpu(allow_cpu=True) to run it on the CPU"
+            )
+        gpus = CPU_ONLY
+    else:
+        gpus = lease_for_test(session, count, session.settings.lease_timeout_s)
+    session.test_lease = gpus.lease
+    before = before_test(gpus, session.engine_starts)
+    try:
+        yield gpus
+        started = session.engine_starts != before.engine_starts
+        problems = leaks(gpus, before, session.engine_memory if started else None)
+    finally:
+        session.test_lease = None
+        if gpus.lease is not None:
+            if session.lease is not None:  # an engine started on the test's GPUs keeps them
+                gpus.lease.hand_over(session.lease)
+            gpus.lease.release()
+    if problems:
+        pytest.fail(
+            f"{request.node.nodeid} left behind:\n" + "\n".join(f"  {p}" for p in problems),
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def llmperf_model(request: pytest.FixtureRequest) -> LocalModel:
+    """The run's `--model` as a local directory (a built-in model is built on first use),
+    with its tokenizer, for a test that loads the model itself."""
+    session = _session(request.config)
+    if session is None:
+        pytest.skip("pytest-llmperf is not configured in this process")
+    return local_model(session.settings.model)
+
+
+@pytest.fixture
+def llmperf_engine(llmperf: LLMPerfFixture) -> Callable[..., Engine]:
+    """`llmperf_engine(config)`: the started engine for a configuration, for a test that
+    drives it itself; the one `llmperf.measure` uses, shared with the configuration's
+    other tests and closed when the configuration changes."""
+    return llmperf.engine
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     llmperf_session = _session(session.config)
     if llmperf_session is not None:
@@ -301,6 +391,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = _session(config)
     if session is not None:
         session.close_engine()
+    declare_metrics((), "pytest_unconfigure", replace=True)  # the next run declares its own
     term = config.stash.get(term_key, None)
     if term is not None:
         term.uninstall()

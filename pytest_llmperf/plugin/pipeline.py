@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo, GenerationRequest
 from pytest_llmperf.errors import where
-from pytest_llmperf.hardware.leases import gpu_processes
+from pytest_llmperf.hardware.leases import Lease, gpu_processes
 from pytest_llmperf.measure.bandwidth import bandwidth_metrics, peak_bandwidth
 from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
 from pytest_llmperf.measure.evidence import Allowance, Evidence
@@ -252,9 +252,21 @@ def judge(
 ) -> Verdicts:
     """The thresholds of `engine` for `key` and, with `--llmperf-compare`, the baseline,
     judged on the per-round `samples` at error rate `alpha` (default: the run's)."""
+    return judge_flat(session, key, engine, flatten(metrics.as_dict()), samples, alpha)
+
+
+def judge_flat(
+    session: LLMPerfSession,
+    key: str,
+    engine: str,
+    flat: Mapping[str, float | int | None],
+    samples: Samples,
+    alpha: float | None = None,
+) -> Verdicts:
+    """`judge` of flat metrics (`ttft_ms.p90`), as timed code's are."""
     gate = session.settings.gate
     alpha = gate.alpha if alpha is None else alpha
-    flat = flatten(metrics.as_dict())
+    flat = dict(flat)
     thresholds = check(session.thresholds_for(engine), key, flat, samples, alpha)
     against = (
         judge_test(session.baselines, key, flat, samples, session.tolerances, alpha, gate.drift)
@@ -355,9 +367,10 @@ def thresholds_record(check: CheckResult) -> ThresholdsRecord:
     )
 
 
-def gpu_record(session: LLMPerfSession) -> GpuRecord | None:
-    """The leased GPUs and every process NVML sees on them (proof of isolation)."""
-    held = session.lease
+def gpu_record(session: LLMPerfSession, held: Lease | None = None) -> GpuRecord | None:
+    """The leased GPUs (`held`, else the engine's) and every process NVML sees on them
+    (proof of isolation)."""
+    held = held if held is not None else session.lease
     if held is None:
         return None
     return GpuRecord(

@@ -33,6 +33,7 @@ from pytest_llmperf.hardware.gpus import (
 )
 from pytest_llmperf.hardware.leases import Lease, LeaseError, lease, wait_until_clean
 from pytest_llmperf.hardware.threads import cpu_shares, thread_environment, usable_cpus
+from pytest_llmperf.measure.timed import OWN_ENGINE
 from pytest_llmperf.plugin.locations import (
     check_cache,
     check_model,
@@ -107,6 +108,7 @@ class LLMPerfSession:
         )
         self._thresholds: dict[str, ThresholdSet] = {}
         self.check_engine_files(settings.engine)  # bad threshold files fail before anything runs
+        self.check_engine_files(OWN_ENGINE)  # and those of the suite's own timed code
         # A bad baseline or tolerance is a usage error now, not after hours of measuring.
         self.tolerances = parse_tolerances(settings.tolerances, "--llmperf-tolerance")
         #: The `--llmperf-compare` runs, newest first (one, or several pooled).
@@ -124,6 +126,8 @@ class LLMPerfSession:
             "run_id": self.run_id,
             "plugin_version": __version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # Orders runs started within the same second (`started_at` has whole seconds).
+            "started_unix": time.time(),
             "hardware": self.hardware,
             "settings": describe_settings(settings),
             "machine": machine_metadata(run_gpus, config.rootpath, sys.argv),
@@ -143,6 +147,14 @@ class LLMPerfSession:
         self._engine_key: tuple[EngineConfig, int] | None = None
         #: The GPUs the loaded engine holds, if any.
         self.lease: Lease | None = None
+        #: The GPUs the running test leased through `llmperf_gpus`: an engine it starts
+        #: runs on them (and keeps their locks when the test ends).
+        self.test_lease: Lease | None = None
+        #: Engines started so far, and the GPU memory (NVML, physical index -> bytes) the
+        #: loaded one took when it started: the release check of `llmperf_gpus` leaves
+        #: it out.
+        self.engine_starts = 0
+        self.engine_memory: dict[int, int] | None = None
         #: Memory in use on each of the run's GPUs when it started (NVML), for the
         #: isolation check; None without NVML.
         self.gpu_baseline = gpu_memory_used(physical_indices(self.gpus))
@@ -289,7 +301,13 @@ class LLMPerfSession:
         self.close_engine()
         self._engine_key = key
         self._engine_config = engine_config
-        if gpu_count:
+        borrowed = self.test_lease
+        if gpu_count and borrowed is not None and len(borrowed.gpus) >= gpu_count:
+            # The test's own GPUs, already leased and checked clean: the engine shares them.
+            self.lease = borrowed.borrow(gpu_count)
+            engine_config = replace(engine_config, gpus=self.lease.gpus)
+            self._engine_config = engine_config
+        elif gpu_count:
             try:
                 self.lease = lease(gpu_count, self.gpus, self.settings.lease_timeout_s)
                 wait_until_clean(
@@ -308,6 +326,8 @@ class LLMPerfSession:
         # has no server of its own to end) runs in a child while bounded.
         bounded_in_process = self.bounded and not spec.traits.can_terminate
         started = time.perf_counter()
+        physical = self.lease.physical if self.lease is not None else ()
+        memory_before = gpu_memory_used(physical)
         engine: Engine | None = None
         try:
             if spec.traits.isolated or self.settings.isolate or bounded_in_process:
@@ -332,7 +352,12 @@ class LLMPerfSession:
             self._record_start_failure(engine_config, exc)
             raise EngineStartError(self._engine_error) from exc
         self._engine, self._engine_info = engine, info
-        return engine, info, time.perf_counter() - started
+        load_s = time.perf_counter() - started
+        self.engine_starts += 1
+        memory_after = gpu_memory_used(physical)
+        if memory_before is not None and memory_after is not None:
+            self.engine_memory = {i: memory_after[i] - memory_before[i] for i in physical}
+        return engine, info, load_s
 
     def _record_start_failure(self, engine_config: EngineConfig, exc: Exception) -> None:
         """An engine that failed to start leaves the run folder with why and, for a
@@ -360,6 +385,7 @@ class LLMPerfSession:
         config = self._engine_config
         self._engine_config = self._engine_info = self._engine_error = None
         self._engine_key = None
+        self.engine_memory = None
         try:
             if engine is not None:
                 engine.close()
@@ -417,11 +443,17 @@ class LLMPerfSession:
         gate = self.settings.gate
         for engine, results in by_engine.items():
             path = self.update_target(engine)
+            # Timed code's metrics are its own: bound each one it measured round by round.
+            own = (
+                sorted({m for o in results.values() for m in o.runs})
+                if engine == OWN_ENGINE
+                else ()
+            )
             report = update_thresholds(
                 path,
                 results,
                 self.settings.threshold_margin,
-                DEFAULT_THRESHOLD_METRICS,
+                tuple(own) or DEFAULT_THRESHOLD_METRICS,
                 gate.drift,
                 gate.alpha,
             )

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.measure.reliability import EVERY_METRIC
+from pytest_llmperf.measure.timed import OWN_ENGINE
 from pytest_llmperf.results.changes import unjudged_notes
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
@@ -113,6 +114,22 @@ def baseline_cell(test: TestRecord) -> str:
     if "inconclusive" in verdicts:
         return f"inconclusive {verdicts.count('inconclusive')}/{len(verdicts)}"
     return f"ok ({len(verdicts)})"
+
+
+def own_rows(tests: Sequence[TestRecord], files: dict[str, ThresholdsFile]) -> list[list[str]]:
+    """Rows of the suite's own code (`llmperf.time`, `llmperf.record`): its metrics, each
+    with the interval of its samples."""
+    rows = []
+    for test in tests:
+        shown = []
+        for name, value in test.metrics_flat.items():
+            found = test.interval(name)
+            width = found.relative_half_width if found is not None else None
+            shown.append(f"{name} {format_interval(value, width)}")
+        rows.append(
+            [test.threshold_key, "; ".join(shown), thresholds_cell(test, files[test.threshold_key])]
+        )
+    return rows
 
 
 def summary_rows(
@@ -346,12 +363,20 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
         for line in dry_run:
             reporter.write_line(f"  {line}")
     if tests:
-        baseline = any(t.baseline is not None for t in tests)
-        header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
-        header += ["baseline"] if baseline else []
-        rows = summary_rows(tests, thresholds_files(session, tests), baseline)
-        for text in render_table(header, rows).splitlines():
-            reporter.write_line(text)
+        own = [t for t in tests if t.engine == OWN_ENGINE]
+        engines = [t for t in tests if t.engine != OWN_ENGINE]
+        files = thresholds_files(session, tests)
+        if engines:
+            baseline = any(t.baseline is not None for t in engines)
+            header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
+            header += ["baseline"] if baseline else []
+            rows = summary_rows(engines, files, baseline)
+            for text in render_table(header, rows).splitlines():
+                reporter.write_line(text)
+        if own:
+            header = ["your code", "metrics", "thresholds"]
+            for text in render_table(header, own_rows(own, files)).splitlines():
+                reporter.write_line(text)
         for note in run_notes(tests, session.metadata):
             reporter.write_line(note, yellow=True)
     for line in failures:

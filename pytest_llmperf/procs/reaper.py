@@ -98,6 +98,17 @@ class Reaper:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
         self._pid = os.getpid()
+        self._groups: set[int] = set()
+
+    def owns(self, pid: int) -> bool:
+        """Whether `pid` is the reaper or in a group it watches (the run's engines and
+        servers), not a process a test left behind."""
+        if self._process is not None and pid == self._process.pid:
+            return True
+        try:
+            return os.getpgid(pid) in self._groups
+        except OSError:
+            return False
 
     def _pipe(self) -> IO[str] | None:
         if self._process is None or self._pid != os.getpid():  # none yet, or we were forked
@@ -125,10 +136,12 @@ class Reaper:
 
     def watch(self, pgid: int) -> None:
         """End group `pgid` if this process ends before calling `forget(pgid)`."""
+        self._groups.add(pgid)
         self._tell(f"+ {pgid}")
 
     def forget(self, pgid: int) -> None:
         """Group `pgid` is stopped: nothing to do for it any more."""
+        self._groups.discard(pgid)
         if self._process is not None:
             self._tell(f"- {pgid}")
 

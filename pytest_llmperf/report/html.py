@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.results.record import TestRecord
-from pytest_llmperf.results.runs import Run
+from pytest_llmperf.results.runs import Run, time_order
 from pytest_llmperf.tables import format_number
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _compared(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
     """(base, new) of each comparison: the first run against each later one; in a history,
     the newest against the run before it."""
     if len(runs) >= HISTORY_MIN_RUNS:
-        ordered = sorted(runs, key=lambda r: (r.started_at, r.run_id))
+        ordered = sorted(runs, key=time_order)
         return [(ordered[-2], ordered[-1])]
     return [(runs[0], new) for new in runs[1:]]
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 from pytest_llmperf.measure.evidence import Evidence, EvidenceCheck, FailureReason
+from pytest_llmperf.measure.metrics import MetricSpec
 from pytest_llmperf.measure.stats import Estimate, Scale, estimate
 from pytest_llmperf.results.fields import Fields, Number
 
@@ -333,6 +334,10 @@ class TestRecord:
     unreliable: Mapping[str, str] = field(default_factory=dict)
     #: How the measured rounds ended (None in records before rounds could be adaptive).
     stop: StopRecord | None = None
+    #: The metrics of the suite's own that the record holds (`pytest_llmperf_metrics`):
+    #: name -> {unit, better, kind}, so that a reader in another process (`llmperf
+    #: compare`) judges them as the run did. Empty in older records.
+    declared_metrics: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -398,7 +403,19 @@ class TestRecord:
             unreliable=(
                 f.json_object("unreliable", _check_text) if "unreliable" in f.keys() else {}
             ),
+            declared_metrics=(
+                f.json_object("declared_metrics", _check_declared)
+                if "declared_metrics" in f.keys()
+                else {}
+            ),
         )
+
+    def metric_specs(self) -> list[MetricSpec]:
+        """The suite's own metrics this record holds, as specs (`declared_metrics`)."""
+        return [
+            MetricSpec(name, d["unit"], d["better"], d["kind"])  # type: ignore[arg-type]
+            for name, d in self.declared_metrics.items()
+        ]
 
 
 def _samples(f: Fields) -> dict[str, tuple[Number | None, ...]]:
@@ -449,6 +466,16 @@ def _json(value: object) -> object:
     if isinstance(value, (tuple, list)):
         return [_json(v) for v in value]
     return value
+
+
+def _check_declared(value: object) -> str | None:
+    """Why `value` cannot be a declared metric's meaning, or None."""
+    expected = 'an object {"unit": text, "better": "higher"|"lower", "kind": "scalar"}'
+    if not isinstance(value, dict) or not isinstance(value.get("unit"), str):
+        return expected
+    if value.get("better") not in ("higher", "lower"):
+        return expected
+    return None if value.get("kind") in ("scalar", "count", "flag") else expected
 
 
 def _check_text(value: object) -> str | None:

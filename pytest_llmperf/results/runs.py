@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.measure.declared import declare_metrics
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.writer import (
     SCHEMA_VERSION,
@@ -67,6 +68,13 @@ class Run:
     @property
     def started_at(self) -> str:
         return str(self.summary.get("started_at") or "")
+
+    @property
+    def started_unix(self) -> float:
+        """When the run started, in seconds since the epoch (0 for runs from before it was
+        recorded): the order of runs started within one second."""
+        value = self.summary.get("started_unix")
+        return float(value) if isinstance(value, int | float) else 0.0
 
     def test(self, key: str) -> TestRecord | None:
         """The record of a test by its key (`TestRecord.key`; the last, if it ran twice)."""
@@ -120,13 +128,22 @@ def read_run(path: Path) -> Run:
             source = f"{summary_path}: tests[{index}]"
             check_schema(test, source)
             tests.append(TestRecord.from_record(test, source))
-        return Run(path, summary, tuple(tests), finished=True)
+        return _declaring(Run(path, summary, tuple(tests), finished=True))
     try:
         summary = build_summary(path)
         summary.pop("tests")
-        return Run(path, summary, read_test_records(path), finished=False)
+        return _declaring(Run(path, summary, read_test_records(path), finished=False))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise LLMPerfUsageError(f"{path}: its records cannot be read ({exc})") from None
+
+
+def _declaring(run: Run) -> Run:
+    """The run, once the metrics its suite declared are known to this process (so that
+    `llmperf compare` and the report judge them as the run did)."""
+    for test in run.tests:
+        if test.declared_metrics:
+            declare_metrics(test.metric_specs(), f"{run.path}: test {test.key}")
+    return run
 
 
 def _check_metadata(run_json: Path) -> None:
@@ -147,6 +164,7 @@ def _check_metadata(run_json: Path) -> None:
 _RUN_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "run_id": ((str,), "a string"),
     "started_at": ((str,), "a string"),
+    "started_unix": ((int, float), "a number"),
     "finished_at": ((str,), "a string"),
     "hardware": ((str, type(None)), "a string or null"),
     "plugin_version": ((str,), "a string"),
@@ -203,7 +221,7 @@ def find_runs(results_dir: Path = DEFAULT_RESULTS_DIR) -> list[Run]:
     if not results_dir.is_dir():
         raise LLMPerfUsageError(f"{results_dir}: no such results folder")
     runs = [read_run(p) for p in sorted(results_dir.iterdir()) if is_run_dir(p)]
-    return sorted(runs, key=lambda r: (r.started_at, r.path.name))
+    return sorted(runs, key=time_order)
 
 
 def open_run(
@@ -319,3 +337,8 @@ def run_refs(text: str, source: str) -> list[str]:
     if any(not ref for ref in refs):
         raise LLMPerfUsageError(f"{source}: {text!r}: an empty run name in the list")
     return refs
+
+
+def time_order(run: Run) -> tuple[str, float, str]:
+    """The sort key that puts runs in the order they started."""
+    return (run.started_at, run.started_unix, run.run_id)

@@ -18,6 +18,7 @@ The defaults, and why:
 
     throughput, ttft/tpot/e2e p50 and p90     10%    what a shared GPU runner moves by
                                                      between nights
+    call_s (a timed call of your code)        10%    a time like e2e, on the same runner
     mbu                                       10%    decode speed over the card's fixed
                                                      bandwidth: it moves with the speeds
     energy_j, output_tok_per_j                15%    energy is power x time: the time's 10%,
@@ -31,8 +32,9 @@ The defaults, and why:
     accuracy, accuracy_norm, exact_match,     0.02   absolute: a relative change of a small
     token_f1                                         ratio says nothing
 
-Power, utilisation, clocks and the other telemetry are shown, not judged: a faster run may
-draw more power, and energy per run is what it costs.
+A suite's own declared metrics have no default: give theirs (`--llmperf-tolerance
+jobs_per_s:10%`). Power, utilisation, clocks and the other telemetry are shown, not judged:
+a faster run may draw more power, and energy per run is what it costs.
 
 A tolerance names a metric as a thresholds file does: a name that is no metric
 (`output_tokps`) is an error with the closest names, and a glob must match some metric.
@@ -64,6 +66,7 @@ DEFAULT_TOLERANCES: tuple[str, ...] = (
     "e2e_ms.p50:10%",
     "e2e_ms.p90:10%",
     "mbu:10%",
+    "call_s:10%",
     "energy_j:15%",
     "output_tok_per_j:15%",
     "peak_gpu_mem_bytes:5%",

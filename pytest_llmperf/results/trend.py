@@ -48,7 +48,7 @@ from pytest_llmperf.measure.stats import (
     judge_change,
 )
 from pytest_llmperf.results.record import TestRecord
-from pytest_llmperf.results.runs import Run, find_runs, is_run_dir, open_run
+from pytest_llmperf.results.runs import Run, find_runs, is_run_dir, open_run, time_order
 from pytest_llmperf.results.tolerances import Tolerance, parse_tolerances
 
 #: Followed by default, where a test records them.
@@ -194,7 +194,7 @@ def collect_runs(refs: Sequence[str | Path], results_dir: Path) -> list[Run]:
         else:
             runs.append(open_run(ref, results_dir))
     unique = {run.path.resolve(): run for run in runs}
-    return sorted(unique.values(), key=lambda r: (r.started_at, r.run_id))
+    return sorted(unique.values(), key=time_order)
 
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
@@ -216,7 +216,7 @@ def analyse(
 ) -> Trend:
     """Steps and the newest run's judgement over `runs` (any order), for `metrics` (default:
     `HEADLINE_METRICS` where recorded) of the tests whose key matches `test_glob`."""
-    runs = sorted(runs, key=lambda r: (r.started_at, r.run_id))
+    runs = sorted(runs, key=time_order)
     step_runs = fewest_runs(step_alpha)
     fewest = FEWEST_EARLIER + 1
     if len(runs) < fewest:
