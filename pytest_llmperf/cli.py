@@ -119,7 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("runs", nargs="+", metavar="RUN", help="run folders, ids, or latest:N")
     calibrate.add_argument(
-        "--thresholds-dir", type=_path, default=Path("thresholds"), help="default: thresholds"
+        "--thresholds-dir",
+        type=_path,
+        default=None,
+        help="default: the project's (<rootdir>/<llmperf_thresholds_dir>, thresholds unless the "
+        "ini says)",
     )
 
     report = command("report", "a self-contained HTML report of one or more runs")
@@ -428,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             refs = [ref for given in args.runs for ref in run_refs(given, "llmperf calibrate")]
             runs = [open_run(ref, args.results_dir, baseline=True) for ref in refs]
-            print("\n".join(calibrate(runs, args.thresholds_dir)))
+            thresholds_dir = args.thresholds_dir or find_project().thresholds_dir
+            print("\n".join(calibrate(runs, thresholds_dir)))
             return EXIT_OK
         if args.command == "report":
             return _report(args.runs, args.output, args.results_dir, args.force)

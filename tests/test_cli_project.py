@@ -207,3 +207,18 @@ def test_the_command_runs_from_the_repository(tmp_path: Path) -> None:
     """`python -m pytest_llmperf` in the repository reads its own ini (results)."""
     out = llmperf(REPO / "suites", "list", "--results-dir", str(tmp_path))
     assert out.returncode == 0 and "no runs in" in out.stdout
+
+
+def test_the_project_and_its_ini_folders_are_found_from_a_subfolder(tmp_path: Path) -> None:
+    from pytest_llmperf.results.readback.project import find_project
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nllmperf_results_dir = "out/runs"\n'
+        'llmperf_thresholds_dir = "bounds"\n'
+    )
+    deep = tmp_path / "suites" / "data"
+    deep.mkdir(parents=True)
+    project = find_project(deep)
+    assert project.rootdir == tmp_path and project.inifile == tmp_path / "pyproject.toml"
+    assert project.results_dir == tmp_path / "out" / "runs"
+    assert project.thresholds_dir == tmp_path / "bounds"  # `llmperf calibrate` writes there

@@ -3,7 +3,7 @@
 Before: the hf engine had no thread setting, run.json recorded no thread environment, and
 `-n 2` on a CPU run measured two tests at once on the same cores (560 against 2,160 tok/s
 alone) without a word. Real runs of the hf engine on the tiny model; the effect on the
-numbers is measured by `bench/thread_neighbour.py` (BENCHMARKS.md).
+numbers is measured by `bench/threads_noise.py` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
