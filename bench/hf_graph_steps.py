@@ -1,4 +1,4 @@
-"""Where a decode step's time goes on the hf engine's CUDA-graph path: the engine's stream
+"""Where a decode step's time goes on the hf-fast engine's CUDA-graph path: the engine's stream
 consumed directly vs through the harness's round, and the host's own time per step.
 
     python bench/hf_graph_steps.py --model /tmp/llama1b --batch 1 32 [--profile DIR]
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
-from pytest_llmperf.engines.hf.engine import HFEngine
+from pytest_llmperf.engines.hf.fast import HFFastEngine
 from pytest_llmperf.measure.harness import run_round
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--profile", type=Path, help="write kernel tables here")
-    parser.add_argument("--settings", default="{}", help="extra hf settings, JSON")
+    parser.add_argument("--settings", default="{}", help="extra hf-fast settings, JSON")
     parser.add_argument(
         "--no-coordinate-descent",
         action="store_true",
@@ -59,9 +59,9 @@ def main() -> None:
         name, value = assignment.split("=", 1)
         setattr(inductor, name, json.loads(value))
     for batch in args.batch:
-        engine = HFEngine(
+        engine = HFFastEngine(
             EngineConfig.make(
-                "hf", args.model, {"max_num_seqs": batch, **json.loads(args.settings)}, [0]
+                "hf-fast", args.model, {"max_num_seqs": batch, **json.loads(args.settings)}, [0]
             )
         )
         engine.start()
@@ -96,7 +96,7 @@ def main() -> None:
         engine.close()
 
 
-def profile_stream(engine: HFEngine, requests: list[Any], out: Path) -> None:
+def profile_stream(engine: HFFastEngine, requests: list[Any], out: Path) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

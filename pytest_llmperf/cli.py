@@ -222,6 +222,14 @@ def _trend_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> Non
         f"(default: {trend.DEFAULT_ALPHA})",
     )
     parser.add_argument(
+        "--drift",
+        type=float,
+        default=trend.DEFAULT_DRIFT,
+        metavar="FRACTION",
+        help="the drift between runs assumed when the newest run is judged against the first "
+        f"runs of each series (a creep), as --llmperf-drift (default: {trend.DEFAULT_DRIFT:g})",
+    )
+    parser.add_argument(
         "--fail-on",
         choices=trend_command.FAIL_ON,
         default="any",
@@ -426,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.tolerance,
                 args.alpha,
                 args.fail_on,
+                args.drift,
             )
         if args.command == "calibrate":
             from pytest_llmperf.thresholds.calibrate import calibrate

@@ -3,7 +3,9 @@
 # run the suites on the machine's GPUs, gate every test on the thresholds and on the newest
 # kept night (--llmperf-compare), judge tonight's run against the kept nights with
 # `llmperf trend` (it fails on a new regression: tonight worse than the nights before it,
-# pooled, allow), and write an HTML report of the kept nights and tonight beside the run.
+# pooled, allow, or worse than the first kept nights beyond the drift between runs, which
+# catches a slowdown that creeps in a few percent a night), and write an HTML report of the
+# kept nights and tonight beside the run.
 #
 #   scripts/nightly.sh             the real job
 #   scripts/nightly.sh --dry-run   build and check everything, start no engine, on any machine
@@ -65,7 +67,7 @@ tonight="$(run_folders "$results" | tail -n 1)"  # none after a dry run
 runs=("${past[@]}")
 [ -n "$tonight" ] && runs+=("$tonight")
 if [ "${#runs[@]}" -ge 3 ]; then
-    echo "nightly: trend over ${#runs[@]} runs; the newest against up to $window before it"
+    echo "nightly: trend over ${#runs[@]} runs; the newest against up to $window before it and against the first kept nights"
     trend=0
     "${llmperf[@]}" trend "${runs[@]}" --window "$window" --fail-on newest || trend=$?
     [ "$status" -ne 0 ] || status=$trend

@@ -2,12 +2,12 @@
 batch 32, with 128-token prompts and exactly 256 new tokens each.
 
 python bench/build_random_llama.py --shape llama-3.2-1b --out /tmp/llama1b
-pytest suites/test_decode_speed.py -m smoke --model /tmp/llama1b --gpus 0
+pytest suites/test_decode_speed.py -m smoke --model /tmp/llama1b --gpus 0 --engine hf-fast
 
 Reports `mbu` and `weights_bound_tok_per_s` (`pytest_llmperf.measure.bandwidth`) beside output
-tok/s;
-the hf engine's first round builds its CUDA graph (`graph_build_s`), outside the measured
-rounds. GPU only (skipped on a CPU run).
+tok/s; the warm-up round builds what the engine compiles (hf-fast's CUDA graphs, reported as
+`graph_build_s`; hf's compiled decode step with a static cache), outside the measured rounds.
+Any engine; GPU only (skipped on a CPU run).
 """
 
 from __future__ import annotations

@@ -106,3 +106,42 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         assert out.returncode == 0, out.stdout[-3000:]
     first, second = (run.path for run in find_runs(root / "results"))  # in the order they ran
     return first, second
+
+
+# Bounds for the small suite: met by any run (test_decode), and one no run meets (test_latency).
+GATED_THRESHOLDS = textwrap.dedent(
+    """
+    schema: 1
+    tests:
+      "test_suite.py::test_decode*":
+        output_tok_per_s: {min: 0.001}
+        ttft_ms.p90: {max: 1000000}
+      "test_suite.py::test_latency":
+        e2e_ms.p90: {max: 0.001}
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def gated_run(real_runs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run of the small suite judged every way the gate judges: against thresholds
+    (bounds met, and one that test_latency misses), against the first real run as its
+    baseline (`--llmperf-compare`), with rounds until decided (`--llmperf-rounds auto`, at
+    most 5); its exports written with its summary. test_latency fails, so pytest exits 1."""
+    root = make_project(tmp_path_factory.mktemp("gated"), SUITE)
+    (root / "thresholds" / "cpu").mkdir(parents=True)
+    (root / "thresholds" / "cpu" / "hf.yaml").write_text(GATED_THRESHOLDS)
+    out = run_project(
+        root,
+        "--llmperf-compare",
+        str(real_runs[0]),
+        "--llmperf-rounds",
+        "auto",
+        "--llmperf-max-rounds",
+        "5",
+    )
+    assert out.returncode == 1, out.stdout[-3000:]
+    (run_dir,) = (root / "results").iterdir()
+    tests = json.loads((run_dir / "summary.json").read_text())["tests"]
+    assert len(tests) == 3 and all(t["baseline"] and t["stop"] for t in tests), out.stdout
+    return run_dir

@@ -8,6 +8,7 @@ how noisy this machine's timings are.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -419,3 +420,57 @@ def test_github_benchmark_exports_split_by_direction(base_run: Path) -> None:
     entry = next(e for e in bigger if e["name"] == f"{latency['test_id']} output_tok_per_s")
     assert entry["value"] == latency["metrics_flat"]["output_tok_per_s"]
     assert entry["unit"] == "tok/s"
+
+
+def test_exports_carry_intervals_rounds_and_verdicts(gated_run: Path) -> None:
+    """tests.csv and the github-action-benchmark files of a real run judged on bounds, a
+    baseline and rounds until decided: each headline metric's interval (low and high columns;
+    `range`), the rounds and why they ended, and each verdict with its p-value."""
+    run = open_run(gated_run)
+    with (gated_run / "tests.csv").open(newline="", encoding="utf-8") as handle:
+        rows = {row["test_id"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {t.key for t in run.tests}
+    for test in run.tests:
+        row = rows[test.key]
+        assert test.stop is not None
+        assert row["rounds"] == str(test.stop.rounds) and row["stop"] == test.stop.reason
+        for metric in ("output_tok_per_s", "ttft_ms.p90", "e2e_ms.p90"):
+            found = test.interval(metric)
+            assert found is not None and found.low < found.high
+            assert float(row[f"{metric}.low"]) == pytest.approx(found.low, rel=1e-12)
+            assert float(row[f"{metric}.high"]) == pytest.approx(found.high, rel=1e-12)
+            assert float(row[metric]) == test.metric(metric)
+        assert float(row["requests_per_s"]) > 0 and float(row["failure_rate"]) == 0
+        assert row["failure_rate.low"] == row["failure_rate.high"] == ""  # no spread: none
+        assert test.baseline is not None
+        assert row["baseline"] in ("ok", "regressed", "inconclusive")
+        assert row["baseline_metrics"].count("; ") == len(test.baseline.judged) - 1
+        assert (
+            "output_tok_per_s " in row["baseline_metrics"]
+            and " within 10%: " in row["baseline_metrics"]
+        )
+    latency = next(t for t in run.tests if t.key.endswith("test_latency"))
+    bound = latency.thresholds.checked[0]
+    assert bound.p is not None
+    assert rows[latency.key]["thresholds"] == "missed"
+    assert rows[latency.key]["bounds"] == f"e2e_ms.p90 <= 0.001: missed (p={bound.p:.2g})"
+    decode = [rows[t.key] for t in run.tests if "test_decode" in t.key]
+    assert all(
+        r["thresholds"] == "met" and "output_tok_per_s >= 0.001: met (p=" in r["bounds"]
+        for r in decode
+    )
+
+    folder = gated_run / "github-benchmark"
+    bigger = json.loads((folder / "bigger_is_better.json").read_text())
+    smaller = json.loads((folder / "smaller_is_better.json").read_text())
+    entries = {e["name"]: e for e in bigger + smaller}
+    for test in run.tests:
+        entry = entries[f"{test.key} output_tok_per_s"]
+        found = test.interval("output_tok_per_s")
+        assert found is not None and found.relative_half_width is not None
+        assert entry["range"] == f"±{found.relative_half_width * 100:.1f}%"
+        assert f"rounds={test.stop.rounds} (" in entry["extra"]  # type: ignore[union-attr]
+        assert "; baseline " in entry["extra"] and " within 10%: " in entry["extra"]
+    e2e = entries[f"{latency.key} e2e_ms.p90"]
+    assert f"bound <= 0.001: missed (p={bound.p:.2g})" in e2e["extra"]
+    assert "range" not in entries[f"{latency.key} failure_rate"]  # no spread, no range

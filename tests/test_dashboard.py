@@ -146,3 +146,31 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_dashboard_shows_intervals_rounds_and_verdicts(gated_run: Path) -> None:
+    """A run judged on bounds, a baseline and rounds until decided: the runs page shows each
+    test's rounds and why they ended, its headline metrics with their intervals, and each
+    bound's and baseline metric's verdict, in the words of the report and the exports."""
+    from pytest_llmperf.results import readout
+    from pytest_llmperf.results.runs import open_run
+
+    process, url = start_dashboard(gated_run.parent)
+    try:
+        text = page_text(url + "/", "Deploy")
+        text = page_text(url + "/", "missed (p=")  # once the verdicts table is drawn
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=20)
+        process.stdout.close()  # type: ignore[union-attr]
+    assert f"{gated_run.name}: intervals and verdicts" in text, text[:3000]
+    assert "Traceback" not in text and "Error" not in text, text[-3000:]  # no tab failed
+    text = text.replace("≤", "<=").replace("≥", ">=")  # how the table draws <= and >=
+    for test in open_run(gated_run).tests:
+        assert readout.rounds_text(test) in text
+        assert readout.headline(test, "output_tok_per_s") in text
+        assert "±" in readout.headline(test, "output_tok_per_s")
+        for check in test.thresholds.checked:
+            assert readout.bound_text(check) in text
+    assert "e2e_ms.p90 <= 0.001: missed (p=" in text
+    assert " within 10%: " in text  # a baseline metric's verdict

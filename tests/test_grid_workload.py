@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -44,23 +45,25 @@ def test_a_grid_can_compare_the_hf_decode_paths() -> None:
     }
 
 
-def test_every_hf_setting_but_the_device_can_be_given_in_a_grid() -> None:
+@pytest.mark.parametrize("engine", ["hf", "hf-fast"])
+def test_every_hf_setting_but_the_device_can_be_given_in_a_grid(engine: str) -> None:
     """(`device` follows --gpus.) A setting the engine takes but grids refuse could only be
     set from Python; the engine reads its settings through the same spec."""
-    from pytest_llmperf.engines.hf.engine import HFEngine
+    from pytest_llmperf.engines import engine_spec
     from pytest_llmperf.suite.config import fit
 
-    values = {str: "sdpa", int: 2, bool: False}
+    values = {str: "sdpa", int: 2, bool: False, Mapping: {}}
+    spec = engine_spec(engine)
     settings = {
         s.name: s.choices[1] if s.choices else values[s.types[0]]
-        for s in HFEngine.spec.settings
+        for s in spec.settings
         if s.name != "device"
     }
     settings["tensor_parallel_size"] = 1
-    fitted = fit(Config.make("all", settings), "hf")
+    fitted = fit(Config.make("all", settings), engine)
     assert fitted.settings == settings and fitted.not_applied == ()
-    with pytest.raises(GridError, match="unknown setting 'device' for engine 'hf'"):
-        Config.make("device", {"device": "cpu"}, engine="hf")
+    with pytest.raises(GridError, match=f"unknown setting 'device' for engine '{engine}'"):
+        Config.make("device", {"device": "cpu"}, engine=engine)
 
 
 def test_yaml_named_configs_keep_their_names(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""The transformers engine, for real: the tiny model on CPU, no mocks."""
+"""The transformers engines, for real: the tiny model on CPU, no mocks.
+
+What both hf engines promise (the engine contract, `engines/base.py`) runs on each: `hf`
+(transformers' `generate`) and `hf-fast` (our own loop; its CPU path). What only `hf`
+promises is in test_hf_generate.py; `hf-fast`'s CUDA path in test_hf_graph.py."""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
     Tokenizer,
 )
+from pytest_llmperf.engines.hf.common import HFEngineBase
 from pytest_llmperf.engines.hf.engine import HFEngine
+from pytest_llmperf.engines.hf.fast import HFFastEngine
 from pytest_llmperf.models.names import tiny_model_path
 
 PROMPTS = (
@@ -32,8 +38,18 @@ PROMPTS = (
 MAX_MODEL_LEN = 256
 
 
-def start(model: str = "tiny", **settings: Any) -> HFEngine:
-    engine = HFEngine(EngineConfig.make("hf", model, settings))
+ENGINES: dict[str, type[HFEngineBase]] = {"hf": HFEngine, "hf-fast": HFFastEngine}
+
+
+@pytest.fixture(scope="module", params=sorted(ENGINES))
+def which(request: pytest.FixtureRequest) -> str:
+    """The engine under test: every test of this module runs on both."""
+    name: str = request.param
+    return name
+
+
+def start(which: str, model: str = "tiny", **settings: Any) -> HFEngineBase:
+    engine = ENGINES[which](EngineConfig.make(which, model, settings))
     engine.start()
     return engine
 
@@ -49,8 +65,8 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def engine(one_thread: None) -> Iterator[HFEngine]:
-    engine = start(max_model_len=MAX_MODEL_LEN)
+def engine(one_thread: None, which: str) -> Iterator[HFEngineBase]:
+    engine = start(which, max_model_len=MAX_MODEL_LEN)
     yield engine
     engine.close()
 
@@ -59,7 +75,7 @@ def req(i: int | str, sampling: SamplingParams, **kwargs: Any) -> GenerationRequ
     return GenerationRequest(str(i), sampling, **kwargs)
 
 
-def run(engine: HFEngine, requests: Sequence[GenerationRequest]) -> list[StreamChunk]:
+def run(engine: HFEngineBase, requests: Sequence[GenerationRequest]) -> list[StreamChunk]:
     return list(engine.stream(requests))
 
 
@@ -80,16 +96,16 @@ def finals(chunks: list[StreamChunk]) -> dict[int, StreamChunk]:
     return done
 
 
-def greedy(engine: HFEngine, prompt: str, n: int = 16) -> list[int]:
+def greedy(engine: HFEngineBase, prompt: str, n: int = 16) -> list[int]:
     return outputs(run(engine, [req(0, SamplingParams.fixed_length(n), prompt=prompt)]))[0]
 
 
-def test_start_reports_facts(engine: HFEngine) -> None:
-    other = HFEngine(EngineConfig.make("hf", "tiny"))
+def test_start_reports_facts(engine: HFEngineBase, which: str) -> None:
+    other = ENGINES[which](EngineConfig.make(which, "tiny"))
     info = other.start()
     assert isinstance(other, Engine)
     other.close()
-    assert (info.engine, info.device, info.dtype) == ("hf", "cpu", "float32")
+    assert (info.engine, info.device, info.dtype) == (which, "cpu", "float32")
     assert info.model == str(tiny_model_path())
     assert info.details["attn_implementation"] == "sdpa"
     assert info.details["num_parameters"] == 590_464
@@ -104,7 +120,7 @@ def test_start_reports_facts(engine: HFEngine) -> None:
     assert tok.decode([0, *tok.encode("hi there"), 1, 3]) == "hi there"
 
 
-def test_greedy_batch_matches_unpadded_generate(engine: HFEngine) -> None:
+def test_greedy_batch_matches_unpadded_generate(engine: HFEngineBase) -> None:
     from transformers import AutoModelForCausalLM
 
     n = 16
@@ -134,7 +150,7 @@ def test_greedy_batch_matches_unpadded_generate(engine: HFEngine) -> None:
         assert {c.prompt_tokens for c in chunks if c.index == i} == {ids.shape[1]}
 
 
-def test_fixed_length_and_step_by_step_order(engine: HFEngine) -> None:
+def test_fixed_length_and_step_by_step_order(engine: HFEngineBase) -> None:
     n = 7
     chunks = run(
         engine,
@@ -151,7 +167,7 @@ def test_fixed_length_and_step_by_step_order(engine: HFEngine) -> None:
     assert {len(v) for v in outputs(chunks).values()} == {n}
 
 
-def test_stream_is_lazy_and_can_be_abandoned(engine: HFEngine) -> None:
+def test_stream_is_lazy_and_can_be_abandoned(engine: HFEngineBase) -> None:
     stream = engine.stream([req(0, SamplingParams.fixed_length(50), prompt="Hello")])
     first = next(stream)
     assert first.index == 0 and len(first.token_ids) == 1 and first.finish_reason is None
@@ -161,8 +177,8 @@ def test_stream_is_lazy_and_can_be_abandoned(engine: HFEngine) -> None:
     assert greedy(engine, "Hello", 1) == list(first.token_ids)
 
 
-def test_batches_of_max_num_seqs_run_in_order() -> None:
-    engine = start(max_num_seqs=2)
+def test_batches_of_max_num_seqs_run_in_order(which: str) -> None:
+    engine = start(which, max_num_seqs=2)
     try:
         chunks = run(
             engine,
@@ -176,7 +192,7 @@ def test_batches_of_max_num_seqs_run_in_order() -> None:
     assert [c.index for c in chunks] == [0, 1] * 3 + [2, 3] * 3 + [4] * 3
 
 
-def test_seeded_sampling_repeats_and_differs_from_greedy(engine: HFEngine) -> None:
+def test_seeded_sampling_repeats_and_differs_from_greedy(engine: HFEngineBase) -> None:
     prompt = PROMPTS[1]
     sampled = SamplingParams.fixed_length(16, temperature=1.0, top_k=100, top_p=0.95, seed=7)
     first = outputs(run(engine, [req(0, sampled, prompt=prompt)]))[0]
@@ -193,7 +209,7 @@ def test_seeded_sampling_repeats_and_differs_from_greedy(engine: HFEngine) -> No
     assert outputs(run(engine, [req(0, other_seed, prompt=prompt)]))[0] != first
 
 
-def test_top_k_1_and_tiny_top_p_are_greedy(engine: HFEngine) -> None:
+def test_top_k_1_and_tiny_top_p_are_greedy(engine: HFEngineBase) -> None:
     prompt = PROMPTS[3]
     for params in (dict(top_k=1), dict(top_p=1e-6)):
         sampling = SamplingParams.fixed_length(12, temperature=0.8, seed=1, **params)
@@ -202,7 +218,7 @@ def test_top_k_1_and_tiny_top_p_are_greedy(engine: HFEngine) -> None:
         ), params
 
 
-def test_stop_strings(engine: HFEngine) -> None:
+def test_stop_strings(engine: HFEngineBase) -> None:
     prompt = PROMPTS[1]
     tokens = greedy(engine, prompt)
     decode = engine.tokenizer.decode
@@ -229,8 +245,8 @@ def test_stop_strings(engine: HFEngine) -> None:
 
 @pytest.fixture(scope="module")
 def two_eos(
-    engine: HFEngine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[HFEngine, list[int], int, int]]:
+    engine: HFEngineBase, which: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[HFEngineBase, list[int], int, int]]:
     """An engine whose model has a second EOS token: one the greedy output emits.
 
     Random weights never pick `</s>`; a model that lists the k-th greedy token as
@@ -244,12 +260,12 @@ def two_eos(
     gen_config = json.loads((path / "generation_config.json").read_text())
     gen_config["eos_token_id"] = [gen_config["eos_token_id"], tokens[k]]
     (path / "generation_config.json").write_text(json.dumps(gen_config))
-    eos_engine = start(str(path))
+    eos_engine = start(which, str(path))
     yield eos_engine, tokens, tokens[k], k
     eos_engine.close()
 
 
-def test_eos_stops_without_being_output(two_eos: tuple[HFEngine, list[int], int, int]) -> None:
+def test_eos_stops_without_being_output(two_eos: tuple[HFEngineBase, list[int], int, int]) -> None:
     engine, tokens, _, k = two_eos
     chunks = run(engine, [req(0, SamplingParams(max_tokens=16), prompt=PROMPTS[2])])
     assert outputs(chunks)[0] == tokens[:k]
@@ -258,7 +274,7 @@ def test_eos_stops_without_being_output(two_eos: tuple[HFEngine, list[int], int,
     assert chunks[-1].text == engine.tokenizer.decode(tokens[:k])
 
 
-def test_min_tokens_masks_eos(two_eos: tuple[HFEngine, list[int], int, int]) -> None:
+def test_min_tokens_masks_eos(two_eos: tuple[HFEngineBase, list[int], int, int]) -> None:
     engine, tokens, eos, k = two_eos
     chunks = run(
         engine, [req(0, SamplingParams(max_tokens=16, min_tokens=k + 2), prompt=PROMPTS[2])]
@@ -271,14 +287,40 @@ def test_min_tokens_masks_eos(two_eos: tuple[HFEngine, list[int], int, int]) -> 
     assert final.finish_reason == ("length" if len(out) == 16 else "stop")
 
 
-def test_ignore_eos_gives_max_tokens(two_eos: tuple[HFEngine, list[int], int, int]) -> None:
+def test_ignore_eos_gives_max_tokens(two_eos: tuple[HFEngineBase, list[int], int, int]) -> None:
     engine, _, eos, _ = two_eos
     chunks = run(engine, [req(0, SamplingParams.fixed_length(16), prompt=PROMPTS[2])])
     assert len(outputs(chunks)[0]) == 16 and eos not in outputs(chunks)[0]
     assert finals(chunks)[0].finish_reason == "length"
 
 
-def test_prompt_token_ids_and_messages(engine: HFEngine) -> None:
+def test_rows_of_one_batch_hold_eos_for_their_own_lengths(
+    two_eos: tuple[HFEngineBase, list[int], int, int],
+) -> None:
+    """One batch (hf: one generate call, EOS held per row) of a fixed-length row, a free
+    row that stops at EOS, a row held past it, and a shorter free row: each ends as alone."""
+    engine, tokens, eos, k = two_eos
+    prompt = PROMPTS[2]
+    sampling = [
+        SamplingParams.fixed_length(16),
+        SamplingParams(max_tokens=16),
+        SamplingParams(max_tokens=16, min_tokens=k + 2),
+        SamplingParams(max_tokens=k - 1),
+    ]
+    together = run(engine, [req(i, s, prompt=prompt) for i, s in enumerate(sampling)])
+    alone = [outputs(run(engine, [req(0, s, prompt=prompt)]))[0] for s in sampling]
+    assert [outputs(together)[i] for i in range(4)] == alone
+    assert [f.finish_reason for f in finals(together).values()] == [
+        "length",
+        "stop",
+        finals(run(engine, [req(0, sampling[2], prompt=prompt)]))[0].finish_reason,
+        "length",
+    ]
+    assert len(alone[0]) == 16 and eos not in alone[0] and eos not in alone[2]
+    assert alone[1] == tokens[:k] and alone[3] == tokens[: k - 1]
+
+
+def test_prompt_token_ids_and_messages(engine: HFEngineBase) -> None:
     prompt = PROMPTS[1]
     ids = tuple(engine.tokenizer.encode(prompt))
     messages = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt})
@@ -302,7 +344,7 @@ def test_prompt_token_ids_and_messages(engine: HFEngine) -> None:
     assert chat_ids[0] == 0  # the template's <s>
 
 
-def test_too_long_request_is_an_error_chunk(engine: HFEngine) -> None:
+def test_too_long_request_is_an_error_chunk(engine: HFEngineBase) -> None:
     chunks = run(
         engine,
         [
@@ -328,7 +370,7 @@ def test_too_long_request_is_an_error_chunk(engine: HFEngine) -> None:
 
 
 def test_failing_batch_yields_errors_and_next_batch_runs(
-    tmp_path_factory: pytest.TempPathFactory,
+    which: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """A model whose logits are NaN: sampling fails inside the batch (greedy does not)."""
     from safetensors.torch import load_file, save_file
@@ -338,13 +380,13 @@ def test_failing_batch_yields_errors_and_next_batch_runs(
     weights = load_file(path / "model.safetensors")
     weights["lm_head.weight"] = torch.full_like(weights["lm_head.weight"], float("nan"))
     save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
-    engine = start(str(path), max_num_seqs=2)
+    engine = start(which, str(path), max_num_seqs=2)
     try:
         sampled = SamplingParams.fixed_length(3, temperature=1.0)
         chunks = run(
             engine,
             [
-                req(0, SamplingParams.fixed_length(3), prompt="Hello"),
+                req(0, sampled, prompt="Hello"),
                 req(1, sampled, prompt="Hello"),
                 req(2, SamplingParams.fixed_length(3), prompt="Bye"),
             ],
@@ -362,7 +404,7 @@ def test_failing_batch_yields_errors_and_next_batch_runs(
     assert done[2].finish_reason == "length" and len(outputs(chunks)[2]) == 3
 
 
-def test_bad_requests_are_error_chunks(engine: HFEngine) -> None:
+def test_bad_requests_are_error_chunks(engine: HFEngineBase) -> None:
     chunks = run(
         engine,
         [
@@ -385,20 +427,20 @@ def test_impossible_sampling_is_refused_when_built() -> None:
         SamplingParams(max_tokens=2, min_tokens=3)
 
 
-def test_settings_are_checked() -> None:
+def test_settings_are_checked(which: str) -> None:
     with pytest.raises(ValueError, match="tensor_parallel_size=2 is not supported"):
-        start(tensor_parallel_size=2)
+        start(which, tensor_parallel_size=2)
     # Settings made in Python are checked by the engine's spec (grids' at collection).
     with pytest.raises(ValueError, match="setting 'dtype': unknown value 'float8'"):
-        start(dtype="float8")
+        start(which, dtype="float8")
     with pytest.raises(ValueError, match=r"unknown setting\(s\) 'gpu_memory_utilization'"):
-        start(gpu_memory_utilization=0.9)
+        start(which, gpu_memory_utilization=0.9)
 
 
-def test_flash_attention_falls_back_to_sdpa(caplog: pytest.LogCaptureFixture) -> None:
+def test_flash_attention_falls_back_to_sdpa(which: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="pytest_llmperf"):
-        engine = HFEngine(
-            EngineConfig.make("hf", "tiny", {"attn_implementation": "flash_attention_2"})
+        engine = ENGINES[which](
+            EngineConfig.make(which, "tiny", {"attn_implementation": "flash_attention_2"})
         )
         info = engine.start()
     engine.close()
@@ -408,8 +450,8 @@ def test_flash_attention_falls_back_to_sdpa(caplog: pytest.LogCaptureFixture) ->
     assert reason in caplog.text
 
 
-def test_close_twice_and_stream_after_close() -> None:
-    engine = start()
+def test_close_twice_and_stream_after_close(which: str) -> None:
+    engine = start(which)
     engine.close()
     engine.close()
     with pytest.raises(RuntimeError, match="after close"):

@@ -1,4 +1,4 @@
-"""The hf engine's CUDA-graph decode path gives the eager loop's tokens (GPU only)."""
+"""The hf-fast engine's CUDA-graph decode path gives its eager loop's tokens (GPU only)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, SamplingParams
-from pytest_llmperf.engines.hf.engine import HFEngine
+from pytest_llmperf.engines.hf.fast import HFFastEngine
 from pytest_llmperf.engines.hf.graph import bucket
 from pytest_llmperf.models.names import tiny_model_path
 
@@ -21,7 +21,9 @@ PROMPTS = ("The cache keeps every sequence", "Explain a batch.", "hello world, i
 def run(
     settings: dict[str, object], requests: list[GenerationRequest], model: str = "tiny"
 ) -> dict[int, list[int]]:
-    engine = HFEngine(EngineConfig.make("hf", model, {"dtype": "float32", **settings}, [0]))
+    engine = HFFastEngine(
+        EngineConfig.make("hf-fast", model, {"dtype": "float32", **settings}, [0])
+    )
     engine.start()
     try:
         out: dict[int, list[int]] = {i: [] for i in range(len(requests))}
@@ -100,7 +102,9 @@ def test_batch_one_decodes_through_the_triton_kernels(gqa_model: Path, which: st
     details): the eager loop's tokens, and the compiled step's with the kernels off."""
     model = "tiny" if which == "tiny" else str(gqa_model)
     requests = [GenerationRequest(p, SamplingParams.fixed_length(40), prompt=p) for p in PROMPTS]
-    engine = HFEngine(EngineConfig.make("hf", model, {"dtype": "float32", "max_num_seqs": 1}, [0]))
+    engine = HFFastEngine(
+        EngineConfig.make("hf-fast", model, {"dtype": "float32", "max_num_seqs": 1}, [0])
+    )
     try:
         assert engine.start().details["decode_path"].endswith("+triton_batch1")
     finally:

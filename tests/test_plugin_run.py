@@ -237,7 +237,7 @@ def test_engines_registered_by_entry_point_are_found(pytester: pytest.Pytester) 
     result = pytester.runpytest("--engine", "renamed")
     result.stderr.fnmatch_lines(
         [
-            "*unknown engine 'renamed'*known engines: hf, llamacpp, llamacpp-server, openai, renamed-hf, vllm, vllm-server*"
+            "*unknown engine 'renamed'*known engines: hf, hf-fast, llamacpp, llamacpp-server, openai, renamed-hf, vllm, vllm-server*"
         ]
     )
 
@@ -315,7 +315,7 @@ def test_an_entry_point_engine_takes_a_setting_of_its_own_from_a_grid(
     result.stderr.fnmatch_lines(
         [
             "*grid.yaml: line 3: setting 'greeting' is not a setting of engine 'hf' (the run's "
-            "engine); hf takes: attn_implementation, compile, cuda_graphs, dtype, *"
+            "engine); hf takes: attn_implementation, cache_implementation, compile, dtype, *"
         ]
     )
 

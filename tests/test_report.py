@@ -21,6 +21,7 @@ import pytest
 from pytest_llmperf.cli import main
 from pytest_llmperf.report.plots import comparison_figures, concurrency, run_figures
 from pytest_llmperf.results.runs import open_run
+from pytest_llmperf.tables import format_number
 from tests import browser
 from tests.suite_run import run_suite
 
@@ -188,6 +189,8 @@ def test_two_run_report_compares_base_with_new(runs: Runs, tmp_path: Path) -> No
             flat["output_tok_per_s"] *= 0.5
         if test["test_id"].endswith("[batch1]"):  # TTFT p90 down by a half: improved
             flat["ttft_ms.p90"] *= 0.5
+        # The copied rounds do not follow the changed values: judged as values, not samples.
+        test["samples"] = {}
     _save(dest, summary)
 
     html = _report(tmp_path, runs.hf, dest)
@@ -211,6 +214,78 @@ def test_two_run_report_compares_base_with_new(runs: Runs, tmp_path: Path) -> No
 
     figures = comparison_figures(compare_runs(open_run(runs.hf), open_run(dest)))
     assert [title for title, _ in figures] == list(COMPARISON_PLOT_TITLES)
+
+
+def _cells(row: str) -> list[str]:
+    """A table row's cells as text (tags dropped, entities kept as the page escapes them)."""
+    return [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+
+
+def test_report_shows_intervals_rounds_and_every_verdict(gated_run: Path, tmp_path: Path) -> None:
+    """A real run judged on bounds, against a baseline and with rounds until decided: each
+    headline metric with its interval, the rounds and why they ended, each bound's and each
+    baseline metric's verdict with its p-value, in the words the terminal summary uses."""
+    html = _report(tmp_path, gated_run)
+    run = open_run(gated_run)
+    tests_part = html[html.index('<h2 id="tests">') : html.index('<h2 id="verdicts">')]
+    verdicts_part = html[html.index('<h2 id="verdicts">') :]
+    assert '<li><a href="#verdicts">Verdicts</a></li>' in html
+    rows = re.findall(r"<tr>(.*?)</tr>", tests_part)
+    header = re.findall(r"<th>(.*?)</th>", tests_part)
+    assert header[:7] == ["test", "config", "engine", "model", "thresholds", "baseline", "rounds"]
+    for test in run.tests:
+        (row,) = [r for r in rows if f'<span class="id">{test.key}</span>' in r]
+        cells = dict(zip(header, _cells(row), strict=True))
+        assert test.stop is not None and 3 <= test.stop.rounds <= 5
+        why = {"decided": "every verdict decided", "max_rounds": "round budget spent"}
+        assert cells["rounds"].startswith(f"{test.stop.rounds} ({why.get(test.stop.reason, '')}")
+        # throughput measured round by round: its value and its interval's half-width
+        found = test.interval("output_tok_per_s")
+        assert found is not None and found.relative_half_width is not None
+        value = format_number(test.metrics_flat["output_tok_per_s"])
+        assert cells["out tok/s"] == f"{value} ±{found.relative_half_width * 100:.1f}%"
+        assert re.fullmatch(r"[\d,.]+ ±\d+\.\d%", cells["TTFT p90 ms"]), cells
+        assert cells["requests"] == str(test.metrics_flat["requests"])  # a count: no interval
+        assert cells["baseline"] in ("ok", "regressed", "inconclusive")
+    latency = next(t for t in run.tests if t.key.endswith("test_latency"))
+    assert "FAIL" in _cells(next(r for r in rows if latency.key in r))[4]
+
+    verdict_rows = [_cells(r) for r in re.findall(r"<tr>(.*?)</tr>", verdicts_part)]
+    verdict_rows = [r for r in verdict_rows if r]  # the header row has no <td>
+    bounds = [r for r in verdict_rows if r[1] == "bound"]
+    assert len(bounds) == sum(len(t.thresholds.checked) for t in run.tests) == 5
+    (missed,) = [r for r in bounds if r[0] == latency.key]
+    p = latency.thresholds.checked[0].p
+    assert p is not None and p <= 0.01
+    assert missed[2:] == [
+        "e2e_ms.p90",
+        "&lt;= 0.001",
+        missed[4],
+        "missed",
+        f"{p:.2g}",
+        "samples",
+    ]
+    assert re.fullmatch(r"[\d,.]+ ±\d+\.\d%", missed[4]), missed
+    assert 'class="regressed">missed</td>' in verdicts_part
+    met = [r for r in bounds if r[2] == "output_tok_per_s"]
+    assert len(met) == 2 and all(r[3] == "&gt;= 0.001" and r[5] == "met" for r in met)
+    baseline = [r for r in verdict_rows if r[1].startswith("baseline ")]
+    judged = [(t, c) for t in run.tests if t.baseline for c in t.baseline.judged]
+    assert len(baseline) == len(judged) > 0
+    for test, change in judged:
+        (row,) = [r for r in baseline if r[0] == test.key and r[2] == change.metric]
+        assert (
+            test.baseline is not None
+            and row[1] == f"baseline {test.baseline.run_id}"
+            and row[3] == change.tolerance
+        )
+        verdict = "not judged" if change.verdict == "unreliable" else change.verdict
+        assert row[5] == verdict and row[6] == ("-" if change.p is None else f"{change.p:.2g}")
+        if change.low is not None and change.tolerance and change.tolerance.endswith("%"):
+            assert row[4] == (f"{change.relative:+.1%} [{change.low:+.1%}, {change.high:+.1%}]"), (
+                row
+            )
+    assert _external_references(html) == []
 
 
 def test_report_of_a_missing_run_is_a_usage_error(

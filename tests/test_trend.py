@@ -59,6 +59,9 @@ def series(
             headline = dict(flat)
             if change is not None:
                 change(index, test["test_id"], flat)
+            # The real run's own samples would not follow the changed values: without
+            # `rounds` the series is of values alone.
+            test["samples"] = {}
             if rounds:
                 level = flat["output_tok_per_s"]
                 test["samples"] = {
@@ -174,7 +177,8 @@ def test_other_engines_models_or_hardware_make_other_series(
         "hf, tiny, cpu (6 runs); hf, tiny, h100 (6 runs)"
     ) in out
     assert "steps need 12 runs of a series" in out
-    rows = [line for line in out.splitlines() if "hf, tiny, h100  output_tok_per_s" in line]
+    recent = out[out.index("against up to 7 runs") : out.index("against the first 3 runs")]
+    rows = [line for line in recent.splitlines() if "hf, tiny, h100  output_tok_per_s" in line]
     assert len(rows) == 3 and all(re.search(r"\s5\s", row) for row in rows)  # 5 earlier runs
 
 
@@ -193,21 +197,99 @@ def test_the_newest_run_is_judged_against_the_runs_before_it(
     code, out, _ = trend(capsys, str(tmp_path / "h"), "--fail-on", "newest")
     assert "steps need 12 runs of a series (change points at level 0.005)" in out
     assert "against up to 7 runs before it" in out
-    regressed = [line for line in out.splitlines() if "REGRESSED" in line]
+    recent = out[out.index("against up to 7 runs") : out.index("against the first 3 runs")]
+    regressed = [line for line in recent.splitlines() if "REGRESSED" in line]
     if factor < 1:
         assert code == 1, out
         assert len(regressed) == 3 and all(" output_tok_per_s " in r for r in regressed)
         row = re.compile(r"\s7\s+\S+\s+\S+\s+-[34]\d\.\d%\s+10%\s+REGRESSED\s")
         assert all(row.search(r) for r in regressed), regressed
         assert "3 metric(s) regressed against the last 7 runs:" in out
+        # 40% below the first nights too: the same fall, seen from the start.
+        assert "3 metric(s) regressed since the start of their series" in out
     else:
-        assert code == 0 and regressed == [], out
+        assert code == 0 and "REGRESSED" not in out, out
         assert "the newest run regressed nowhere against the last 7 runs" in out
     # The window follows --window.
     code, out, _ = trend(capsys, str(tmp_path / "h"), "--window", "3")
     assert "against up to 3 runs before it" in out
     judged = analysed(tmp_path / "h", window=3).newest
     assert {len(j.window) for j in judged} == {3} and len(judged) == len(TESTS) * len(TIMED)
+
+
+def creeping(step: float) -> Change:
+    """Throughput times `step` a night: night k at step**k."""
+
+    def change(index: int, _test: str, flat: dict[str, Any]) -> None:
+        flat["output_tok_per_s"] *= step**index
+
+    return change
+
+
+def test_a_regression_that_creeps_in_5_percent_a_night_fails_the_nightly_gate(
+    real_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """8 nights, each 5% slower than the night before (30% in all): no step, and tonight is
+    within what the seven nights before it "drift"; against the first three nights, pooled,
+    with the drift floor, the creep is found, and the gate fails."""
+    nights = series(real_runs[:1], tmp_path / "h", 8, creeping(0.95), seed=6, rounds=3)
+    result = analysed(tmp_path / "h")
+    assert result.steps == ()
+    assert [j for j in result.newest if j.regressed] == []  # the check that missed creeps
+    crept = {j.series.key.test.split("::")[-1]: j for j in result.crept}
+    assert set(crept) == set(TESTS), [j.series.metric for j in result.crept]
+    for judgement in crept.values():
+        assert judgement.series.metric == "output_tok_per_s"
+        assert [p.run.run_id for p in judgement.window] == [n.name for n in nights[:3]]
+        verdict = judgement.verdict
+        assert verdict is not None and verdict.bad and verdict.p_adjusted <= 0.01
+        assert 0.6 < verdict.change < 0.85 and verdict.drift == pytest.approx(0.02)
+    # Only the creeping metric: latency, unchanged, is judged and not regressed.
+    others = [j for j in result.since_start if j.series.metric != "output_tok_per_s"]
+    assert others and not any(j.regressed for j in others)
+
+    code, out, err = trend(capsys, str(tmp_path / "h"), "--fail-on", "newest")
+    assert code == 1 and err == "", out
+    assert "the newest run regressed nowhere against the last 7 runs" in out
+    assert (
+        f"newest run {nights[-1].name} against the first 3 runs of each series (since its "
+        "last step), pooled, drift between runs 2%"
+    ) in out
+    assert (
+        "3 metric(s) regressed since the start of their series, beyond their tolerance and a "
+        "drift of 2% between runs (a creep):"
+    ) in out
+    span = f"against {nights[0].name} to {nights[2].name} (3 runs), pooled"
+    crept_lines = [line for line in out.splitlines() if line.endswith(span)]
+    assert len(crept_lines) == 3
+    for line in crept_lines:
+        assert re.search(r"output_tok_per_s: -[23]\d\.\d% against", line), line
+    rows = [line for line in out.splitlines() if "REGRESSED" in line]
+    assert len(rows) == 3 and all(
+        re.search(r"\s3\s.*-[23]\d\.\d%\s+10%\s+REGRESSED", r) for r in rows
+    )
+
+    # A wider drift between runs, given, excuses it.
+    code, out, _ = trend(capsys, str(tmp_path / "h"), "--fail-on", "newest", "--drift", "0.2")
+    assert code == 0 and "drift between runs 20%" in out, out
+    assert "the newest run regressed nowhere against the start of its series" in out
+
+
+def test_an_unchanged_noisy_series_of_14_nights_passes_both_checks(
+    real_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """14 nights of seeded noise (3% between nights and between rounds), as the nightly
+    keeps them: tonight judged against the last 7 and against the first 3, and neither fails."""
+    series(real_runs, tmp_path / "h", 14, seed=7, rounds=3)
+    result = analysed(tmp_path / "h")
+    assert len(result.since_start) == len(TESTS) * len(TIMED)
+    assert result.regressed == [] and result.crept == []
+    for judgement in result.since_start:
+        assert judgement.verdict is not None and judgement.verdict.outcome != "regressed"
+        assert [p.position for p in judgement.window] == [0, 1, 2]
+    code, out, _ = trend(capsys, str(tmp_path / "h"), "--fail-on", "newest")
+    assert code == 0 and "REGRESSED" not in out, out
+    assert "the newest run regressed nowhere against the start of its series" in out
 
 
 # --- usage errors -----------------------------------------------------------------------

@@ -48,6 +48,7 @@ ENTRY_POINT_GROUP = "pytest_llmperf.engines"
 #: Built-in engines: name -> where its spec is ("module:NAME").
 BUILTIN_ENGINES: dict[str, str] = {
     "hf": "pytest_llmperf.engines.hf.spec:HF",
+    "hf-fast": "pytest_llmperf.engines.hf.spec:HF_FAST",
     "vllm": "pytest_llmperf.engines.vllm.spec:VLLM",
     "openai": "pytest_llmperf.engines.openai.spec:OPENAI",
     "vllm-server": "pytest_llmperf.engines.vllm.spec:VLLM_SERVER",

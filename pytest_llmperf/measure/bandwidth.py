@@ -10,7 +10,7 @@ sequence in the batch, its keys and values so far. Per test, from the measured r
     bytes_per_step  = weight_bytes + seqs_per_step * context * kv_bytes_per_token
     mbu             = bytes_per_step * steps_per_s / peak_bytes_per_s
 
-`weight_bytes` and `kv_bytes_per_token` are the engine's (the hf engine reports them);
+`weight_bytes` and `kv_bytes_per_token` are the engine's (`hf` and `hf-fast` report them);
 `peak_bytes_per_s` is the card's: NVML's maximum memory clock x bus width x 2 (double
 data rate) / 8, summed over the test's GPUs (an H100 SXM's HBM3: 2,619 MHz x 5,120 bits
 -> 3.35 TB/s). `mbu` is null without a GPU, without NVML, or for an engine that does not

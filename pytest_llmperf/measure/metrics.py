@@ -64,6 +64,19 @@ direction (which way is better), kind and the module that defines it; thresholds
 Distributions report count, mean, p50, p90, p95, p99, min and max. Percentiles use
 linear interpolation between closest ranks (numpy's default), so p50 of [1, 2] is 1.5.
 Thresholds address a distribution's statistic with a dot: `ttft_ms.p90`.
+
+Samples and intervals: each measured round is one sample of every per-test metric above,
+computed over that round alone (`pytest_llmperf.measure.samples`); the headline value is
+computed over all rounds at once and shown with the 95% interval of the samples as a share
+of it (`6,193 tok/s ±2.1%`). For a positive metric (throughput, latency) the interval is a t
+interval on the logs of the samples, mapped back: a benchmark affords 3 to 10 rounds, timing
+noise is multiplicative and skewed to the right, which logs make near-symmetric, and the t
+quantile with n - 1 degrees of freedom pays for so few samples (a bootstrap's percentile
+interval of 3 values covers the truth in 74% of trials at a stated 95%). A metric that can be
+0 or negative gets a t interval on the values; a proportion over questions, a Wilson
+interval; samples that do not vary, none. Verdicts on those samples correct for the several
+metrics of a test by Holm's procedure and, for rounds until decided, spend the error rate
+over the looks. `pytest_llmperf.measure.stats` states each method and why.
 """
 
 from __future__ import annotations

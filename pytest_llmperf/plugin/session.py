@@ -45,7 +45,7 @@ from pytest_llmperf.plugin.settings import Settings, describe_settings
 from pytest_llmperf.procs.reaper import reaper
 from pytest_llmperf.procs.servers import ServerError, shared_servers_dir
 from pytest_llmperf.results.compare import check_measured
-from pytest_llmperf.results.exports import write_github_benchmark
+from pytest_llmperf.results.exports import write_github_benchmark, write_tests_csv
 from pytest_llmperf.results.identity import Setup
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import responses_available
@@ -429,7 +429,9 @@ class LLMPerfSession:
                 extra["thresholds_update"] = {"error": str(exc)}
         self.unmatched_thresholds = self._unmatched(tests)
         self.summary_path = write_summary(self.run_dir, extra)
-        write_github_benchmark(read_run(self.run_dir))
+        run = read_run(self.run_dir)
+        write_github_benchmark(run)
+        write_tests_csv(run)
         if update_error is not None:  # after the summary: the run's results are whole
             raise LLMPerfUsageError(f"--llmperf-update-thresholds: {update_error}") from None
 

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 from pytest_llmperf.measure.reliability import EVERY_METRIC
 from pytest_llmperf.measure.timed import OWN_ENGINE
 from pytest_llmperf.results.changes import unjudged_notes
+from pytest_llmperf.results.readout import headline
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
 from pytest_llmperf.results.writer import read_records
-from pytest_llmperf.tables import format_interval, render_table
+from pytest_llmperf.tables import format_number, render_table
 
 if TYPE_CHECKING:
     from pytest_llmperf.plugin.session import LLMPerfSession
@@ -122,10 +123,8 @@ def own_rows(tests: Sequence[TestRecord], files: dict[str, ThresholdsFile]) -> l
     rows = []
     for test in tests:
         shown = []
-        for name, value in test.metrics_flat.items():
-            found = test.interval(name)
-            width = found.relative_half_width if found is not None else None
-            shown.append(f"{name} {format_interval(value, width)}")
+        for name in test.metrics_flat:
+            shown.append(f"{name} {headline(test, name)}")
         rows.append(
             [test.threshold_key, "; ".join(shown), thresholds_cell(test, files[test.threshold_key])]
         )
@@ -150,9 +149,9 @@ def summary_rows(
 
 def _cell(test: TestRecord, key: str) -> str:
     """A metric's headline value, with its interval where it was measured round by round."""
-    found = test.interval(key) if key in INTERVAL_COLUMNS else None
-    width = found.relative_half_width if found is not None else None
-    return format_interval(test.metrics_flat.get(key), width)
+    if key in INTERVAL_COLUMNS:
+        return headline(test, key)
+    return format_number(test.metrics_flat.get(key))
 
 
 def thresholds_files(

@@ -1,6 +1,7 @@
 """The Streamlit script behind `llmperf dashboard` (run by Streamlit, not imported).
 
-Pages, as tabs: runs (every run of the folder, its tests and metrics), plots (the
+Pages, as tabs: runs (every run of the folder, its tests and metrics, then for the chosen
+runs each test's rounds, headline metrics with their intervals and verdicts), plots (the
 HTML report's figures for the chosen runs), compare (a base run against a new one,
 judged as `llmperf compare` judges), responses (prompts and responses of a test, from
 its responses.parquet or else its request records). Everything is read from the
@@ -16,8 +17,17 @@ from typing import Any
 import streamlit as st
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.results import readout
 from pytest_llmperf.results.compare import compare_runs
 from pytest_llmperf.results.runs import Run, find_runs, load_runs
+
+# Streamlit puts this script's folder first on sys.path on every run, where `html.py` (the
+# report) would stand for the standard library's `html` in later imports: matplotlib's
+# pyparsing imports `html.entities`, and the plots tab failed. The package is imported by name.
+_HERE = Path(__file__).parent.resolve()
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if Path(getattr(sys.modules.get("html"), "__file__", None) or "/").parent.resolve() == _HERE:
+    del sys.modules["html"]  # imported through that path already: the standard one next time
 
 #: The columns the runs table shows first (the rest follow).
 KEY_COLUMNS = [
@@ -32,6 +42,13 @@ KEY_COLUMNS = [
     "e2e_ms.p90",
     "failure_rate",
 ]
+#: The headline metrics the verdicts table shows with their intervals: (heading, metric).
+INTERVAL_METRICS = (
+    ("out tok/s", "output_tok_per_s"),
+    ("TTFT p90 ms", "ttft_ms.p90"),
+    ("TPOT p50 ms", "tpot_ms.p50"),
+    ("e2e p90 ms", "e2e_ms.p90"),
+)
 
 
 def main(results_dir: Path) -> None:
@@ -54,6 +71,7 @@ def main(results_dir: Path) -> None:
     )
     with runs_tab:
         _runs_table(runs)
+        _verdicts([by_id[i] for i in chosen])
     with plots_tab:
         _plots([by_id[i] for i in chosen])
     with compare_tab:
@@ -74,6 +92,31 @@ def _runs_table(runs: list[Run]) -> None:
     if not frame.empty:
         first = [c for c in KEY_COLUMNS if c in frame.columns]
         st.dataframe(frame[first + [c for c in frame.columns if c not in first]])
+
+
+def _verdicts(runs: list[Run]) -> None:
+    """Each test of the chosen runs: its rounds and why they ended, its headline metrics with
+    their 95% intervals, and every bound's and baseline metric's verdict (a static table, so
+    that the words can be searched and copied)."""
+    for run in runs:
+        st.subheader(f"{run.run_id}: intervals and verdicts")
+        rows = [
+            {
+                "test": test.key,
+                "rounds": readout.rounds_text(test),
+                **{heading: readout.headline(test, m) for heading, m in INTERVAL_METRICS},
+                "bounds": "; ".join(readout.bound_text(c) for c in test.thresholds.checked)
+                or "none",
+                "baseline": "; ".join(readout.change_text(c) for c in test.baseline.judged)
+                if test.baseline is not None
+                else "none",
+            }
+            for test in run.tests
+        ]
+        if rows:
+            st.table(rows)
+        else:
+            st.info("This run has no tests yet.")
 
 
 def _plots(runs: list[Run]) -> None:

@@ -5,7 +5,8 @@ The file holds everything it shows: figures as inline SVG (from `plots`), styles
 e-mail attachment or a CI artifact, and shows the same in ten years.
 
 Layout: a header per run (machine, packages, thresholds passed), the figures of all the
-runs together, a table of every test's main metrics, failed requests if any, then with two
+runs together, a table of every test's main metrics with their intervals and rounds, every
+bound's and baseline metric's verdict (`report.verdicts`), failed requests if any, then with two
 to four runs a comparison of the first (the base) against each later one. Five runs or more
 are a history (`HISTORY_MIN_RUNS`): a History section plots each headline metric over the
 runs in time order with the steps `llmperf trend` finds (`plots.trend`), and one comparison
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.results.record import TestRecord
+from pytest_llmperf.report.verdicts import tests_table, thresholds_state, verdicts_section
 from pytest_llmperf.results.runs import Run, time_order
 from pytest_llmperf.tables import format_number
 
@@ -39,20 +40,6 @@ if TYPE_CHECKING:
     from pytest_llmperf.results.changes import Change
     from pytest_llmperf.results.compare import RunComparison
 
-#: Columns of the tests table, shown when any test has the metric: (heading, flat name).
-TABLE_METRICS: tuple[tuple[str, str], ...] = (
-    ("requests", "requests"),
-    ("failures", "failures"),
-    ("out tok/s", "output_tok_per_s"),
-    ("req/s", "requests_per_s"),
-    ("TTFT p50 ms", "ttft_ms.p50"),
-    ("TTFT p90 ms", "ttft_ms.p90"),
-    ("TPOT p50 ms", "tpot_ms.p50"),
-    ("e2e p90 ms", "e2e_ms.p90"),
-    ("questions/s", "questions_per_s"),
-    ("accuracy", "accuracy"),
-    ("exact match", "exact_match"),
-)
 #: From this many runs on the report is a history (see the module docstring).
 HISTORY_MIN_RUNS = 5
 #: Failed requests listed per test; the rest are counted.
@@ -81,6 +68,7 @@ td.test { min-width: 18rem; }
 .fail { color: #cf222e; font-weight: 600; }
 .improved { background: #c8f0d0; } .better { background: #eaf7ec; }
 .regressed { background: #ffc9c9; font-weight: 600; } .worse { background: #fdeaea; }
+.inconclusive { background: #fff3bf; }
 .note { color: #59636e; font-style: italic; margin: 0.2rem 0 0.8rem; }
 .plot svg { max-width: 100%; height: auto; }
 .plot svg * { stroke-linejoin: round; stroke-linecap: butt; }
@@ -144,7 +132,8 @@ def render_report(runs: Sequence[Run]) -> str:
     parts += (_plot_html(plot, f"f{i}-") for i, plot in enumerate(plots.run_plots(runs)))
     if len(runs) >= HISTORY_MIN_RUNS:
         parts.append(_history(runs))
-    parts.append(_tests_table(runs, labels))
+    parts.append(tests_table(runs, labels))
+    parts.append(verdicts_section(runs, labels))
     parts.append(_errors(runs))
     from pytest_llmperf.results.compare import compare_runs
 
@@ -183,6 +172,8 @@ def _contents(runs: Sequence[Run]) -> str:
     if len(runs) >= HISTORY_MIN_RUNS:
         items.append('<li><a href="#history">History</a></li>')
     items.append('<li><a href="#tests">Tests</a></li>')
+    if any(t.thresholds.checked or t.baseline is not None for r in runs for t in r.tests):
+        items.append('<li><a href="#verdicts">Verdicts</a></li>')
     items += [
         f'<li><a href="#compare-{i}">Comparison: {_e(base.run_id)} → {_e(new.run_id)}</a></li>'
         for i, (base, new) in enumerate(_compared(runs), start=1)
@@ -196,21 +187,13 @@ def _history(runs: Sequence[Run]) -> str:
         '<p class="muted">Each headline metric over the runs, oldest first: one line per test '
         "(on one engine, model and hardware), dotted at each stretch's level, a dashed line "
         "where <code>llmperf trend</code> finds a step, a ring on a newest run that regressed "
-        "against the runs before it.</p>"
+        "against the runs before it or against the start of its series.</p>"
     )
     figures = "".join(_plot_html(plot, f"h{i}-") for i, plot in enumerate(plots.trend_plots(runs)))
     return f'<h2 id="history">History</h2>{intro}{figures}'
 
 
 # -- run headers -----------------------------------------------------------------------
-
-
-def _thresholds_state(test: TestRecord) -> str:
-    """ "pass", "fail", or "none" when no bound applied to the test."""
-    thresholds = test.thresholds
-    if not thresholds.checked:
-        return "none" if thresholds.passed else "fail"
-    return "pass" if thresholds.passed else "fail"
 
 
 def _plain(value: object) -> str:
@@ -233,7 +216,7 @@ def _run_header(run: Run, index: int, label: str) -> str:
     summary = run.summary
     settings = summary.get("settings") or {}
     machine = summary.get("machine") or {}
-    states = [_thresholds_state(t) for t in run.tests]
+    states = [thresholds_state(t) for t in run.tests]
     counts = (
         f'<span class="pass">{states.count("pass")} passed</span>, '
         f'<span class="{"fail" if "fail" in states else ""}">{states.count("fail")} failed'
@@ -338,52 +321,6 @@ def _plot_html(plot: Plot, prefix: str) -> str:
 
 
 # -- tables ----------------------------------------------------------------------------
-
-
-def _metric(test: TestRecord, name: str) -> float | int | None:
-    value = test.metrics_flat.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
-
-
-def _thresholds_cell(test: TestRecord) -> str:
-    state = _thresholds_state(test)
-    if state == "none":
-        return "-"
-    if state == "pass":
-        return f'<span class="pass">pass</span> ({len(test.thresholds.checked)})'
-    return f'<span class="fail">FAIL</span> {_e(", ".join(test.thresholds.missed))}'
-
-
-def _tests_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
-    tests = [(label, t) for run, label in zip(runs, labels, strict=True) for t in run.tests]
-    if not tests:
-        return '<h2 id="tests">Tests</h2><p class="note">The runs hold no measured test.</p>'
-    columns = [(h, m) for h, m in TABLE_METRICS if any(_metric(t, m) is not None for _, t in tests)]
-    head = ["run"] if len(runs) > 1 else []
-    head += ["test", "config", "engine", "model", "thresholds", *(h for h, _ in columns)]
-    rows = []
-    for label, test in tests:
-        model = test.engine_config.model or test.engine_info.model
-        cells = [f"<td>{_e(label)}</td>"] if len(runs) > 1 else []
-        cells.append(f'<td class="test"><span class="id">{_e(test.key)}</span></td>')
-        cells += (
-            f"<td>{cell}</td>"
-            for cell in (
-                _e(test.config.name),
-                _e(test.engine),
-                _e(model or ""),
-                _thresholds_cell(test),
-            )
-        )
-        cells += (f'<td class="num">{_e(format_number(_metric(test, m)))}</td>' for _, m in columns)
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    header = "".join(f"<th>{_e(h)}</th>" for h in head)
-    return (
-        '<h2 id="tests">Tests</h2><div class="wide">'
-        f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-    )
 
 
 def _errors(runs: Sequence[Run]) -> str:

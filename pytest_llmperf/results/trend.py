@@ -27,6 +27,19 @@ Newest run (`judge_change`)
     correction runs over every test and metric judged, so that an unchanged newest run is
     called regressed anywhere with probability at most `alpha`. This is the check that the
     nightly job fails on.
+Newest run against the series' start (`judge_change`, the drift floor)
+    A regression that creeps in by a few percent a night never makes a step, and the check
+    above reads the spread of nights that crept too as drift between runs: after eight
+    nights of 5% each (30% in all), the newest is still within what seven creeping nights
+    "drift". So the newest run is also judged against the first `REFERENCE_RUNS` runs of the
+    series (since its last step), pooled into one baseline, with the same tolerances, and
+    with the drift between runs taken as the floor `drift` (`--llmperf-drift`'s default,
+    2%) rather than estimated from the runs' spread, which a creep would inflate. It runs
+    where at least one run lies between those and the newest, and joins the same Holm
+    correction: regressed when the change since the start is confidently worse than the
+    tolerance allows beyond the drift. An unchanged series fails it only through a fall of
+    more than the tolerance; where runs truly drift by more than the floor (a shared 2-core
+    machine moves throughput by 10%), give a larger one (`llmperf trend --drift`).
 """
 
 from __future__ import annotations
@@ -47,6 +60,7 @@ from pytest_llmperf.measure.stats import (
     fewest_runs,
     judge_change,
 )
+from pytest_llmperf.results import baseline
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import Run, find_runs, is_run_dir, open_run, time_order
 from pytest_llmperf.results.tolerances import Tolerance, parse_tolerances
@@ -62,6 +76,10 @@ STEP_ALPHA = 0.005
 #: The newest run and at least two before it: one earlier run leaves the drift between runs
 #: unknown.
 FEWEST_EARLIER = 2
+#: The first runs of a series (since its last step) the newest is also judged against, pooled.
+REFERENCE_RUNS = 3
+#: The drift between runs assumed against them: `--llmperf-drift`'s default.
+DEFAULT_DRIFT = baseline.DEFAULT_DRIFT
 
 
 @dataclass(frozen=True)
@@ -139,7 +157,8 @@ class TrendStep:
 
 @dataclass(frozen=True)
 class NewestJudgement:
-    """The newest run of a series against the runs before it (`window`)."""
+    """The newest run of a series against the runs before it (`window`), or against the
+    first runs of the series, pooled (`since_start`; see the module docstring)."""
 
     series: Series
     window: tuple[Point, ...]
@@ -167,6 +186,9 @@ class Trend:
     window: int
     alpha: float
     step_runs: int
+    #: The newest run against the first runs of each series (the drift floor `drift`).
+    since_start: tuple[NewestJudgement, ...] = ()
+    drift: float = DEFAULT_DRIFT
 
     @property
     def regression_steps(self) -> list[TrendStep]:
@@ -174,7 +196,15 @@ class Trend:
 
     @property
     def regressed(self) -> list[NewestJudgement]:
-        return [j for j in self.newest if j.regressed]
+        """Every series whose newest run regressed, by either check (once each)."""
+        recent = [j for j in self.newest if j.regressed]
+        seen = {id(j.series) for j in recent}
+        return recent + [j for j in self.crept if id(j.series) not in seen]
+
+    @property
+    def crept(self) -> list[NewestJudgement]:
+        """The newest runs that regressed against the start of their series."""
+        return [j for j in self.since_start if j.regressed]
 
 
 def collect_runs(refs: Sequence[str | Path], results_dir: Path) -> list[Run]:
@@ -213,9 +243,11 @@ def analyse(
     tolerances: Sequence[str] = (),
     alpha: float = DEFAULT_ALPHA,
     step_alpha: float = STEP_ALPHA,
+    drift: float = DEFAULT_DRIFT,
 ) -> Trend:
-    """Steps and the newest run's judgement over `runs` (any order), for `metrics` (default:
-    `HEADLINE_METRICS` where recorded) of the tests whose key matches `test_glob`."""
+    """Steps and the newest run's judgements over `runs` (any order), for `metrics` (default:
+    `HEADLINE_METRICS` where recorded) of the tests whose key matches `test_glob`; `drift`
+    is the floor of the drift between runs against the start of each series."""
     runs = sorted(runs, key=time_order)
     step_runs = fewest_runs(step_alpha)
     fewest = FEWEST_EARLIER + 1
@@ -231,6 +263,8 @@ def analyse(
         )
     if not 0 < alpha < 0.5:
         raise LLMPerfUsageError(f"--alpha: {alpha} is not strictly between 0 and 0.5")
+    if not 0 <= drift < 1:
+        raise LLMPerfUsageError(f"--drift: {drift} is not at least 0 and below 1")
     chosen = check_metrics(metrics)
     parsed = parse_tolerances(tolerances)
     records = _records(runs, test_glob)
@@ -248,7 +282,7 @@ def analyse(
             f"steps need {step_runs} runs of a series (change points at level {step_alpha}); "
             f"fewer here: " + "; ".join(f"{key.test} ({key.label}): {n}" for key, n in short)
         )
-    newest, few, absent = _newest(series, steps, runs[-1], window, alpha)
+    newest, start, few, absent = _newest(series, steps, runs[-1], window, alpha, drift)
     if absent:
         notes.append(
             "not in the newest run, so not judged: "
@@ -268,6 +302,8 @@ def analyse(
         window,
         alpha,
         step_runs,
+        tuple(start),
+        drift,
     )
 
 
@@ -342,12 +378,21 @@ def _steps(
 
 
 def _newest(
-    series: Sequence[Series], steps: Sequence[TrendStep], newest: Run, window: int, alpha: float
-) -> tuple[list[NewestJudgement], list[tuple[SeriesKey, int]], list[SeriesKey]]:
+    series: Sequence[Series],
+    steps: Sequence[TrendStep],
+    newest: Run,
+    window: int,
+    alpha: float,
+    drift: float,
+) -> tuple[
+    list[NewestJudgement], list[NewestJudgement], list[tuple[SeriesKey, int]], list[SeriesKey]
+]:
     """Each series the newest run measured, against up to `window` points before it, none
     before the series' last step (runs at another level are not its baseline, and would
-    widen the drift); Holm's correction over all of them."""
-    judged: list[NewestJudgement] = []
+    widen the drift), and against the series' first `REFERENCE_RUNS` points since that step
+    (pooled, with the drift floor); Holm's correction over all of them together."""
+    recent: list[NewestJudgement] = []
+    start: list[NewestJudgement] = []
     few: dict[SeriesKey, int] = {}
     absent: set[SeriesKey] = set()
     for s in series:
@@ -362,21 +407,49 @@ def _newest(
         verdict = None
         if s.tolerance is not None:
             runs = s.runs_of([*earlier, s.points[-1]])
-            scale: Scale = "log" if s.tolerance.relative else "linear"
-            try:
-                verdict = judge_change(
-                    runs[-1:], runs[:-1], s.direction, s.tolerance.amount, alpha, scale=scale
-                )
-            except ValueError as exc:  # a relative fall of 100% or more allows anything
-                raise LLMPerfUsageError(f"--tolerance {s.tolerance.text!r}: {exc}") from None
-        judged.append(NewestJudgement(s, tuple(earlier), verdict))
-    verdicts = [j.verdict for j in judged if j.verdict is not None]
+            verdict = _judge(s, s.tolerance, runs[-1:], runs[:-1], alpha, 0.0)
+        recent.append(NewestJudgement(s, tuple(earlier), verdict))
+        first = s.points[since:-1][:REFERENCE_RUNS]
+        if s.tolerance is not None and len(s.points[since:-1]) > REFERENCE_RUNS:
+            runs = s.runs_of([*first, s.points[-1]])
+            pooled = [[v for run in runs[:-1] for v in run]]
+            verdict = _judge(s, s.tolerance, runs[-1:], pooled, alpha, drift)
+            start.append(NewestJudgement(s, tuple(first), verdict))
+    both = [*recent, *start]
+    verdicts = [j.verdict for j in both if j.verdict is not None]
     corrected = iter(correct(verdicts, alpha)) if verdicts else iter(())
-    judged = [
+    both = [
         NewestJudgement(j.series, j.window, next(corrected) if j.verdict is not None else None)
-        for j in judged
+        for j in both
     ]
-    return judged, list(few.items()), sorted(absent, key=lambda k: k.test)
+    return (
+        both[: len(recent)],
+        both[len(recent) :],
+        list(few.items()),
+        sorted(absent, key=lambda k: k.test),
+    )
+
+
+def _judge(
+    s: Series,
+    tolerance: Tolerance,
+    current: list[list[float]],
+    baseline: list[list[float]],
+    alpha: float,
+    drift: float,
+) -> ChangeVerdict:
+    """`judge_change` on the tolerance's scale; a relative `drift` floor is carried over to a
+    linear tolerance's units by the baseline's mean (as `results.baseline` does)."""
+    scale: Scale = "log" if tolerance.relative else "linear"
+    if scale == "linear" and drift:
+        values = [v for run in baseline for v in run]
+        drift *= abs(sum(values) / len(values))
+    try:
+        return judge_change(
+            current, baseline, s.direction, tolerance.amount, alpha, drift=drift, scale=scale
+        )
+    except ValueError as exc:  # a relative fall of 100% or more allows anything
+        raise LLMPerfUsageError(f"--tolerance {tolerance.text!r}: {exc}") from None
 
 
 def _glob(pattern: str) -> re.Pattern[str]:

@@ -9,9 +9,12 @@ from pytest_llmperf.measure.stats import ChangeVerdict
 from pytest_llmperf.results.runs import Run
 from pytest_llmperf.results.trend import (
     DEFAULT_ALPHA,
+    DEFAULT_DRIFT,
     DEFAULT_WINDOW,
+    REFERENCE_RUNS,
     STEP_ALPHA,
     NewestJudgement,
+    Point,
     TrendStep,
     analyse,
     when,
@@ -32,9 +35,10 @@ def trend_command(
     tolerances: Sequence[str] = (),
     alpha: float = DEFAULT_ALPHA,
     fail_on: str = "any",
+    drift: float = DEFAULT_DRIFT,
 ) -> int:
-    """Print the steps and the newest run's judgement; 1 on a regression (see `FAIL_ON`)."""
-    trend = analyse(runs, metrics, test_glob, window, tolerances, alpha)
+    """Print the steps and the newest run's judgements; 1 on a regression (see `FAIL_ON`)."""
+    trend = analyse(runs, metrics, test_glob, window, tolerances, alpha, drift=drift)
     first, last = trend.runs[0], trend.runs[-1]
     tests = len({s.key.test for s in trend.series})
     print(
@@ -43,16 +47,26 @@ def trend_command(
     )
     print(f"\nsteps (change points at level {STEP_ALPHA} per series, {trend.step_runs}+ runs)")
     print(_indent(steps_table(trend.steps)) if trend.steps else "  none found")
-    judged = [j for j in trend.newest if j.verdict is not None]
+    judged = [j for j in (*trend.newest, *trend.since_start) if j.verdict is not None]
     print(
         f"\nnewest run {last.run_id} against up to {trend.window} runs before it, since "
-        f"each series' last step (alpha {trend.alpha} over {len(judged)} judged metric(s), Holm)"
+        f"each series' last step (alpha {trend.alpha} over {len(judged)} judgement(s), Holm)"
     )
     print(_indent(newest_table(trend.newest)) if trend.newest else "  nothing to judge")
+    print(
+        f"\nnewest run {last.run_id} against the first {REFERENCE_RUNS} runs of each series "
+        f"(since its last step), pooled, drift between runs {trend.drift:.0%} (a creep that "
+        "never makes a step; same Holm correction)"
+    )
+    print(
+        _indent(newest_table(trend.since_start))
+        if trend.since_start
+        else f"  nothing to judge (a series needs {REFERENCE_RUNS + 2} runs)"
+    )
     if trend.notes:
         print("\nnotes:")
         print("\n".join(f"  {note}" for note in trend.notes))
-    worse, regressed = trend.regression_steps, trend.regressed
+    worse, regressed = trend.regression_steps, [j for j in trend.newest if j.regressed]
     print()
     if worse:
         ignored = " (reported; --fail-on newest)" if fail_on == "newest" else ""
@@ -71,7 +85,28 @@ def trend_command(
             print(f"  {j.series.key.test}  {j.series.metric}: {change}")
     else:
         print(f"the newest run regressed nowhere against the last {trend.window} runs")
-    return 1 if regressed or (worse and fail_on == "any") else 0
+    crept = trend.crept
+    if crept:
+        print(
+            f"{len(crept)} metric(s) regressed since the start of their series, beyond their "
+            f"tolerance and a drift of {trend.drift:.0%} between runs (a creep):"
+        )
+        for j in crept:
+            change = _change(j.verdict) if j.verdict else "-"
+            print(
+                f"  {j.series.key.test}  {j.series.metric}: {change} against "
+                f"{_span(j.window)}, pooled"
+            )
+    else:
+        print("the newest run regressed nowhere against the start of its series")
+    return 1 if regressed or crept or (worse and fail_on == "any") else 0
+
+
+def _span(points: Sequence[Point]) -> str:
+    """The runs of a judgement's baseline: `A` or `A to C (3 runs)`."""
+    if len(points) == 1:
+        return points[0].run.run_id
+    return f"{points[0].run.run_id} to {points[-1].run.run_id} ({len(points)} runs)"
 
 
 def steps_table(steps: Sequence[TrendStep]) -> str:

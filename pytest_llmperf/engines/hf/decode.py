@@ -1,39 +1,24 @@
-"""The HF engine's decode loop: left-padded batches, a KV cache, one token per step.
+"""The hf-fast engine's decode loop: left-padded batches, a KV cache, one token per step.
 
-We do not use `model.generate`: the harness times chunks as they arrive, so the
-loop must hand each step's tokens back on the calling thread (a generator), after
-they reach the host. Torch work runs inside `torch.inference_mode()` one step at a
-time, never across a `yield`, so the grad mode does not leak into the caller.
+Our own loop, not `model.generate` (that is the `hf` engine's, `hf.generate`): it hands
+each step's tokens back on the calling thread (a generator) as soon as they reach the
+host, and on CUDA runs greedy batches through a captured decode graph (`hf.graph`). Torch
+work runs inside `torch.inference_mode()` one step at a time, never across a `yield`, so
+the grad mode does not leak into the caller.
 
-Imported only by `pytest_llmperf.engines.hf.engine`, which the registry imports lazily.
+Imported only by `pytest_llmperf.engines.hf.fast`, which the registry imports lazily.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from pytest_llmperf.engines.base import SamplingParams, StreamChunk
 from pytest_llmperf.engines.hf.graph import DecodeGraph, GraphCache, padded
-
-
-@dataclass
-class Row:
-    """One request's decode state (mutable: it changes every step)."""
-
-    index: int  # position in the `stream()` call, reported in every chunk
-    prompt_ids: list[int]
-    sampling: SamplingParams
-    seed: int
-    output: list[int] = field(default_factory=list)
-    finished: bool = False
-    generator: torch.Generator | None = None
-
-    def eos_allowed(self) -> bool:
-        return not self.sampling.ignore_eos and len(self.output) >= self.sampling.min_tokens
+from pytest_llmperf.engines.hf.rows import Row, advance
 
 
 def decode_batch(
@@ -65,7 +50,7 @@ def decode_batch(
         for row, token in zip(rows, tokens, strict=True):
             if row.finished:
                 continue
-            yield _advance(row, token, eos_ids, decode)
+            yield advance(row, token, eos_ids, decode)
         if all(row.finished for row in rows):
             return
         tokens = step.next()
@@ -97,7 +82,7 @@ def _graph_decode(
     while True:
         for row, token in zip(rows, tokens, strict=False):
             if not row.finished:
-                yield _advance(row, token, eos_ids, decode)
+                yield advance(row, token, eos_ids, decode)
         if all(row.finished for row in rows):
             # The step launched ahead runs on unread; the next batch's work queues behind
             # it on the same stream, so nothing waits for it here.
@@ -135,51 +120,6 @@ def _hold_eos(
                 bias[i, list(eos_ids)] = float("-inf")
         graph.logit_bias.copy_(bias.to(graph.logit_bias.device, non_blocking=False))
     return held
-
-
-def _advance(
-    row: Row,
-    token: int,
-    eos_ids: Sequence[int],
-    decode: Callable[[Sequence[int]], str],
-) -> StreamChunk:
-    """Apply one sampled token to `row`; the chunk to yield for it."""
-    prompt_tokens = len(row.prompt_ids)
-    if token in eos_ids and row.eos_allowed():
-        # EOS ends the request but is not output: an empty final chunk.
-        row.finished = True
-        return StreamChunk(
-            row.index,
-            (),
-            finish_reason="stop",
-            prompt_tokens=prompt_tokens,
-            text=decode(row.output),
-        )
-    row.output.append(token)
-    if row.sampling.stop:
-        text = decode(row.output)
-        found = (text.find(s) for s in row.sampling.stop if s)
-        cut = min((i for i in found if i >= 0), default=-1)
-        if cut >= 0:
-            # Like vLLM: the tokens stay, the text ends before the stop string.
-            row.finished = True
-            return StreamChunk(
-                row.index,
-                (token,),
-                finish_reason="stop",
-                prompt_tokens=prompt_tokens,
-                text=text[:cut],
-            )
-    if len(row.output) >= row.sampling.max_tokens:
-        row.finished = True
-        return StreamChunk(
-            row.index,
-            (token,),
-            finish_reason="length",
-            prompt_tokens=prompt_tokens,
-            text=decode(row.output),
-        )
-    return StreamChunk(row.index, (token,), prompt_tokens=prompt_tokens)
 
 
 class _Stepper:

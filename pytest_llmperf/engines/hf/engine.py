@@ -1,371 +1,133 @@
-"""The "hf" engine: Hugging Face transformers on one device, with our own decode loop.
+"""The "hf" engine: Hugging Face transformers as people run it, on one device.
 
-Requests run in batches of at most `max_num_seqs`, in the order given, each batch
-to completion before the next starts (static batching: no request joins a running
-batch). The loop itself lives in `hf.decode`.
+Each batch decodes through transformers' own `model.generate` (`hf.generate`: how a batch
+becomes one call, how its tokens are streamed and when they are stamped), with the options
+people set there as settings. Loading, tokenizing, batching and scoring are shared with
+`hf-fast` (`hf.common`, whose docstring describes the shared settings). Beyond them, as
+declared in `engines/hf/spec.py` (`HF`):
+- `attn_implementation` goes to `from_pretrained`; unset, transformers chooses (sdpa where
+  torch has it). flash_attention_2 where it cannot run falls back to sdpa, recorded.
+- `cache_implementation` goes to `generate`; unset, transformers' default (the model's
+  generation config's, else a dynamic cache).
+- `compile`: unset, transformers decides: it compiles the decode forward (torch.compile with
+  its `CompileConfig`, mode "reduce-overhead") when the cache is static and the device a GPU.
+  true passes a `compile_config` (`generate_args: {compile_config: {...}}` gives its fields);
+  where transformers will not compile (the CPU, a dynamic cache) it skips compiling, and so do
+  we, with the reason in `EngineInfo.details["compile_fallback"]`. false: `disable_compile`.
+  Compiling happens in the first `generate` calls of each shape (tens of seconds on a GPU),
+  normally the warm-up round.
+- `padding_side`: left (right is what transformers warns about: other tokens, same work).
+- `generate_args` go to every `generate` call as they are (names checked against
+  `GenerationConfig`'s fields first; those the workload or a setting sets are refused).
 
-Settings are declared, with their defaults, in `engines/hf/spec.py` (`HF`) and read
-through it (`self.settings`). How some of them act:
-- `dtype` "auto" is bfloat16 on CUDA (float16 without bf16 support), float32 on CPU.
-- `attn_implementation`: unset, sdpa, and on CUDA sdpa with grouped-query decode steps that
-  do not copy the KV cache per query head (`grouped_attention`; naming "sdpa" gives
-  transformers' own). flash_attention_2 without the `flash_attn` package or CUDA falls back
-  to sdpa, recorded in `EngineInfo.details["attn_fallback"]`.
-- `max_model_len` unset is the model's `max_position_embeddings`.
-- `device` follows the leased GPUs (`EngineConfig.gpus`), else "cpu"; not a grid setting.
-- `tensor_parallel_size` must be 1 (this engine uses one device).
-- `n_threads`: torch's intra-op threads. torch keeps one pool per process, so the engine
-  sets it when it starts and gives the process its count back when it closes (an isolated
-  engine has a process of its own). Unset, torch's own count stands: `OMP_NUM_THREADS`, else
-  the cores; under xdist on a CPU run each worker's share (`hardware.threads`). The count the
-  engine ran with, and the CPUs it could use, are in `EngineInfo.details`.
-- `cuda_graphs`: on CUDA, decode greedy batches through a static KV cache and one captured
-  CUDA graph per step (`hf.graph`). Off, or on the CPU, the eager loop runs.
-- `compile`: compile the captured step with torch.compile first (Inductor fuses the
-  layer's small kernels). Building a graph takes tens of seconds per batch bucket,
-  reported as the test's `graph_build_s`, outside the measured rounds when the warm-up
-  round saw the same shapes.
-- `fuse_projections`: on the CUDA-graph path, decode Llama-structured models through one
-  Q/K/V and one gate/up matrix per layer (`llama_step`; the weights are re-pointed, not
-  copied). Other models, or off, decode through transformers' forward.
-- `triton_kernels`: with `fuse_projections`, batch-1 graphs of Llama-structured models run
-  hand-written Triton kernels (`triton_decode`: five a layer, norms, rotary embedding,
-  cache writes, SwiGLU and residual adds fused in) instead of the compiled step.
+`EngineInfo.details` records `decode: "generate"`, the attention, cache, compile and padding
+chosen, `compiled` (whether transformers compiles the decode forward, by its criteria), the
+pass-through arguments and transformers' and torch's versions.
 """
 
 from __future__ import annotations
 
-import gc
-import importlib.util
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-import torch
-
-from pytest_llmperf.engines.base import (
-    EngineConfig,
-    EngineInfo,
-    GenerationRequest,
-    ScoreRequest,
-    ScoreResult,
-    StreamChunk,
-    Tokenizer,
+from pytest_llmperf.engines.base import EngineConfig, StreamChunk
+from pytest_llmperf.engines.hf.common import HFEngineBase
+from pytest_llmperf.engines.hf.generate import (
+    GenerateOptions,
+    batch_key,
+    generate_batch,
 )
-from pytest_llmperf.engines.hf import grouped_attention
-from pytest_llmperf.engines.hf.decode import Row, decode_batch
-from pytest_llmperf.engines.hf.graph import GraphCache
+from pytest_llmperf.engines.hf.rows import Row
 from pytest_llmperf.engines.hf.spec import HF
-from pytest_llmperf.engines.scoring import token_pairs
 from pytest_llmperf.engines.spec import EngineSpec
-from pytest_llmperf.hardware.threads import usable_cpus
-from pytest_llmperf.models.names import resolve_model
-from pytest_llmperf.models.tokenizer import HFTokenizer
 
 logger = logging.getLogger("pytest_llmperf")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: Where transformers compiles generate's decode forward (`_valid_auto_compile_criteria`).
+_COMPILING_DEVICES = ("cuda", "xpu")
 
 
-class _RequestError(Exception):
-    """A request the engine refuses before running it; the message is the chunk's error."""
-
-
-class HFEngine:
-    """Hugging Face transformers, one device. See the module docstring for settings."""
+class HFEngine(HFEngineBase):
+    """transformers' `generate`, one device. See the module docstring for settings."""
 
     name: ClassVar[str] = "hf"
     spec: ClassVar[EngineSpec] = HF
 
     def __init__(self, config: EngineConfig) -> None:
-        self.config = config
-        #: Every setting's value, the spec's default where the configuration gives none.
-        self.settings = self.spec.resolve(dict(config.settings))
-        self._model: Any = None
-        self._tokenizer: HFTokenizer | None = None
-        self._device = "cpu"
-        self._max_num_seqs = 8
-        self._max_model_len: int | None = None
-        self._seed = 0
-        self._pad_id = 0
-        self._eos_ids: tuple[int, ...] = ()
-        self._vocab_size = 0
-        self._graphs: GraphCache | None = None
-        #: torch's thread count before `n_threads` changed it, given back at close.
-        self._threads_before: int | None = None
+        super().__init__(config)
+        self._options: GenerateOptions | None = None
+        self._worker: ThreadPoolExecutor | None = None
 
-    def start(self) -> EngineInfo:
-        import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+    def _prepare(self, model: Any) -> dict[str, Any]:
+        from transformers import CompileConfig
 
         settings = self.settings
-        if settings["tensor_parallel_size"] != 1:
-            raise ValueError(
-                f"hf engine: tensor_parallel_size={settings['tensor_parallel_size']} is not "
-                "supported; the hf engine runs on one device (use tensor_parallel_size=1)"
-            )
-        self._max_num_seqs = settings["max_num_seqs"]
-        self._seed = settings["seed"]
-        if settings["n_threads"] is not None:
-            self._threads_before = torch.get_num_threads()
-            torch.set_num_threads(settings["n_threads"])
-
-        path = resolve_model(self.config.model)
-        # The harness chose the GPUs (EngineConfig.gpus, CUDA numbering); none means the CPU.
-        gpus = self.config.gpus
-        self._device = str(settings["device"] or (f"cuda:{gpus[0]}" if gpus else "cpu"))
-        if self._device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"hf engine: device={self._device!r} but CUDA is not available")
-        dtype_name = _pick_dtype(settings["dtype"], self._device)
-        attn, fallback = _pick_attention(settings["attn_implementation"], self._device)
-
-        # A progress bar per load would land in every test's captured stderr.
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        hf_tokenizer = AutoTokenizer.from_pretrained(path)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=_DTYPES[dtype_name],
-            attn_implementation=attn,
-        )
-        self._model = model.to(self._device).eval()
-        self._tokenizer = HFTokenizer(hf_tokenizer)
-
-        eos: set[int] = set()
-        # Like vLLM, stop at the tokenizer's EOS and at every EOS the generation config
-        # lists (Llama 3's <|eot_id|>, say).
-        generation_config = getattr(model, "generation_config", None)
-        for ids in (hf_tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
-            eos.update([ids] if isinstance(ids, int) else (ids or ()))
-        self._eos_ids = tuple(sorted(eos))
-        self._vocab_size = int(model.get_input_embeddings().num_embeddings)
-        pad = hf_tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else (self._eos_ids or (0,))[0]
-        limit = settings["max_model_len"] or getattr(model.config, "max_position_embeddings", None)
-        self._max_model_len = int(limit) if limit is not None else None
-
-        on_cuda = self._device.startswith("cuda")
-        if on_cuda and settings["cuda_graphs"]:
-            torch.cuda.set_device(self._device)
-            self._graphs = GraphCache(
-                self._model,
-                compile_step=settings["compile"],
-                fuse_projections=settings["fuse_projections"],
-                triton_kernels=settings["triton_kernels"],
-            )
-        details: dict[str, Any] = {
-            "attn_implementation": getattr(model.config, "_attn_implementation", attn),
-            "decode_path": _decode_path(self._graphs),
-            "num_parameters": sum(p.numel() for p in model.parameters()),
-            # For model bandwidth utilisation (metrics.py): what a decode step reads.
-            "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-            "kv_bytes_per_token": _kv_bytes_per_token(model),
-            "max_num_seqs": self._max_num_seqs,
-            "max_model_len": self._max_model_len,
-            "transformers_version": transformers.__version__,
-            "torch_version": torch.__version__,
-            # What the CPU side ran with: threads beyond the usable CPUs slow each other.
-            "torch_num_threads": torch.get_num_threads(),
-            "torch_num_interop_threads": torch.get_num_interop_threads(),
-            "cpus_allowed_count": len(usable_cpus()),
-        }
-        if self._device.startswith("cuda"):
-            details["device_name"] = torch.cuda.get_device_name(self._device)
-            details["cuda_version"] = torch.version.cuda
-        if fallback:
-            details["attn_fallback"] = fallback
-        return EngineInfo(
-            engine=self.name,
-            model=str(path),
-            device=self._device,
-            dtype=dtype_name,
-            details=details,
-        )
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        if self._tokenizer is None:
-            raise RuntimeError("hf engine: tokenizer is available after start()")
-        return self._tokenizer
-
-    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
-        """Run `requests` in batches of `max_num_seqs`; see `Engine.stream`.
-
-        A request the engine refuses (too long, empty) yields its error chunk as soon
-        as it is read, and its batch is filled with the next requests instead.
-        """
-        if self._model is None or self._tokenizer is None:
-            raise RuntimeError("hf engine: stream() called before start() or after close()")
-        batch: list[Row] = []
-        for index, request in enumerate(requests):
-            prompt_ids: list[int] | None = None
-            try:
-                prompt_ids = self._prompt_ids(request)
-                self._check(prompt_ids, request)
-            except Exception as exc:
-                message = str(exc) if isinstance(exc, _RequestError) else _describe(exc)
-                yield StreamChunk(
-                    index,
-                    (),
-                    finish_reason="error",
-                    error=message,
-                    prompt_tokens=None if prompt_ids is None else len(prompt_ids),
+        args = dict(self._native["generate_args"])
+        passed = dict(args)
+        kwargs: dict[str, Any] = {}
+        cache = settings["cache_implementation"]
+        if cache is not None:
+            kwargs["cache_implementation"] = cache
+        cache = cache or getattr(model.generation_config, "cache_implementation", None)
+        asked = settings["compile"]
+        compile_fields = args.pop("compile_config", None)
+        if asked is False:
+            if compile_fields is not None:
+                raise ValueError(
+                    "hf engine: generate_args gives a compile_config but the setting "
+                    "'compile' is false"
                 )
-                continue
-            seed = request.sampling.seed if request.sampling.seed is not None else self._seed
-            batch.append(Row(index, prompt_ids, request.sampling, seed))
-            if len(batch) == self._max_num_seqs:
-                yield from self._run_batch(batch)
-                batch = []
-        if batch:
-            yield from self._run_batch(batch)
-
-    def close(self) -> None:
-        if self._threads_before is not None:  # the process's pool, as it was
-            torch.set_num_threads(self._threads_before)
-            self._threads_before = None
-        if self._model is None and self._tokenizer is None:
-            return
-        self._model = None
-        self._tokenizer = None
-        if self._graphs is not None:
-            self._graphs.clear()
-            self._graphs = None
-        gc.collect()
-        if self._device.startswith("cuda"):
-            torch.cuda.empty_cache()
-
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        assert self._tokenizer is not None
-        if request.prompt_token_ids is not None:
-            return list(request.prompt_token_ids)
-        if request.prompt is not None:
-            return self._tokenizer.encode(request.prompt)
-        assert request.messages is not None
-        encoded = self._tokenizer.hf_tokenizer.apply_chat_template(
-            [dict(m) for m in request.messages],
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
+            kwargs["disable_compile"] = True
+        elif asked or compile_fields is not None:
+            kwargs["compile_config"] = CompileConfig(**dict(compile_fields or {}))
+        kwargs.update(args)
+        compiles = (
+            asked is not False and cache == "static" and model.device.type in _COMPILING_DEVICES
         )
-        return list(encoded["input_ids"])
-
-    def _check(self, prompt_ids: list[int], request: GenerationRequest) -> None:
-        max_tokens = request.sampling.max_tokens
-        if not prompt_ids:
-            raise _RequestError("empty prompt: a request needs at least one prompt token")
-        # Checked here because on CUDA a bad id is a device-side assert that breaks
-        # every later batch, not an exception confined to this one.
-        bad = [t for t in prompt_ids if not 0 <= t < self._vocab_size]
-        if bad:
-            raise _RequestError(
-                f"prompt token id {bad[0]} is outside the vocabulary [0, {self._vocab_size})"
+        self._options = GenerateOptions(kwargs, settings["padding_side"], compiles)
+        # One thread runs every generate call: torch.compile's CUDA graphs are recorded
+        # per thread, so a thread per batch would record them again every batch.
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="llmperf-hf-generate")
+        details: dict[str, Any] = {
+            "decode": "generate",
+            "cache_implementation": cache or "dynamic",
+            "compile": asked,
+            "compiled": compiles,
+            "padding_side": settings["padding_side"],
+        }
+        if asked is True and not compiles:
+            reason = (
+                "compile requested, but transformers compiles generate's decode forward only "
+                f"with a static cache on a GPU (cache: {cache or 'dynamic'}, device: "
+                f"{model.device.type}): it skips compiling ('unable to meet the criteria for "
+                "compilation')"
             )
-        if max_tokens < 1:
-            raise _RequestError(f"max_tokens must be at least 1, got {max_tokens}")
-        limit = self._max_model_len
-        if limit is not None and len(prompt_ids) + max_tokens > limit:
-            raise _RequestError(
-                f"prompt of {len(prompt_ids)} tokens + max_tokens {max_tokens} "
-                f"exceeds max_model_len {limit}"
-            )
+            logger.warning("hf engine: %s", reason)
+            details["compile_fallback"] = reason
+        if passed:
+            details["generate_args"] = passed
+        return details
 
-    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        """Log-likelihoods of continuations, `score_batch_size` rows (default 64) a pass."""
-        from pytest_llmperf.engines.hf import scoring as hf_score
+    def _batch_key(self, row: Row) -> Hashable:
+        return batch_key(row)
 
-        if self._tokenizer is None:
-            raise RuntimeError("hf engine: start() it first")
-        pairs = token_pairs(self._tokenizer, requests, self.name)
-        return hf_score.score_rows(
+    def _decode(self, rows: list[Row]) -> Iterator[StreamChunk]:
+        assert self._tokenizer is not None
+        assert self._options is not None and self._worker is not None
+        return generate_batch(
             self._model,
-            pairs,
+            rows,
+            self._options,
+            self._worker,
             pad_id=self._pad_id,
-            device=self._device,
-            batch_rows=self.settings["score_batch_size"],
+            eos_ids=self._eos_ids,
+            decode=self._tokenizer.decode,
         )
 
-    def _run_batch(self, rows: list[Row]) -> Iterator[StreamChunk]:
-        assert self._tokenizer is not None
-        try:
-            yield from decode_batch(
-                self._model,
-                rows,
-                pad_id=self._pad_id,
-                eos_ids=self._eos_ids,
-                decode=self._tokenizer.decode,
-                graphs=self._graphs,
-            )
-        except Exception as exc:
-            # A failed batch (out of memory, say) is data: its unfinished requests end
-            # with an error chunk and the next batch still runs.
-            message = _describe(exc)
-            logger.warning("hf engine: batch of %d requests failed: %s", len(rows), message)
-            if self._device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            for row in rows:
-                if not row.finished:
-                    row.finished = True
-                    yield StreamChunk(
-                        row.index,
-                        (),
-                        finish_reason="error",
-                        prompt_tokens=len(row.prompt_ids),
-                        error=message,
-                    )
-
-    @property
-    def graph_build_s(self) -> float:
-        """Seconds spent building decode graphs so far (compile and capture)."""
-        return self._graphs.build_s if self._graphs is not None else 0.0
-
-
-def _kv_bytes_per_token(model: Any) -> int:
-    """Bytes of keys and values one token adds to the cache, over all layers."""
-    config = model.config
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    element = torch.finfo(model.dtype).bits // 8
-    return int(2 * config.num_hidden_layers * kv_heads * head_dim * element)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _pick_dtype(name: str, device: str) -> str:
-    """The dtype to load with: `name` (one of the spec's choices), "auto" resolved."""
-    if name != "auto":
-        return name
-    if not device.startswith("cuda"):
-        return "float32"
-    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-
-
-def _decode_path(graphs: GraphCache | None) -> str:
-    """How greedy batches decode, for EngineInfo.details: "eager", or "cuda_graph" with
-    "+compile", "+fused_projections" and "+triton_batch1" as they apply."""
-    if graphs is None:
-        return "eager"
-    compiled = "+compile" if graphs.compile_step else ""
-    fused = "+fused_projections" if graphs.fused else ""
-    return f"cuda_graph{compiled}{fused}{'+triton_batch1' if graphs.triton_kernels else ''}"
-
-
-def _pick_attention(asked: object, device: str) -> tuple[str, str | None]:
-    """The attention implementation to load with, and why we changed it, if we did."""
-    if asked is None:
-        return (grouped_attention.register() if device.startswith("cuda") else "sdpa"), None
-    if asked == grouped_attention.NAME:
-        return grouped_attention.register(), None
-    if asked != "flash_attention_2":
-        return str(asked), None
-    if importlib.util.find_spec("flash_attn") is None:
-        reason = "flash_attention_2 requested but flash_attn is not installed; using sdpa"
-    elif not device.startswith("cuda"):
-        reason = f"flash_attention_2 requested but the device is {device!r}; using sdpa"
-    else:
-        return asked, None
-    logger.warning("hf engine: %s", reason)
-    return "sdpa", reason
+    def _release(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        self._options = None
