@@ -8,9 +8,13 @@
     llmperf report RUN [RUN ...] -o report.html [--force]
     llmperf dashboard [RESULTS_DIR] [--host 127.0.0.1] [--port 8501]
     llmperf workload stats DATASET [--model tiny] [--coverage 0.9]
+    llmperf reference     grid keys per engine, workload and task parameters (README's tables)
 
 RUN is a run folder, its summary.json, a run id under the results folder, or
-`latest` / `latest~N` (see `pytest_llmperf.results.runs`). Exit status: 0 fine, 1 a regression
+`latest` / `latest~N` (see `pytest_llmperf.results.runs`). The results folder is the
+project's, found as pytest finds it from the working folder (rootdir and ini file, the
+ini's `llmperf_results_dir`: `pytest_llmperf.results.readback.project`), so the command works from
+any folder of the project; `--results-dir` names another. Exit status: 0 fine, 1 a regression
 (compare, trend), 2 bad input: one line on stderr that says what and where (a run file of the
 wrong shape names its file, line and key), never a traceback.
 
@@ -22,15 +26,18 @@ records and keeps what the summary said of the run's end (finished, interrupted,
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.results.readback import overview
+from pytest_llmperf.results.readback.project import find_project
+from pytest_llmperf.results.readback.rebuild import cut_short_tests, is_cut_short
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import (
-    DEFAULT_RESULTS_DIR,
     Run,
     find_runs,
     is_run_dir,
@@ -70,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--results-dir",
             type=_path,
-            default=DEFAULT_RESULTS_DIR,
-            help="where runs are (default: results)",
+            default=None,
+            help="where runs are (default: the project's, as pytest finds its rootdir and "
+            "ini file from here: <rootdir>/<llmperf_results_dir>, results unless the ini says)",
         )
         return sub
 
@@ -111,7 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("runs", nargs="+", metavar="RUN", help="run folders, ids, or latest:N")
     calibrate.add_argument(
-        "--thresholds-dir", type=_path, default=Path("thresholds"), help="default: thresholds"
+        "--thresholds-dir",
+        type=_path,
+        default=None,
+        help="default: the project's (<rootdir>/<llmperf_thresholds_dir>, thresholds unless the "
+        "ini says)",
     )
 
     report = command("report", "a self-contained HTML report of one or more runs")
@@ -129,11 +141,19 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     dashboard = commands.add_parser("dashboard", help="a Streamlit dashboard over a results folder")
-    dashboard.add_argument("results_dir", nargs="?", type=_path, default=DEFAULT_RESULTS_DIR)
+    dashboard.add_argument(
+        "results_dir", nargs="?", type=_path, default=None, help="default: the project's"
+    )
     dashboard.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     dashboard.add_argument("--port", type=int, default=8501)
+
+    commands.add_parser(
+        "reference",
+        help="grid keys per engine and the parameters of measure, workloads and tasks, with "
+        "defaults, as README.md's reference shows them (made from the code)",
+    )
 
     workload = commands.add_parser("workload", help="facts about a dataset")
     workload_commands = workload.add_subparsers(dest="workload_command", required=True)
@@ -219,25 +239,31 @@ def _trend_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> Non
 
 
 def _list(results_dir: Path) -> int:
+    from pytest_llmperf.plugin.summary import missed_bounds
+
     runs = find_runs(results_dir)
     if not runs:
         print(f"no runs in {results_dir}")
         return EXIT_OK
     rows = []
     for run in runs:
-        failed = sum(1 for t in run.tests if not t.thresholds.passed)
-        state = _state(run)
+        verdicts = list(overview.verdicts(run).values())
+        misses = sum(missed_bounds(t) for t in run.tests)
         rows.append(
             (
                 run.run_id,
                 run.started_at,
+                ",".join(overview.engines(run)),
+                ",".join(overview.models(run)),
                 str(run.summary.get("hardware") or "?"),
-                str(len(run.tests)),
-                str(failed),
-                state,
+                str(verdicts.count("passed")),
+                str(verdicts.count("failed") + verdicts.count("cut short")),
+                "updated" if overview.updated_thresholds(run) else str(misses),
+                _state(run),
             )
         )
-    print(render_table(("run", "started", "hardware", "tests", "failed", "state"), rows))
+    header = ("run", "started", "engine", "model", "hardware", "passed", "failed")
+    print(render_table((*header, "threshold misses", "state"), rows))
     return EXIT_OK
 
 
@@ -263,11 +289,16 @@ def _rebuild(run: Run, force: bool) -> int:
     # Every record is read (strictly) before anything is written: a broken file stops it.
     try:
         tests = read_test_records(run.path)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        requests = list(run.requests())
+        # A test the run was measuring when it was killed has request records only.
+        cut_short = cut_short_tests(
+            requests, tests, overview.settings_of(run), str(run.summary.get("started_at", ""))
+        )
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
         raise LLMPerfUsageError(f"{run.path}: its records cannot be read ({exc})") from None
-    requests = sum(1 for _ in run.requests())
-    path = write_summary(run.path, state)
-    print(f"wrote {path}: {len(tests)} test(s), {requests} request record(s)")
+    path = write_summary(run.path, state, [t.as_record() for t in cut_short])
+    short = f" (+{len(cut_short)} cut short, from their requests)" if cut_short else ""
+    print(f"wrote {path}: {len(tests)} test(s){short}, {len(requests)} request record(s)")
     return EXIT_OK
 
 
@@ -310,6 +341,8 @@ SHOW_METRICS = (
 
 
 def _show(run: Run) -> int:
+    from pytest_llmperf.plugin.summary import bounds_text
+
     print(f"run {run.run_id}  started {run.started_at}  hardware {run.summary.get('hardware')}")
     print(f"folder {run.path}  ({_state(run)})")
     shown = [m for m in SHOW_METRICS if any(_value(t, m) is not None for t in run.tests)]
@@ -317,13 +350,21 @@ def _show(run: Run) -> int:
     for test in run.tests:
         rows.append(
             (
-                test.test_id,
+                test.key,
                 test.engine,
-                "pass" if test.thresholds.passed else "FAIL",
+                overview.test_verdict(run, test),
+                bounds_text(test) or "none",
                 *(_format(_value(test, m)) for m in shown),
             )
         )
-    print(render_table(("test", "engine", "thresholds", *shown), rows))
+    print(render_table(("test", "engine", "result", "thresholds", *shown), rows))
+    for failure in overview.engine_failures(run):
+        print(f"engine failed to start: {failure.get('error')}")
+        if failure.get("command"):
+            print(f"  its command: {shlex.join(map(str, failure['command']))}")
+    for test in run.tests:
+        if is_cut_short(test):
+            print(f"{test.key}: cut short: {test.workload.get('note')}")
     return EXIT_OK
 
 
@@ -343,9 +384,29 @@ def _one_line(message: str) -> str:
     return " ".join(message.split("\n"))
 
 
+def _results_dir(given: Path | None) -> tuple[Path, str | None]:
+    """`--results-dir` as given, else the project's (see the module docstring), with a hint
+    for errors when the project's is not there."""
+    if given is not None:
+        return given, None
+    project = find_project()
+    hint = (
+        None
+        if project.results_dir.is_dir()
+        else (
+            f"looked for {project.describe()}: run llmperf inside the project, or pytest "
+            "there first, or give --results-dir"
+        )
+    )
+    return project.results_dir, hint
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    hint = None
     try:
+        if hasattr(args, "results_dir"):
+            args.results_dir, hint = _results_dir(args.results_dir)
         if args.command == "list":
             return _list(args.results_dir)
         if args.command == "show":
@@ -380,7 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             refs = [ref for given in args.runs for ref in run_refs(given, "llmperf calibrate")]
             runs = [open_run(ref, args.results_dir, baseline=True) for ref in refs]
-            print("\n".join(calibrate(runs, args.thresholds_dir)))
+            thresholds_dir = args.thresholds_dir or find_project().thresholds_dir
+            print("\n".join(calibrate(runs, thresholds_dir)))
             return EXIT_OK
         if args.command == "report":
             return _report(args.runs, args.output, args.results_dir, args.force)
@@ -389,12 +451,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print("\n".join(stats_lines(args.dataset, args.model, args.coverage)))
             return EXIT_OK
+        if args.command == "reference":
+            from pytest_llmperf.report.reference import reference_text
+
+            print(reference_text(), end="")
+            return EXIT_OK
         if args.command == "dashboard":
             from pytest_llmperf.report.dashboard import serve
 
             return serve(args.results_dir, host=args.host, port=args.port)
     except LLMPerfUsageError as exc:
-        print(f"llmperf {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        message = f"{exc} ({hint})" if hint else str(exc)
+        print(f"llmperf {args.command}: error: {_one_line(message)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a file or folder that cannot be read: input, not a crash
         print(f"llmperf {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)

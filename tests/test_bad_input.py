@@ -297,6 +297,11 @@ GRID_ROWS: list[tuple[str, str, tuple[str, ...]]] = [
 HF_SETTING_ROWS: list[tuple[str, str, tuple[str, ...]]] = [
     ("unknown_name", "max_num_seq: 4", ("line 3: unknown setting 'max_num_seq'", "max_num_seqs")),
     ("non_ascii_name", "größe: 4", ("line 3: unknown setting 'größe'",)),
+    (  # issue 24: sampling in a grid says where it belongs
+        "sampling_in_grid",
+        "temperature: 0.7",
+        ("line 3: unknown setting 'temperature'", "SyntheticWorkload(temperature=0.7)"),
+    ),
     ("int_as_text", "max_num_seqs: four", ("setting 'max_num_seqs' must be int, got 'four'",)),
     ("int_as_float", "max_num_seqs: 1.5", ("setting 'max_num_seqs' must be int, got 1.5",)),
     ("int_as_bool", "max_num_seqs: true", ("setting 'max_num_seqs' must be int, got True",)),

@@ -294,6 +294,7 @@ MAX_MODEL_LEN = Setting("max_model_len", (int,), prefix="len", minimum=1)
 MAX_NUM_SEQS = Setting("max_num_seqs", (int,), prefix="batch", minimum=1)
 DTYPE = Setting("dtype", (str,), prefix="")
 QUANTIZATION = Setting("quantization", (str,), prefix="q")
+N_THREADS = Setting("n_threads", (int,), prefix="th", minimum=1)
 SEED = Setting(
     "seed", (int,), 0, "sampling seed of requests that give none (runs repeat)", prefix="seed"
 )

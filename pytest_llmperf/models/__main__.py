@@ -1,6 +1,7 @@
-"""`python -m pytest_llmperf.models [tiny|tiny-trained]` (also `python -m
+"""`python -m pytest_llmperf.models [tiny|tiny-trained] [--gguf]` (also `python -m
 pytest_llmperf.tinymodel`): build a built-in model once and print its directory, e.g. to start
-a server on it: `--model "$(python -m pytest_llmperf.models tiny-trained)"`."""
+a server on it: `--model "$(python -m pytest_llmperf.models tiny-trained)"`. With `--gguf`, the
+path of its GGUF file (F16, written once with the `gguf` package: `models.gguf`) for llama.cpp."""
 
 from __future__ import annotations
 
@@ -11,11 +12,20 @@ from pytest_llmperf.models.names import TINY_MODEL_NAME, TRAINED_MODEL_NAME, res
 
 def main(argv: list[str] | None = None) -> int:
     names = (TINY_MODEL_NAME, TRAINED_MODEL_NAME)
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    gguf = "--gguf" in args
+    args = [a for a in args if a != "--gguf"]
     if len(args) > 1 or (args and args[0] not in names):
-        print(f"usage: python -m pytest_llmperf.models [{'|'.join(names)}]", file=sys.stderr)
+        usage = f"usage: python -m pytest_llmperf.models [{'|'.join(names)}] [--gguf]"
+        print(usage, file=sys.stderr)
         return 2
-    print(resolve_model(args[0] if args else TINY_MODEL_NAME))
+    name = args[0] if args else TINY_MODEL_NAME
+    if gguf:
+        from pytest_llmperf.models.gguf import gguf_model
+
+        print(gguf_model(name))
+    else:
+        print(resolve_model(name))
     return 0
 
 

@@ -442,13 +442,20 @@ class LLMPerfFixture(TimingMethods):
 
     def _repeat(self, one_round: Callable[[], None], rounds: int, warmup_rounds: int) -> None:
         """Call `one_round` warm-up + measured times, through pytest-benchmark when it can."""
-        benchmark = self._benchmark()
         # pytest-benchmark allows one pedantic call per test; later labels use our loop.
-        if benchmark is not None and not benchmark.disabled and not self._benchmark_used:
-            self._benchmark_used = True
-            benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
-        else:  # pytest-benchmark is off (xdist, --benchmark-disable): same rounds, our loop
+        benchmark = None if self._benchmark_used else self._benchmark()
+        if benchmark is None:
             repeat_plainly(one_round, rounds, warmup_rounds)
+            return
+        self._benchmark_used = True
+        if benchmark.disabled:
+            # pytest-benchmark is off (xdist, --benchmark-disable): its pedantic calls the
+            # function once, so our loop runs the same rounds inside it. The fixture is then
+            # used, and pytest-benchmark does not warn "Benchmark fixture was not used at
+            # all" after every test (a warning no filter of the user's project sets off).
+            benchmark.pedantic(repeat_plainly, args=(one_round, rounds, warmup_rounds))
+        else:
+            benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
 
     def _benchmark(self) -> Any:
         if not self._request.config.pluginmanager.hasplugin("benchmark"):
@@ -457,7 +464,8 @@ class LLMPerfFixture(TimingMethods):
 
     def _record(self, record: TestRecord, benchmark_too: bool = True) -> None:
         """Give the metrics to pytest-benchmark and append the record to the run."""
-        benchmark = self._benchmark() if benchmark_too else None
+        # Only a fixture the rounds used: one asked for now would warn that it was not.
+        benchmark = self._benchmark() if benchmark_too and self._benchmark_used else None
         if benchmark is not None:
             flat = record.metrics_flat
             benchmark.extra_info.update({k: v for k, v in flat.items() if v is not None})

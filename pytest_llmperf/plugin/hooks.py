@@ -14,6 +14,7 @@ import pytest
 from pytest_llmperf.engines.base import Engine
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import marker_gpu_count
+from pytest_llmperf.hardware.threads import apply_share, thread_environment
 from pytest_llmperf.measure.declared import declare_metrics
 from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
 from pytest_llmperf.measure.evidence import marker_allowance
@@ -76,14 +77,31 @@ def pytest_configure(config: pytest.Config) -> None:
     declare_suite_metrics(config)  # before the thresholds files that may name them are read
     session = LLMPerfSession(config, read_settings(config), worker_id, run_id)
     config.stash[session_key] = session
+    share = workerinput.get("llmperf_cpus") if workerinput else None
+    if share:  # this worker's CPUs, before any engine loads (`hardware.threads`)
+        session.thread_plan["xdist_share"] = apply_share(share)
     term = config.stash[term_key] = TermAsInterrupt()
     term.install()  # SIGTERM ends the run like Ctrl-C: engines stopped, summary written
+    if worker_id is None:
+        config.pluginmanager.register(_Outcomes(session), "llmperf-outcomes")
     if config.pluginmanager.hasplugin("xdist") and worker_id is None:
         config.pluginmanager.register(_XdistController(session), "llmperf-xdist")
 
 
+class _Outcomes:
+    """Keeps pytest's verdict of each test on the controller, where xdist forwards every
+    report (`LLMPerfSession.note_outcome`)."""
+
+    def __init__(self, session: LLMPerfSession) -> None:
+        self.session = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.session.note_outcome(report)
+
+
 class _XdistController:
-    """Hands the controller's run id to every xdist worker."""
+    """Hands the controller's run id, and on a CPU run each worker's share of the CPUs,
+    to every xdist worker; takes each worker's thread environment back at its end."""
 
     def __init__(self, session: LLMPerfSession) -> None:
         self.session = session
@@ -91,6 +109,15 @@ class _XdistController:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["llmperf_run_id"] = self.session.run_id
         self.session.xdist_run_uid = node.workerinput.get("testrunuid")
+        workers = len(getattr(node.config.option, "tx", None) or ()) or 1
+        share = self.session.xdist_share(node.workerinput["workerid"], workers)
+        if share:
+            node.workerinput["llmperf_cpus"] = share
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        if "llmperf_threads" in output:
+            self.session.worker_threads[node.workerinput["workerid"]] = output["llmperf_threads"]
 
 
 def declare_suite_metrics(config: pytest.Config) -> None:
@@ -346,6 +373,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     llmperf_session = _session(session.config)
     if llmperf_session is not None:
         llmperf_session.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: its threads, for run.json
+            workeroutput["llmperf_threads"] = {
+                **thread_environment(),
+                **llmperf_session.thread_plan,
+            }
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

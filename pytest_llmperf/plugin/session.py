@@ -8,6 +8,7 @@ summary; each worker measures and appends its own records (see `results`).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -31,6 +32,7 @@ from pytest_llmperf.hardware.gpus import (
     visible_gpus,
 )
 from pytest_llmperf.hardware.leases import Lease, LeaseError, lease, wait_until_clean
+from pytest_llmperf.hardware.threads import cpu_shares, thread_environment, usable_cpus
 from pytest_llmperf.measure.timed import OWN_ENGINE
 from pytest_llmperf.plugin.locations import (
     check_cache,
@@ -41,7 +43,7 @@ from pytest_llmperf.plugin.locations import (
 )
 from pytest_llmperf.plugin.settings import Settings, describe_settings
 from pytest_llmperf.procs.reaper import reaper
-from pytest_llmperf.procs.servers import shared_servers_dir
+from pytest_llmperf.procs.servers import ServerError, shared_servers_dir
 from pytest_llmperf.results.compare import check_measured
 from pytest_llmperf.results.exports import write_github_benchmark, write_tests_csv
 from pytest_llmperf.results.identity import Setup
@@ -129,7 +131,17 @@ class LLMPerfSession:
             "hardware": self.hardware,
             "settings": describe_settings(settings),
             "machine": machine_metadata(run_gpus, config.rootpath, sys.argv),
+            # Other work on the machine when the run started: a noise source the summary
+            # names (`plugin.summary`).
+            "load_average_at_start": _load_average(),
         }
+        #: How the CPUs are shared: on the controller, the split between xdist workers
+        #: (`xdist`); in a worker, the share it applied (`xdist_share`).
+        self.thread_plan: dict[str, Any] = {}
+        #: Each xdist worker's thread environment at its end (controller).
+        self.worker_threads: dict[str, Any] = {}
+        #: pytest's outcome of each test the controller saw: passed, failed or skipped.
+        self.outcomes: dict[str, str] = {}
         self._metadata_written = False
         self._engine_config: EngineConfig | None = None
         self._engine_key: tuple[EngineConfig, int] | None = None
@@ -226,10 +238,43 @@ class LLMPerfSession:
             )
 
     def ensure_metadata(self) -> None:
-        """Write run.json when the run first measures something (controller only)."""
+        """Write run.json when the run first measures something (controller only), with
+        the thread environment the engine just started with."""
         if self.is_controller and not self._metadata_written:
+            self.metadata["threads"] = {**thread_environment(), **self.thread_plan}
             self.writer.write_metadata(self.metadata)
             self._metadata_written = True
+
+    def xdist_share(self, worker: str, workers: int) -> list[int] | None:
+        """The CPUs xdist worker `worker` (`gw1`) of `workers` measures on (controller):
+        an equal share of the run's CPUs on a CPU run, so that two measured tests never
+        compete for a core (`hardware.threads`). None where no split is made: a GPU run,
+        a managed server the workers share, or fewer CPUs than workers (the terminal
+        summary then warns that measured tests shared cores)."""
+        shares = cpu_shares(usable_cpus(), workers)
+        why_not = None
+        if self.gpus:
+            why_not = "a GPU run"
+        elif engine_spec(self.settings.engine).traits.can_terminate:
+            why_not = "the workers share one managed server"
+        elif shares is None:
+            why_not = "fewer CPUs than workers"
+        plan = self.thread_plan.setdefault(
+            "xdist", {"workers": workers, "split": why_not is None, "shares": {}}
+        )
+        if why_not is not None or shares is None:
+            plan["not_split"] = why_not
+            return None
+        share = list(shares[int(worker.removeprefix("gw") or 0) % workers])
+        plan["shares"][worker] = share
+        return share
+
+    def note_outcome(self, report: pytest.TestReport) -> None:
+        """Keep pytest's verdict of each test (controller: xdist forwards every report),
+        for `summary.json`'s `outcomes` and `llmperf list`'s passed and failed."""
+        if report.when == "call" or report.failed or report.skipped:
+            if self.outcomes.get(report.nodeid) != "failed":
+                self.outcomes[report.nodeid] = "failed" if report.failed else report.outcome
 
     # --- engines ----------------------------------------------------------------
 
@@ -304,6 +349,7 @@ class LLMPerfSession:
                     engine.close()
             except Exception:  # already broken; the start error is what matters
                 log.exception("closing an engine that failed to start")
+            self._record_start_failure(engine_config, exc)
             raise EngineStartError(self._engine_error) from exc
         self._engine, self._engine_info = engine, info
         load_s = time.perf_counter() - started
@@ -312,6 +358,20 @@ class LLMPerfSession:
         if memory_before is not None and memory_after is not None:
             self.engine_memory = {i: memory_after[i] - memory_before[i] for i in physical}
         return engine, info, load_s
+
+    def _record_start_failure(self, engine_config: EngineConfig, exc: Exception) -> None:
+        """An engine that failed to start leaves the run folder with why and, for a
+        server, the whole command it ran: a run whose every engine failed is a run too."""
+        self.ensure_metadata()
+        self.writer.append_engine_failure(
+            {
+                "engine_config": engine_config.describe(),
+                "error": self._engine_error,
+                "command": list(exc.argv) if isinstance(exc, ServerError) else None,
+                "worker": self.worker_id,
+                "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
 
     def terminate_engine(self, reason: str) -> None:
         """End the loaded engine's processes now, from any thread (a test's bound)."""
@@ -349,11 +409,15 @@ class LLMPerfSession:
         if not self.is_controller or not has_measurements(self.run_dir):
             return  # a run that measured nothing leaves no folder behind
         self.ensure_metadata()
+        if self.worker_threads:  # known only at each worker's end
+            self.metadata["threads"]["workers"] = self.worker_threads
+            self.writer.write_metadata(self.metadata)
         tests = read_test_records(self.run_dir)
         extra: dict[str, Any] = {
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "interrupted": interrupted,
             "engine_handovers": self.handovers,
+            "outcomes": self.outcomes,
         }
         update_error: LLMPerfUsageError | None = None
         if self.settings.update_thresholds:
@@ -411,3 +475,11 @@ class LLMPerfSession:
                 )
             )
         return messages
+
+
+def _load_average() -> float | None:
+    """The machine's load over the last minute (runnable processes), None where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None

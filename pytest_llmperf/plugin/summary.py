@@ -1,8 +1,35 @@
-"""The terminal summary: one compact row per measured test, then where results went."""
+"""The terminal summary: one compact row per measured test, what the run noticed (noise
+sources: the notes below), engines that failed to start, a dry run's requests, and where
+results went.
+
+Under the table, why some numbers may not describe the engine, as the run found out: each
+`*_notes` function returns lines, `warning: ...` for a noise source that moved the numbers
+(they would differ alone, on an idle machine, with the client on its own cores) and
+`note: ...` for facts to keep in mind; the summary prints them in yellow. They read the
+test records and the run's metadata (`run.json`: `threads`, `load_average_at_start`), so
+that what is said is what was recorded:
+
+    client-bound     `client_bound` = 1: the load client, not the server, was the bottleneck
+                     (`suite.load`); its latencies and rates describe the client.
+    failed requests  some requests failed (allowed, or the test failed for them): the
+                     numbers are of those that succeeded.
+    shared cores     xdist workers measured at the same time on the same CPUs (fewer CPUs
+                     than workers: `hardware.threads` could not split them), or split them
+                     (each test had a share of the cores, not all of them).
+    oversubscribed   an engine ran more threads than the CPUs its process may use.
+    a busy machine   the load average when the run started was at least half the usable
+                     CPUs (and at least 1): other work competed with the measured tests.
+
+A test's unreliable metrics (`measure.reliability`) and the settings a grid's engine did not
+take are noted too.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.measure.reliability import EVERY_METRIC
@@ -11,6 +38,7 @@ from pytest_llmperf.results.changes import unjudged_notes
 from pytest_llmperf.results.readout import headline
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
+from pytest_llmperf.results.writer import read_records
 from pytest_llmperf.tables import format_number, render_table
 
 if TYPE_CHECKING:
@@ -28,8 +56,68 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 #: Columns shown with the 95% interval of their per-round samples (`6,193 ±2.1%`).
 INTERVAL_COLUMNS = frozenset({"output_tok_per_s", "ttft_ms.p90", "tpot_ms.p50"})
 
+#: How a dry run's skip reason starts (`plugin.fixture`): such tests get a line each.
+DRY_RUN_PREFIX = "dry run: "
 
-def own_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
+
+@dataclass(frozen=True)
+class ThresholdsFile:
+    """The thresholds file a test's engine was checked against, or the one looked for."""
+
+    #: As shown: relative to the rootdir where it is under it.
+    shown: str
+    exists: bool
+    #: With --llmperf-update-thresholds: whether this run wrote the test's bounds there;
+    #: None on a run that checks rather than writes.
+    written: bool | None = None
+
+
+def bounds_text(test: TestRecord) -> str | None:
+    """The test's bounds by verdict (`BoundCheck.verdict`: met, missed, inconclusive):
+    misses counted as misses (`MISS 2/5`), else undecided ones (`inconclusive 1/5`), else
+    `ok (5)`; None when it had none. The one place the column's words are made:
+    `thresholds_cell` and `llmperf show` print it, `llmperf list` sums `missed_bounds`."""
+    verdicts = [c.verdict for c in test.thresholds.checked]
+    if not verdicts:
+        return None
+    for verdict, word in (("missed", "MISS"), ("inconclusive", "inconclusive")):
+        if verdict in verdicts:
+            return f"{word} {verdicts.count(verdict)}/{len(verdicts)}"
+    return f"ok ({len(verdicts)})"
+
+
+def missed_bounds(test: TestRecord) -> int:
+    return sum(c.verdict == "missed" for c in test.thresholds.checked)
+
+
+def thresholds_cell(test: TestRecord, file: ThresholdsFile) -> str:
+    """The thresholds column: what this run did with the test's bounds, and in which file:
+    an update run says whether it wrote them (a miss against the old bounds fails nothing
+    there), any other `bounds_text` and the file, or `none` and whether the file exists."""
+    if file.written is not None:
+        return f"{'written to' if file.written else 'not written:'} {file.shown}"
+    text = bounds_text(test)
+    if text is None:
+        return f"none in {file.shown}" if file.exists else f"none: no {file.shown}"
+    return f"{text}: {file.shown}"
+
+
+def baseline_cell(test: TestRecord) -> str:
+    """Against `--llmperf-compare`'s runs, in the thresholds column's words: never `ok` for
+    a test that regressed (`REGRESSED 1/9`), undecided changes said (`inconclusive 2/9`)."""
+    against = test.baseline
+    if against is None or not against.found:
+        return "not in baseline"
+    verdicts = [c.verdict for c in against.judged]
+    regressed = verdicts.count("regressed")
+    if regressed or not against.passed:
+        return f"REGRESSED {regressed}/{len(verdicts)}"
+    if "inconclusive" in verdicts:
+        return f"inconclusive {verdicts.count('inconclusive')}/{len(verdicts)}"
+    return f"ok ({len(verdicts)})"
+
+
+def own_rows(tests: Sequence[TestRecord], files: dict[str, ThresholdsFile]) -> list[list[str]]:
     """Rows of the suite's own code (`llmperf.time`, `llmperf.record`): its metrics, each
     with the interval of its samples."""
     rows = []
@@ -37,21 +125,25 @@ def own_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
         shown = []
         for name in test.metrics_flat:
             shown.append(f"{name} {headline(test, name)}")
-        rows.append([test.threshold_key, "; ".join(shown), thresholds_cell(test)])
+        rows.append(
+            [test.threshold_key, "; ".join(shown), thresholds_cell(test, files[test.threshold_key])]
+        )
     return rows
 
 
-def summary_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
+def summary_rows(
+    tests: Sequence[TestRecord], files: dict[str, ThresholdsFile], baseline: bool = False
+) -> list[list[str]]:
+    """One row per test; `files` maps each test's key to its thresholds file."""
     rows = []
     for test in tests:
-        rows.append(
-            [
-                test.threshold_key,
-                test.engine,
-                *(_cell(test, key) for _, key in COLUMNS),
-                thresholds_cell(test),
-            ]
-        )
+        row = [
+            test.threshold_key,
+            test.engine,
+            *(_cell(test, key) for _, key in COLUMNS),
+            thresholds_cell(test, files[test.threshold_key]),
+        ]
+        rows.append([*row, baseline_cell(test)] if baseline else row)
     return rows
 
 
@@ -62,18 +154,146 @@ def _cell(test: TestRecord, key: str) -> str:
     return format_number(test.metrics_flat.get(key))
 
 
-def thresholds_cell(test: TestRecord) -> str:
-    """The thresholds' verdict: none, ok, MISS or inconclusive, with how many bounds."""
-    checked = test.thresholds.checked
-    if not checked:
-        return "none"
-    missed = sum(c.verdict == "missed" for c in checked)
-    undecided = sum(c.verdict == "inconclusive" for c in checked)
-    if missed:
-        return f"MISS {missed}/{len(checked)}"
-    if undecided:
-        return f"inconclusive {undecided}/{len(checked)}"
-    return f"ok ({len(checked)})"
+def thresholds_files(
+    session: LLMPerfSession, tests: Sequence[TestRecord]
+) -> dict[str, ThresholdsFile]:
+    """Each test's thresholds file, as `thresholds_cell` shows it."""
+    report = session.update_report
+    written = set(report.written) if report is not None else set()
+    files: dict[str, ThresholdsFile] = {}
+    for test in tests:
+        used = session.threshold_files(test.engine)
+        path = used[0] if used else session.update_target(test.engine)
+        files[test.threshold_key] = ThresholdsFile(
+            shown=_shown(path, session.config.rootpath),
+            exists=bool(used),
+            written=(
+                f"{session.update_target(test.engine)}: {test.threshold_key}" in written
+                if report is not None
+                else None
+            ),
+        )
+    return files
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def engine_failure_lines(run_dir: Path) -> list[str]:
+    """One line per engine that failed to start, with the command a server ran."""
+    if not run_dir.is_dir():
+        return []
+    lines = []
+    for failure in read_records(run_dir, "engine_failures"):
+        error = str(failure.get("error") or "").split("\n", 1)[0]
+        lines.append(f"engine failed to start: {error}")
+        command = shlex.join(map(str, failure.get("command") or ()))
+        if command and command not in error:
+            lines.append(f"  its command: {command}")
+    return lines
+
+
+def dry_run_lines(reporter: Any) -> list[str]:
+    """What each test of a dry run would send, from its skip reason (xdist forwards the
+    reports), so that it shows without `-rs`."""
+    lines = []
+    for report in reporter.stats.get("skipped", ()):
+        longrepr = getattr(report, "longrepr", None)  # (file, line, reason) once serialized too
+        if not isinstance(longrepr, (tuple, list)) or len(longrepr) != 3:
+            continue
+        reason = str(longrepr[2]).removeprefix("Skipped: ")
+        if reason.startswith(DRY_RUN_PREFIX):
+            what = reason.removeprefix(DRY_RUN_PREFIX)
+            lines.append(what if what.startswith(report.nodeid) else f"{report.nodeid}: {what}")
+    return lines
+
+
+# --- what the run noticed, under the table --------------------------------------
+
+#: A load average at least this share of the usable CPUs (and at least 1) is a busy machine.
+BUSY_LOAD_SHARE = 0.5
+#: Tests a run-level line names before "and N more".
+NAMED = 4
+
+
+def _names(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:NAMED])
+    return shown + (f" and {len(keys) - NAMED} more" if len(keys) > NAMED else "")
+
+
+def client_bound_notes(tests: Sequence[TestRecord]) -> list[str]:
+    bound = [t.threshold_key for t in tests if t.metric("client_bound")]
+    if not bound:
+        return []
+    return [
+        f"warning: client-bound: {len(bound)} of {len(tests)} tests ({_names(bound)}): the "
+        "load client, not the server, was the bottleneck (its event loop lagged or stayed "
+        "busy), so their latencies and rates describe the client: give the client cores "
+        "of its own, or fewer requests in flight"
+    ]
+
+
+def failure_notes(tests: Sequence[TestRecord]) -> list[str]:
+    notes = []
+    for test in tests:
+        failures, requests = test.metric("failures"), test.metric("requests")
+        if failures and requests:
+            notes.append(
+                f"warning: {test.threshold_key}: {failures:.0f} of {requests:.0f} requests "
+                f"failed ({failures / requests:.1%}): its numbers are of the requests that "
+                "succeeded"
+            )
+    return notes
+
+
+def thread_notes(tests: Sequence[TestRecord], threads: Mapping[str, Any]) -> list[str]:
+    """Cores shared between xdist workers, or threads beyond a process's CPUs."""
+    notes = []
+    xdist = threads.get("xdist") or {}
+    workers = xdist.get("workers") or 0
+    cpus = threads.get("cpus_allowed_count")
+    if workers > 1 and xdist.get("split"):
+        shares = "; ".join(f"{w}: {_cpu_list(c)}" for w, c in sorted(xdist["shares"].items()))
+        notes.append(
+            f"note: {workers} xdist workers measured side by side, each on its own share of "
+            f"the {cpus} CPUs ({shares}): each test had its share, not every core"
+        )
+    elif workers > 1 and xdist.get("not_split") != "a GPU run":
+        notes.append(
+            f"warning: {workers} xdist workers measured at the same time on {cpus} shared "
+            f"CPUs ({xdist.get('not_split')}): measured tests competed for cores, so their "
+            "numbers are lower and noisier than alone; run benchmarks without -n for numbers "
+            "to keep"
+        )
+    for test in tests:
+        used = test.engine_info.details.get("torch_num_threads")
+        allowed = test.engine_info.details.get("cpus_allowed_count")
+        if isinstance(used, int) and isinstance(allowed, int) and used > allowed:
+            notes.append(
+                f"warning: {test.threshold_key}: torch ran {used} threads on {allowed} usable "
+                f"CPUs: threads that outnumber the cores slow each other (set the hf "
+                f"engine's n_threads, or OMP_NUM_THREADS, to at most {allowed})"
+            )
+    return notes
+
+
+def _cpu_list(cpus: Sequence[int]) -> str:
+    return "CPU " + ",".join(map(str, cpus)) if len(cpus) < 2 else f"CPUs {cpus[0]}-{cpus[-1]}"
+
+
+def load_notes(load: object, threads: Mapping[str, Any]) -> list[str]:
+    cpus = threads.get("cpus_allowed_count") or 1
+    if not isinstance(load, (int, float)) or load < max(1.0, BUSY_LOAD_SHARE * cpus):
+        return []
+    return [
+        f"warning: the machine was busy when the run started (load average {load:.2f} over "
+        f"the last minute, {cpus} usable CPUs): other work competed with the measured tests, "
+        "so compare their numbers with care"
+    ]
 
 
 def not_applied_notes(tests: Sequence[TestRecord]) -> list[str]:
@@ -110,9 +330,24 @@ def unreliable_notes(tests: Sequence[TestRecord]) -> list[str]:
     return notes
 
 
+def run_notes(tests: Sequence[TestRecord], metadata: Mapping[str, Any]) -> list[str]:
+    """Every line for under the summary's table, noise sources first."""
+    threads = metadata.get("threads") or {}
+    return [
+        *client_bound_notes(tests),
+        *failure_notes(tests),
+        *thread_notes(tests, threads),
+        *load_notes(metadata.get("load_average_at_start"), threads),
+        *not_applied_notes(tests),
+        *unreliable_notes(tests),
+    ]
+
+
 def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
     tests = read_test_records(session.run_dir) if session.run_dir.exists() else ()
-    if not tests and not session.update_report and not session.unmatched_thresholds:
+    failures = engine_failure_lines(session.run_dir)
+    dry_run = dry_run_lines(reporter) if session.settings.dry_run else []
+    if not (tests or failures or dry_run or session.update_report or session.unmatched_thresholds):
         return
     reporter.write_sep("=", "llmperf summary")
     if session.baseline is not None and session.baseline_mismatch:
@@ -122,19 +357,30 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
             "(--llmperf-allow-mismatch)",
             yellow=True,
         )
+    if dry_run:
+        reporter.write_line("dry run: what each test would send (no engine started)")
+        for line in dry_run:
+            reporter.write_line(f"  {line}")
     if tests:
         own = [t for t in tests if t.engine == OWN_ENGINE]
         engines = [t for t in tests if t.engine != OWN_ENGINE]
+        files = thresholds_files(session, tests)
         if engines:
+            baseline = any(t.baseline is not None for t in engines)
             header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
-            for text in render_table(header, summary_rows(engines)).splitlines():
+            header += ["baseline"] if baseline else []
+            rows = summary_rows(engines, files, baseline)
+            for text in render_table(header, rows).splitlines():
                 reporter.write_line(text)
         if own:
             header = ["your code", "metrics", "thresholds"]
-            for text in render_table(header, own_rows(own)).splitlines():
+            for text in render_table(header, own_rows(own, files)).splitlines():
                 reporter.write_line(text)
-        for note in not_applied_notes(tests) + unreliable_notes(tests):
+        for note in run_notes(tests, session.metadata):
             reporter.write_line(note, yellow=True)
+    for line in failures:
+        reporter.write_line(line, red=True)
+    if tests or failures:
         reporter.write_line("")
         reporter.write_line(f"hardware: {session.hardware}; results: {session.run_dir}")
     for message in session.unmatched_thresholds:

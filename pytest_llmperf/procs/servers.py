@@ -22,6 +22,7 @@ import ctypes
 import fcntl
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -44,7 +45,13 @@ _live: weakref.WeakSet[ManagedServer] = weakref.WeakSet()
 
 
 class ServerError(RuntimeError):
-    """The server could not be started or did not become healthy in time."""
+    """The server could not be started or did not become healthy in time. `argv` is the
+    whole command that was run (the message shows it in full, shell-quoted, so that it
+    can be run by hand to see the server fail)."""
+
+    def __init__(self, message: str, argv: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.argv = tuple(argv)
 
 
 def free_port() -> int:
@@ -112,8 +119,10 @@ class ManagedServer:
                 self.keep_log = True
                 self.stop()
                 raise ServerError(
-                    f"server exited with status {code} before it was healthy: "
-                    f"{self.argv[:4]}...\nend of its log ({self.log_path}):\n{self.log_tail()}"
+                    f"server exited with status {code} before it was healthy; its command: "
+                    f"{shlex.join(self.argv)}\nend of its log ({self.log_path}):\n"
+                    f"{self.log_tail()}",
+                    self.argv,
                 )
             if self._healthy():
                 return
@@ -121,8 +130,10 @@ class ManagedServer:
         self.keep_log = True
         self.stop()
         raise ServerError(
-            f"server not healthy at {self.health_url} after {self.start_timeout_s:.0f} s"
-            f"\nend of its log ({self.log_path}):\n{self.log_tail()}"
+            f"server not healthy at {self.health_url} after {self.start_timeout_s:.0f} s; its "
+            f"command: {shlex.join(self.argv)}\nend of its log ({self.log_path}):\n"
+            f"{self.log_tail()}",
+            self.argv,
         )
 
     def _healthy(self) -> bool:

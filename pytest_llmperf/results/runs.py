@@ -174,6 +174,10 @@ _RUN_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "rebuilt": ((bool,), "true or false"),
     "engine_handovers": ((list,), "a list"),
     "thresholds_update": ((dict,), "an object"),
+    "outcomes": ((dict,), "an object"),
+    "engine_failures": ((list,), "a list"),
+    "threads": ((dict,), "an object"),
+    "load_average_at_start": ((int, float, type(None)), "a number or null"),
 }
 
 

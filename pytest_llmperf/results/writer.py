@@ -5,7 +5,10 @@ Each run writes `results/<run-id>/`:
     run.json              metadata, written when the run starts
     requests[-gwN].jsonl  one line per measured request, appended when its round ends
     tests[-gwN].jsonl     one line per measured test, appended when it finishes
-    summary.json          metadata + every test, written when the run ends
+    engine_failures[-gwN].jsonl
+                          one line per engine (or server) that failed to start: its
+                          configuration, the error and the full command it ran
+    summary.json          metadata + every test (+ `engine_failures`), written at the end
 
 Under pytest-xdist each worker appends to its own `-gwN` files and only the
 controller writes `summary.json`, by merging them. Since the JSONL files are flushed
@@ -25,7 +28,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,6 +87,9 @@ class RunWriter:
     def append_test(self, record: Mapping[str, Any]) -> None:
         self._append("tests", record)
 
+    def append_engine_failure(self, record: Mapping[str, Any]) -> None:
+        self._append("engine_failures", record)
+
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
@@ -116,31 +122,54 @@ def loads_json(text: str) -> Any:
 
 
 def has_measurements(run_dir: Path) -> bool:
-    return any(run_dir.glob("tests*.jsonl")) or any(run_dir.glob("requests*.jsonl"))
+    """Whether the run recorded anything: a measurement, or an engine that failed to start
+    (a run whose every engine failed still leaves its folder, with why)."""
+    kinds = ("tests", "requests", "engine_failures")
+    return any(any(run_dir.glob(f"{kind}*.jsonl")) for kind in kinds)
 
 
 def read_tests(run_dir: Path) -> list[dict[str, Any]]:
-    tests: list[dict[str, Any]] = []
-    for path in sorted(run_dir.glob("tests*.jsonl")):
-        tests.extend(read_jsonl(path))
-    return tests
+    return read_records(run_dir, "tests")
 
 
-def build_summary(run_dir: Path, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The summary of a run folder, from its metadata and test records."""
+def read_records(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """Every worker's `<kind>[-gwN].jsonl` records of a run folder."""
+    records: list[dict[str, Any]] = []
+    for path in sorted(run_dir.glob(f"{kind}*.jsonl")):
+        records.extend(read_jsonl(path))
+    return records
+
+
+def build_summary(
+    run_dir: Path,
+    extra: Mapping[str, Any] | None = None,
+    more_tests: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The summary of a run folder, from its metadata and test records (and `more_tests`:
+    those `llmperf rebuild` made of a killed run's request records)."""
     run_json = run_dir / "run.json"
     metadata = loads_json(run_json.read_text(encoding="utf-8")) if run_json.exists() else {}
     metadata.pop("schema_version", None)
+    more = more_tests
+    failures = [
+        {k: v for k, v in r.items() if k != "schema_version"}
+        for r in read_records(run_dir, "engine_failures")
+    ]
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_dir.name,
         **metadata,
         **(extra or {}),
-        "tests": read_tests(run_dir),
+        **({"engine_failures": failures} if failures else {}),
+        "tests": [*read_tests(run_dir), *({"schema_version": SCHEMA_VERSION, **t} for t in more)],
     }
 
 
-def write_summary(run_dir: Path, extra: Mapping[str, Any] | None = None) -> Path:
+def write_summary(
+    run_dir: Path,
+    extra: Mapping[str, Any] | None = None,
+    more_tests: Sequence[Mapping[str, Any]] = (),
+) -> Path:
     path = run_dir / "summary.json"
-    write_json_atomic(path, build_summary(run_dir, extra))
+    write_json_atomic(path, build_summary(run_dir, extra, more_tests))
     return path

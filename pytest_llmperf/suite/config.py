@@ -35,6 +35,15 @@ WORKLOAD_SETTINGS: tuple[Setting, ...] = (
     Setting("num_requests", (int,), doc="requests per round", prefix="n", minimum=1),
 )
 _WORKLOAD = {s.name: s for s in WORKLOAD_SETTINGS}
+#: Per-request sampling: the workload's, never an engine's (an engine's settings decide which
+#: loaded engine serves a test; sampling changes with each request).
+_SAMPLING = frozenset({"temperature", "top_p", "top_k", "min_tokens", "ignore_eos", "stop"})
+_SAMPLING_HINT = (
+    ": sampling belongs to the workload's requests, not to a grid: "
+    "SyntheticWorkload(temperature=0.7), or "
+    "DatasetWorkload(path, sampling=SamplingParams(temperature=0.7, top_p=0.9)) "
+    "(README: Reference, grid keys)"
+)
 
 #: A grid meant for every engine: what an engine does not take is noted, not an error.
 ANY_ENGINE: Literal["any"] = "any"
@@ -174,7 +183,8 @@ def check_settings(
             taking = [s for s in specs if s.takes(key)]
         if not taking:
             known = [*setting_names(specs), *_WORKLOAD]
-            raise GridError(f"{here}: unknown setting {key!r}{whom}{did_you_mean(key, known)}")
+            hint = _SAMPLING_HINT if key in _SAMPLING else did_you_mean(key, known)
+            raise GridError(f"{here}: unknown setting {key!r}{whom}{hint}")
         problems = [s.setting(key).problem(value) for s in taking]  # type: ignore[union-attr]
         if all(problems):
             raise GridError(f"{here}: {problems[0]}")

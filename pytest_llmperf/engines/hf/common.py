@@ -11,6 +11,11 @@ engine's spec (`self.settings`). How the shared ones act:
 - `max_model_len` unset is the model's `max_position_embeddings`.
 - `device` follows the leased GPUs (`EngineConfig.gpus`), else "cpu"; not a grid setting.
 - `tensor_parallel_size` must be 1 (these engines use one device).
+- `n_threads`: torch's intra-op threads. torch keeps one pool per process, so the engine
+  sets it when it starts and gives the process its count back when it closes (an isolated
+  engine has a process of its own). Unset, torch's own count stands: `OMP_NUM_THREADS`, else
+  the cores; under xdist on a CPU run each worker's share (`hardware.threads`). The count the
+  engine ran with, and the CPUs it could use, are in `EngineInfo.details`.
 - `from_pretrained_args` go to `from_pretrained` after ours (names checked against
   transformers' own list first, `engines.hf.native`; the ones a setting sets are refused).
 - flash_attention_2 without the `flash_attn` package or CUDA falls back to sdpa, recorded in
@@ -41,6 +46,7 @@ from pytest_llmperf.engines.hf.rows import Row
 from pytest_llmperf.engines.native import check_native
 from pytest_llmperf.engines.scoring import token_pairs
 from pytest_llmperf.engines.spec import EngineSpec, plain
+from pytest_llmperf.hardware.threads import usable_cpus
 from pytest_llmperf.models.names import resolve_model
 from pytest_llmperf.models.tokenizer import HFTokenizer
 
@@ -74,6 +80,8 @@ class HFEngineBase:
         self._vocab_size = 0
         #: The pass-through settings' arguments (`from_pretrained_args`, ...), checked.
         self._native: dict[str, dict[str, Any]] = {}
+        #: torch's thread count before `n_threads` changed it, given back at close.
+        self._threads_before: int | None = None
 
     # --- what a subclass gives ---------------------------------------------------------------
 
@@ -113,6 +121,9 @@ class HFEngineBase:
             )
         self._max_num_seqs = settings["max_num_seqs"]
         self._seed = settings["seed"]
+        if settings["n_threads"] is not None:
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(settings["n_threads"])
         # A grid's were checked at collection, with the line; this catches a configuration
         # made in Python, before any model loads.
         self._native = {
@@ -166,6 +177,10 @@ class HFEngineBase:
             "max_model_len": self._max_model_len,
             "transformers_version": transformers.__version__,
             "torch_version": torch.__version__,
+            # What the CPU side ran with: threads beyond the usable CPUs slow each other.
+            "torch_num_threads": torch.get_num_threads(),
+            "torch_num_interop_threads": torch.get_num_interop_threads(),
+            "cpus_allowed_count": len(usable_cpus()),
         }
         if load_args:
             details["from_pretrained_args"] = load_args
@@ -230,6 +245,9 @@ class HFEngineBase:
             yield from self._run_batch(batch)
 
     def close(self) -> None:
+        if self._threads_before is not None:  # the process's pool, as it was
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         if self._model is None and self._tokenizer is None:
             return
         self._release()

@@ -19,6 +19,7 @@ from pytest_llmperf.engines.spec import (
     DTYPE,
     MAX_MODEL_LEN,
     MAX_NUM_SEQS,
+    N_THREADS,
     SEED,
     TENSOR_PARALLEL_SIZE,
     EngineSpec,
@@ -72,6 +73,11 @@ _SHARED = (
         doc="torch device; default the first leased GPU, else cpu (follows --gpus)",
     ),
     SEED,
+    N_THREADS.but(
+        doc="torch's CPU threads (torch.set_num_threads: one pool per process, set when the "
+        "engine starts and given back when it closes); default as torch starts: "
+        "OMP_NUM_THREADS, else the cores, under xdist on a CPU run the worker's share"
+    ),
     TENSOR_PARALLEL_SIZE.but(doc="must be 1: the hf engines run on one device"),
     Setting("score_batch_size", (int,), 64, "rows per scoring pass", prefix="sbs", minimum=1),
     FROM_PRETRAINED_ARGS,

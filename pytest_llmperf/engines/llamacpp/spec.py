@@ -15,6 +15,7 @@ from pytest_llmperf.engines.openai.spec import CLIENT_SETTINGS, TOKENIZER
 from pytest_llmperf.engines.spec import (
     MAX_MODEL_LEN,
     MAX_NUM_SEQS,
+    N_THREADS,
     QUANTIZATION,
     SEED,
     EngineSpec,
@@ -34,13 +35,7 @@ def cpu_threads() -> int:
 MAX_MODEL_LEN_LLAMA = MAX_MODEL_LEN.but(default=2048, doc="context per sequence (slot)")
 MAX_NUM_SEQS_LLAMA = MAX_NUM_SEQS.but(default=1, doc="parallel sequences (slots, n_parallel)")
 N_BATCH = Setting("n_batch", (int,), 512, "tokens per llama_decode call", prefix="nb", minimum=1)
-N_THREADS = Setting(
-    "n_threads",
-    (int,),
-    doc="CPU threads; default the CPUs this process may use",
-    prefix="th",
-    minimum=1,
-)
+N_THREADS_LLAMA = N_THREADS.but(doc="CPU threads; default the CPUs this process may use")
 N_GPU_LAYERS = Setting(
     "n_gpu_layers",
     (int,),
@@ -62,7 +57,7 @@ LLAMACPP = EngineSpec(
         MAX_MODEL_LEN_LLAMA,
         MAX_NUM_SEQS_LLAMA,
         N_BATCH,
-        N_THREADS,
+        N_THREADS_LLAMA,
         N_GPU_LAYERS,
         QUANTIZATION_LLAMA,
         SEED,
@@ -110,7 +105,7 @@ LLAMACPP_SERVER = EngineSpec(
         MAX_MODEL_LEN_LLAMA,
         MAX_NUM_SEQS_LLAMA,
         N_BATCH,
-        N_THREADS,
+        N_THREADS_LLAMA,
         N_GPU_LAYERS,
         QUANTIZATION_LLAMA,
         Setting(

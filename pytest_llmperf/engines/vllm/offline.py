@@ -41,6 +41,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.engines.scoring import result_from_tokens, token_pairs
 from pytest_llmperf.engines.spec import EngineSpec
+from pytest_llmperf.engines.vllm.install import broken_cpu_install, installed_versions
 from pytest_llmperf.engines.vllm.spec import ENGINE_ARGS, VLLM
 from pytest_llmperf.models.names import resolve_model
 from pytest_llmperf.models.tokenizer import HFTokenizer
@@ -61,6 +62,9 @@ class VLLMEngine:
     def start(self) -> EngineInfo:
         import os
 
+        broken = broken_cpu_install(installed_versions())
+        if broken:  # before vLLM fails deep in its imports with a message that says less
+            raise RuntimeError(broken)
         import torch
 
         on_gpu = torch.cuda.is_available()

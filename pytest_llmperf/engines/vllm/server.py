@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pytest_llmperf.engines.managed_server import ManagedServerEngine, ServerCommand
 from pytest_llmperf.engines.native import as_flag, as_flags
 from pytest_llmperf.engines.spec import EngineSpec
+from pytest_llmperf.engines.vllm.install import broken_cpu_install, installed_versions
 from pytest_llmperf.engines.vllm.spec import ENGINE_ARGS, VLLM_SERVER
 from pytest_llmperf.models.names import resolve_model
 
@@ -65,6 +66,9 @@ class VLLMServerEngine(ManagedServerEngine):
         return path, path
 
     def server_command(self, model_path: str, port: int) -> ServerCommand:
+        broken = broken_cpu_install(installed_versions())  # the server runs this Python
+        if broken:
+            raise RuntimeError(broken)
         on_gpu = bool(self.config.gpus)
         env = self.gpu_env()
         if not on_gpu and self.settings["gpu_memory_utilization"] is None:
