@@ -173,7 +173,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _trend_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    from pytest_llmperf.results import trend, trend_command
+    from pytest_llmperf.results import trend
+    from pytest_llmperf.results.readback import trend_command
 
     parser = command(
         "trend",
@@ -423,8 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 show_all=args.all,
             )
         if args.command == "trend":
+            from pytest_llmperf.results.readback.trend_command import trend_command
             from pytest_llmperf.results.trend import collect_runs
-            from pytest_llmperf.results.trend_command import trend_command
 
             return trend_command(
                 collect_runs(args.runs, args.results_dir),
