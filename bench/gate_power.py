@@ -54,6 +54,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -221,6 +222,7 @@ def test_result(
         also_missed=said.also_missed,
         error=error,
         other_failure=step.get("failure") if failed and not said.explains else None,
+        output_tok_per_s=record.metric("output_tok_per_s"),
     )
 
 
@@ -329,6 +331,7 @@ class Bench:
     def report(self) -> dict[str, Any]:
         args = self.args
         arms = [self.reports[a.name].as_dict() for a in self.arms]
+        measured_slowdowns(arms)
         fresh = self.reports[FRESH].as_dict()
         fresh["planned"] = fresh["trials"]  # one per baseline run: as many as blocks ran
         machine = dict(self.metadata.get("machine", {}))
@@ -363,6 +366,20 @@ class Bench:
                 for t in report.trials
             ],
         }
+
+
+def measured_slowdowns(arms: Sequence[dict[str, Any]]) -> None:
+    """Each arm's slowdown as measured: 1 - its median throughput per test over the unchanged
+    arms' (the trial sessions'), so that a run whose instrument did not deliver says so: on a
+    loaded machine the load moves throughput more than the instrument does."""
+    unchanged = [a for a in arms if a["slowdown"] == 0]
+    for arm in arms:
+        arm["measured_slowdown"] = {}
+        for test, speeds in arm["output_tok_per_s"].items():
+            reference = [v for a in unchanged for v in a["output_tok_per_s"].get(test, [])]
+            if speeds and reference:
+                ratio = statistics.median(speeds) / statistics.median(reference)
+                arm["measured_slowdown"][test] = 1 - ratio
 
 
 def thresholds_files(records: Sequence[TestRecord]) -> dict[str, str]:

@@ -146,6 +146,8 @@ class TestResult:
     #: Why pytest failed the test when the gate did not fail it (the test's own assertion
     #: after `measure()`, say): the verdict stands, the failure is counted apart.
     other_failure: str | None = None
+    #: The measurement's throughput, to check the instrument's slowdown.
+    output_tok_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,15 @@ class ArmReport:
             },
             "stops": _count(r.stop for t in done for r in t.tests),
             "measuring_s": sum(t.seconds for t in done),
+            "output_tok_per_s": {
+                test: [
+                    r.output_tok_per_s
+                    for t in done
+                    for r in t.tests
+                    if r.test == test and r.output_tok_per_s is not None
+                ]
+                for test in tests
+            },
         }
 
 
@@ -297,13 +308,13 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "| arm | trials | failed | rate | 95% CI (Clopper-Pearson) | target | inconclusive "
         "| errors | failed otherwise | s to verdict, p50 (p10-p90) "
-        "| rounds per test, p50 (p10-p90) |",
-        "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |",
+        "| rounds per test, p50 (p10-p90) | measured slowdown |",
+        "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- | --- |",
     ]
     others: dict[str, int] = {}
     for arm in report["arms"]:
         if not arm["trials"]:
-            lines.append(f"| {arm['name']} | 0 of {arm['planned']} |" + " |" * 9)
+            lines.append(f"| {arm['name']} | 0 of {arm['planned']} |" + " |" * 10)
             continue
         low, high = arm["ci95"]
         target = arm["target"] or "-"
@@ -311,11 +322,14 @@ def markdown(report: Mapping[str, Any]) -> str:
             target += " (met)" if arm["target_met"] else " (**not met**)"
         rounds = "; ".join(f"{short(t)} {_range(s, 0)}" for t, s in arm["rounds"].items())
         planned = "" if arm["trials"] == arm["planned"] else f" of {arm['planned']}"
+        slowdown = "; ".join(
+            f"{short(t)} {v:.0%}" for t, v in arm.get("measured_slowdown", {}).items()
+        )
         lines.append(
             f"| {arm['name']} | {arm['trials']}{planned} | {arm['failures']} "
             f"| {_pct(arm['rate'])} | {low:.1%} - {high:.1%} | {target} | {arm['inconclusive']} "
             f"| {arm['errors']} | {arm['failed_otherwise']} "
-            f"| {_range(arm['seconds_to_verdict'], 2)} | {rounds} |"
+            f"| {_range(arm['seconds_to_verdict'], 2)} | {rounds} | {slowdown or '-'} |"
         )
         for why, count in arm["other_failures"].items():
             others[why] = others.get(why, 0) + count

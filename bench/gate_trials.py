@@ -81,6 +81,8 @@ class TrialRunner:
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
         if session.config.option.collectonly:
             return None
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            raise session.Interrupted(f"{session.testsfailed} error(s) during collection")
         self.check()
         steps = [(trial, item) for trial in self.trials for item in session.items]
         for index, (trial, item) in enumerate(steps):

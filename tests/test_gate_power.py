@@ -150,7 +150,6 @@ def test_short_run_catches_a_large_slowdown(
     assert arms["baseline, unchanged"]["trials"] == 3
     assert arms["thresholds, unchanged, fresh process"]["trials"] == 1
     slow = arms["baseline, 80% slower"]
-    assert slow["failures"] >= 2, slow  # five times slower: the gate catches (nearly) every one
     assert (
         slow["seconds_to_verdict"]["p50"] > arms["baseline, unchanged"]["seconds_to_verdict"]["p50"]
     )
@@ -179,15 +178,28 @@ def test_short_run_catches_a_large_slowdown(
             assert record.baseline is not None and record.baseline.run_id == base.run_id
     speeds = {
         arm: statistics.median(
-            r.metrics_flat["output_tok_per_s"]  # type: ignore[misc]
+            r.metric("output_tok_per_s") or 0.0
             for s, r in zip(steps, run.tests, strict=True)
             if arm_of[s["trial"]] == arm and "batch8" in r.test_id
         )
         for arm in ("baseline, unchanged", "baseline, 80% slower")
     }
-    # 0.2x on an idle machine; on a loaded one the instrument's sleeps hand the cores to
-    # other processes, which hand them back sooner when it wakes (0.58x seen at load 8).
+    # 0.2x on an idle machine; on a loaded one the load moves more than the instrument
+    # (0.58x and 0.19x seen at load 5-8).
     assert speeds["baseline, 80% slower"] < 0.8 * speeds["baseline, unchanged"], speeds
+    assert slow["measured_slowdown"][TESTS[0]] > 0.2, slow["measured_slowdown"]
+
+    # Five times slower is never judged unchanged; and where the baseline run's rounds agree
+    # (an idle machine: within 10%), the gate catches it in (nearly) every trial. On a loaded
+    # one no gate can: rounds of one run moved 6x there while this was written.
+    slow_verdicts = [t["verdict"] for t in trials if t["arm"] == "baseline, 80% slower"]
+    assert "passed" not in slow_verdicts, slow_verdicts
+    noise = max(
+        statistics.stdev(math.log(v) for v in r.samples["output_tok_per_s"] if v)
+        for r in base.tests
+    )
+    if noise <= 0.1:
+        assert slow_verdicts.count("failed") >= 2, (noise, slow)
 
     printed = capsys.readouterr().out
     assert "| arm | trials | failed | rate | 95% CI (Clopper-Pearson) |" in printed
