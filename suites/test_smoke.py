@@ -37,7 +37,8 @@ def test_single_request_latency(llmperf):
         rounds=5,
         warmup_rounds=1,
     )
-    assert result.metrics.ttft_ms.count == 5
+    # One TTFT per measured request: 5 rounds, or as many as --llmperf-rounds says.
+    assert result.metrics.ttft_ms.count == result.metrics.requests >= 1
 
 
 @pytest.mark.smoke
