@@ -60,10 +60,12 @@ def test_the_scaling_suite_reports_efficiency_and_catches_a_serial_engine(tmp_pa
         tmp_path / "serial", "-m", "smoke", target="suites/test_scaling.py", conftest=SERIAL_BATCHES
     )
     assert serial.out.returncode == 1, serial.output
-    assert "thresholds missed for suites/test_scaling.py::test_parallel_workers@workers2" in (
-        serial.out.stdout
-    )
-    assert "efficiency" in serial.out.stdout.split("thresholds missed", 1)[1]
+    # One at a time, n workers are 1/n as efficient: from 4 workers on (0.25) below the
+    # bound of 0.3, whatever the timings' own bounds say.
+    missed = serial.out.stdout.split("thresholds missed for suites/test_scaling.py::", 1)
+    assert len(missed) == 2, serial.output
+    assert missed[1].startswith("test_parallel_workers@workers"), serial.output
+    assert "efficiency" in missed[1].split("thresholds from", 1)[0]
 
 
 def test_speedups_are_over_the_base_row_on_the_named_rate() -> None:
