@@ -18,9 +18,11 @@ Arms (each a CLI option; the issue's targets in brackets):
 A trial runs every chosen test once and fails when the arm's gate says so in the test's
 record in the run's tests.jsonl: a regression against the baseline (baseline arms) or a
 missed bound (threshold arms), with pytest failing the test. Inconclusive trials (no
-failure, something undecided) and errors (a test failed or has no record for another
-reason) are counted apart. Rounds: `--llmperf-rounds auto` by default, as a user would run
-the gate (`--rounds fixed` keeps the tests' own 3 and 5 rounds, `--rounds N` sets N).
+failure, something undecided) and errors (a test without its record) are counted apart, and
+so are tests that pytest failed while the gate did not (the test's own assertions after
+`measure()`): the gate's verdict stands for them. Rounds: `--llmperf-rounds auto` by
+default, as a user would run the gate (`--rounds fixed` keeps the tests' own 3 and 5 rounds,
+`--rounds N` sets N).
 
 Method. One pytest process per trial would spend most of the hour importing torch, so the
 trials run in blocks of `--block` trials. Each block is two pytest processes, one after the
@@ -30,18 +32,25 @@ plugin `bench/gate_trials.py` runs the block's trials: every trial runs each tes
 pytest's own protocol, judged under the test's own key, at the trial's slowdown, and with
 the baseline set aside in threshold arms. So every baseline arm trial is judged against a
 baseline measured in another process seconds to minutes before (as the issue's "a baseline
-measured minutes before on the same machine"), and each block has a fresh one. The trials'
+measured minutes before on the same machine"), and each block has a fresh one; `--pool N`
+judges against the newest N baseline runs pooled (`--llmperf-compare RUN,RUN,...`, newest
+first, as `latest:N` would give a user), whose spread measures the drift between runs
+instead of assuming `--llmperf-drift`. Trials of one block share their baseline, so they are
+not quite independent: the report's intervals take them as if they were. The trials'
 order is balanced across arms: each arm's trials are spread evenly over the whole
 schedule (trial j of an arm of n at (j + 0.5) / n, ties in arm order, reversed on every
 other tie: ABBA when arms have equal counts), so every arm has the same mean place in the
-run and a drift of the machine lands on all arms alike; stopping early on the budget
-(`--minutes`) leaves each arm with about the same share of its trials done.
+run and a drift of the machine lands on all arms alike. The budget (`--minutes`): a block
+starts only while a typical one (the median so far) fits, and no trial starts past the budget
+less the longest trial so far, so a run stopped early has done about the same share of each
+arm's trials and says so.
 
 Report (JSON with `--json`, and markdown tables on stdout for BENCHMARKS.md): per arm,
 trials, failures, rate, its 95% Clopper-Pearson interval (`bench/gate_report.py`), the
 target, inconclusive and errors, seconds to a verdict per trial (the tests' calls, less
 engine loading: warm-up, rounds and judging) and rounds per test (`record.stop`), p10 /
-median / p90; the drift between successive baseline runs; wall time.
+median / p90, and the slowdown each arm measured (throughput against the unchanged arms');
+the drift between successive baseline runs; wall time.
 
     .venv/bin/python bench/gate_power.py --json gate_power.json          # the issue's form
     .venv/bin/python bench/gate_power.py --trials-unchanged 10 --trials-slow 10 \\
@@ -139,7 +148,7 @@ def pytest_run(
     folder: Path,
     trials: list[dict[str, Any]],
     deadline: float,
-    compare: Path | None,
+    compare: Sequence[Path],
 ) -> tuple[Path, Path]:
     """One pytest process running `trials` (bench/gate_trials.py); its run folder and log."""
     folder.mkdir(parents=True)
@@ -147,7 +156,9 @@ def pytest_run(
     plan.write_text(json.dumps({"trials": trials, "deadline": deadline, "log": str(steps)}))
     command = [sys.executable, "-m", "pytest", *options.tests, "-q", "-p", "no:cacheprovider"]
     command += ["-p", "bench.gate_trials", "--llmperf-results-dir", str(folder / "results")]
-    command += options.rounds + (["--llmperf-compare", str(compare)] if compare else [])
+    if compare:  # newest first: its values are the ones shown
+        command += ["--llmperf-compare", ",".join(str(run) for run in compare)]
+    command += options.rounds
     command += options.pytest_args
     env = dict(os.environ, LLMPERF_GATE_TRIALS=str(plan))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
@@ -194,7 +205,7 @@ def judged(record: TestRecord, gate: str, strict: bool) -> Said:
     return Said(regressed, undecided, missed, explains=fails)
 
 
-def test_result(
+def result_of(
     step: Mapping[str, Any], records: Sequence[TestRecord], gate: str, strict: bool
 ) -> TestResult:
     """One test of one trial from its step line and the records it appended."""
@@ -241,7 +252,7 @@ def trials_of(
         mine = records[before : step["records"]]
         before = step["records"]
         by_trial.setdefault(step["trial"], []).append(
-            test_result(step, mine, gates[step["arm"]], strict)
+            result_of(step, mine, gates[step["arm"]], strict)
         )
         names[step["trial"]] = step["arm"]
     trials = [Trial(i, names[i], block, tuple(tests)) for i, tests in by_trial.items()]
@@ -268,6 +279,8 @@ class Bench:
         self.reports = {a.name: ArmReport(a) for a in [*self.arms, self.fresh]}
         self.gates = {a.name: a.gate for a in [*self.arms, self.fresh]}
         self.baseline_samples: list[dict[str, dict[str, list[float]]]] = []
+        #: Every baseline run so far, oldest first; a block compares with the newest `--pool`.
+        self.baseline_runs: list[Path] = []
         self.records: list[TestRecord] = []
         self.metadata: dict[str, Any] = {}
         self.finished_all = False
@@ -282,7 +295,8 @@ class Bench:
         longest_trial = 30.0  # until measured: a guess, kept out of the budget
         for number, block in enumerate(blocks):
             left = budget - (time.monotonic() - started)
-            if left <= (max(block_s) if block_s else 0.0):
+            # A typical block must fit; the trial session's deadline stops a longer one.
+            if left <= (statistics.median(block_s) if block_s else 0.0):
                 return
             block_started = time.monotonic()
             done = self.block(number, number * size, block, time.time() + left - longest_trial)
@@ -302,10 +316,10 @@ class Bench:
     ) -> list[Trial]:
         """A fresh baseline run (when some arm needs one), then the block's trials."""
         folder = self.options.work / f"block{number:03d}"
-        base_dir: Path | None = None
         if any(a.gate == "baseline" for a in arms):
             plan = [{"trial": -1 - number, "arm": FRESH, "slowdown": 0.0, "compare": False}]
-            base_dir, steps = pytest_run(self.options, folder / "baseline", plan, deadline, None)
+            base_dir, steps = pytest_run(self.options, folder / "baseline", plan, deadline, ())
+            self.baseline_runs.append(base_dir)
             done, records = trials_of(base_dir, steps, self.gates, number)
             self.reports[FRESH].trials += done
             self.baseline_samples.append(samples_by_test(records))
@@ -319,7 +333,8 @@ class Bench:
             }
             for i, a in enumerate(arms)
         ]
-        run_dir, steps = pytest_run(self.options, folder / "trials", plan, deadline, base_dir)
+        pooled = self.baseline_runs[::-1][: self.args.pool]
+        run_dir, steps = pytest_run(self.options, folder / "trials", plan, deadline, pooled)
         done, records = trials_of(run_dir, steps, self.gates, number)
         for trial in done:
             self.reports[trial.arm].trials.append(trial)
@@ -342,6 +357,7 @@ class Bench:
             "tests": list(args.tests),
             "rounds": args.rounds,
             "block": args.block,
+            "pool": args.pool,
             "pytest_args": list(args.pytest_arg),
             "gate": self.metadata.get("settings", {}).get("gate"),
             "thresholds": thresholds_files(self.records),
@@ -408,32 +424,109 @@ def _rounds(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add = parser.add_argument
-    add("--trials-unchanged", type=_count, default=100, help="unchanged trials against a baseline")
-    add("--slowdowns", type=_fractions, default=[0.2, 0.1], help="slowdowns against a baseline")
-    add("--trials-slow", type=_count, default=50, help="trials per slowdown against a baseline")
-    add("--threshold-trials-unchanged", type=_count, default=100, help="unchanged, thresholds only")
-    add("--threshold-slowdowns", type=_fractions, default=[0.3], help="slowdowns, thresholds only")
-    add("--threshold-trials-slow", type=_count, default=50, help="trials per threshold slowdown")
-    add("--rounds", type=_rounds, default="auto", help="auto, fixed (the tests' own) or N")
-    add("--block", type=int, default=10, help="trials per fresh baseline run")
-    add("--minutes", type=float, default=60.0, help="budget: no trial starts past it")
-    add("--tests", nargs="+", default=list(TESTS), help="node ids, from the project root")
-    add("--pytest-arg", action="append", default=[], help="more for every pytest (--pytest-arg=-x)")
-    add("--work", type=Path, default=None, help="run folders and logs (default: a temp folder)")
-    add("--json", type=Path, default=None, help="write the report here too")
+    add(
+        "--trials-unchanged",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="trials of the unchanged engine against a baseline. Default: 100.",
+    )
+    add(
+        "--slowdowns",
+        type=_fractions,
+        default=[0.2, 0.1],
+        metavar="F,F",
+        help="slowdowns judged against a baseline, one arm each. Default: 0.2,0.1.",
+    )
+    add(
+        "--trials-slow",
+        type=_count,
+        default=50,
+        metavar="N",
+        help="trials per slowdown against a baseline. Default: 50.",
+    )
+    add(
+        "--threshold-trials-unchanged",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="trials of the unchanged engine against the thresholds alone. Default: 100.",
+    )
+    add(
+        "--threshold-slowdowns",
+        type=_fractions,
+        default=[0.3],
+        metavar="F,F",
+        help="slowdowns judged against the thresholds alone. Default: 0.3.",
+    )
+    add(
+        "--threshold-trials-slow",
+        type=_count,
+        default=50,
+        metavar="N",
+        help="trials per slowdown against the thresholds. Default: 50.",
+    )
+    add(
+        "--rounds",
+        type=_rounds,
+        default="auto",
+        metavar="auto|fixed|N",
+        help="--llmperf-rounds of every run; fixed: the tests' own. Default: auto.",
+    )
+    add(
+        "--block",
+        type=int,
+        default=10,
+        metavar="N",
+        help="trials per fresh baseline run. Default: 10.",
+    )
+    add(
+        "--pool",
+        type=int,
+        default=1,
+        metavar="N",
+        help="judge against the newest N baseline runs pooled. Default: 1.",
+    )
+    add(
+        "--minutes",
+        type=float,
+        default=60.0,
+        help="budget: no block or trial starts past it. Default: 60.",
+    )
+    add(
+        "--tests",
+        nargs="+",
+        default=list(TESTS),
+        metavar="NODEID",
+        help="the tests of a trial, from the project root. Default: the two smoke tests.",
+    )
+    add(
+        "--pytest-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for every pytest run (--pytest-arg=--llmperf-alpha=0.05).",
+    )
+    add(
+        "--work",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where run folders and logs go, kept. Default: a new temporary folder.",
+    )
+    add("--json", type=Path, default=None, metavar="PATH", help="write the report here too.")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.block < 1:
-        _parser().error("--block: at least 1")
+    if args.block < 1 or args.pool < 1:
+        _parser().error("--block and --pool: at least 1")
+    if args.work is not None and args.work.is_dir() and any(args.work.iterdir()):
+        _parser().error(f"--work {args.work}: not empty (a run's blocks would mix with another's)")
     bench = Bench(args)
     bench.run()
     report = bench.report()

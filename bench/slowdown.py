@@ -12,12 +12,13 @@ plugin is configured, in this process only (the hf engine runs in the test proce
 isolated). Nothing happens with `LLMPERF_SLOWDOWN` unset or 0.
 
 Why a clock rather than a wait after each chunk (the first version): on the tiny model chunks
-come 1 ms apart, and 8 at once from a batched step; a wait per chunk cost a wake-up of 0.1 ms
-or more each, and the engine's next step ran slower after it, so a nominal 10% slowed
-`test_decode_throughput[batch8]` by 42% and 20% the single-request test by 31% (the 2-core
-VM, idle). On the clock a late wake-up is paid back by the next chunk's shorter wait, and the
-chunks of one step, produced together, are released together with one wait. Each wait sleeps
-to `SPIN_S` before its end and spins the rest: a sleep that long wakes late by about as much.
+come about 1 ms apart, and 8 at once from a batched step; every wait cost a wake-up, and the
+engine's next step ran slower after one, so a nominal 10 / 20 / 30% slowed
+`test_decode_throughput[batch8]` by 36 / 42 / 51% and the single-request test by
+23 / 31 / 43% (the 2-core VM, idle; on the clock: 12 / 21 / 33% and 11 / 21 / 33%). On the
+clock a late wake-up is paid back by the next chunk's shorter wait, and the chunks of one
+step, produced together, are released together after one wait. Each wait sleeps until
+`SPIN_S` before its end and spins the rest, so that a sleep's late wake-up seldom adds to it.
 `bench/gate_power.py` measures the slowdown each arm got beside the nominal one.
 """
 

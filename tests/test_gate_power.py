@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
 from pathlib import Path
 
@@ -90,17 +91,37 @@ def test_schedule_gives_every_arm_the_same_mean_place() -> None:
             assert abs(done.count(arm.name) / arm.trials - stop / len(order)) < 0.03
 
 
-def test_drift_between_successive_runs() -> None:
-    # Run means alternate by a factor e^0.1 with no noise within runs: successive
-    # differences are all 0.1, so the drift's sd is 0.1 / sqrt(2).
-    runs = [{"t::x": {"output_tok_per_s": [100.0 * math.exp(0.1 * (i % 2))] * 3}} for i in range(6)]
-    found = drift(runs)["x"]["output_tok_per_s"]
-    assert found["runs"] == 6
-    assert found["drift_sd"] == pytest.approx(0.1 / math.sqrt(2))
-    assert found["within_run_sd"] == 0
-    # Identical runs: no drift, and rounds' noise is not counted as drift.
-    same = [{"t::x": {"output_tok_per_s": [90.0, 100.0, 110.0]}} for _ in range(4)]
-    assert drift(same)["x"]["output_tok_per_s"]["drift_sd"] == 0
+def _runs(levels: list[float], noise: float, rounds: int, seed: int) -> list[dict]:
+    """Baseline runs around `levels` (logs), each with `rounds` rounds of log noise `noise`."""
+    rng = random.Random(seed)
+    return [
+        {
+            "t::x": {
+                "output_tok_per_s": [math.exp(level + rng.gauss(0, noise)) for _ in range(rounds)]
+            }
+        }
+        for level in levels
+    ]
+
+
+def test_drift_between_successive_runs_is_the_drift_put_in() -> None:
+    rng = random.Random(1)
+    levels = [math.log(1000) + rng.gauss(0, 0.05) for _ in range(400)]
+    found = drift(_runs(levels, noise=0.03, rounds=3, seed=2))["x"]["output_tok_per_s"]
+    assert found["runs"] == 400
+    assert found["drift_sd"] == pytest.approx(0.05, rel=0.15)
+    assert found["within_run_sd"] == pytest.approx(0.03, rel=0.15)
+    # No drift: the rounds' own noise is not counted as drift.
+    still = drift(_runs([math.log(1000)] * 400, noise=0.03, rounds=3, seed=3))["x"]
+    assert still["output_tok_per_s"]["drift_sd"] < 0.01
+
+
+def test_one_disturbed_run_is_not_drift() -> None:
+    rng = random.Random(4)
+    levels = [math.log(6000) + rng.gauss(0, 0.05) for _ in range(33)]
+    levels[0] = math.log(80)  # another process held the cores for the first baseline run
+    found = drift(_runs(levels, noise=0.03, rounds=3, seed=5))["x"]["output_tok_per_s"]
+    assert found["drift_sd"] < 0.1, found
 
 
 @pytest.mark.xfail(
