@@ -124,14 +124,6 @@ def test_one_disturbed_run_is_not_drift() -> None:
     assert found["drift_sd"] < 0.1, found
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect, open in issue 22: bench/slowdown.py stretches the gaps between chunks "
-    "the harness receives; since the hf engine generates on its own thread (issue 25) its "
-    "tokens can queue up ahead, so the stretch sometimes falls short (80% nominal measured 18% "
-    "on batch8 in one run of two): the instrument must stretch the producer's clock. The gate "
-    "power figures in BENCHMARKS.md predate that change.",
-)
 def test_short_run_catches_a_large_slowdown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
