@@ -340,6 +340,27 @@ def run_notes(tests: Sequence[TestRecord], metadata: Mapping[str, Any]) -> list[
         *load_notes(metadata.get("load_average_at_start"), threads),
         *not_applied_notes(tests),
         *unreliable_notes(tests),
+        *inconclusive_notes(tests),
+    ]
+
+
+def inconclusive_notes(tests: Sequence[TestRecord]) -> list[str]:
+    """One warning for the tests whose bounds or baseline stayed undecided: they passed
+    without evidence either way, which a green run must not hide (`--llmperf-strict` fails
+    them; more rounds, `--llmperf-rounds auto` or pooled baselines decide more)."""
+    undecided: list[str] = []
+    for test in tests:
+        metrics = [c.metric for c in test.thresholds.checked if c.verdict == "inconclusive"]
+        if test.baseline is not None:
+            metrics += [c.metric for c in test.baseline.judged if c.verdict == "inconclusive"]
+        if metrics:
+            undecided.append(f"{test.threshold_key} ({', '.join(dict.fromkeys(metrics))})")
+    if not undecided:
+        return []
+    return [
+        f"warning: {len(undecided)} test(s) passed undecided, neither within nor beyond a bound "
+        "or baseline with confidence (not failed; --llmperf-strict fails them, more rounds "
+        f"decide): {'; '.join(undecided)}"
     ]
 
 
