@@ -67,6 +67,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pytest_llmperf.results import baseline  # as light as the trend parser's imports
+
     parser = _Parser(
         prog="llmperf", description="List, show, compare and report pytest-llmperf runs."
     )
@@ -128,12 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--drift",
         type=float,
-        default=None,
+        default=baseline.DEFAULT_DRIFT,
         metavar="FRACTION",
         help="the least drift between runs to write bounds for, whatever the runs showed (a "
         "machine other than the one calibrated on drifts more: BENCHMARKS.md 'Gate power' "
         "measured 0.04-0.12 between pytest processes on the 2-core VM). Default: "
-        "0.02",
+        f"{baseline.DEFAULT_DRIFT:g}",
     )
 
     report = command("report", "a self-contained HTML report of one or more runs")
@@ -453,10 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             refs = [ref for given in args.runs for ref in run_refs(given, "llmperf calibrate")]
             runs = [open_run(ref, args.results_dir, baseline=True) for ref in refs]
             thresholds_dir = args.thresholds_dir or find_project().thresholds_dir
-            from pytest_llmperf.results.baseline import DEFAULT_DRIFT
-
-            drift = DEFAULT_DRIFT if args.drift is None else args.drift
-            print("\n".join(calibrate(runs, thresholds_dir, drift=drift)))
+            print("\n".join(calibrate(runs, thresholds_dir, drift=args.drift)))
             return EXIT_OK
         if args.command == "report":
             return _report(args.runs, args.output, args.results_dir, args.force)
