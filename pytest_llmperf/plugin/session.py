@@ -330,7 +330,9 @@ class LLMPerfSession:
         memory_before = gpu_memory_used(physical)
         engine: Engine | None = None
         try:
-            if spec.traits.isolated or self.settings.isolate or bounded_in_process:
+            # An engine under another interpreter (its `python` setting) runs in a child.
+            other_python = engine_config.setting("python") is not None
+            if spec.traits.isolated or self.settings.isolate or bounded_in_process or other_python:
                 engine = IsolatedEngine(
                     spec,
                     engine_config,
