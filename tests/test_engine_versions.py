@@ -83,40 +83,52 @@ SUITE = textwrap.dedent(
 
     @pytest.mark.parametrize("config", grid_params("grid.yaml"))
     def test_versions(llmperf, config):
-        result = llmperf.measure(
-            config, SyntheticWorkload(num_requests=2, input_tokens=8, output_tokens=4),
+        llmperf.measure(config, SyntheticWorkload(num_requests=2), rounds=1)
+    """
+)
+
+AB = textwrap.dedent(
+    """
+    from pathlib import Path
+    from pytest_llmperf import Grid, SyntheticWorkload
+
+    INSTALLED, OTHER = Grid.from_yaml(Path(__file__).parent / "grid.yaml")
+
+    def test_versions(llmperf):
+        result = llmperf.compare(
+            INSTALLED, OTHER, SyntheticWorkload(num_requests=2, input_tokens=8, output_tokens=4),
             rounds=2, warmup_rounds=1,
         )
-        assert result.metrics.failures == 0
+        assert result.mode == "interleaved" and result.order == "ABBA"
+        assert result.speedup is not None and result.speedup.n == 2 and result.speedup.centre > 0
     """
 )
 
 
-def test_one_run_measures_two_transformers_releases(
+def test_one_test_measures_two_transformers_releases_in_turns(
     pytester: pytest.Pytester, other_transformers: Path
 ) -> None:
     pytester.makefile(".yaml", grid=GRID.format(a=sys.executable, b=other_transformers))
-    pytester.makepyfile(test_versions=SUITE)
+    pytester.makepyfile(test_versions=AB)
     result = pytester.runpytest()
-    result.assert_outcomes(passed=2)
-    records = {
-        r.test_id.split("[")[-1].rstrip("]"): r for r in read_test_records(only_run(pytester))
-    }
-    assert sorted(records) == ["installed", "other"]
-    for name, python, version in [
-        ("installed", sys.executable, INSTALLED),
-        ("other", str(other_transformers), OTHER),
+    result.assert_outcomes(passed=1)
+    (record,) = read_test_records(only_run(pytester))
+    assert record.ab is not None
+    for side, python, version in [
+        ("a", sys.executable, INSTALLED),
+        ("b", str(other_transformers), OTHER),
     ]:
-        record = records[name]
-        interpreter = record.engine_info.details["interpreter"]
+        interpreter = record.ab[side]["engine_info"]["interpreter"]
         assert interpreter["python"] == python
         assert interpreter["packages"]["transformers"] == version
         # torch is the same build on both sides: only transformers differs.
         assert interpreter["packages"]["torch"] == metadata.version("torch")
         # Both import this checkout's pytest_llmperf, installed there or not.
         assert interpreter["pytest_llmperf"] == str(Path(__file__).parents[1] / "pytest_llmperf")
-        assert record.engine_config.settings["python"] == python
-        assert (record.metric("output_tok_per_s") or 0) > 0
+        assert record.ab[side]["engine_config"]["settings"]["python"] == python
+    assert record.engine_info.details["interpreter"]["python"] == sys.executable
+    assert record.metric("a.output_tok_per_s") and record.metric("b.output_tok_per_s")
+    assert len(record.samples_of("speedup")) == 2  # one B/A per pair of turns
 
 
 def _fit_error(python: str) -> str:
@@ -156,11 +168,11 @@ def test_an_interpreter_without_the_engines_library_is_a_usage_error(tmp_path: P
 
 
 def test_a_grid_with_a_missing_interpreter_stops_the_run(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".yaml", grid=GRID.format(a=sys.executable, b="/nowhere/bin/python"))
+    pytester.makefile(".yaml", grid=GRID.format(a="/nowhere/bin/python", b=sys.executable))
     pytester.makepyfile(test_versions=SUITE)
     result = pytester.runpytest("--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     grid = pytester.path / "grid.yaml"
     result.stderr.fnmatch_lines(
-        [f"*{grid}: line 8: setting 'python': /nowhere/bin/python: no such file*"]
+        [f"*{grid}: line 5: setting 'python': /nowhere/bin/python: no such file*"]
     )

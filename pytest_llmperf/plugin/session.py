@@ -353,8 +353,8 @@ class LLMPerfSession:
 
     def new_engine(self, engine_config: EngineConfig, isolate: bool = False) -> Engine:
         """An engine for `engine_config`, not started: in a child process where its spec,
-        its `python` setting, `--llmperf-isolate` or `isolate` say so. `llmperf.compare` starts its second side's
-        this way, beside the loaded one (on the same GPUs)."""
+        its `python` setting, `--llmperf-isolate` or `isolate` say so. `llmperf.compare`
+        starts its second side's this way, beside the loaded one (on the same GPUs)."""
         spec = engine_spec(engine_config.engine)
         # An engine under another interpreter (its `python` setting) runs in a child too.
         other_python = engine_config.setting("python") is not None

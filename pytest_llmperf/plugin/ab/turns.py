@@ -214,7 +214,13 @@ def side_summary(side: SideState) -> dict[str, Any]:
         "given": type(side.given).__qualname__ if side.given is not None else None,
         "engine_info": None
         if info is None
-        else {"model": info.model, "device": info.device, "dtype": info.dtype},
+        else {
+            "model": info.model,
+            "device": info.device,
+            "dtype": info.dtype,
+            # An isolated engine's interpreter and package versions (engines.isolated).
+            "interpreter": info.details.get("interpreter"),
+        },
         "loads_s": list(side.loads),
         "rounds": len(side.durations),
     }
