@@ -7,7 +7,7 @@ CLI, the HTML report, its plots and the dashboard) gets `TestRecord`s back throu
 `from_record()`, never the JSON by its keys. The JSON is the one `writer` has always
 written (its `schema_version` is the writer's): a run folder of any earlier version
 still reads. Fields added after the first version (`worker_pid`, `gpus`, `baseline`,
-`responses`, `evidence`) read as null where a record lacks them (`samples` and `unreliable`
+`responses`, `evidence`, `ab`) read as null where a record lacks them (`samples` and `unreliable`
 as empty, a judged change's `note` as null); keys this version does not know are left out (a
 later version may add some).
 
@@ -16,7 +16,7 @@ names the file, the line or entry, and the field (`results/r/tests.jsonl: line 3
 thresholds.checked[0].ok: expected true or false, got a string`).
 
 Parts that are free-form by design stay JSON objects: the workload's `describe()`,
-the engine's `details`, settings, and `metrics`, the nested form of `metrics_flat`.
+the engine's `details`, settings, `ab` and `metrics`, the nested form of `metrics_flat`.
 """
 
 from __future__ import annotations
@@ -338,6 +338,9 @@ class TestRecord:
     #: name -> {unit, better, kind}, so that a reader in another process (`llmperf
     #: compare`) judges them as the run did. Empty in older records.
     declared_metrics: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: An A/B test (`llmperf.compare`, `plugin.ab`): how its turns ran and each side's
+    #: configuration and engine; its metrics are `a.*`, `b.*`, `ratio.*` (`measure.turns`).
+    ab: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -408,6 +411,7 @@ class TestRecord:
                 if "declared_metrics" in f.keys()
                 else {}
             ),
+            ab=f.optional(lambda k: f.json_object(str(k)), "ab"),
         )
 
     def metric_specs(self) -> list[MetricSpec]:
