@@ -324,7 +324,9 @@ def check_compare(
     """Every argument of `compare()`; the first wrong one raises, before any engine starts."""
     owner = "compare()"
     for name, side in (("a", a), ("b", b)):
-        if not isinstance(side, (Config, Engine)) or isinstance(side, type):
+        # The class is asked, not the instance: an engine's `tokenizer` raises before start().
+        engine = all(callable(getattr(type(side), m, None)) for m in ("start", "stream", "close"))
+        if not (isinstance(side, Config) or engine) or isinstance(side, type):
             problem = "must be a Config (from grid_params or Config.make) or an engine instance"
             raise bad(owner, name, side, problem)
     if not all(callable(getattr(workload, m, None)) for m in ("build", "describe")):
