@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 from scipy import stats
 
+from pytest_llmperf.cli import main
 from pytest_llmperf.measure.metrics import spec_for
 from pytest_llmperf.measure.stats import paired_ratio
 from pytest_llmperf.measure.turns import order_text, ratio_samples, turn_order
@@ -153,9 +157,15 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
     return pytester
 
 
-def test_a_b_test_records_both_sides_and_the_paired_ratios(project: pytest.Pytester) -> None:
+def test_a_b_test_records_both_sides_and_the_paired_ratios(
+    project: pytest.Pytester, tmp_path: Path
+) -> None:
     bounds(project, "    speedup: {min: 0.3}\n    ratio.e2e_ms.p50: {min: 1.5}\n")
-    run_ab(project).assert_outcomes(passed=1)
+    result = run_ab(project)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["A/B test_ab.py::test_ab: interleaved, 4 pairs (ABBABAAB): speedup 0.*x [[]0.*, 0.*]"]
+    )
     record = latest(project)
     ab = record["ab"]
     assert (ab["mode"], ab["order"], ab["pairs"]) == ("interleaved", "ABBABAAB", 4)
@@ -182,6 +192,34 @@ def test_a_b_test_records_both_sides_and_the_paired_ratios(project: pytest.Pytes
     requests = (project.path / "results").glob("*/requests.jsonl")
     sides = [json.loads(line)["side"] for line in next(requests).read_text().splitlines()]
     assert sides.count("a") == sides.count("b") == 8
+    # The report's A/B view: both sides and each ratio with its interval.
+    out = tmp_path / "report.html"
+    (run,) = (project.path / "results").glob("2*")
+    assert main(["report", str(run), "-o", str(out)]) == 0
+    view = out.read_text().split('<h2 id="ab">A/B tests</h2>')[1].split("<h2")[0]
+    assert "A: config &#x27;full&#x27; on scripted (speed=1.0), cpu" in view
+    assert "B: config &#x27;slow&#x27; on scripted (speed=0.5), cpu" in view
+    rows = re.findall(r"<tr><td>(.*?)</td>.*?<td class='num'>([^<]*)</td></tr>", view)
+    ratios = dict(rows)
+    assert re.fullmatch(r"0\.\d+x \[0\.\d+, 0\.\d+\]", ratios["output_tok_per_s"])
+    assert re.fullmatch(r"(1\.9|2\.\d)\d*x \[.*\]", ratios["e2e_ms.p90"])
+
+
+def test_compare_takes_runs_of_two_machines_and_says_so(
+    project: pytest.Pytester, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_ab(project, rounds="2").assert_outcomes(passed=1)
+    (run,) = (project.path / "results").glob("2*")
+    other = tmp_path / run.name.replace("2026", "2027")
+    shutil.copytree(run, other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["machine"].update(hostname="big", cpu="AMD EPYC 9654", cpu_count=192)
+    (other / "summary.json").write_text(json.dumps(summary))
+    assert main(["compare", str(run), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: the runs were made on different hardware (cpu: " in out
+    assert " vs AMD EPYC 9654; cpus: " in out and " vs 192)" in out
+    assert "test_ab.py::test_ab" in out  # compared all the same
 
 
 def test_a_speedup_bound_b_misses_fails_the_test(project: pytest.Pytester) -> None:

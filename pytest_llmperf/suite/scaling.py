@@ -12,8 +12,8 @@ workers' as B (speedup is defined once, in `pytest_llmperf.measure.turns`).
 
 Both are metrics of each labelled measurement (`workers1`, `workers2`, ...), so
 thresholds bound them like any other (`efficiency: {min: 0.5}`). Here, as in every `Speedups`
-series, the points are measured one after another, not interleaved: drift between them lands in the ratio, which has no
-interval (an A/B test in turns, `llmperf.compare`, has both).
+series, the points are measured one after another, not interleaved: drift between them lands
+in the ratio, which has no interval (an A/B test in turns, `llmperf.compare`, has both).
 """
 
 from __future__ import annotations
