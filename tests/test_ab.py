@@ -19,6 +19,7 @@ from pytest_llmperf.measure.metrics import spec_for
 from pytest_llmperf.measure.stats import paired_ratio
 from pytest_llmperf.measure.turns import order_text, ratio_samples, turn_order
 from pytest_llmperf.results.runs import open_run
+from tests.instrument_server import InstrumentServer, Script
 from tests.scripted_engine import install_instrument
 
 # --- the paired interval -------------------------------------------------------------------
@@ -261,6 +262,31 @@ def test_bad_sides_are_usage_errors_naming_the_argument(pytester: pytest.Pyteste
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*test_bad.py: line 4: compare(): a='fast': must be a Config*"])
+
+
+def test_two_server_urls_are_a_and_b(pytester: pytest.Pytester) -> None:
+    # Two deployments of one model: B sends each token 10 ms later than A.
+    with (
+        InstrumentServer(Script(delays_s=[0.01] * 6)) as fast,
+        InstrumentServer(Script(delays_s=[0.02] * 6)) as slow,
+    ):
+        pytester.makepyfile(
+            test_urls=f"""
+            from pytest_llmperf import SyntheticWorkload
+
+            def test_urls(llmperf):
+                work = SyntheticWorkload(num_requests=2, input_tokens=4, output_tokens=6)
+                llmperf.compare("{fast.base_url}", "{slow.base_url}", work, rounds=3)
+            """
+        )
+        args = ["--engine", "openai", "--base-url", fast.base_url, "-p", "no:randomly"]
+        pytester.runpytest(*args).assert_outcomes(passed=1)
+    (test,) = open_run("latest", pytester.path / "results").tests
+    assert test.ab is not None
+    assert test.ab["a"]["engine_config"]["settings"]["base_url"] == fast.base_url
+    assert test.ab["b"]["engine_config"]["settings"]["base_url"] == slow.base_url
+    assert test.ab["b"]["config"] == slow.base_url and test.ab["b"]["engine"] == "openai"
+    assert 0.4 < (test.metric("speedup") or 0) < 0.7  # 60 ms against 120 ms a request
 
 
 # --- end to end on the real engine ---------------------------------------------------------
