@@ -18,12 +18,17 @@ Metrics of an A/B test (one definition each; units and directions in `metrics.SP
                   metric's: `ratio.ttft_ms.p90` below 1 is better, `ratio.output_tok_per_s`
                   above 1. Counts, flags and metrics judged as values (failure_rate) have no
                   ratio.
-    speedup       ratio.output_tok_per_s: how many times B's output throughput A's is, paired
-                  by turn, with an interval (`speedup: {min: 1.1}`: B faster by at least 10%,
-                  with confidence). A series measured one point after another against a base
-                  measured earlier (`suite.scaling.Speedups`) reports the same ratio of
-                  headline throughputs, not interleaved: drift between the points lands in it,
-                  and it has no interval (judged as a value).
+    speedup       how many times faster B is than A: B/A of a throughput, the one
+                  definition for every test that reports it. Here (`llmperf.compare`):
+                  ratio.output_tok_per_s, paired by turn, with an interval
+                  (`speedup: {min: 1.1}`: B faster by at least 10%, with confidence). Own code
+                  timed in turns (`llmperf.time_turns`, then `llmperf.record`): A's seconds
+                  over B's, round by round, also paired. A series measured point after point
+                  against a base measured first (`suite.scaling.Speedups`, `ScalingSeries`:
+                  seeds 001 and 003): each point's throughput (output_tok_per_s, or the rate
+                  the series names, e.g. seed 001's requests_per_s) over the base's, not
+                  interleaved: drift between the points lands in it, and it has no interval
+                  (judged as a value).
 """
 
 from __future__ import annotations

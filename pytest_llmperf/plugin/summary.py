@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.measure.reliability import EVERY_METRIC
 from pytest_llmperf.measure.timed import OWN_ENGINE
+from pytest_llmperf.results import readout
 from pytest_llmperf.results.changes import unjudged_notes
 from pytest_llmperf.results.readout import headline
 from pytest_llmperf.results.record import TestRecord
@@ -364,6 +365,11 @@ def inconclusive_notes(tests: Sequence[TestRecord]) -> list[str]:
     ]
 
 
+def ab_lines(tests: Sequence[TestRecord]) -> list[str]:
+    """A line per A/B test (`llmperf.compare`): how its turns ran and its speedup."""
+    return [f"A/B {t.key}: {readout.ab_text(t)}" for t in tests if t.ab is not None]
+
+
 def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
     tests = read_test_records(session.run_dir) if session.run_dir.exists() else ()
     failures = engine_failure_lines(session.run_dir)
@@ -397,6 +403,8 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
             header = ["your code", "metrics", "thresholds"]
             for text in render_table(header, own_rows(own, files)).splitlines():
                 reporter.write_line(text)
+        for line in ab_lines(tests):
+            reporter.write_line(line)
         for note in run_notes(tests, session.metadata):
             reporter.write_line(note, yellow=True)
     for line in failures:

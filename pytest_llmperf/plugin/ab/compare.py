@@ -57,8 +57,9 @@ if TYPE_CHECKING:
     from pytest_llmperf.plugin.session import LLMPerfSession
 
 #: One side of an A/B test: a grid configuration (on the run's engine unless it names one),
-#: or an engine instance the test made, not started (`compare` starts and closes it).
-ABSide = Config | Engine
+#: an engine instance the test made, not started (`compare` starts and closes it), or a
+#: server's URL (`http://host:8000/v1`: two deployments of one model).
+ABSide = Config | Engine | str
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ class ComparisonMethods:
         """Measure `workload` on A and on B in turns, and B/A of every metric.
 
         `a` and `b` are grid configurations (`Config`: on the run's engine unless the
-        configuration names one) or engine instances the test made and did not start. Each
+        configuration names one), engine instances the test made and did not start, or
+        servers' URLs (two deployments of one model, through the `openai` client engine,
+        with the run's model and options). Each
         side warms up (`warmup_rounds`), then `rounds` pairs of turns run in the order ABBA
         BAAB ...; `rounds="auto"` measures pairs until every bound on the test is decided,
         within the run's round and time budget (`--llmperf-max-rounds` counts pairs). Both
@@ -209,6 +212,11 @@ class ComparisonMethods:
     def _side_state(
         self, side: ABSide, name: Side, workload: Workload, model: str | None
     ) -> SideState:
+        if isinstance(side, str):  # a server's URL, through the openai client engine
+            found = self.engine_config(Config(name=side, engine="openai"), model)
+            settings = {**dict(found.settings), "base_url": side}
+            engine_config = EngineConfig.make("openai", found.model, settings)
+            return SideState(name, side, engine_config, workload)
         if isinstance(side, Config):
             engine_config = self.engine_config(side, model)
             work = workload.with_overrides(dict(side.workload_settings))
@@ -324,8 +332,14 @@ def check_compare(
     """Every argument of `compare()`; the first wrong one raises, before any engine starts."""
     owner = "compare()"
     for name, side in (("a", a), ("b", b)):
-        if not isinstance(side, (Config, Engine)) or isinstance(side, type):
-            problem = "must be a Config (from grid_params or Config.make) or an engine instance"
+        # The class is asked, not the instance: an engine's `tokenizer` raises before start().
+        engine = all(callable(getattr(type(side), m, None)) for m in ("start", "stream", "close"))
+        url = isinstance(side, str) and side.startswith(("http://", "https://"))
+        if not (isinstance(side, Config) or engine or url) or isinstance(side, type):
+            problem = (
+                "must be a Config (from grid_params or Config.make), an engine instance "
+                "or a server's URL (http://...)"
+            )
             raise bad(owner, name, side, problem)
     if not all(callable(getattr(workload, m, None)) for m in ("build", "describe")):
         raise bad(owner, "workload", workload, "must be a workload (SyntheticWorkload, ...)")
@@ -335,7 +349,7 @@ def check_compare(
     whole(owner, "block_rounds", block_rounds, 1)
     if swap not in (None, True, False):
         raise bad(owner, "swap", swap, "must be True, False or None (swap when memory says so)")
-    if swap and not (isinstance(a, Config) and isinstance(b, Config)):
+    if swap and not all(isinstance(side, (Config, str)) for side in (a, b)):
         raise bad(owner, "swap", swap, "an engine instance starts once: give Configs to swap")
     if label is not None:
         text(owner, "label", label)
