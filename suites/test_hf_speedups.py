@@ -26,8 +26,15 @@ from pytest_llmperf import Config, SyntheticWorkload
 from pytest_llmperf.engines.base import GenerationRequest, SamplingParams
 
 #: Short prompts, short outputs: seconds a round on two CPU cores with the tiny model.
-WORK = SyntheticWorkload(num_requests=8, input_tokens=32, output_tokens=16)
+CPU_WORK = SyntheticWorkload(num_requests=8, input_tokens=32, output_tokens=16)
+#: On a GPU, longer prompts and outputs: with 32 and 16 tokens a 1B model's round is a few
+#: milliseconds of kernel launches, where no option can show what it does to the arithmetic.
+GPU_WORK = SyntheticWorkload(num_requests=8, input_tokens=256, output_tokens=64)
 ROUNDS = 4
+
+
+def work(llmperf) -> SyntheticWorkload:
+    return GPU_WORK if llmperf.session.gpus else CPU_WORK
 
 
 def side(name: str, settings: dict[str, object], engine: str | None = None) -> Config:
@@ -49,7 +56,7 @@ def test_bf16_over_float32(llmperf):
     result = llmperf.compare(
         side("float32", {"dtype": "float32"}),
         side("bf16", {"dtype": "bfloat16"}),
-        WORK,
+        work(llmperf),
         rounds=ROUNDS,
     )
     assert result.a.failures == result.b.failures == 0
@@ -62,7 +69,7 @@ def test_sdpa_over_eager(llmperf):
     result = llmperf.compare(
         side("eager", {"attn_implementation": "eager"}),
         side("sdpa", {"attn_implementation": "sdpa"}),
-        WORK,
+        work(llmperf),
         rounds=ROUNDS,
     )
     assert result.a.failures == result.b.failures == 0
@@ -77,7 +84,7 @@ def test_flash_attention_2_over_sdpa(llmperf):
     result = llmperf.compare(
         side("sdpa", {"attn_implementation": "sdpa", "dtype": "bfloat16"}),
         side("fa2", {"attn_implementation": "flash_attention_2", "dtype": "bfloat16"}),
-        WORK,
+        work(llmperf),
         rounds=ROUNDS,
     )
     assert result.a.failures == result.b.failures == 0
@@ -91,7 +98,7 @@ def test_compile_over_eager_mode(llmperf):
     result = llmperf.compare(
         side("static", {"cache_implementation": "static", "compile": False}),
         side("static_compiled", {"cache_implementation": "static", "compile": True}),
-        WORK,
+        work(llmperf),
         rounds=ROUNDS,
     )
     assert result.b.failures == 0
@@ -104,7 +111,7 @@ def test_static_over_dynamic_cache(llmperf):
     result = llmperf.compare(
         side("dynamic", {"cache_implementation": "dynamic", "compile": False}),
         side("static", {"cache_implementation": "static", "compile": False}),
-        WORK,
+        work(llmperf),
         rounds=ROUNDS,
     )
     assert result.a.failures == result.b.failures == 0
@@ -116,7 +123,7 @@ def test_kv_cache_over_none(llmperf):
     result = llmperf.compare(
         side("no_cache", {"generate_args": {"use_cache": False}}),
         side("cache", {"generate_args": {"use_cache": True}}),
-        WORK,
+        work(llmperf),
         rounds=ROUNDS,
     )
     assert result.a.failures == result.b.failures == 0
@@ -130,7 +137,7 @@ BATCHED = side("batched8", {"max_num_seqs": 8})
 def test_batched_over_one_at_a_time(llmperf):
     """Seed 004: batched generation, "2-8x faster depending on batch size" (8 here, the
     seed's ViQuAD batch)."""
-    result = llmperf.compare(ONE, BATCHED, WORK, rounds=ROUNDS)
+    result = llmperf.compare(ONE, BATCHED, work(llmperf), rounds=ROUNDS)
     assert result.a.failures == result.b.failures == 0
 
 
@@ -138,8 +145,9 @@ def test_batched_over_one_at_a_time(llmperf):
 def test_batched_generation_gives_the_same_results(llmperf, llmperf_engine):
     """Seed 004: batching must not change the answers ("Incorrect results ... ensure
     use_batching=True is used consistently"): greedy outputs of eight prompts, one at a time
-    and batched, token for token. The prompts are of one length: padding a batch's shorter
-    prompts changes a model's numerics slightly, which is transformers' behaviour, not ours."""
+    and batched, token for token on a CPU (on a GPU, see below). The prompts are of one
+    length: padding a batch's shorter prompts changes a model's numerics slightly, which is
+    transformers' behaviour, not ours."""
     prompts = [f"question {i}: what is {i} plus {i + 1}?" for i in range(10, 18)]
     sampling = SamplingParams.fixed_length(12)
     outputs = {}
@@ -152,8 +160,25 @@ def test_batched_generation_gives_the_same_results(llmperf, llmperf_engine):
         for chunk in engine.stream(requests):
             tokens[chunk.index].extend(chunk.token_ids)
         outputs[config.name] = tokens
-    assert all(len(t) == 12 for t in outputs[ONE.name].values())
-    assert outputs[ONE.name] == outputs[BATCHED.name]
+    one, batched = outputs[ONE.name], outputs[BATCHED.name]
+    assert all(len(t) == 12 for t in one.values())
+    if not llmperf.session.gpus:
+        assert one == batched  # a CPU computes each row alike whatever the batch
+        return
+    # A GPU's matrix kernels are chosen by shape, so a batch of 8 sums in another order than
+    # a batch of 1 and a near-tie between two tokens can fall the other way (with random
+    # weights near-ties are common). A batching fault (a wrong mask, positions, a row's
+    # cache) changes every row from its first tokens; numerics change a few rows late.
+    agree = {i: _common_prefix(one[i], batched[i]) for i in one}
+    assert all(n >= 2 for n in agree.values()), f"tokens agreeing from the start: {agree}"
+    assert sum(n == 12 for n in agree.values()) >= len(agree) // 2, agree
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 @pytest.mark.longform
