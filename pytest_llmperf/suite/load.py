@@ -110,7 +110,9 @@ class Arrivals:
                 rate = self.rate_at(i + 1, n)
             if self.distribution == "constant":
                 out.append(1.0 / rate)
-            else:  # gamma(k, 1/(rate k)): mean 1/rate; k = 1 is the exponential
+            elif self.burstiness == 1.0:  # the Poisson process, drawn as it always was
+                out.append(rng.expovariate(rate))
+            else:  # gamma(k, 1/(rate k)): mean 1/rate, coefficient of variation 1/sqrt(k)
                 k = self.burstiness
                 out.append(rng.gammavariate(k, 1.0 / (rate * k)))
         return out

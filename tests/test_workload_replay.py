@@ -1,0 +1,138 @@
+"""Issue 28's workloads sent for real: a trace replayed on its timestamps and conversations
+whose turns wait for their answers, against the instrument server (scripted timing) and once
+on the hf engine (tiny model)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+from pathlib import Path
+
+from pytest_llmperf import ConversationWorkload, SharedPrefixWorkload, TraceWorkload
+from pytest_llmperf.engines.base import EngineConfig, GenerationRequest
+from pytest_llmperf.engines.openai.engine import OpenAIEngine
+from pytest_llmperf.measure.harness import run_round
+from pytest_llmperf.measure.rounds import RoundPlan, run_rounds
+from tests.instrument_server import InstrumentServer, Script
+
+SHIPPED_TRACE = Path(__file__).resolve().parent.parent / "suites" / "data" / "trace_block16.jsonl"
+
+
+def engine_for(server: InstrumentServer) -> OpenAIEngine:
+    engine = OpenAIEngine(
+        EngineConfig.make("openai", "tiny", {"base_url": server.base_url, "tokenizer": "tiny"})
+    )
+    engine.start()
+    return engine
+
+
+def test_trace_replay_sends_each_request_at_its_timestamp() -> None:
+    """Tolerance: each request reaches the server within 15 ms of its timestamp (relative to
+    the first), the median within 3 ms (the 2 ms test's bound, plus the server's own stamp)."""
+    lines = [json.loads(x) for x in SHIPPED_TRACE.read_text().splitlines()]
+    with InstrumentServer(Script(delays_s=[0.005] * 2)) as server:
+        engine = engine_for(server)
+        try:
+            requests = TraceWorkload(SHIPPED_TRACE, block_size=16).build(engine.tokenizer)
+            run_round(engine, requests[:2], 0)  # warm the connection pool
+            server.received_at.clear()
+            server.requests.clear()
+            records, duration = run_round(engine, requests, 0)
+        finally:
+            engine.close()
+    assert all(r.error is None for r in records)
+    # Requests of one timestamp may reach the server in either order: compare sorted times.
+    got_ms = sorted((t - server.received_at[0]) * 1000 for t in server.received_at)
+    want_ms = [x["timestamp"] - lines[0]["timestamp"] for x in lines]
+    errors = [abs(g - w) for g, w in zip(got_ms, want_ms, strict=True)]
+    assert statistics.median(errors) < 3.0, errors
+    assert max(errors) < 15.0, errors
+    assert 0.98 < duration < 1.5  # the trace spans 980 ms
+    sent = sorted(len(body["prompt"]) for body in server.requests)
+    assert sent == sorted(x["input_length"] for x in lines)  # token ids, exact lengths
+
+
+def test_conversation_turns_wait_for_their_answers_and_carry_them() -> None:
+    # Each answer takes 3 x 20 ms; a turn is sent 50 ms after the answer before it.
+    workload = ConversationWorkload(
+        sessions=2, turns=3, user_tokens=8, output_tokens=3, think_time_s=0.05
+    )
+    with InstrumentServer(Script(delays_s=[0.02] * 3)) as server:
+        engine = engine_for(server)
+        try:
+            requests = workload.build(engine.tokenizer)
+            records, duration = run_round(engine, requests, 0)
+        finally:
+            engine.close()
+    by_id = {r.custom_id: r for r in records}
+    assert all(r.error is None for r in records), [r.error for r in records]
+    # Per-turn TTFT counts from the turn's own sending: about one scripted gap each.
+    assert all(15 < (r.ttft_ms or 0) < 45 for r in records), [r.ttft_ms for r in records]
+    # The sessions ran side by side, each turn after the answer before plus the think time:
+    # three turns of 60 ms and two thinks of 50 ms.
+    assert 0.27 < duration < 0.45
+    bodies: dict[str, list[tuple[float, list[dict[str, str]]]]] = {}
+    for body, at in zip(server.requests, server.received_at, strict=True):
+        bodies.setdefault(json.dumps(body["messages"][0]), []).append((at, body["messages"]))
+    assert sorted(len(turns) for turns in bodies.values()) == [3, 3]
+    for turns in bodies.values():
+        times = [at for at, _ in turns]
+        assert all(0.105 < b - a < 0.16 for a, b in itertools.pairwise(times)), times
+        last = turns[-1][1]
+        # The history holds the server's real answers, not the workload's stand-ins.
+        assert [m["content"] for m in last if m["role"] == "assistant"] == [" t0 t1 t2"] * 2
+    assert by_id["conv0-turn3"].output_text == " t0 t1 t2"
+
+
+def test_a_failed_turn_ends_its_session() -> None:
+    workload = ConversationWorkload(sessions=2, turns=2, user_tokens=4, output_tokens=2)
+    with InstrumentServer(Script(delays_s=[0.01] * 2, fault="http500")) as server:
+        engine = engine_for(server)
+        try:
+            records, _ = run_round(engine, workload.build(engine.tokenizer), 0)
+        finally:
+            engine.close()
+    by_id = {r.custom_id: r for r in records}
+    assert "HTTP 500" in (by_id["conv0-turn1"].error or "")
+    assert by_id["conv0-turn2"].error == "not sent: the turn before it ('conv0-turn1') failed"
+    assert len(server.requests) == 2  # only the first turns went out
+
+
+def test_conversation_and_fresh_prefixes_on_the_hf_engine() -> None:
+    from pytest_llmperf.engines.hf.engine import HFEngine
+
+    engine = HFEngine(EngineConfig.make("hf", "tiny"))
+    engine.start()
+    try:
+        workload = ConversationWorkload(sessions=2, turns=3, user_tokens=8, output_tokens=4)
+        requests = workload.build(engine.tokenizer)
+        records, _ = run_round(engine, requests, 0)
+        fresh = SharedPrefixWorkload(
+            groups=2,
+            prompts_per_group=2,
+            prefix_tokens=8,
+            suffix_tokens=4,
+            output_tokens=2,
+            fresh_each_round=True,
+        )
+        sent: list[list[tuple[int, ...]]] = []
+
+        def build(i: int) -> list[GenerationRequest]:
+            batch = fresh.build_round(engine.tokenizer, i)
+            sent.append([r.prompt_token_ids or () for r in batch])
+            return batch
+
+        measured = run_rounds(engine, fresh.build(engine.tokenizer), RoundPlan(2, 1), fresh=build)
+    finally:
+        engine.close()
+    assert [r.error for r in records] == [None] * 6
+    by_id = {r.custom_id: r for r in records}
+    # Waves: turn k of both sessions together; each turn's history holds the real answers,
+    # so its prompt grows by a user turn and an answer (and the chat template's tokens).
+    for s in (0, 1):
+        lengths = [by_id[f"conv{s}-turn{k}"].prompt_tokens or 0 for k in (1, 2, 3)]
+        assert lengths[0] < lengths[1] < lengths[2], lengths
+        assert all(by_id[f"conv{s}-turn{k}"].ttft_ms is not None for k in (1, 2, 3))
+    assert len(sent) == 3 and len(measured.records) == 8
+    assert not set(sent[0]) & set(sent[1]) and not set(sent[1]) & set(sent[2])
