@@ -136,3 +136,63 @@ def test_conversation_and_fresh_prefixes_on_the_hf_engine() -> None:
         assert all(by_id[f"conv{s}-turn{k}"].ttft_ms is not None for k in (1, 2, 3))
     assert len(sent) == 3 and len(measured.records) == 8
     assert not set(sent[0]) & set(sent[1]) and not set(sent[1]) & set(sent[2])
+
+
+WORKLOAD_SUITE = """
+from pytest_llmperf import (
+    Arrivals, ConversationWorkload, SharedPrefixWorkload, SyntheticWorkload, TraceWorkload,
+)
+
+
+def test_trace(llmperf):
+    llmperf.measure(workload=TraceWorkload("trace.jsonl", block_size=16, speedup=4),
+                    rounds=1, warmup_rounds=0)
+
+
+def test_trace_with_arrivals(llmperf):
+    llmperf.measure(workload=TraceWorkload("trace.jsonl", block_size=16),
+                    arrivals=Arrivals(rate_per_s=5), rounds=1, warmup_rounds=0)
+
+
+def test_conversation(llmperf):
+    llmperf.measure(workload=ConversationWorkload(sessions=2, turns=2, user_tokens=4,
+                                                  output_tokens=3, think_time_s=0.01),
+                    rounds=1, warmup_rounds=0)
+
+
+def test_fresh(llmperf):
+    llmperf.measure(workload=SharedPrefixWorkload(groups=2, prompts_per_group=2, prefix_tokens=8,
+                                                  suffix_tokens=2, fresh_each_round=True),
+                    rounds=2, warmup_rounds=1)
+
+
+def test_bursty(llmperf):
+    llmperf.measure(workload=SyntheticWorkload(num_requests=6, input_tokens=4, output_tokens=3),
+                    arrivals=Arrivals(rate_per_s=40, burstiness=0.5, ramp_up="linear",
+                                      ramp_from_per_s=10),
+                    rounds=1, warmup_rounds=0)
+"""
+
+
+def test_workloads_through_the_plugin(tmp_path: Path) -> None:
+    from pytest_llmperf.results.runs import open_run
+    from tests.suite_run import make_project, run_project
+
+    project = make_project(tmp_path, WORKLOAD_SUITE)
+    (project / "trace.jsonl").write_text(SHIPPED_TRACE.read_text())
+    with InstrumentServer(Script(delays_s=[0.005] * 3)) as server:
+        out = run_project(project, "--engine", "openai", "--base-url", server.base_url, "-rA")
+        bodies = list(server.requests)
+    assert "1 failed, 4 passed" in out.stdout, out.stdout[-3000:]
+    assert "test_suite.py: line 13: measure(): arrivals=Arrivals(rate_per_s=5, " in out.stdout
+    assert "this workload sends on its own times (a trace's timestamps): give no arrivals" in (
+        out.stdout
+    )
+    tests = {t.test_id.split("::")[-1]: t for t in open_run("latest", project / "results").tests}
+    assert tests["test_conversation"].metric("requests") == 4
+    assert tests["test_trace"].metric("requests") == 24
+    # Fresh prefixes: three rounds (one warm-up) of four prompts, none sent twice.
+    prompts = [tuple(b["prompt"]) for b in bodies if len(b.get("prompt") or ()) == 10]
+    assert len(prompts) == 12 and len(set(prompts)) == 12
+    hf = run_project(project, "--engine", "hf", "-rs", "-k", "test_trace and not arrivals")
+    assert "1 skipped" in hf.stdout and "open-loop arrivals need a client engine" in hf.stdout

@@ -198,7 +198,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
             problem = (
                 "this workload sends on its own times (a trace's timestamps): give no arrivals"
             )
-            raise bad("llmperf.measure()", "arrivals", arrivals, problem)
+            raise bad("measure()", "arrivals", arrivals, problem)
         takes_arrivals = engine_spec(engine_config.engine).traits.takes_arrivals
         if (arrivals is not None or timed) and not takes_arrivals:
             pytest.skip(
