@@ -196,3 +196,32 @@ def test_workloads_through_the_plugin(tmp_path: Path) -> None:
     assert len(prompts) == 12 and len(set(prompts)) == 12
     hf = run_project(project, "--engine", "hf", "-rs", "-k", "test_trace and not arrivals")
     assert "1 skipped" in hf.stdout and "open-loop arrivals need a client engine" in hf.stdout
+
+
+def test_an_ab_of_fresh_prefixes_sends_each_side_every_round_once(tmp_path: Path) -> None:
+    from tests.suite_run import make_project, run_project
+
+    with (
+        InstrumentServer(Script(delays_s=[0.005] * 2)) as a,
+        InstrumentServer(Script(delays_s=[0.005] * 2)) as b,
+    ):
+        project = make_project(
+            tmp_path,
+            f"""
+from pytest_llmperf import SharedPrefixWorkload
+
+
+def test_fresh_ab(llmperf):
+    work = SharedPrefixWorkload(groups=2, prompts_per_group=2, prefix_tokens=8, suffix_tokens=2,
+                                output_tokens=2, fresh_each_round=True)
+    llmperf.compare("{a.base_url}", "{b.base_url}", work, rounds=2, warmup_rounds=1)
+""",
+        )
+        out = run_project(project, "--engine", "openai", "--base-url", a.base_url)
+        sent_a = [tuple(r["prompt"]) for r in a.requests]
+        sent_b = [tuple(r["prompt"]) for r in b.requests]
+    assert "1 passed" in out.stdout, out.stdout[-3000:]
+    # Each side: a warm-up and two measured rounds of four prompts, no prompt sent twice,
+    # and both sides sent the same prompts.
+    assert len(sent_a) == 12 and len(set(sent_a)) == 12
+    assert sorted(sent_a) == sorted(sent_b)
