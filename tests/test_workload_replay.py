@@ -195,7 +195,10 @@ def test_workloads_through_the_plugin(tmp_path: Path) -> None:
     prompts = [tuple(b["prompt"]) for b in bodies if len(b.get("prompt") or ()) == 10]
     assert len(prompts) == 12 and len(set(prompts)) == 12
     hf = run_project(project, "--engine", "hf", "-rs", "-k", "test_trace and not arrivals")
-    assert "1 skipped" in hf.stdout and "open-loop arrivals need a client engine" in hf.stdout
+    assert (
+        "1 skipped" in hf.stdout
+        and "a trace replayed on its timestamps needs a client engine" in hf.stdout
+    )
 
 
 def test_an_ab_of_fresh_prefixes_sends_each_side_every_round_once(tmp_path: Path) -> None:

@@ -201,10 +201,13 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
             raise bad("measure()", "arrivals", arrivals, problem)
         takes_arrivals = engine_spec(engine_config.engine).traits.takes_arrivals
         if (arrivals is not None or timed) and not takes_arrivals:
-            pytest.skip(
-                f"engine {engine_config.engine!r} runs a batch at once; open-loop "
-                "arrivals need a client engine (openai, vllm-server)"
+            need = (
+                "a trace replayed on its timestamps needs a client engine (openai, "
+                "vllm-server; TraceWorkload(timed=False) sends its shapes at once)"
+                if timed
+                else "open-loop arrivals need a client engine (openai, vllm-server)"
             )
+            pytest.skip(f"engine {engine_config.engine!r} runs a batch at once; {need}")
         workload = workload.with_overrides(dict(config.workload_settings))
         subject = Subject(self._request.node.nodeid, key, config, engine_config, workload)
         if self._session.settings.dry_run:
