@@ -7,10 +7,11 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pytest_llmperf import ConversationWorkload, SharedPrefixWorkload, TraceWorkload
-from pytest_llmperf.engines.base import EngineConfig, GenerationRequest
+from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, StreamChunk
 from pytest_llmperf.engines.openai.engine import OpenAIEngine
 from pytest_llmperf.measure.harness import run_round
 from pytest_llmperf.measure.rounds import RoundPlan, run_rounds
@@ -107,7 +108,15 @@ def test_conversation_and_fresh_prefixes_on_the_hf_engine() -> None:
     try:
         workload = ConversationWorkload(sessions=2, turns=3, user_tokens=8, output_tokens=4)
         requests = workload.build(engine.tokenizer)
+        batches: list[list[GenerationRequest]] = []
+
+        def stream(batch: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
+            batches.append(list(batch))  # what each wave sent, then the engine's own stream
+            return HFEngine.stream(engine, batch)
+
+        engine.stream = stream  # type: ignore[method-assign]
         records, _ = run_round(engine, requests, 0)
+        del engine.stream
         fresh = SharedPrefixWorkload(
             groups=2,
             prompts_per_group=2,
@@ -134,6 +143,16 @@ def test_conversation_and_fresh_prefixes_on_the_hf_engine() -> None:
         lengths = [by_id[f"conv{s}-turn{k}"].prompt_tokens or 0 for k in (1, 2, 3)]
         assert lengths[0] < lengths[1] < lengths[2], lengths
         assert all(by_id[f"conv{s}-turn{k}"].ttft_ms is not None for k in (1, 2, 3))
+    # Three waves of two turns; turn k + 1 carried the hf engine's own answers to turns 1..k.
+    assert [[r.custom_id for r in wave] for wave in batches] == [
+        [f"conv0-turn{k}", f"conv1-turn{k}"] for k in (1, 2, 3)
+    ]
+    for turn in batches[2]:
+        assert turn.messages is not None
+        session = turn.custom_id.split("-")[0]
+        answers = [m["content"] for m in turn.messages if m["role"] == "assistant"]
+        expected = [by_id[f"{session}-turn{k}"].output_text for k in (1, 2)]
+        assert answers == expected and all(expected), (answers, expected)
     assert len(sent) == 3 and len(measured.records) == 8
     assert not set(sent[0]) & set(sent[1]) and not set(sent[1]) & set(sent[2])
 
