@@ -12,7 +12,10 @@ from pytest_llmperf.suite.arguments import a_callable, bad, optional_number, tex
 from pytest_llmperf.suite.config import Config
 from pytest_llmperf.suite.load import SLO, Arrivals
 
-_WORKLOADS = "SyntheticWorkload, DatasetWorkload, GenerationTask"
+_WORKLOADS = (
+    "SyntheticWorkload, DatasetWorkload, SharedPrefixWorkload, TraceWorkload, "
+    "ConversationWorkload, GenerationTask"
+)
 
 
 def _is_workload(value: object) -> bool:
