@@ -23,7 +23,7 @@ from pytest_llmperf.report.plots import comparison_figures, concurrency, run_fig
 from pytest_llmperf.results.runs import open_run
 from pytest_llmperf.tables import format_number
 from tests import browser
-from tests.suite_run import run_suite
+from tests.suite_run import VLLM_REPORT_CONFIGS, run_suite
 
 RUN_PLOT_TITLES = (
     "Throughput vs concurrency",
@@ -39,7 +39,7 @@ HF_TESTS = (
     "suites/test_accuracy.py::test_sums_multiple_choice",
     "suites/test_accuracy.py::test_sums_generation",
 )
-VLLM_CONFIGS = ("cpu_tp2_len1536_batch4", "cpu_tp1_len1024_batch24")  # max_num_seqs 4 and 16
+VLLM_CONFIGS = VLLM_REPORT_CONFIGS  # max_num_seqs 4 and 16
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     hf = run_suite(hf_dir, *hf_args, target="suites/test_smoke.py")
     vllm = run_suite(vllm_dir, *vllm_args, target="suites/test_vllm_sweep.py")
     # Thresholds may miss on a busy machine (the suite then exits 1): the report shows that,
-    # so only the records are required here.
+    # so only the records are required here (the vLLM run's bounds are checked in
+    # test_the_vllm_configurations_meet_their_shipped_thresholds).
     hf_run = _only_run(hf.results_dir, hf.output)
     assert set(HF_TESTS) <= {t["test_id"] for t in hf.summary()["tests"]}, hf.output
     vllm_run = _only_run(vllm.results_dir, vllm.output)
@@ -128,6 +129,22 @@ def test_report_of_one_run_has_every_plot_and_table(runs: Runs, tmp_path: Path) 
     # offline: nothing to fetch, not even a namespace URI
     assert "http://" not in html and "https://" not in html
     assert _external_references(html) == []
+
+
+def test_the_vllm_configurations_meet_their_shipped_thresholds(runs: Runs) -> None:
+    """The part of tests/test_shipped_suites.py's vLLM check that this module's run makes:
+    these sweep configurations met `thresholds/cpu/vllm.yaml` (the shipped suite's run
+    leaves them out)."""
+    tests = read_summary_tests(runs.vllm)
+    assert [t["test_id"].split("[")[-1].rstrip("]") for t in tests] == list(VLLM_CONFIGS)
+    for test in tests:
+        assert test["thresholds"]["checked"], f"{test['test_id']} has no thresholds"
+        assert test["thresholds"]["passed"], test["thresholds"]
+
+
+def read_summary_tests(run: Path) -> list[dict[str, Any]]:
+    tests: list[dict[str, Any]] = json.loads((run / "summary.json").read_text())["tests"]
+    return tests
 
 
 def test_figures_for_the_dashboard(runs: Runs) -> None:
