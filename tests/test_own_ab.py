@@ -95,3 +95,13 @@ def test_bad_arguments_name_the_call(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*compare_functions(): b='fast': must be a function*"])
+
+
+def test_auto_rounds_measure_pairs_until_the_speedup_is_decided(pytester: pytest.Pytester) -> None:
+    bound(pytester, "speedup: {min: 1.5}")
+    pytester.makepyfile(test_own_ab=SOURCE.replace("rounds=4", 'rounds="auto"'))
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+    (test,) = open_run("latest", pytester.path / "results").tests
+    assert test.stop is not None and test.stop.reason == "decided"
+    assert test.ab is not None and test.ab["pairs"] == test.stop.rounds >= 3
+    assert len(test.samples_of("speedup")) == test.stop.rounds
