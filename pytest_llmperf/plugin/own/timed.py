@@ -1,5 +1,6 @@
 """The suite's own code measured through the same gate as the engines: `llmperf.time`,
-`llmperf.time_turns` and `llmperf.record`.
+`llmperf.time_turns` and `llmperf.record` (and the rounds of `llmperf.compare_functions`, whose
+A/B record is `plugin.own.ab`'s).
 
 Each timed function (or recorded set of metrics) becomes one test record of engine `own`
 (`measure.timed.OWN_ENGINE`), keyed like a measurement (the node id, `@label` for a
@@ -74,7 +75,8 @@ class Timed:
 
 @dataclass(frozen=True)
 class Timing:
-    """What `llmperf.time` returns (and `time_turns` per function, and `record`)."""
+    """What `llmperf.time` returns (and `time_turns` per function, `compare_functions` per
+    side, and `record`)."""
 
     key: str
     #: The last measured call's return value (None for `record`).
