@@ -4,6 +4,15 @@ against the in-process Hugging Face baseline.
 
 pytest suites/test_http_eval.py --engine vllm-server            # starts vLLM's server
 pytest suites/test_http_eval.py --engine openai --base-url URL  # a server you started
+pytest suites/test_http_eval.py -m longform --engine openai --base-url URL  # the A/B steps
+
+`test_eval_step[...]` (longform) measures two of the seed's steps as A/B tests on one
+server (`llmperf.compare`, the rows' rounds in turns, ABBA): batch 8 -> 64 (the seed: 0.75 ->
+5.25 samples/s, "7x") and, at 64 per request, 1 -> 4 requests in flight (the seed's
+NUM_CONCURRENT=4: "0-30%", uncertain behind its server's lock). `speedup` is B/A of output
+tok/s with its paired interval; `ratio.requests_per_s` is the seed's samples/s column as a
+ratio. They need `--engine openai`: the two sides are two client settings of one server
+(under `--engine vllm-server` each side would start a server of its own).
 
 The rows are `grids/http_eval_seed001.yaml`, measured in order in one test so that each
 gets its `speedup` over the first (`original_batch8`), the seed's "Speedup" column: rows
@@ -24,11 +33,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmperf import GenerationTask, Grid, Speedups
+from pytest_llmperf import Config, GenerationTask, Grid, Speedups
 
 HERE = Path(__file__).parent
 ROWS = Grid.from_yaml(HERE / "grids" / "http_eval_seed001.yaml")
 HTTP_ENGINES = ("openai", "vllm-server")
+BATCH8, BATCH64 = ROWS.configs[0], ROWS.configs[1]
+#: Seed 001's NUM_CONCURRENT=4 alone, at the first improvement's 64 samples per request (a
+#: client setting: the steps run on one server, `--engine openai`).
+CONCURRENT4 = Config.make("batch64_concurrency4", {"prompts_per_request": 64, "max_concurrency": 4})
+STEPS = {"batch8_to_64": (BATCH8, BATCH64), "batch64_to_concurrency4": (BATCH64, CONCURRENT4)}
 
 
 @pytest.mark.accuracy
@@ -53,3 +67,15 @@ def test_eval_throughput(llmperf):
         )
         assert result.metrics.failures == 0
         assert result.metrics.requests == 3 * len(task.items)
+
+
+@pytest.mark.longform
+@pytest.mark.parametrize("step", list(STEPS))
+def test_eval_step(llmperf, step):
+    if llmperf.session.settings.engine != "openai":
+        pytest.skip("A/B steps on one server: run with --engine openai --base-url URL")
+    task = GenerationTask.load(HERE / "data" / "sums_generation.jsonl", max_tokens=4, repeat=4)
+    a, b = STEPS[step]
+    result = llmperf.compare(a, b, task, rounds=3, warmup_rounds=1)
+    assert result.a.failures == result.b.failures == 0
+    assert result.a.requests == result.b.requests == 3 * len(task.items)

@@ -5,10 +5,12 @@ _choices_batched`), written as plain transformers code, not through an engine.
     pytest suites/test_own_code.py -m smoke                # the built-in tiny model, CPU
     pytest suites/test_own_code.py -m smoke --gpus 0       # leases GPU 0 (llmperf_gpus)
 
-Both are timed with `llmperf.time_turns` round by round (ABBA), so that a drift of the
-machine does not land in their ratio; their scores must agree; each round's speedup
-(one-at-a-time seconds / batched seconds of the same round) is recorded as `speedup`, which
-`thresholds/<hardware>/own.yaml` bounds. The seed claims 3-4x per question with 4 choices.
+An A/B test of own code (`llmperf.compare_functions`): A one at a time, B batched, called
+round by round in turns (ABBA), so that a drift of the machine does not land in their ratio;
+their scores must agree. `speedup` is each round's one-at-a-time seconds over its batched
+seconds (B/A of calls per second) with its paired interval; `thresholds/<hardware>/own.yaml`
+bounds it and each side's questions per second (`a.questions_per_s`, `b.questions_per_s`).
+The seed claims 3-4x per question with 4 choices.
 """
 
 from __future__ import annotations
@@ -89,20 +91,20 @@ def test_batched_scoring(llmperf, llmperf_model, llmperf_gpus):
     ).to(device)
     model.eval()
     scorer, questions = Scorer(model, tokenizer, device), make_questions()
-    turns = llmperf.time_turns(
-        {
-            "batched": lambda: scorer.batched(questions),
-            "one_at_a_time": lambda: scorer.one_at_a_time(questions),
-        },
+
+    def one_at_a_time():
+        return scorer.one_at_a_time(questions)
+
+    def batched():
+        return scorer.batched(questions)
+
+    result = llmperf.compare_functions(
+        one_at_a_time,
+        batched,
         rounds=6,
         warmup_rounds=1,
         count={"questions": len(questions)},
     )
-    batched, single = turns["batched"], turns["one_at_a_time"]
     # Same scores either way: padding on the right is masked and never scored.
-    for one, other in zip(batched.result, single.result, strict=True):
+    for one, other in zip(result.a.result, result.b.result, strict=True):
         assert one == pytest.approx(other, abs=1e-3)
-    speedup = [
-        s / b for s, b in zip(single.samples["call_s"], batched.samples["call_s"], strict=True)
-    ]
-    llmperf.record(samples={"speedup": speedup}, label="speedup")

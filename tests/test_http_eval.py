@@ -10,6 +10,7 @@ import pytest
 from pytest_llmperf import GenerationTask
 from pytest_llmperf.engines.base import EngineConfig, StreamChunk
 from pytest_llmperf.engines.openai.engine import OpenAIEngine
+from pytest_llmperf.results.runs import open_run
 from tests.suite_run import REPO, run_suite
 
 SUMS = REPO / "suites" / "data" / "sums_generation.jsonl"
@@ -86,3 +87,36 @@ def test_seed001_suite_says_it_needs_an_http_engine(tmp_path: Path) -> None:
     assert run.out.returncode == 0, run.output
     assert "1 skipped" in run.output
     assert "run with --engine vllm-server or openai" in run.output
+
+
+def test_seed001_steps_are_a_b_tests_on_one_server(
+    trained_vllm_server: str, tmp_path: Path
+) -> None:
+    run = run_suite(
+        tmp_path,
+        "-m",
+        "longform",
+        "--engine",
+        "openai",
+        "--base-url",
+        trained_vllm_server,
+        target="suites/test_http_eval.py",
+    )
+    assert run.out.returncode == 0, run.output
+    tests = {t.key.split("::")[-1]: t for t in open_run("latest", run.results_dir).tests}
+    assert sorted(tests) == [
+        "test_eval_step[batch64_to_concurrency4]",
+        "test_eval_step[batch8_to_64]",
+    ]
+    batch = tests["test_eval_step[batch8_to_64]"]
+    assert batch.ab is not None and batch.ab["order"] == "ABBABA"
+    assert batch.ab["a"]["config"] == "original_batch8"
+    assert batch.ab["b"]["config"] == "first_improvement_batch64"
+    assert batch.ab["b"]["engine_config"]["settings"]["prompts_per_request"] == 64
+    # Eight times the samples a request: faster, in samples/s as in output tok/s.
+    assert (batch.metric("ratio.requests_per_s") or 0) > 1.2
+    assert (batch.metric("speedup") or 0) > 1.2
+    concurrent = tests["test_eval_step[batch64_to_concurrency4]"]
+    assert concurrent.ab is not None
+    assert concurrent.ab["b"]["engine_config"]["settings"]["max_concurrency"] == 4
+    assert len(concurrent.samples_of("speedup")) == 3

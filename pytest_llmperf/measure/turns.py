@@ -22,8 +22,9 @@ Metrics of an A/B test (one definition each; units and directions in `metrics.SP
                   definition for every test that reports it. Here (`llmperf.compare`):
                   ratio.output_tok_per_s, paired by turn, with an interval
                   (`speedup: {min: 1.1}`: B faster by at least 10%, with confidence). Own code
-                  timed in turns (`llmperf.time_turns`, then `llmperf.record`): A's seconds
-                  over B's, round by round, also paired. A series measured point after point
+                  compared in turns (`llmperf.compare_functions`): B/A of calls per second,
+                  that is A's `call_s` over B's, pair by pair (a pair is one round of each),
+                  with the same paired interval. A series measured point after point
                   against a base measured first (`suite.scaling.Speedups`, `ScalingSeries`:
                   seeds 001 and 003): each point's throughput (output_tok_per_s, or the rate
                   the series names, e.g. seed 001's requests_per_s) over the base's, not
@@ -46,8 +47,9 @@ Side = Literal["a", "b"]
 Mode = Literal["interleaved", "blocks"]
 SIDES: tuple[Side, Side] = ("a", "b")
 RATIO = "ratio"
-#: The ratio that `speedup` names.
+#: The ratio that `speedup` names: of an engine's throughput, and of own code's calls.
 SPEEDUP_OF = "output_tok_per_s"
+CALLS_SPEEDUP_OF = "call_s"
 
 
 def turn_order(pairs: int) -> list[tuple[Side, Side]]:
@@ -77,10 +79,15 @@ def has_ratio(name: str) -> bool:
 
 
 def ratio_samples(
-    a_turns: Sequence[Mapping[str, Number | None]], b_turns: Sequence[Mapping[str, Number | None]]
+    a_turns: Sequence[Mapping[str, Number | None]],
+    b_turns: Sequence[Mapping[str, Number | None]],
+    speedup_of: str = SPEEDUP_OF,
 ) -> Samples:
-    """Each pair's B/A of every metric that has a ratio (`ratio.<metric>`), and `speedup`;
+    """Each pair's B/A of every metric that has a ratio (`ratio.<metric>`), and `speedup`,
+    B/A of the rate `speedup_of` measures (a time's ratio inverted: A's seconds over B's);
     null for a pair where either side had no positive value."""
+    spec = spec_for(speedup_of)
+    invert = spec is not None and spec.better == "lower"
     per_pair: list[dict[str, Number | None]] = []
     for a, b in zip(a_turns, b_turns, strict=True):
         pair: dict[str, Number | None] = {}
@@ -90,7 +97,8 @@ def ratio_samples(
                 continue
             assert value is not None and other is not None
             pair[f"{RATIO}.{name}"] = pair_ratios([value], [other])[0]
-        pair["speedup"] = pair.get(f"{RATIO}.{SPEEDUP_OF}")
+        ratio = pair.get(f"{RATIO}.{speedup_of}")
+        pair["speedup"] = 1 / ratio if invert and ratio is not None else ratio
         per_pair.append(pair)
     return collect(per_pair)
 

@@ -446,9 +446,7 @@ class LLMPerfSession:
     def _update_thresholds(self, tests: Sequence[TestRecord]) -> UpdateReport:
         by_engine: dict[str, dict[str, Observed]] = {}
         for test in tests:
-            runs = {metric: [list(test.samples_of(metric))] for metric in test.samples}
-            observed = Observed(test.metrics_flat, runs)
-            by_engine.setdefault(test.engine, {})[test.threshold_key] = observed
+            by_engine.setdefault(test.engine, {})[test.threshold_key] = Observed.of([test])
         merged = UpdateReport(written=[], loosened=[], refused=[])
         gate = self.settings.gate
         for engine, results in by_engine.items():

@@ -162,6 +162,8 @@ def verdict_columns(test: TestRecord) -> dict[str, Any]:
 
 #: What an A/B test's view shows of each side and as B/A (`measure.turns`), where measured.
 AB_METRICS = (
+    "call_s",  # own code (`llmperf.compare_functions`)
+    "questions_per_s",
     "output_tok_per_s",
     "requests_per_s",
     "ttft_ms.p50",

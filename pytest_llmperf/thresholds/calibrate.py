@@ -27,7 +27,7 @@ from pytest_llmperf.results.baseline import DEFAULT_DRIFT
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import Run
 from pytest_llmperf.thresholds.check import DEFAULT_ALPHA
-from pytest_llmperf.thresholds.update import Observed, update_thresholds
+from pytest_llmperf.thresholds.update import AB_DEFAULT_METRICS, Observed, update_thresholds
 
 #: The metrics a test without bounds gets (as under --llmperf-update-thresholds).
 DEFAULT_METRICS = ("output_tok_per_s", "ttft_ms.p90", "tpot_ms.p90", "e2e_ms.p90", "failure_rate")
@@ -70,10 +70,7 @@ def calibrate(
             for index, why in disturbed.items():
                 lines.append(f"note: {key}: left out run {pairs[index][0].run_id}: {why}")
             found = [t for i, (_, t) in enumerate(pairs) if i not in disturbed]
-            newest, used[key] = found[-1], len(found)
-            metrics = {m for t in found for m in t.samples}
-            samples = {m: [list(t.samples_of(m)) for t in found] for m in metrics}
-            results[key] = Observed(newest.metrics_flat, samples)
+            results[key], used[key] = Observed.of(found), len(found)
         path = thresholds_dir / hardware / f"{engine}.yaml"
         report = update_thresholds(
             path, results, margin, DEFAULT_METRICS, drift, alpha, keep_met=True
@@ -89,7 +86,7 @@ def disturbed_runs(records: Sequence[TestRecord], drift: float) -> list[tuple[in
     indices in `records` and why, judged on the first headline metric every run sampled."""
     if len(records) < _OUTLIER_RUNS:
         return []
-    for metric in DEFAULT_METRICS:
+    for metric in (*AB_DEFAULT_METRICS, *DEFAULT_METRICS):  # an A/B test's: its speedup
         samples = [r.samples_of(metric) for r in records]
         if all(samples) and all(v > 0 for s in samples for v in s):
             break

@@ -13,6 +13,11 @@ whose every request failed, or that measured nothing, gets none, and neither doe
 client-bound timing or a latency of 0 ms; the report says which (`refused`), and a bound
 already in the file stays as it was.
 
+A test without an entry gets bounds on the run's default metrics, except an A/B test
+(`llmperf.compare`, own code compared in turns: its record has `ab`), whose metrics are each
+side's and their ratios: it gets one bound, on its headline `speedup` (B/A of throughput),
+written from its per-pair samples by the same noise rule as any metric's rounds.
+
 Two runs may update one file at once (two CI jobs, two xdist-free runs on one machine):
 each reads, merges and writes the file under an exclusive lock (`fcntl.flock` on the
 file's folder, so that no lock file is left among committed thresholds), so each run's
@@ -38,6 +43,7 @@ from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
 from pytest_llmperf.measure.metrics import metric_names, spec_for
 from pytest_llmperf.measure.reliability import EVERY_METRIC, unreliable
 from pytest_llmperf.results.baseline import DEFAULT_DRIFT
+from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.thresholds.check import DEFAULT_ALPHA
 from pytest_llmperf.thresholds.files import (
     _BOUND_KEYS,
@@ -54,6 +60,9 @@ from pytest_llmperf.thresholds.noise import Side, bound_from_noise
 
 Limits: TypeAlias = tuple[float | None, float | None]  # (min, max)
 
+#: What an A/B test without an entry is bounded on: its headline, B/A of throughput.
+AB_DEFAULT_METRICS = ("speedup",)
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -62,6 +71,17 @@ class Observed:
 
     values: Measured
     runs: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
+    #: The metrics to bound when the test has no entry; None: the update's defaults.
+    defaults: Sequence[str] | None = None
+
+    @classmethod
+    def of(cls, records: Sequence[TestRecord]) -> Observed:
+        """One test's records in one or more runs, oldest first: the newest's values, each
+        run's samples, and `AB_DEFAULT_METRICS` for an A/B test."""
+        names = {m for record in records for m in record.samples}
+        runs = {m: [list(record.samples_of(m)) for record in records] for m in names}
+        newest = records[-1]
+        return cls(newest.metrics_flat, runs, AB_DEFAULT_METRICS if newest.ab else None)
 
 
 @dataclass(frozen=True)
@@ -186,11 +206,12 @@ def _update(
     refused: list[str] = []
     for test_id in sorted(results):
         # An exact entry keeps its shape; an empty or missing one gets the defaults.
+        observed = results[test_id]
         existing = entries.get(test_id, {})
         shape = {m: (w.min is not None, w.max is not None) for m, w in existing.items()}
         if not shape:
-            shape = {m: _default_shape(m) for m in default_metrics}
-        observed = results[test_id]
+            defaults = default_metrics if observed.defaults is None else observed.defaults
+            shape = {m: _default_shape(m) for m in defaults}
         bad = unreliable(observed.values)
         if EVERY_METRIC in bad:
             refused.append(f"{test_id}: no bound written: {bad[EVERY_METRIC]}")

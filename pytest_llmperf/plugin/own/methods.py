@@ -1,5 +1,6 @@
-"""The `llmperf` fixture's methods for the suite's own code: `time`, `time_turns` and
-`record` (the pipeline behind them is `plugin.own.timed`; the metrics, `measure.timed`)."""
+"""The `llmperf` fixture's methods for the suite's own code: `time`, `time_turns`,
+`compare_functions` and `record` (the pipeline behind them is `plugin.own.timed`, and
+`plugin.own.ab` for an A/B test; the metrics, `measure.timed` and `measure.turns`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from pytest_llmperf.measure.timed import CallArgs, Counter
 from pytest_llmperf.plugin.arguments import check_time
+from pytest_llmperf.plugin.own.ab import FunctionComparison, compare_functions
 from pytest_llmperf.plugin.own.timed import (
     Place,
     Timed,
@@ -95,6 +97,32 @@ class TimingMethods:
         timed = {keys[label]: Timed(fn, (), None, setup, count) for label, fn in functions.items()}
         timings = time_functions(place, timed, rounds, warmup_rounds, telemetry=False)
         return {label: timings[key] for label, key in keys.items()}
+
+    def compare_functions(
+        self,
+        a: Callable[..., Any],
+        b: Callable[..., Any],
+        /,
+        *,
+        rounds: int | Literal["auto"] = 5,
+        warmup_rounds: int = 1,
+        setup: Callable[[], CallArgs | None] | None = None,
+        count: Counter | None = None,
+        label: str | None = None,
+    ) -> FunctionComparison:
+        """Your own code as an A/B test, like `llmperf.compare`'s: `a` and `b` called in
+        turns round by round (ABBA), each round's two calls a pair; one record with each
+        side's metrics (`a.call_s`, `b.<item>_per_s`), B/A of each with its paired
+        interval (`ratio.call_s`) and `speedup` (B/A of calls per second: A's seconds over
+        B's), judged by the thresholds of engine `own` (`speedup: {min: 2}`). `setup` and
+        `count` apply to both; `rounds` counts pairs. Returns each side's timing (with its
+        last call's result) and the ratios."""
+        check_time("compare_functions()", {"a": a, "b": b}, kwargs=None, rounds=rounds,
+                   warmup_rounds=warmup_rounds, setup=setup, count=count, label=label)  # fmt: skip
+        place = self._own_place()
+        key = self._claim("compare_functions()", label)
+        sides = (Timed(a, (), None, setup, count), Timed(b, (), None, setup, count))
+        return compare_functions(place, key, sides, rounds, warmup_rounds)
 
     def record(
         self,

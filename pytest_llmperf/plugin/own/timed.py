@@ -1,5 +1,6 @@
 """The suite's own code measured through the same gate as the engines: `llmperf.time`,
-`llmperf.time_turns` and `llmperf.record`.
+`llmperf.time_turns` and `llmperf.record` (and the rounds of `llmperf.compare_functions`, whose
+A/B record is `plugin.own.ab`'s).
 
 Each timed function (or recorded set of metrics) becomes one test record of engine `own`
 (`measure.timed.OWN_ENGINE`), keyed like a measurement (the node id, `@label` for a
@@ -12,6 +13,7 @@ exports and `llmperf compare`. How a call is timed, and the metrics, are defined
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -43,7 +45,7 @@ from pytest_llmperf.measure.timed import (
     turn_order,
 )
 from pytest_llmperf.plugin.gate import Stop
-from pytest_llmperf.plugin.pipeline import Verdicts, judge_flat, thresholds_record
+from pytest_llmperf.plugin.pipeline import Look, Verdicts, judge_flat, thresholds_record
 from pytest_llmperf.results.record import (
     ConfigRecord,
     EngineConfigRecord,
@@ -73,7 +75,8 @@ class Timed:
 
 @dataclass(frozen=True)
 class Timing:
-    """What `llmperf.time` returns (and `time_turns` per function, and `record`)."""
+    """What `llmperf.time` returns (and `time_turns` per function, `compare_functions` per
+    side, and `record`)."""
 
     key: str
     #: The last measured call's return value (None for `record`).
@@ -119,12 +122,45 @@ def time_functions(
     auto = chosen == "auto"
     plan = RoundPlan(gate.max_rounds if auto else int(chosen), warmup_rounds)
     keys = list(timed)
-    measured: dict[str, list[TimedRound]] = {key: [] for key in keys}
+    looks = UntilDecided(session, functools.partial(_looks, session, keys)) if auto else None
+    measured, results, watched = run_rounds(place, timed, plan, telemetry, looks)
+    timings, problems = {}, []
+    for key in keys:
+        kept = measured[key]
+        flat: dict[str, Number | None] = {**timed_metrics(kept), **watched}
+        samples = timed_samples(kept)
+        alpha = gate.look_alpha(len(kept)) if auto else gate.alpha
+        verdicts = judge_flat(session, key, OWN_ENGINE, flat, samples, alpha)
+        stop = looks.stop(len(kept), verdicts) if looks is not None else None
+        workload = describe(timed[key])
+        evidence = of_rounds(len(kept))
+        place.write(own_record(place, key, flat, samples, verdicts, evidence, plan, stop, workload))
+        problems += own_problems(session, key, evidence, verdicts)
+        timings[key] = Timing(key, results.get(key), flat, samples, verdicts.thresholds)
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+    return timings
+
+
+Measured = dict[str, list[TimedRound]]
+
+
+def run_rounds(
+    place: Place,
+    timed: Mapping[str, Timed],
+    plan: RoundPlan,
+    telemetry: bool,
+    more: Callable[[Measured], bool] | None,
+) -> tuple[Measured, dict[str, Any], dict[str, float | None]]:
+    """The rounds of `timed`'s functions in turns (`measure.timed.turn_order`), warm-up
+    ones discarded, while `more` (None: all of `plan`'s rounds) says so: each function's
+    measured rounds, its last result, and the telemetry of a single function's rounds."""
+    keys = list(timed)
+    measured: Measured = {key: [] for key in keys}
     results: dict[str, Any] = {}
     single = len(keys) == 1
     # Telemetry of calls in turns would mix the functions: one function's only.
     sampler = Sampler(place.physical) if telemetry and place.physical and single else None
-    looks = _UntilDecided(session, keys) if auto else None
     timer = Timer()
     done = 0
 
@@ -147,12 +183,12 @@ def time_functions(
 
     watched: dict[str, float | None] = {}
     try:
-        if looks is None and single and place.repeat is not None:
+        if more is None and single and place.repeat is not None:
             place.repeat(one_round, plan.rounds, plan.warmup_rounds)
         else:
             for _ in range(plan.warmup_rounds + plan.rounds):
                 one_round()
-                if looks is not None and done > plan.warmup_rounds and not looks(measured):
+                if more is not None and done > plan.warmup_rounds and not more(measured):
                     break
     finally:
         timer.close()
@@ -161,22 +197,7 @@ def time_functions(
             watched = sampler.stop(int(tokens))
             if not tokens:
                 watched.pop("output_tok_per_j", None)  # no tokens counted: no tokens per joule
-    timings, problems = {}, []
-    for key in keys:
-        kept = measured[key]
-        flat: dict[str, Number | None] = {**timed_metrics(kept), **watched}
-        samples = timed_samples(kept)
-        alpha = gate.look_alpha(len(kept)) if auto else gate.alpha
-        verdicts = judge_flat(session, key, OWN_ENGINE, flat, samples, alpha)
-        stop = looks.stop(len(kept), verdicts) if looks is not None else None
-        workload = _describe(timed[key])
-        evidence = of_rounds(len(kept))
-        place.write(own_record(place, key, flat, samples, verdicts, evidence, plan, stop, workload))
-        problems += _problems(session, key, evidence, verdicts)
-        timings[key] = Timing(key, results.get(key), flat, samples, verdicts.thresholds)
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
-    return timings
+    return measured, results, watched
 
 
 def record_metrics(
@@ -199,7 +220,7 @@ def record_metrics(
     plan = RoundPlan(rounds, 0)
     workload = {"kind": "recorded", "metrics": sorted(flat)}
     place.write(own_record(place, key, flat, kept, verdicts, evidence, plan, None, workload))
-    problems = _problems(session, key, evidence, verdicts)
+    problems = own_problems(session, key, evidence, verdicts)
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
     return Timing(key, None, flat, kept, verdicts.thresholds)
@@ -283,34 +304,26 @@ def own_record(
     )
 
 
-class _UntilDecided:
+class UntilDecided:
     """Rounds until decided for functions timed together: after each round from the gate's
-    `min_rounds` on, every function's bounds and baseline are judged at that look's share of
-    the error rate (`plugin.decide` does the same for engines), and another round runs
-    while one is undecided and the budget allows."""
+    `min_rounds` on, the test's bounds and baseline are judged at that look's share of the
+    error rate (`looks`: measured rounds and error rate -> the verdicts' looks; `plugin.
+    decide` does the same for engines), and another round runs while one is undecided and
+    the budget allows."""
 
-    def __init__(self, session: LLMPerfSession, keys: Sequence[str]) -> None:
-        self._session, self._keys = session, keys
+    def __init__(
+        self, session: LLMPerfSession, looks: Callable[[Measured, float], list[Look]]
+    ) -> None:
+        self._session, self._looks = session, looks
         self._last: Continuation | None = None
 
-    def __call__(self, measured: Mapping[str, Sequence[TimedRound]]) -> bool:
+    def __call__(self, measured: Measured) -> bool:
         gate = self._session.settings.gate
-        rounds = min(len(measured[key]) for key in self._keys)
+        rounds = min(len(kept) for kept in measured.values())
         if rounds < gate.min_rounds:
             return True
-        looks = []
-        for key in self._keys:
-            kept = measured[key]
-            verdicts = judge_flat(
-                self._session,
-                key,
-                OWN_ENGINE,
-                timed_metrics(kept),
-                timed_samples(kept),
-                gate.look_alpha(rounds),
-            )
-            looks += verdicts.looks()
-        elapsed = sum(r.seconds for key in self._keys for r in measured[key])
+        looks = self._looks(measured, gate.look_alpha(rounds))
+        elapsed = sum(r.seconds for kept in measured.values() for r in kept)
         self._last = gate.next_round(looks, rounds, elapsed)
         return self._last.more
 
@@ -321,7 +334,19 @@ class _UntilDecided:
         return Stop(rounds, reason, len(verdicts.undecided()))
 
 
-def _problems(
+def _looks(
+    session: LLMPerfSession, keys: Sequence[str], measured: Measured, alpha: float
+) -> list[Look]:
+    """Each timed function's verdicts' looks (each function is its own test record)."""
+    looks: list[Look] = []
+    for key in keys:
+        kept = measured[key]
+        flat, samples = timed_metrics(kept), timed_samples(kept)
+        looks += judge_flat(session, key, OWN_ENGINE, flat, samples, alpha).looks()
+    return looks
+
+
+def own_problems(
     session: LLMPerfSession, key: str, evidence: Evidence, verdicts: Verdicts
 ) -> list[str]:
     no_evidence = evidence.problem(key)
@@ -352,7 +377,7 @@ def _number(owner: str, where: str, value: object) -> Number | None:
     return value
 
 
-def _describe(timed: Timed) -> dict[str, Any]:
+def describe(timed: Timed) -> dict[str, Any]:
     fn = timed.fn
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     module = getattr(fn, "__module__", None)
