@@ -24,7 +24,8 @@ frees every resource (GPU memory included) and may be called more than once.
 What an engine takes and is (its settings, its traits) is its spec (`engines.spec`). What
 it can do beyond `Engine` is a small Protocol it implements: `Scorer` (log-likelihoods),
 `Terminable` (processes another thread can end), `KeepsLog`, `BuildsGraphs`,
-`ReportsClientCost`. The harness asks `isinstance(engine, Scorer)`, never `getattr`.
+`ReportsClientCost`, `ExportsMetrics` (a server's Prometheus endpoint). The harness asks
+`isinstance(engine, Scorer)`, never `getattr`.
 """
 
 from __future__ import annotations
@@ -328,6 +329,16 @@ class ReportsClientCost(Protocol):
     @property
     def last_round_stats(self) -> Mapping[str, float]:
         """The last round's `client_cpu_s`, `loop_lag_ms_max`, `loop_lag_ms_p99`."""
+        ...
+
+
+@runtime_checkable
+class ExportsMetrics(Protocol):
+    """Drives a server whose Prometheus endpoint can be read (`measure.server`)."""
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The server's metrics URL (`http://host:port/metrics`); None when unknown."""
         ...
 
 

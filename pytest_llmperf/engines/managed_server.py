@@ -140,6 +140,15 @@ class ManagedServerEngine:
         )
 
     @property
+    def metrics_url(self) -> str | None:
+        """The server's own Prometheus endpoint (`ExportsMetrics`): vLLM always serves one,
+        llama-server with `--metrics` (which it is given); llama-cpp-python's server has
+        none, and its reads fail, leaving the server metrics null."""
+        if self._client is None:
+            return None
+        return f"{self._client.base_url}/metrics"
+
+    @property
     def last_round_stats(self) -> Mapping[str, float]:
         return self._client.last_round_stats if self._client is not None else {}
 

@@ -36,6 +36,8 @@ from pytest_llmperf.measure.metrics import (
 from pytest_llmperf.measure.reliability import unreliable
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds
 from pytest_llmperf.measure.samples import Samples, collect, harness_rounds, round_records
+from pytest_llmperf.measure.server.scrape import Sample
+from pytest_llmperf.measure.server.summary import server_metrics
 from pytest_llmperf.results.baseline import BaselineCheck, judge_test
 from pytest_llmperf.results.changes import changes_table
 from pytest_llmperf.results.record import (
@@ -225,6 +227,22 @@ def aggregate(
     if more.derived is not None:  # metrics of metrics: e.g. speedup over another measurement
         metrics = metrics.with_extra(**more.derived(metrics))
     return metrics
+
+
+def keep_server_metrics(
+    session: LLMPerfSession,
+    reads: tuple[Sequence[Sample], str | None],
+    test_id: str,
+    key: str,
+) -> dict[str, float | None]:
+    """The server's metrics over the rounds (`measure.server.summary`), each read written
+    to the run's server_metrics.jsonl."""
+    samples, server = reads
+    for sample in samples:
+        session.writer.append_server_metrics(
+            {"test_id": test_id, "threshold_key": key, "server": server, **sample.as_dict()}
+        )
+    return server_metrics(samples)
 
 
 def allowance(

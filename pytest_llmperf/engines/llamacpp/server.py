@@ -105,7 +105,7 @@ class LlamaCppServerEngine(ManagedServerEngine):
         if self._binary is not None:
             argv = [self._binary, "-m", model_path, *common, "-c", str(context * slots)]
             argv += ["-np", str(slots), "-b", str(batch), "-ub", str(batch), "-t", str(threads)]
-            argv += ["-ngl", str(layers), "--no-webui"]
+            argv += ["-ngl", str(layers), "--no-webui", "--metrics"]  # /metrics: server metrics
             health = f"http://127.0.0.1:{port}/health"
         else:
             if slots > 1:

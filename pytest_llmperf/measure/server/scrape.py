@@ -1,0 +1,141 @@
+"""Reading a server's Prometheus endpoint during the measured rounds, in a thread.
+
+`Scraper.start()` reads the endpoint once (the baseline of every counter), then a thread
+reads it every `interval_s` until `stop()`, which reads it once more (the counters' end).
+The thread only fetches: the text is parsed after the rounds (`prometheus_client`'s
+parser, `text_string_to_metric_families`), so that parsing tens of kilobytes does not take
+the interpreter from the client while it times requests. A failed read is a missing
+sample, not a failed test; an endpoint that never answers gives no samples, and every
+server metric is then null.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from pytest_llmperf.engines.base import ExportsMetrics
+from pytest_llmperf.measure.server.names import QUANTITIES, Quantity, server_kind
+
+#: Seconds between reads when nothing else is set (`--llmperf-metrics-interval`).
+DEFAULT_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One read: seconds since the first read (`t_s`), the wall clock (`time`), and each
+    quantity the server exported (`names.QUANTITIES`; a histogram as `<name>_sum` and
+    `<name>_count`)."""
+
+    t_s: float
+    time: float
+    values: Mapping[str, float]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"t_s": self.t_s, "time": self.time, "values": dict(self.values)}
+
+
+def parse(text: str) -> tuple[dict[str, float], str | None]:
+    """The quantities in one scraped text, and which server's names it holds.
+
+    Raises ValueError for text that is not the Prometheus exposition format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals.setdefault(sample.name, []).append(float(sample.value))
+    return read_quantities(totals, QUANTITIES), server_kind(set(totals))
+
+
+def read_quantities(
+    samples: Mapping[str, list[float]], quantities: Iterable[Quantity]
+) -> dict[str, float]:
+    """Each quantity from the first of its names present, its label sets combined."""
+    values: dict[str, float] = {}
+    for quantity in quantities:
+        suffixes = ("_sum", "_count") if quantity.kind == "histogram" else ("",)
+        for name in quantity.names():
+            if f"{name}{suffixes[0]}" not in samples:
+                continue
+            for suffix in suffixes:
+                found = samples.get(f"{name}{suffix}", [])
+                combined = max(found) if quantity.combine == "max" else sum(found)
+                values[f"{quantity.name}{suffix}"] = combined
+            break
+    return values
+
+
+class Scraper:
+    """Reads `url` from `start()` to `stop()` every `interval_s` seconds."""
+
+    def __init__(self, url: str, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        self.url = url
+        self.interval_s = interval_s
+        self._texts: list[tuple[float, float, str]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+        #: Why reads failed (the last reason), for the record; None when all answered.
+        self.error: str | None = None
+        self.failed_reads = 0
+
+    def _read(self) -> None:
+        try:
+            # A read that takes longer than a few intervals is a missed sample; the bound
+            # keeps `stop()` from waiting long on a server that stopped answering.
+            timeout = max(1.0, 4 * self.interval_s)
+            with urllib.request.urlopen(self.url, timeout=timeout) as response:
+                text = response.read().decode("utf-8", "replace")
+        except Exception as exc:  # a missing sample, not a failed test
+            self.failed_reads += 1
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        now = time.perf_counter()
+        self._texts.append((now - self._t0, time.time(), text))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._read()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._t0 = time.perf_counter()
+        self._read()
+        self._thread = threading.Thread(target=self._run, name="llmperf-metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> tuple[list[Sample], str | None]:
+        """The samples read, parsed, in order, and which server's names they hold."""
+        if self._thread is None:
+            return [], None
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._read()
+        samples: list[Sample] = []
+        kind: str | None = None
+        for t_s, wall, text in self._texts:
+            try:
+                values, found = parse(text)
+            except ValueError as exc:
+                self.failed_reads += 1
+                self.error = f"not Prometheus text: {exc}"
+                continue
+            kind = kind or found
+            samples.append(Sample(t_s, wall, values))
+        self._texts.clear()
+        return samples, kind
+
+
+def scraper_for(engine: object, interval_s: float) -> Scraper | None:
+    """A scraper of `engine`'s server, if it drives one with a known metrics endpoint and
+    reads are wanted (`interval_s` > 0)."""
+    if interval_s <= 0 or not isinstance(engine, ExportsMetrics):
+        return None
+    url = engine.metrics_url
+    return Scraper(url, interval_s) if url else None
