@@ -38,14 +38,32 @@ class Sample:
         return {"t_s": self.t_s, "time": self.time, "values": dict(self.values)}
 
 
+#: The start of every metric name the table reads (a counter's without `_total`: TGI's
+#: text leaves it out).
+_OURS = tuple(sorted({n.removesuffix("_total") for q in QUANTITIES for n in q.names()}))
+
+
+def _ours(line: str) -> bool:
+    """Whether a line of the text is about a metric the table reads (or says which)."""
+    if line.startswith("#"):
+        words = line.split(maxsplit=3)
+        return len(words) > 2 and words[2].startswith(_OURS)
+    return line.startswith(_OURS)
+
+
 def parse(text: str) -> tuple[dict[str, float], str | None]:
     """The quantities in one scraped text, and which server's names it holds.
 
     Raises ValueError for text that is not the Prometheus exposition format."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    # vLLM's text runs to a thousand lines of which the table reads a few dozen: the parser
+    # gets only those, and a read costs well under a millisecond instead of tens.
+    kept = [line for line in text.splitlines() if _ours(line)]
+    if text.strip() and not kept and "#" not in text:
+        kept = text.splitlines()  # nothing of ours and no comments: let the parser judge it
     totals: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families("\n".join(kept) + "\n"):
         for sample in family.samples:
             totals.setdefault(sample.name, []).append(float(sample.value))
     return read_quantities(totals, QUANTITIES), server_kind(set(totals))
