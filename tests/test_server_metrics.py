@@ -232,8 +232,9 @@ def test_the_scraper_reads_at_its_interval_from_start_to_stop(counting_endpoint:
     scraper = Scraper(counting_endpoint, interval_s=0.05)
     scraper.start()
     time.sleep(0.5)
-    samples, kind = scraper.stop()
-    assert kind == "vllm" and scraper.failed_reads == 0
+    reads = scraper.stop()
+    samples = reads.samples
+    assert reads.server == "vllm" and reads.failed == 0
     # A read at start, about ten during the half second (the machine may be loaded), one at
     # the end: each read counted once, in order, with its time.
     assert 4 <= len(samples) <= 13
@@ -249,10 +250,10 @@ def test_an_endpoint_that_does_not_answer_gives_null_metrics() -> None:
         port = sock.getsockname()[1]
     scraper = Scraper(f"http://127.0.0.1:{port}/metrics", interval_s=0.05)
     scraper.start()
-    samples, kind = scraper.stop()
-    assert samples == [] and kind is None
-    assert scraper.failed_reads >= 2 and scraper.error is not None
-    assert "Connection" in scraper.error or "refused" in scraper.error
+    reads = scraper.stop()
+    assert reads.samples == [] and reads.server is None
+    assert reads.failed >= 2 and reads.error is not None
+    assert "Connection" in reads.error or "refused" in reads.error
 
 
 @pytest.mark.parametrize(

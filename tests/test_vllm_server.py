@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_llmperf.cli import main as cli_main
 from pytest_llmperf.models.names import tiny_model_path
 from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import run_suite
@@ -114,6 +115,14 @@ def test_smoke_suite_through_a_managed_vllm_server(tmp_path: Path) -> None:
     assert single["server_waiting_peak"] < batch8["server_waiting_peak"] <= 8
     assert batch8["server_waiting_peak"] < batch1["server_waiting_peak"] <= 15
     assert single["server_kv_cache_usage_peak"] < batch8["server_kv_cache_usage_peak"]
+    # The report plots each test's series beside the client's figures.
+    out = tmp_path / "report.html"
+    assert cli_main(["report", str(tmp_path / "results" / summary["run_id"]), "-o", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    title = "Server metrics over the measured rounds"
+    section = html[html.index(f"<h3>{title}</h3>") :].split("</section>")[0]
+    assert section.count("<svg") == 1 and f"<title>{title}</title>" in section
+    assert "test_single_request_latency" in section and "requests waiting" in section
 
 
 def test_xdist_workers_share_one_managed_server(pytester: pytest.Pytester) -> None:

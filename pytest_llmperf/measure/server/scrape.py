@@ -51,6 +51,17 @@ def _ours(line: str) -> bool:
     return line.startswith(_OURS)
 
 
+@dataclass(frozen=True)
+class Reads:
+    """A test's reads: the samples parsed, in order, which server's names they hold, how
+    many reads failed and why (the last reason)."""
+
+    samples: list[Sample]
+    server: str | None
+    failed: int = 0
+    error: str | None = None
+
+
 def parse(text: str) -> tuple[dict[str, float], str | None]:
     """The quantities in one scraped text, and which server's names it holds.
 
@@ -127,10 +138,10 @@ class Scraper:
         self._thread = threading.Thread(target=self._run, name="llmperf-metrics", daemon=True)
         self._thread.start()
 
-    def stop(self) -> tuple[list[Sample], str | None]:
-        """The samples read, parsed, in order, and which server's names they hold."""
+    def stop(self) -> Reads:
+        """The reads, parsed, in order; with what failed."""
         if self._thread is None:
-            return [], None
+            return Reads([], None, self.failed_reads, self.error)
         self._stop.set()
         self._thread.join(timeout=10)
         self._thread = None
@@ -140,6 +151,11 @@ class Scraper:
         for t_s, wall, text in self._texts:
             try:
                 values, found = parse(text)
+            except ImportError:  # the `openai` extra brings the parser
+                self.failed_reads += len(self._texts)
+                self.error = "prometheus_client is not installed (pytest-llmperf[openai])"
+                samples = []
+                break
             except ValueError as exc:
                 self.failed_reads += 1
                 self.error = f"not Prometheus text: {exc}"
@@ -147,7 +163,7 @@ class Scraper:
             kind = kind or found
             samples.append(Sample(t_s, wall, values))
         self._texts.clear()
-        return samples, kind
+        return Reads(samples, kind, self.failed_reads, self.error)
 
 
 def scraper_for(engine: object, interval_s: float) -> Scraper | None:
