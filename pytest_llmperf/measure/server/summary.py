@@ -12,9 +12,9 @@ null):
     server_kv_cache_usage_peak   highest share of the KV cache in use (0 to 1) in any read.
     server_kv_cache_usage_mean   its mean over the reads.
     server_running_peak, server_running_mean
-                                 requests the server was running (in its batch).
+                                 the requests the server was running (its batch).
     server_waiting_peak, server_waiting_mean
-                                 requests queued, waiting for a place in the batch.
+                                 the requests queued for a place in the batch.
     server_preemptions           requests the scheduler preempted during the rounds.
     server_prefix_cache_hit_rate prompt tokens found in the prefix cache / prompt tokens
                                  looked up, over the rounds (null when none were looked
