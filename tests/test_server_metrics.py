@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,9 @@ from pytest_llmperf.measure.metrics import metric_specs
 from pytest_llmperf.measure.server.names import QUANTITIES
 from pytest_llmperf.measure.server.scrape import Sample, Scraper, parse
 from pytest_llmperf.measure.server.summary import NULL_SERVER_METRICS, server_metrics
+from pytest_llmperf.results.runs import open_run
+from tests.instrument_server import InstrumentServer, Script
+from tests.suite_run import make_project, run_project
 
 DATA = Path(__file__).parent / "data" / "server_metrics"
 
@@ -270,3 +274,58 @@ def test_bad_metrics_options_are_usage_errors(
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+SERVED = """
+from pytest_llmperf import SyntheticWorkload
+
+
+def test_served(llmperf):
+    llmperf.measure(workload=SyntheticWorkload(num_requests=4, input_tokens=4, output_tokens=10),
+                    rounds=2, warmup_rounds=1)
+"""
+
+
+def served(tmp_path: Path, script: Script) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """`--engine openai` against the instrument server, its /metrics read every 20 ms: the
+    run's output, the test's metrics and the reads kept."""
+    project = make_project(tmp_path, SERVED)
+    with InstrumentServer(script) as server:
+        out = run_project(
+            project,
+            "--engine",
+            "openai",
+            "--base-url",
+            server.base_url,
+            "--llmperf-metrics-url",
+            f"{server.base_url}/metrics",
+            "--llmperf-metrics-interval",
+            "0.02",
+        )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    run = open_run("latest", project / "results")
+    (test,) = run.tests
+    return out.stdout, dict(test.metrics), list(run.server_reads())
+
+
+def test_a_client_of_a_server_reads_its_metrics_url(tmp_path: Path) -> None:
+    stdout, metrics, reads = served(tmp_path, Script(delays_s=[0.05] * 10))
+    # Counted from the first measured round (the warm-up's four are before it): eight.
+    assert metrics["requests"] == metrics["server_requests"] == 8
+    # Four at once, each half a second long: some read saw all four in flight.
+    assert metrics["server_running_peak"] == 4
+    # What this server does not export is null, never 0.
+    for name in ("kv_cache_usage_peak", "waiting_peak", "ttft_ms_mean", "preemptions"):
+        assert metrics[f"server_{name}"] is None, name
+    assert {r["server"] for r in reads} == {"tgi"} and len(reads) >= 10
+    assert all(r["test_id"] == "test_suite.py::test_served" for r in reads)
+    assert "the server finished" not in stdout
+
+
+def test_a_server_count_unlike_ours_is_a_warning(tmp_path: Path) -> None:
+    stdout, metrics, _ = served(tmp_path, Script(delays_s=[0.02] * 5, counted_per_request=3))
+    assert (metrics["requests"], metrics["server_requests"]) == (8, 24)
+    assert (
+        "warning: test_suite.py::test_served: the server finished 24 requests during the "
+        "rounds, this test sent 8: another client shared the server"
+    ) in " ".join(stdout.split()), stdout[-3000:]

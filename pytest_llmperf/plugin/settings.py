@@ -325,6 +325,7 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "rounds": settings.rounds,
         "request_timeout_s": settings.request_timeout_s,
         "test_timeout_s": settings.test_timeout_s,
+        "metrics_interval_s": settings.metrics_interval_s,
         "compare_base": settings.compare_base,
         "tolerances": list(settings.tolerances),
         "allow_mismatch": settings.allow_mismatch,
