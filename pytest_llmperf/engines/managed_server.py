@@ -141,9 +141,8 @@ class ManagedServerEngine:
 
     @property
     def metrics_url(self) -> str | None:
-        """The server's own Prometheus endpoint (`ExportsMetrics`): vLLM always serves one,
-        llama-server with `--metrics` (which it is given); llama-cpp-python's server has
-        none, and its reads fail, leaving the server metrics null."""
+        """The server's own Prometheus endpoint (`ExportsMetrics`); a family whose server may
+        have none says so (`llamacpp-server` under llama-cpp-python)."""
         if self._client is None:
             return None
         return f"{self._client.base_url}/metrics"

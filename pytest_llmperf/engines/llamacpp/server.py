@@ -72,6 +72,12 @@ class LlamaCppServerEngine(ManagedServerEngine):
         super().__init__(config)
         self._binary: str | None = None
 
+    @property
+    def metrics_url(self) -> str | None:
+        """llama-server's /metrics (it is started with `--metrics`); llama-cpp-python's
+        server has none, so its server metrics are left unread (null)."""
+        return super().metrics_url if self._binary is not None else None
+
     def model_files(self) -> tuple[str, str]:
         path = gguf_model(self.config.model, self.settings["quantization"])
         tokenizer = self.settings["tokenizer"]
