@@ -3,12 +3,14 @@
 Read from the server's `/metrics` (`scrape.Scraper`) once when the measured rounds start,
 every `--llmperf-metrics-interval` seconds (default 0.5) while they run, and once when they
 end; the names each server exports are mapped to ours in `names.QUANTITIES`. For managed
-servers (`vllm-server`, `llamacpp-server`) the endpoint is the server's own; for
+servers (`vllm-server`; `llamacpp-server` when it runs llama-server, not llama-cpp-python's
+server, which has none) the endpoint is the server's own; for
 `--engine openai`, the one `--llmperf-metrics-url` names (none: no server metrics). A
 metric the server does not export (or an endpoint that never answered) is null, never 0.
-Gauges are levels at each read; counters and histograms are taken as the difference
-between the last read and the first (a counter that went down, a restarted server, is
-null):
+Gauges are levels at each read, so a level held for less than an interval may be missed
+(rounds of a second or less need a shorter interval); counters and histograms are taken as
+the difference between the last read and the first (a counter that went down, a restarted
+server, is null):
     server_kv_cache_usage_peak   highest share of the KV cache in use (0 to 1) in any read.
     server_kv_cache_usage_mean   its mean over the reads.
     server_running_peak, server_running_mean
