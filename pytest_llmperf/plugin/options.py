@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_llmperf.measure.server.scrape import DEFAULT_INTERVAL_S
 from pytest_llmperf.plugin.gate import MAX_ROUNDS, MAX_SECONDS, MIN_ROUNDS
 from pytest_llmperf.plugin.progress import DEFAULT_DELAY_S, PROGRESS_MODES
 from pytest_llmperf.results.baseline import DEFAULT_DRIFT
@@ -35,7 +36,7 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
     (
         "llmperf_metrics_interval",
         "seconds between reads of server metrics, 0 for none (like --llmperf-metrics-interval)",
-        "0.5",
+        f"{DEFAULT_INTERVAL_S:g}",
     ),
     ("llmperf_dataset", "JSONL dataset for dataset suites (like --llmperf-dataset)", ""),
     ("llmperf_test_timeout", "bound on each test, in seconds (like --llmperf-test-timeout)", ""),
@@ -113,7 +114,7 @@ def add_server_options(addoption: AddOption) -> None:
         type=float,
         default=None,
         help="seconds between reads of the server's metrics; 0 reads none "
-        "(ini: llmperf_metrics_interval). Default: 0.5.",
+        f"(ini: llmperf_metrics_interval). Default: {DEFAULT_INTERVAL_S:g}.",
     )
 
 

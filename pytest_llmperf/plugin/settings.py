@@ -15,6 +15,7 @@ import pytest
 from pytest_llmperf.engines import check_engine_name
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import parse_gpus
+from pytest_llmperf.measure.server.scrape import DEFAULT_INTERVAL_S
 from pytest_llmperf.plugin.gate import Gate, Rounds
 from pytest_llmperf.plugin.locations import check_folder_path
 from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
@@ -44,7 +45,7 @@ class Settings:
     #: Settings every engine that accepts them receives (server URL, key variable).
     engine_options: tuple[tuple[str, str | float], ...] = ()
     #: Seconds between reads of a server's metrics (`measure.server`); 0: none.
-    metrics_interval_s: float = 0.5
+    metrics_interval_s: float = DEFAULT_INTERVAL_S
     #: `--llmperf-compare`: the baseline run as given, and the tolerances as written.
     compare_base: str | None = None
     tolerances: tuple[str, ...] = ()
@@ -245,7 +246,7 @@ def _metrics_interval(config: pytest.Config) -> float:
     """Seconds between reads of server metrics: 0 (none) or a positive number."""
     value, source = _given_or_ini(config, "llmperf_metrics_interval", "--llmperf-metrics-interval")
     if value is None:
-        return 0.5
+        return DEFAULT_INTERVAL_S
     if value == 0:
         return 0.0
     if not 0.01 <= value <= 3600:  # faster than 100 reads a second would load the server
