@@ -36,6 +36,9 @@ class Script:
     #: OpenAI's API does) or "ignore" (a completion whose logprobs cover only the
     #: generated token, in the chat-style shape llama.cpp's server uses).
     echo: str = "refuse"
+    #: Requests its /metrics counts for each it receives (more than 1: as if other clients
+    #: shared the server, sending as many).
+    counted_per_request: int = 1
 
 
 class InstrumentServer:
@@ -46,6 +49,8 @@ class InstrumentServer:
         self.received_at: list[float] = []
         #: For each streamed completion, when each token event was written (perf_counter).
         self.emitted_at: list[list[float]] = []
+        #: Completions being answered now (its /metrics' running gauge).
+        self.in_flight = 0
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
@@ -73,6 +78,7 @@ class InstrumentServer:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_post("/api/generate", self._ollama)
@@ -84,7 +90,26 @@ class InstrumentServer:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "tiny"}]})
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """TGI's names (`tgi_request_count`, `tgi_batch_current_size`): requests received
+        and completions in flight; nothing else (a server exporting little)."""
+        count = len(self.received_at) * self.script.counted_per_request
+        text = (
+            "# TYPE tgi_request_count counter\n"
+            f"tgi_request_count {count}\n"
+            "# TYPE tgi_batch_current_size gauge\n"
+            f"tgi_batch_current_size {self.in_flight}\n"
+        )
+        return web.Response(text=text, content_type="text/plain")
+
     async def _completions(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await self._complete(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
         self.received_at.append(time.perf_counter())
         body = await request.json()
         self.requests.append(body)

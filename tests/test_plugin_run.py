@@ -157,6 +157,8 @@ def test_help_lists_our_options(pytester: pytest.Pytester) -> None:
             "*--engine=NAME*inference engine to benchmark*",
             "*--model=PATH_OR_NAME*",
             "*--gpus=LIST*",
+            "*--llmperf-metrics-url=URL*",
+            "*--llmperf-metrics-interval=SECONDS*",
             "*--llmperf-thresholds-dir=DIR*",
             "*--llmperf-update-thresholds*",
             "*--llmperf-results-dir=DIR*",

@@ -6,6 +6,7 @@ else started, and `--engine vllm-server`, which starts and stops the server itse
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_llmperf.cli import main as cli_main
 from pytest_llmperf.models.names import tiny_model_path
 from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import run_suite
@@ -38,13 +40,45 @@ def run_smoke(tmp_path: Path, *args: str) -> dict[str, Any]:
     return run.summary()
 
 
+def server_reads(tmp_path: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's server_metrics.jsonl: one line per read of the server's metrics."""
+    path = tmp_path / "results" / summary["run_id"] / "server_metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check_server_metrics(tests: list[dict[str, Any]], reads: list[dict[str, Any]]) -> None:
+    """What the server saw, beside what we measured: it counted every request we sent and
+    no other, its TTFT lies inside ours, and every test's reads were kept in order."""
+    for test in tests:
+        metrics = test["metrics"]
+        assert metrics["server_requests"] == metrics["requests"], test["test_id"]
+        assert 0 < metrics["server_ttft_ms_mean"] <= metrics["ttft_ms"]["mean"], test["test_id"]
+        assert metrics["server_prefix_cache_hit_rate"] is None  # caching off: no lookups
+        series = [r for r in reads if r["test_id"] == test["test_id"]]
+        assert len(series) >= 2 and {r["server"] for r in series} == {"vllm"}
+        assert all(a["t_s"] < b["t_s"] for a, b in itertools.pairwise(series))
+        peak = max(r["values"]["running"] for r in series)
+        assert peak == metrics["server_running_peak"]
+
+
 def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path) -> None:
-    summary = run_smoke(tmp_path, "--engine", "openai", "--base-url", vllm_server)
+    summary = run_smoke(
+        tmp_path,
+        "--engine",
+        "openai",
+        "--base-url",
+        vllm_server,
+        "--llmperf-metrics-url",
+        f"{vllm_server}/metrics",
+        "--llmperf-metrics-interval",
+        "0.1",
+    )
     tests = summary["tests"]
     assert len(tests) == 4 and {t["engine"] for t in tests} == {"openai"}
     for test in tests:
         assert test["metrics"]["failures"] == 0
         assert test["engine_info"]["details"]["base_url"] == vllm_server
+    check_server_metrics(tests, server_reads(tmp_path, summary))
     decode = next(t for t in tests if "batch8" in t["test_id"])
     assert decode["metrics"]["ttft_ms"]["count"] == 48
     requests = [
@@ -60,14 +94,35 @@ def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path)
 
 def test_smoke_suite_through_a_managed_vllm_server(tmp_path: Path) -> None:
     before = vllm_server_processes()
-    summary = run_smoke(tmp_path, "--engine", "vllm-server")
+    summary = run_smoke(tmp_path, "--engine", "vllm-server", "--llmperf-metrics-interval", "0.1")
     tests = summary["tests"]
     assert len(tests) == 4 and {t["engine"] for t in tests} == {"vllm-server"}
     assert all(t["metrics"]["failures"] == 0 for t in tests)
     argv = tests[0]["engine_info"]["details"]["server_argv"]
     assert "--no-enable-prefix-caching" in argv and "127.0.0.1" in argv
-    # Every server the run started is gone.
-    assert vllm_server_processes() == before
+    # Every server the run started is gone (servers of other runs may come and go).
+    assert set(vllm_server_processes()) <= set(before)
+    # Each server's own metrics, read at its own /metrics, rise with the load: one request
+    # at a time, against sixteen at once on a server of one place (fifteen wait) and of
+    # eight (eight run, eight wait).
+    check_server_metrics(tests, server_reads(tmp_path, summary))
+    by_name = {t["test_id"].split("::")[-1]: t["metrics"] for t in tests}
+    single = by_name["test_single_request_latency"]
+    batch1 = next(m for name, m in by_name.items() if "batch1-" in name or name.endswith("batch1]"))
+    batch8 = next(m for name, m in by_name.items() if "batch8" in name)
+    assert single["server_running_peak"] <= 1 == batch1["server_running_peak"]
+    assert 1 < batch8["server_running_peak"] <= 8
+    assert single["server_waiting_peak"] < batch8["server_waiting_peak"] <= 8
+    assert batch8["server_waiting_peak"] < batch1["server_waiting_peak"] <= 15
+    assert single["server_kv_cache_usage_peak"] < batch8["server_kv_cache_usage_peak"]
+    # The report plots each test's series beside the client's figures.
+    out = tmp_path / "report.html"
+    assert cli_main(["report", str(tmp_path / "results" / summary["run_id"]), "-o", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    title = "Server metrics over the measured rounds"
+    section = html[html.index(f"<h3>{title}</h3>") :].split("</section>")[0]
+    assert section.count("<svg") == 1 and f"<title>{title}</title>" in section
+    assert "test_single_request_latency" in section and "requests waiting" in section
 
 
 def test_xdist_workers_share_one_managed_server(pytester: pytest.Pytester) -> None:

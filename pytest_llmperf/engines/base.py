@@ -24,7 +24,8 @@ frees every resource (GPU memory included) and may be called more than once.
 What an engine takes and is (its settings, its traits) is its spec (`engines.spec`). What
 it can do beyond `Engine` is a small Protocol it implements: `Scorer` (log-likelihoods),
 `Terminable` (processes another thread can end), `KeepsLog`, `BuildsGraphs`,
-`ReportsClientCost`, `SendsTurns`. The harness asks `isinstance(engine, Scorer)`, never `getattr`.
+`ReportsClientCost`, `SendsTurns`, `ExportsMetrics` (a server's Prometheus endpoint). The
+harness asks `isinstance(engine, Scorer)`, never `getattr`.
 """
 
 from __future__ import annotations
@@ -345,6 +346,16 @@ class SendsTurns(Protocol):
 
     #: Always True: the engine keeps `GenerationRequest.follows` and `think_time_s`.
     sends_turns: bool
+
+
+@runtime_checkable
+class ExportsMetrics(Protocol):
+    """Drives a server whose Prometheus endpoint can be read (`measure.server`)."""
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The server's metrics URL (`http://host:port/metrics`); None when unknown."""
+        ...
 
 
 def death_cause(engine: object) -> str | None:

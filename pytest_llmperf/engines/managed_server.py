@@ -142,6 +142,14 @@ class ManagedServerEngine:
         )
 
     @property
+    def metrics_url(self) -> str | None:
+        """The server's own Prometheus endpoint (`ExportsMetrics`); a family whose server may
+        have none says so (`llamacpp-server` under llama-cpp-python)."""
+        if self._client is None:
+            return None
+        return f"{self._client.base_url}/metrics"
+
+    @property
     def last_round_stats(self) -> Mapping[str, float]:
         return self._client.last_round_stats if self._client is not None else {}
 

@@ -50,17 +50,16 @@ and discarded):
                    memory column of a quantization table, passed by the test as an extra
                    metric (`suites/test_quantization.py`).
 
-Metrics measured elsewhere are defined in the docstring of the module that computes them:
-model bandwidth utilisation (`mbu`, `weights_bound_tok_per_s`) in
-`pytest_llmperf.measure.bandwidth`, prompt and generation speeds (`pp_tok_per_s`,
-`tg_tok_per_s`) in `pytest_llmperf.measure.prefill_decode`, GPU memory, utilisation, power
-and energy in `pytest_llmperf.hardware.telemetry`, goodput and the load client's self-check
-in `pytest_llmperf.suite.load`, accuracy in `pytest_llmperf.suite.accuracy`, scaling
-efficiency in `pytest_llmperf.suite.scaling`, an A/B test's (`a.*`, `b.*`, the ratios
-`ratio.*` and `speedup`) in `pytest_llmperf.measure.turns`, and a dataset's output coverage
-in `pytest_llmperf.suite.workload_stats`. `SPECS` below lists every metric once, with its unit,
-direction (which way is better), kind and the module that defines it; thresholds,
-`llmperf compare`, the report and the exports read it, and nothing else defines a metric.
+Metrics computed elsewhere are defined in that module's docstring: bandwidth utilisation (`mbu`,
+`weights_bound_tok_per_s`) in `pytest_llmperf.measure.bandwidth`, prompt and generation speeds
+(`pp_tok_per_s`, `tg_tok_per_s`) in `pytest_llmperf.measure.prefill_decode`, GPU telemetry in
+`pytest_llmperf.hardware.telemetry`, the server's own metrics (`server_*`) in
+`pytest_llmperf.measure.server.summary`, goodput and the load client's self-check in
+`pytest_llmperf.suite.load`, accuracy in `pytest_llmperf.suite.accuracy`, scaling efficiency in
+`pytest_llmperf.suite.scaling`, an A/B test's (`a.*`, `b.*`, `ratio.*`, `speedup`) in
+`pytest_llmperf.measure.turns`, and output coverage in `pytest_llmperf.suite.workload_stats`.
+`SPECS` below lists every metric once, with its unit, direction, kind and defining module;
+thresholds, `llmperf compare`, reports and exports read it: nothing else defines one.
 
 Distributions report count, mean, p50, p90, p95, p99, min and max. Percentiles use
 linear interpolation between closest ranks (numpy's default), so p50 of [1, 2] is 1.5.
@@ -92,6 +91,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
+from pytest_llmperf.measure.server.summary import SPEC_ROWS as _SERVER_ROWS
 
 Direction = Literal["higher", "lower"]
 #: scalar: one number per test; distribution: count, mean, p50 ... max of many samples,
@@ -247,6 +247,7 @@ SPECS: tuple[MetricSpec, ...] = (
     *_specs(_TURNS, ("speedup", "x", "higher", "scalar")),
     *_specs(_WORKLOAD_STATS, ("output_coverage", "ratio", "higher", "scalar")),
     *_specs(_TIMED, ("call_s", "s", "lower", "scalar")),
+    *_specs("pytest_llmperf.measure.server.summary", *_SERVER_ROWS),
 )
 
 #: Metrics of a suite's own code, name -> (spec, who declared it): kept by `measure.declared`.

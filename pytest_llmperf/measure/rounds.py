@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pytest_llmperf.engines.base import (
     BuildsGraphs,
@@ -55,6 +56,23 @@ class Rounds:
 def repeat_plainly(one_round: Callable[[], None], rounds: int, warmup_rounds: int) -> None:
     for _ in range(warmup_rounds + rounds):
         one_round()
+
+
+def repeat_through(
+    benchmark: Any, one_round: Callable[[], None], rounds: int, warmup_rounds: int
+) -> None:
+    """Call `one_round` warm-up + measured times through pytest-benchmark's `benchmark`
+    fixture (its pedantic mode), or in our own loop when `benchmark` is None."""
+    if benchmark is None:
+        repeat_plainly(one_round, rounds, warmup_rounds)
+    elif benchmark.disabled:
+        # pytest-benchmark is off (xdist, --benchmark-disable): its pedantic calls the
+        # function once, so our loop runs the same rounds inside it. The fixture is then
+        # used, and pytest-benchmark does not warn "Benchmark fixture was not used at
+        # all" after every test (a warning no filter of the user's project sets off).
+        benchmark.pedantic(repeat_plainly, args=(one_round, rounds, warmup_rounds))
+    else:
+        benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
 
 
 def run_rounds(

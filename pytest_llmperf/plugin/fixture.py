@@ -28,7 +28,8 @@ from pytest_llmperf.hardware.telemetry import Sampler
 from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
 from pytest_llmperf.measure.evidence import marker_allowance, of_questions, of_requests
 from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord, flatten
-from pytest_llmperf.measure.rounds import RoundPlan, Rounds, repeat_plainly, run_rounds
+from pytest_llmperf.measure.rounds import RoundPlan, Rounds, repeat_through, run_rounds
+from pytest_llmperf.measure.server.scrape import scraper_for
 from pytest_llmperf.plugin.ab.compare import ComparisonMethods
 from pytest_llmperf.plugin.arguments import (
     check_config,
@@ -46,6 +47,7 @@ from pytest_llmperf.plugin.pipeline import (
     allowance,
     build_requests,
     judge,
+    keep_server_metrics,
     limited,
     make_record,
     round_builder,
@@ -216,7 +218,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         requests = self._build_requests(subject, started, workload, arrivals)
         looks = RoundsUntilDecided(self._session, key, engine_config.engine, more) if auto else None
         fresh = round_builder(started.engine, workload, self._session.settings.limit, arrivals)
-        measured, telemetry = self._run_rounds(started, requests, plan, looks, fresh)
+        measured, telemetry = self._run_rounds(started, requests, plan, key, looks, fresh)
         metrics = aggregate(measured, telemetry, more, self._physical(), started.info.details)
         samples = round_samples(measured, more)
         rounds_done = len(measured.durations)
@@ -352,14 +354,17 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         started: StartedEngine,
         requests: list[GenerationRequest],
         plan: RoundPlan,
+        key: str,
         looks: RoundsUntilDecided | None = None,
         fresh: Callable[[int], Sequence[GenerationRequest]] | None = None,
     ) -> tuple[Rounds, dict[str, float | None]]:
-        """The plan's rounds, and the GPUs' telemetry over the measured ones."""
+        """The plan's rounds, and the GPUs' telemetry and the server's metrics over the
+        measured ones."""
         if not requests:  # nothing to send (a workload that built none): the evidence says so
             return Rounds((), (), (), None), {}
         sampler = Sampler(self._physical())
         session = self._session
+        scraper = scraper_for(started.engine, session.settings.metrics_interval_s)
         progress = open_progress(
             self._request.config,
             session.settings.progress,
@@ -369,13 +374,19 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         )
         if looks is not None:
             progress.undecided = looks.undecided  # the same list, refreshed at each look
+
+        def before_measuring() -> None:
+            sampler.start()
+            if scraper is not None:
+                scraper.start()
+
         try:
             measured = run_rounds(
                 started.engine,
                 requests,
                 plan,
                 repeat=self._repeat,
-                before_measuring=sampler.start,
+                before_measuring=before_measuring,
                 after_round=lambda records: self._keep_round(requests, records),
                 on_round=progress.on_round,
                 keep_going=looks,
@@ -383,7 +394,11 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
             )
         finally:
             progress.close()  # erased before pytest writes the outcome, failed or not
-        return measured, sampler.stop(measured.output_tokens)
+            reads = scraper.stop() if scraper is not None else None  # failed or not
+        metrics = sampler.stop(measured.output_tokens)
+        if reads is not None:
+            metrics.update(keep_server_metrics(session, reads, self._request.node.nodeid, key))
+        return measured, metrics
 
     def _score_choices(
         self, started: StartedEngine, task: ChoiceTask, name: str
@@ -460,18 +475,8 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         """Call `one_round` warm-up + measured times, through pytest-benchmark when it can."""
         # pytest-benchmark allows one pedantic call per test; later labels use our loop.
         benchmark = None if self._benchmark_used else self._benchmark()
-        if benchmark is None:
-            repeat_plainly(one_round, rounds, warmup_rounds)
-            return
-        self._benchmark_used = True
-        if benchmark.disabled:
-            # pytest-benchmark is off (xdist, --benchmark-disable): its pedantic calls the
-            # function once, so our loop runs the same rounds inside it. The fixture is then
-            # used, and pytest-benchmark does not warn "Benchmark fixture was not used at
-            # all" after every test (a warning no filter of the user's project sets off).
-            benchmark.pedantic(repeat_plainly, args=(one_round, rounds, warmup_rounds))
-        else:
-            benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+        self._benchmark_used = self._benchmark_used or benchmark is not None
+        repeat_through(benchmark, one_round, rounds, warmup_rounds)
 
     def _benchmark(self) -> Any:
         if not self._request.config.pluginmanager.hasplugin("benchmark"):

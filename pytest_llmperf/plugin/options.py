@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_llmperf.measure.server.scrape import DEFAULT_INTERVAL_S
 from pytest_llmperf.plugin.gate import MAX_ROUNDS, MAX_SECONDS, MIN_ROUNDS
 from pytest_llmperf.plugin.progress import DEFAULT_DELAY_S, PROGRESS_MODES
 from pytest_llmperf.results.baseline import DEFAULT_DRIFT
@@ -31,6 +32,12 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
     ("llmperf_threshold_margin", "margin for --llmperf-update-thresholds", "0.25"),
     ("llmperf_base_url", "server URL for --engine openai (like --base-url)", ""),
     ("llmperf_api_key_env", "variable holding the API key (like --api-key-env)", ""),
+    ("llmperf_metrics_url", "server's Prometheus endpoint (like --llmperf-metrics-url)", ""),
+    (
+        "llmperf_metrics_interval",
+        "seconds between reads of server metrics, 0 for none (like --llmperf-metrics-interval)",
+        f"{DEFAULT_INTERVAL_S:g}",
+    ),
     ("llmperf_dataset", "JSONL dataset for dataset suites (like --llmperf-dataset)", ""),
     ("llmperf_test_timeout", "bound on each test, in seconds (like --llmperf-test-timeout)", ""),
     ("llmperf_progress", "live status line while a test measures: auto, on or off", "auto"),
@@ -90,6 +97,24 @@ def add_server_options(addoption: AddOption) -> None:
         help="environment variable holding the server's API key; keys are never "
         "taken from the command line (ini: llmperf_api_key_env). "
         "Default: OPENAI_API_KEY.",
+    )
+    addoption(
+        "--llmperf-metrics-url",
+        dest="llmperf_metrics_url",
+        metavar="URL",
+        default=None,
+        help="the server's Prometheus endpoint for --engine openai, read during the "
+        "measured rounds, e.g. http://127.0.0.1:8000/metrics (managed servers: their own) "
+        "(ini: llmperf_metrics_url). Default: none.",
+    )
+    addoption(
+        "--llmperf-metrics-interval",
+        dest="llmperf_metrics_interval",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="seconds between reads of the server's metrics; 0 reads none "
+        f"(ini: llmperf_metrics_interval). Default: {DEFAULT_INTERVAL_S:g}.",
     )
 
 

@@ -36,6 +36,8 @@ from pytest_llmperf.measure.metrics import (
 from pytest_llmperf.measure.reliability import unreliable
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds
 from pytest_llmperf.measure.samples import Samples, collect, harness_rounds, round_records
+from pytest_llmperf.measure.server.scrape import Reads
+from pytest_llmperf.measure.server.summary import server_metrics
 from pytest_llmperf.results.baseline import BaselineCheck, judge_test
 from pytest_llmperf.results.changes import changes_table
 from pytest_llmperf.results.record import (
@@ -241,6 +243,21 @@ def aggregate(
     if more.derived is not None:  # metrics of metrics: e.g. speedup over another measurement
         metrics = metrics.with_extra(**more.derived(metrics))
     return metrics
+
+
+def keep_server_metrics(
+    session: LLMPerfSession, reads: Reads, test_id: str, key: str
+) -> dict[str, float | None]:
+    """The server's metrics over the rounds (`measure.server.summary`), each read written
+    to the run's server_metrics.jsonl, and a line saying why reads failed, if any did."""
+    ours = {"test_id": test_id, "threshold_key": key}
+    for sample in reads.samples:
+        session.writer.append_server_metrics({**ours, "server": reads.server, **sample.as_dict()})
+    if reads.failed:
+        session.writer.append_server_metrics(
+            {**ours, "failed_reads": reads.failed, "error": reads.error}
+        )
+    return server_metrics(reads.samples)
 
 
 def allowance(

@@ -15,6 +15,7 @@ import pytest
 from pytest_llmperf.engines import check_engine_name
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import parse_gpus
+from pytest_llmperf.measure.server.scrape import DEFAULT_INTERVAL_S
 from pytest_llmperf.plugin.gate import Gate, Rounds
 from pytest_llmperf.plugin.locations import check_folder_path
 from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
@@ -43,6 +44,8 @@ class Settings:
     test_timeout_s: float | None = None
     #: Settings every engine that accepts them receives (server URL, key variable).
     engine_options: tuple[tuple[str, str | float], ...] = ()
+    #: Seconds between reads of a server's metrics (`measure.server`); 0: none.
+    metrics_interval_s: float = DEFAULT_INTERVAL_S
     #: `--llmperf-compare`: the baseline run as given, and the tolerances as written.
     compare_base: str | None = None
     tolerances: tuple[str, ...] = ()
@@ -188,6 +191,9 @@ def read_settings(config: pytest.Config) -> Settings:
     api_key_env, api_key_env_src = _get(config, "llmperf_api_key_env")
     if api_key_env:
         check_env_name(api_key_env, api_key_env_src)
+    metrics_url, metrics_url_src = _get(config, "llmperf_metrics_url")
+    if metrics_url:
+        check_base_url(metrics_url, metrics_url_src)
     thresholds_dir, _ = _folder(config, "llmperf_thresholds_dir")
     results_dir, results_src = _folder(config, "llmperf_results_dir")
     return Settings(
@@ -221,17 +227,31 @@ def read_settings(config: pytest.Config) -> Settings:
         results_source=results_src,
         progress=_progress_mode(config),
         gate=_gate(config),
+        metrics_interval_s=_metrics_interval(config),
         engine_options=tuple(
             (key, value)
             for key, value in (
                 ("base_url", base_url),
                 ("api_key_env", api_key_env),
+                ("metrics_url", metrics_url),
                 # Given on the command line, the request bound reaches client engines too.
                 ("request_timeout_s", _given(config, "llmperf_request_timeout")),
             )
             if value
         ),
     )
+
+
+def _metrics_interval(config: pytest.Config) -> float:
+    """Seconds between reads of server metrics: 0 (none) or a positive number."""
+    value, source = _given_or_ini(config, "llmperf_metrics_interval", "--llmperf-metrics-interval")
+    if value is None:
+        return DEFAULT_INTERVAL_S
+    if value == 0:
+        return 0.0
+    if not 0.01 <= value <= 3600:  # faster than 100 reads a second would load the server
+        raise LLMPerfUsageError(f"{source}: must be 0 or in [0.01, 3600] seconds, got {value:g}")
+    return value
 
 
 def _progress_mode(config: pytest.Config) -> ProgressMode:
@@ -306,6 +326,7 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "rounds": settings.rounds,
         "request_timeout_s": settings.request_timeout_s,
         "test_timeout_s": settings.test_timeout_s,
+        "metrics_interval_s": settings.metrics_interval_s,
         "compare_base": settings.compare_base,
         "tolerances": list(settings.tolerances),
         "allow_mismatch": settings.allow_mismatch,

@@ -19,6 +19,9 @@ that what is said is what was recorded:
     oversubscribed   an engine ran more threads than the CPUs its process may use.
     a busy machine   the load average when the run started was at least half the usable
                      CPUs (and at least 1): other work competed with the measured tests.
+    server count     the server's own count of the requests it finished during the rounds
+                     (`server_requests`, `measure.server`) differs from ours: another client
+                     shared it, or it lost requests.
 
 A test's unreliable metrics (`measure.reliability`) and the settings a grid's engine did not
 take are noted too.
@@ -238,6 +241,19 @@ def client_bound_notes(tests: Sequence[TestRecord]) -> list[str]:
     ]
 
 
+def server_count_notes(tests: Sequence[TestRecord]) -> list[str]:
+    notes = []
+    for test in tests:
+        counted, ours = test.metric("server_requests"), test.metric("requests")
+        if counted is not None and ours is not None and counted != ours:
+            notes.append(
+                f"warning: {test.threshold_key}: the server finished {counted:.0f} requests "
+                f"during the rounds, this test sent {ours:.0f}: another client shared the "
+                "server (its queue and batch held theirs too), or requests were lost"
+            )
+    return notes
+
+
 def failure_notes(tests: Sequence[TestRecord]) -> list[str]:
     notes = []
     for test in tests:
@@ -337,6 +353,7 @@ def run_notes(tests: Sequence[TestRecord], metadata: Mapping[str, Any]) -> list[
     return [
         *client_bound_notes(tests),
         *failure_notes(tests),
+        *server_count_notes(tests),
         *thread_notes(tests, threads),
         *load_notes(metadata.get("load_average_at_start"), threads),
         *not_applied_notes(tests),

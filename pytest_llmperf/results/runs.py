@@ -84,12 +84,20 @@ class Run:
     def requests(self) -> Iterator[dict[str, Any]]:
         """Every measured request's record, worker files included; a line that is not
         a JSON object, or not JSON, is a usage error naming its file and line."""
-        for path in sorted(self.path.glob("requests*.jsonl")):
+        return self._records("requests", "request record")
+
+    def server_reads(self) -> Iterator[dict[str, Any]]:
+        """Every read of a server's metrics (`measure.server`), worker files included, as
+        `requests` reads its records."""
+        return self._records("server_metrics", "server metrics read")
+
+    def _records(self, kind: str, what: str) -> Iterator[dict[str, Any]]:
+        for path in sorted(self.path.glob(f"{kind}*.jsonl")):
             try:
                 for number, record in read_jsonl_lines(path):
                     if not isinstance(record, dict):
                         raise LLMPerfUsageError(
-                            f"{path}: line {number}: request record: expected an object"
+                            f"{path}: line {number}: {what}: expected an object"
                         )
                     check_schema(record, f"{path}: line {number}")
                     yield record

@@ -5,6 +5,10 @@ Each run writes `results/<run-id>/`:
     run.json              metadata, written when the run starts
     requests[-gwN].jsonl  one line per measured request, appended when its round ends
     tests[-gwN].jsonl     one line per measured test, appended when it finishes
+    server_metrics[-gwN].jsonl
+                          one line per read of a server's metrics during a test's measured
+                          rounds (`pytest_llmperf.measure.server`): test id, seconds since
+                          the test's first read, wall clock, each quantity
     engine_failures[-gwN].jsonl
                           one line per engine (or server) that failed to start: its
                           configuration, the error and the full command it ran
@@ -86,6 +90,9 @@ class RunWriter:
 
     def append_test(self, record: Mapping[str, Any]) -> None:
         self._append("tests", record)
+
+    def append_server_metrics(self, record: Mapping[str, Any]) -> None:
+        self._append("server_metrics", record)
 
     def append_engine_failure(self, record: Mapping[str, Any]) -> None:
         self._append("engine_failures", record)

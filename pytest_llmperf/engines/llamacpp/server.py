@@ -72,6 +72,12 @@ class LlamaCppServerEngine(ManagedServerEngine):
         super().__init__(config)
         self._binary: str | None = None
 
+    @property
+    def metrics_url(self) -> str | None:
+        """llama-server's /metrics (it is started with `--metrics`); llama-cpp-python's
+        server has none, so its server metrics are left unread (null)."""
+        return super().metrics_url if self._binary is not None else None
+
     def model_files(self) -> tuple[str, str]:
         path = gguf_model(self.config.model, self.settings["quantization"])
         tokenizer = self.settings["tokenizer"]
@@ -105,7 +111,7 @@ class LlamaCppServerEngine(ManagedServerEngine):
         if self._binary is not None:
             argv = [self._binary, "-m", model_path, *common, "-c", str(context * slots)]
             argv += ["-np", str(slots), "-b", str(batch), "-ub", str(batch), "-t", str(threads)]
-            argv += ["-ngl", str(layers), "--no-webui"]
+            argv += ["-ngl", str(layers), "--no-webui", "--metrics"]  # /metrics: server metrics
             health = f"http://127.0.0.1:{port}/health"
         else:
             if slots > 1:

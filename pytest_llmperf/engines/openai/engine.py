@@ -95,6 +95,8 @@ class OpenAIEngine:
         self.config = config
         settings = self.spec.resolve(dict(config.settings))
         self.base_url = str(settings["base_url"]).rstrip("/")
+        #: The server's Prometheus endpoint (`ExportsMetrics`), when given.
+        self.metrics_url: str | None = settings["metrics_url"]
         self.api_key_env = str(settings["api_key_env"])
         self.endpoint = str(settings["endpoint"])
         self.max_concurrency = int(settings["max_concurrency"] or 0)

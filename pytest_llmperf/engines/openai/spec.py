@@ -91,6 +91,14 @@ OPENAI = EngineSpec(
         *CLIENT_SETTINGS,
         TOKENIZER,
         Setting(
+            "metrics_url",
+            (str,),
+            None,
+            "the server's Prometheus endpoint, read during the measured rounds "
+            "(--llmperf-metrics-url); none: no server metrics",
+            grid=False,
+        ),
+        Setting(
             "vllm_extensions",
             (bool,),
             True,
