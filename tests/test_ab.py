@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import re
 import shutil
 from pathlib import Path
@@ -176,8 +177,11 @@ def test_a_b_test_records_both_sides_and_the_paired_ratios(
     samples = record["samples"]
     assert len(samples["a.output_tok_per_s"]) == len(samples["b.output_tok_per_s"]) == 4
     assert len(samples["speedup"]) == 4
-    # B runs at half the rate: every pair says so, and the headline is their geometric mean.
-    assert all(0.4 < s < 0.6 for s in samples["speedup"]), samples["speedup"]
+    # B runs at half the rate: every pair says B is slower, their middle says by half (one
+    # pair's rounds of tens of ms can meet a scheduling stall), the headline is their
+    # geometric mean.
+    assert all(s < 0.8 for s in samples["speedup"]), samples["speedup"]
+    assert 0.4 < statistics.median(samples["speedup"]) < 0.6, samples["speedup"]
     flat = record["metrics_flat"]
     assert flat["speedup"] == pytest.approx(
         math.exp(sum(math.log(s) for s in samples["speedup"]) / 4)
