@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import re
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
