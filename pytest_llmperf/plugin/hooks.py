@@ -99,9 +99,15 @@ class _Outcomes:
         self.session.note_outcome(report)
 
 
+#: The report attribute (and `workeroutput` key) an xdist worker's records travel in.
+RECORDS_KEY = "llmperf_records"
+
+
 class _XdistController:
     """Hands the controller's run id, and on a CPU run each worker's share of the CPUs,
-    to every xdist worker; takes each worker's thread environment back at its end."""
+    to every xdist worker; takes each worker's records back with its tests' reports
+    (`RunWriter.take_outbox`: the worker may run on another host, or in another folder)
+    and its thread environment at its end."""
 
     def __init__(self, session: LLMPerfSession) -> None:
         self.session = session
@@ -109,15 +115,33 @@ class _XdistController:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["llmperf_run_id"] = self.session.run_id
         self.session.xdist_run_uid = node.workerinput.get("testrunuid")
-        workers = len(getattr(node.config.option, "tx", None) or ()) or 1
-        share = self.session.xdist_share(node.workerinput["workerid"], workers)
+        if not node.gateway.spec.popen:
+            return  # another host (`--tx ssh=...`): this one's CPUs are not its to share
+        share = self.session.xdist_share(node.workerinput["workerid"], _local_workers(node))
         if share:
             node.workerinput["llmperf_cpus"] = share
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Taken off the report before any other plugin (junitxml, reportlog) sees it.
+        records = report.__dict__.pop(RECORDS_KEY, None)
+        if records:
+            self.session.receive(records)
+
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         output = getattr(node, "workeroutput", None) or {}
+        if output.get(RECORDS_KEY):  # written after its last test's report
+            self.session.receive(output[RECORDS_KEY])
         if "llmperf_threads" in output:
             self.session.worker_threads[node.workerinput["workerid"]] = output["llmperf_threads"]
+
+
+def _local_workers(node: Any) -> int:
+    """How many of the run's xdist workers run on this host (popen gateways)."""
+    from execnet import XSpec  # xdist's own dependency; only here, where xdist runs
+    from xdist.workermanage import parse_tx_spec_config
+
+    return sum(1 for tx in parse_tx_spec_config(node.config) if XSpec(tx).popen) or 1
 
 
 def declare_suite_metrics(config: pytest.Config) -> None:
@@ -283,11 +307,17 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Bad input found while a benchmark runs (an argument of `measure()`, a workload made
-    in the test) fails it with the message alone: it says what and where, and a traceback
-    through this package would bury it. Only tests that use the `llmperf` fixture: others
-    keep pytest's report."""
+    """In an xdist worker, the records the test appended go with its report to the
+    controller. Bad input found while a benchmark runs (an argument of `measure()`, a
+    workload made in the test) fails it with the message alone: it says what and where,
+    and a traceback through this package would bury it. Only tests that use the `llmperf`
+    fixture: others keep pytest's report."""
     report = yield
+    session = _session(item.config)
+    if session is not None and not session.is_controller:
+        records = session.writer.take_outbox()
+        if records:  # to the controller with the report, through xdist's channel
+            setattr(report, RECORDS_KEY, records)
     excinfo = call.excinfo
     if (
         excinfo is not None
@@ -375,6 +405,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         llmperf_session.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: its threads, for run.json
+            workeroutput[RECORDS_KEY] = llmperf_session.writer.take_outbox()
             workeroutput["llmperf_threads"] = {
                 **thread_environment(),
                 **llmperf_session.thread_plan,

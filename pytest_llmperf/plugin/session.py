@@ -23,7 +23,7 @@ from pytest_llmperf.engines import engine_spec, load_engine_class
 from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo, Terminable, death_cause
 from pytest_llmperf.engines.isolated.parent import IsolatedEngine
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.hardware.environment import machine_metadata
+from pytest_llmperf.hardware.environment import host_facts, machine_metadata
 from pytest_llmperf.hardware.gpus import (
     GpuInfo,
     gpu_memory_used,
@@ -101,7 +101,7 @@ class LLMPerfSession:
             except DatasetError as exc:
                 raise DatasetError(f"{settings.dataset_source}: {exc}") from None
         self.visible: list[GpuInfo] = visible_gpus()
-        self.gpus = select_gpus(settings.gpus, self.visible)
+        self.gpus = select_gpus(settings.gpus, self.visible, settings.gpus_source)
         run_gpus = [g for g in self.visible if g.index in self.gpus]
         self.hardware = settings.hardware or (
             hardware_slug(run_gpus[0].name) if run_gpus else "cpu"
@@ -135,6 +135,9 @@ class LLMPerfSession:
             # names (`plugin.summary`).
             "load_average_at_start": _load_average(),
         }
+        #: The host this process measures on, in each of its tests' records: under xdist a
+        #: worker's may be another machine than the controller's (`run.json`'s `machine`).
+        self.host = host_facts(self.metadata["machine"], self.gpus, settings.gpus_source, worker_id)
         #: How the CPUs are shared: on the controller, the split between xdist workers
         #: (`xdist`); in a worker, the share it applied (`xdist_share`).
         self.thread_plan: dict[str, Any] = {}
@@ -268,6 +271,13 @@ class LLMPerfSession:
         share = list(shares[int(worker.removeprefix("gw") or 0) % workers])
         plan["shares"][worker] = share
         return share
+
+    def receive(self, records: dict[str, Any]) -> None:
+        """Records an xdist worker handed over with a test's report (controller): they join
+        the run's files, wherever the worker ran."""
+        self.writer.receive(records)
+        if any(records.values()):
+            self.ensure_metadata()
 
     def note_outcome(self, report: pytest.TestReport) -> None:
         """Keep pytest's verdict of each test (controller: xdist forwards every report),

@@ -4,6 +4,7 @@ a bad value is a usage error that names the option it came from."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class Settings:
     model_source: str = "--model"
     dataset_source: str = "--llmperf-dataset"
     results_source: str = "--llmperf-results-dir"
+    gpus_source: str = "--gpus"
     #: `--llmperf-progress`: the live status line (`plugin.progress.progress_wanted`).
     progress: ProgressMode = "auto"
     #: How tests are judged and how long auto rounds go on (`plugin.gate`).
@@ -97,6 +99,24 @@ def _get(config: pytest.Config, name: str) -> tuple[str, str]:
         _check_not_empty(str(value), _flag(name))
         return str(value), _flag(name)
     return str(config.getini(name)), f"ini option {name}"
+
+
+#: An xdist worker's own GPU set, in place of `--gpus`, set in its `--tx` spec
+#: (`--tx ssh=gpu2//env:LLMPERF_GPUS=0,1`): hosts differ in their GPUs, and the command
+#: line is the same for every worker.
+GPUS_ENV = "LLMPERF_GPUS"
+
+
+def _gpus(config: pytest.Config) -> tuple[str, str]:
+    """`--gpus` (or its ini twin) and where it came from; in an xdist worker, its host's
+    `LLMPERF_GPUS` instead where set (the controller runs no test: it has none)."""
+    workerinput = getattr(config, "workerinput", None)
+    own = os.environ.get(GPUS_ENV)
+    if workerinput is None or own is None:
+        return _get(config, "llmperf_gpus")
+    source = f"{GPUS_ENV} (environment of xdist worker {workerinput['workerid']})"
+    _check_not_empty(own, source)
+    return own, source
 
 
 def _check_not_empty(value: str, flag: str) -> None:
@@ -168,7 +188,7 @@ def read_settings(config: pytest.Config) -> Settings:
     engine, engine_src = _get(config, "llmperf_engine")
     check_engine_name(engine, engine_src)
     model, model_src = _get(config, "llmperf_model")
-    gpus_text, gpus_src = _get(config, "llmperf_gpus")
+    gpus_text, gpus_src = _gpus(config)
     margin_text, margin_src = _get(config, "llmperf_threshold_margin")
     try:
         margin = float(margin_text)
@@ -219,6 +239,7 @@ def read_settings(config: pytest.Config) -> Settings:
         model_source=model_src,
         dataset_source=dataset_src,
         results_source=results_src,
+        gpus_source=gpus_src,
         progress=_progress_mode(config),
         gate=_gate(config),
         engine_options=tuple(

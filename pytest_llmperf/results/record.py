@@ -338,6 +338,9 @@ class TestRecord:
     #: name -> {unit, better, kind}, so that a reader in another process (`llmperf
     #: compare`) judges them as the run did. Empty in older records.
     declared_metrics: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: The host that measured the test (`hardware.environment.host_facts`): under xdist,
+    #: its worker's. Empty in older records.
+    host: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -408,6 +411,7 @@ class TestRecord:
                 if "declared_metrics" in f.keys()
                 else {}
             ),
+            host=f.json_object("host") if "host" in f.keys() else {},
         )
 
     def metric_specs(self) -> list[MetricSpec]:

@@ -1,0 +1,123 @@
+"""Workers elsewhere: xdist workers in other folders, and on "another host" over SSH as another
+user, measure into the controller's run, their records sent with their tests' reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import SUITE
+from tests.ssh_host import ssh_host
+
+TESTS = {
+    "test_suite.py::test_decode[batch1]",
+    "test_suite.py::test_decode[batch4]",
+    "test_suite.py::test_latency",
+}
+
+
+def _suite(folder: Path) -> Path:
+    """The small suite in `folder/suite`, its own rootdir; xdist syncs it to each worker's
+    folder (`--rsyncdir`: deprecated, but the way `--tx ...//chdir` finds a suite)."""
+    suite = folder / "suite"
+    suite.mkdir(parents=True)
+    (suite / "test_suite.py").write_text(SUITE)
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    return suite
+
+
+def _argv(suite: Path, *tx: str) -> list[str]:
+    # Every value joined to its option: xdist takes any argument that is an existing path
+    # for a test path, which a chdir worker must find under a synced folder.
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(suite / "test_suite.py"),
+        "-p",
+        "no:cacheprovider",
+        "--gpus=cpu",
+        "--llmperf-results-dir=results",
+        "-d",
+        f"--rsyncdir={suite}",
+        *(f"--tx={spec}" for spec in tx),
+    ]
+
+
+def _the_run(suite: Path) -> tuple[Path, dict[str, Any]]:
+    (run_dir,) = (suite / "results").iterdir()
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+def test_workers_in_other_folders_measure_into_the_controllers_run(tmp_path: Path) -> None:
+    suite = _suite(tmp_path / "controller")
+    a, b = tmp_path / "A", tmp_path / "B"
+    a.mkdir()
+    b.mkdir()
+    out = subprocess.run(
+        _argv(suite, f"popen//chdir={a}", f"popen//chdir={b}"),
+        cwd=suite.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    printed = out.stdout[-5000:] + out.stderr[-2000:]
+    assert out.returncode == 0, printed
+    run_dir, summary = _the_run(suite)
+    assert {t["test_id"] for t in summary["tests"]} == TESTS
+    assert len(summary["tests"]) == len(TESTS)  # each once: no worker's copy read twice
+    where = {t["test_id"]: (t["worker"], t["host"]["cwd"]) for t in summary["tests"]}
+    assert {cwd for _, cwd in where.values()} == {str(a), str(b)}, where
+    for test in summary["tests"]:
+        assert test["host"]["hostname"] and test["host"]["worker"] == test["worker"]
+        assert test["host"]["run_gpus"] == [] and test["host"]["gpus_source"] == "--gpus"
+    requests = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+    assert len(requests) == 12 + 12 + 5
+    assert (run_dir / "github-benchmark" / "bigger_is_better.json").exists()
+    for test_id in TESTS:
+        assert test_id in out.stdout, printed  # the summary table lists every test
+    # Each worker kept its own copy, in its own folder's results, none in the controller's.
+    for worker, cwd in set(where.values()):
+        copy = Path(cwd) / "suite" / "results" / run_dir.name / "workers" / worker
+        assert (copy / "tests.jsonl").exists()
+    assert not (run_dir / "workers").exists()
+
+
+def test_a_worker_over_ssh_as_another_user_measures_into_the_controllers_run(
+    tmp_path: Path,
+) -> None:
+    with ssh_host() as host:
+        suite = _suite(host.controller_home)
+        subprocess.run(["chown", "-R", "llmperf-ctl:", str(suite)], check=True)
+        work = host.worker_home / "work"
+        refused = subprocess.run(
+            host.as_controller(["ls", str(host.worker_home)]), capture_output=True, check=False
+        )
+        assert refused.returncode != 0  # the controller cannot read the worker's folder
+        python = host.python
+        argv = [*python, *_argv(suite, host.tx(" ".join(python), work), "popen")[1:]]
+        out = subprocess.run(
+            host.as_controller(argv),
+            cwd=suite.parent,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        printed = out.stdout[-5000:] + out.stderr[-3000:]
+        assert out.returncode == 0, printed
+        run_dir, summary = _the_run(suite)
+        assert {t["test_id"] for t in summary["tests"]} == TESTS
+        assert len(summary["tests"]) == len(TESTS)
+        remote = [t for t in summary["tests"] if t["host"]["user"] == "llmperf-wrk"]
+        assert remote, {t["test_id"]: t["host"]["user"] for t in summary["tests"]}
+        assert all(t["host"]["cwd"] == str(work) for t in remote)
+        for test_id in TESTS:
+            assert test_id in out.stdout, printed
+        (worker,) = {t["worker"] for t in remote}
+        # The worker's own copy is in its folder, which the controller's user cannot read.
+        assert (work / "suite" / "results" / run_dir.name / "workers" / worker).is_dir()
