@@ -58,7 +58,8 @@ def test_workers_in_other_folders_measure_into_the_controllers_run(tmp_path: Pat
     a.mkdir()
     b.mkdir()
     out = subprocess.run(
-        _argv(suite, f"popen//chdir={a}", f"popen//chdir={b}"),
+        # A's worker has GPUs of its own (none: this is a CPU machine), as another host would.
+        _argv(suite, f"popen//chdir={a}//env:LLMPERF_GPUS=none", f"popen//chdir={b}"),
         cwd=suite.parent,
         capture_output=True,
         text=True,
@@ -74,12 +75,22 @@ def test_workers_in_other_folders_measure_into_the_controllers_run(tmp_path: Pat
     assert {cwd for _, cwd in where.values()} == {str(a), str(b)}, where
     for test in summary["tests"]:
         assert test["host"]["hostname"] and test["host"]["worker"] == test["worker"]
-        assert test["host"]["run_gpus"] == [] and test["host"]["gpus_source"] == "--gpus"
+        assert test["host"]["run_gpus"] == []
+        chosen = "LLMPERF_GPUS in xdist worker gw" if test["host"]["cwd"] == str(a) else "--gpus"
+        assert test["host"]["gpus_source"].startswith(chosen)
     requests = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
     assert len(requests) == 12 + 12 + 5
     assert (run_dir / "github-benchmark" / "bigger_is_better.json").exists()
-    for test_id in TESTS:
-        assert test_id in out.stdout, printed  # the summary table lists every test
+    # The summary table lists every test, grouped by where it ran, and says each place's GPUs.
+    shown = [line for line in out.stdout.splitlines() if line.startswith("test_suite.py::")]
+    assert {line.split()[0] for line in shown} == TESTS, printed
+    places = [line.split()[2] for line in shown]
+    assert places == sorted(places, key=places.index)  # each place's rows together
+    assert {p.rsplit(":", 1)[1] for p in places} == {str(a), str(b)}, printed
+    assert f":{a}: " in out.stdout and "GPUs none (LLMPERF_GPUS in xdist worker" in out.stdout, (
+        printed
+    )
+    assert f":{b}: " in out.stdout and "GPUs none (--gpus)" in out.stdout, printed
     # Each worker kept its own copy, in its own folder's results, none in the controller's.
     for worker, cwd in set(where.values()):
         copy = Path(cwd) / "suite" / "results" / run_dir.name / "workers" / worker

@@ -35,6 +35,7 @@ from pytest_llmperf.plugin.own.gpus import (
 )
 from pytest_llmperf.plugin.session import LLMPerfSession
 from pytest_llmperf.plugin.settings import read_settings
+from pytest_llmperf.plugin.shard import Shard
 from pytest_llmperf.plugin.summary import write_terminal_summary
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
 
@@ -82,6 +83,8 @@ def pytest_configure(config: pytest.Config) -> None:
         session.thread_plan["xdist_share"] = apply_share(share)
     term = config.stash[term_key] = TermAsInterrupt()
     term.install()  # SIGTERM ends the run like Ctrl-C: engines stopped, summary written
+    if session.settings.shard is not None:
+        config.pluginmanager.register(Shard(*session.settings.shard, _engine_key), "llmperf-shard")
     if worker_id is None:
         config.pluginmanager.register(_Outcomes(session), "llmperf-outcomes")
     if config.pluginmanager.hasplugin("xdist") and worker_id is None:

@@ -20,6 +20,7 @@ from pytest_llmperf.plugin.gate import Gate, Rounds
 from pytest_llmperf.plugin.locations import check_folder_path
 from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
 from pytest_llmperf.plugin.progress import PROGRESS_MODES, ProgressMode
+from pytest_llmperf.plugin.shard import parse_shard
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Settings:
     dataset_source: str = "--llmperf-dataset"
     results_source: str = "--llmperf-results-dir"
     gpus_source: str = "--gpus"
+    #: `--llmperf-shard K/N`: (K, N), or None for every test.
+    shard: tuple[int, int] | None = None
     #: `--llmperf-progress`: the live status line (`plugin.progress.progress_wanted`).
     progress: ProgressMode = "auto"
     #: How tests are judged and how long auto rounds go on (`plugin.gate`).
@@ -114,7 +117,7 @@ def _gpus(config: pytest.Config) -> tuple[str, str]:
     own = os.environ.get(GPUS_ENV)
     if workerinput is None or own is None:
         return _get(config, "llmperf_gpus")
-    source = f"{GPUS_ENV} (environment of xdist worker {workerinput['workerid']})"
+    source = f"{GPUS_ENV} in xdist worker {workerinput['workerid']}'s environment"
     _check_not_empty(own, source)
     return own, source
 
@@ -240,6 +243,7 @@ def read_settings(config: pytest.Config) -> Settings:
         dataset_source=dataset_src,
         results_source=results_src,
         gpus_source=gpus_src,
+        shard=_shard(config),
         progress=_progress_mode(config),
         gate=_gate(config),
         engine_options=tuple(
@@ -253,6 +257,11 @@ def read_settings(config: pytest.Config) -> Settings:
             if value
         ),
     )
+
+
+def _shard(config: pytest.Config) -> tuple[int, int] | None:
+    text = _optional_text(config, "llmperf_shard")
+    return parse_shard(text) if text is not None else None
 
 
 def _progress_mode(config: pytest.Config) -> ProgressMode:
@@ -333,6 +342,7 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "responses": settings.responses,
         "dry_run": settings.dry_run,
         "limit": settings.limit,
+        "shard": list(settings.shard) if settings.shard is not None else None,
         "gate": {
             "alpha": settings.gate.alpha,
             "drift": settings.gate.drift,
