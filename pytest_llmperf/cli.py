@@ -96,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="rewrite the summary of a run that has one"
     )
 
+    merge = command("merge", "join runs of parts of a suite (shards, hosts) into one run")
+    merge.add_argument("runs", nargs="+", metavar="RUN", help="run folders, ids, or latest~N")
+    merge.add_argument("-o", "--output", type=_path, required=True, help="the new run's folder")
+
     compare = command("compare", "per-test metric changes from BASE to NEW; 1 on regression")
     compare.add_argument("base")
     compare.add_argument("new")
@@ -414,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show(open_run(args.run, args.results_dir))
         if args.command == "rebuild":
             return _rebuild(open_run(args.run, args.results_dir), args.force)
+        if args.command == "merge":
+            from pytest_llmperf.results.readback.merge import merge_runs
+
+            merged = merge_runs([open_run(r, args.results_dir) for r in args.runs], args.output)
+            print(f"wrote {merged.path}: {len(merged.tests)} test(s) of {len(args.runs)} runs")
+            return EXIT_OK
         if args.command == "compare":
             from pytest_llmperf.results.compare import compare_command
 
