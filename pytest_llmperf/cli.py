@@ -45,7 +45,7 @@ from pytest_llmperf.results.runs import (
     read_test_records,
     run_refs,
 )
-from pytest_llmperf.results.writer import write_summary
+from pytest_llmperf.results.writer import worker_copies, write_summary
 from pytest_llmperf.tables import render_table
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -295,6 +295,8 @@ def _rebuild(run: Run, force: bool) -> int:
     try:
         tests = read_test_records(run.path)
         requests = list(run.requests())
+        known = {r.get("test_id") for r in requests} | {t.test_id for t in tests}
+        requests += [r for r in worker_copies(run.path, "requests") if r.get("test_id") not in known]
         # A test the run was measuring when it was killed has request records only.
         cut_short = cut_short_tests(
             requests, tests, overview.settings_of(run), str(run.summary.get("started_at", ""))

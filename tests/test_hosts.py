@@ -4,11 +4,15 @@ user, measure into the controller's run, their records sent with their tests' re
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from pytest_llmperf.cli import main
 from tests.conftest import SUITE
 from tests.ssh_host import ssh_host
 
@@ -132,3 +136,35 @@ def test_a_worker_over_ssh_as_another_user_measures_into_the_controllers_run(
         (worker,) = {t["worker"] for t in remote}
         # The worker's own copy is in its folder, which the controller's user cannot read.
         assert (work / "suite" / "results" / run_dir.name / "workers" / worker).is_dir()
+
+
+def test_a_run_killed_with_its_controller_is_rebuilt_from_the_workers_copies(
+    real_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The records of a test go to the controller with its report: a run killed while a worker
+    measured leaves that test's finished rounds only in the worker's copy, which `llmperf
+    rebuild` reads; the copies of tests the controller received are not counted twice."""
+    run = tmp_path / "killed"
+    shutil.copytree(real_runs[0], run)
+    (run / "summary.json").unlink()
+    victim = "test_suite.py::test_decode[batch4]"
+
+    def lines(name: str) -> list[str]:
+        return (run / name).read_text().splitlines(keepends=True)
+
+    requests = lines("requests.jsonl")
+    theirs = [line for line in requests if json.loads(line)["test_id"] == victim]
+    assert theirs
+    (run / "requests.jsonl").write_text("".join(r for r in requests if r not in theirs))
+    kept = [line for line in lines("tests.jsonl") if json.loads(line)["test_id"] != victim]
+    (run / "tests.jsonl").write_text("".join(kept))
+    for worker, records in (("gw0", [r for r in requests if r not in theirs]), ("gw1", theirs)):
+        (run / "workers" / worker).mkdir(parents=True)
+        (run / "workers" / worker / "requests.jsonl").write_text("".join(records))
+    assert main(["rebuild", str(run)]) == 0
+    assert "(+1 cut short, from their requests)" in capsys.readouterr().out
+    tests = {t["test_id"]: t for t in json.loads((run / "summary.json").read_text())["tests"]}
+    assert set(tests) == TESTS
+    assert tests[victim]["workload"]["kind"] == "cut short"
+    assert tests[victim]["metrics"]["requests"] == len(theirs) == 12
+    assert tests["test_suite.py::test_decode[batch1]"]["metrics"]["requests"] == 12

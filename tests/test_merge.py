@@ -11,35 +11,19 @@ import pytest
 
 from pytest_llmperf.cli import main
 from pytest_llmperf.plugin.shard import parse_shard, split
-from pytest_llmperf.results.runs import find_runs, read_run
-from tests.conftest import GATED_THRESHOLDS, SUITE
-from tests.suite_run import make_project, run_project
+from pytest_llmperf.results.runs import read_run
 
 
 def test_shards_keep_each_configuration_whole_and_are_about_even() -> None:
     items = ["a1", "a2", "a3", "b1", "c1", "c2", "d1"]
     shards = split(items, lambda item: item[0], 2)
     assert shards == [["a1", "a2", "a3", "d1"], ["b1", "c1", "c2"]]
-    assert sorted(sum(shards, [])) == sorted(items)
+    assert sorted(item for shard in shards for item in shard) == sorted(items)
     assert split(items, lambda item: item[0], 5)[4] == []  # more shards than configurations
     assert parse_shard(" 2/3 ") == (2, 3)
     for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
         with pytest.raises(pytest.UsageError, match=r"--llmperf-shard: '.*'"):
             parse_shard(bad)
-
-
-@pytest.fixture(scope="module")
-def shard_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
-    """The small suite run as two shards, judged against thresholds (test_latency misses
-    its bound): the project's folder and the two runs, shard 1 first."""
-    root = make_project(tmp_path_factory.mktemp("shards"), SUITE)
-    (root / "thresholds" / "cpu").mkdir(parents=True)
-    (root / "thresholds" / "cpu" / "hf.yaml").write_text(GATED_THRESHOLDS)
-    for k in (1, 2):
-        out = run_project(root, f"--llmperf-shard={k}/2", "-m", "smoke")
-        assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-2000:]
-        assert "deselected" in out.stdout.splitlines()[-1], out.stdout[-2000:]
-    return root, [run.path for run in find_runs(root / "results")]
 
 
 def test_merged_shards_are_one_run_of_the_whole_suite(
@@ -81,7 +65,7 @@ def test_merged_shards_are_one_run_of_the_whole_suite(
 def test_merge_refuses_a_test_measured_twice(
     shard_runs: tuple[Path, list[Path]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    root, (first, _) = shard_runs
+    _, (first, _) = shard_runs
     again = tmp_path / "again"
     shutil.copytree(first, again)
     summary = json.loads((again / "summary.json").read_text())

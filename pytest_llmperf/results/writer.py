@@ -188,6 +188,16 @@ def read_records(run_dir: Path, kind: str) -> list[dict[str, Any]]:
     return records
 
 
+def worker_copies(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The `<kind>` records xdist workers kept in this run folder (`workers/gwN/`: those
+    that ran in the controller's folder). A run killed with its controller holds there the
+    records of the tests the workers were measuring, which the controller never received."""
+    records: list[dict[str, Any]] = []
+    for path in sorted(run_dir.glob(f"workers/*/{kind}.jsonl")):
+        records.extend(read_jsonl(path))
+    return records
+
+
 def build_summary(
     run_dir: Path,
     extra: Mapping[str, Any] | None = None,
