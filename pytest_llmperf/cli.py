@@ -296,7 +296,8 @@ def _rebuild(run: Run, force: bool) -> int:
         tests = read_test_records(run.path)
         requests = list(run.requests())
         known = {r.get("test_id") for r in requests} | {t.test_id for t in tests}
-        requests += [r for r in worker_copies(run.path, "requests") if r.get("test_id") not in known]
+        spare = worker_copies(run.path, "requests")  # xdist: tests the controller never got
+        requests += [r for r in spare if r.get("test_id") not in known]
         # A test the run was measuring when it was killed has request records only.
         cut_short = cut_short_tests(
             requests, tests, overview.settings_of(run), str(run.summary.get("started_at", ""))
