@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.cli import main
-from pytest_llmperf.plugin.shard import parse_shard, split
+from pytest_llmperf.suite.shard import parse_shard, split
 from pytest_llmperf.results.runs import read_run
 
 

@@ -6,7 +6,7 @@ Thin by design: each hook hands off to the run's `LLMPerfSession`, kept in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -35,9 +35,9 @@ from pytest_llmperf.plugin.own.gpus import (
 )
 from pytest_llmperf.plugin.session import LLMPerfSession
 from pytest_llmperf.plugin.settings import read_settings
-from pytest_llmperf.plugin.shard import Shard
 from pytest_llmperf.plugin.summary import write_terminal_summary
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
+from pytest_llmperf.suite.shard import split
 
 session_key = pytest.StashKey[LLMPerfSession]()
 #: An xdist worker's usage error for a test, found at collection: the test fails with it.
@@ -137,6 +137,25 @@ class _XdistController:
             self.session.receive(output[RECORDS_KEY])
         if "llmperf_threads" in output:
             self.session.worker_threads[node.workerinput["workerid"]] = output["llmperf_threads"]
+
+
+class Shard:
+    """`--llmperf-shard K/N` (`suite.shard`): deselects the tests of other shards, after
+    every other selection (`trylast`)."""
+
+    def __init__(self, k: int, n: int, key: Callable[[pytest.Item], Hashable]) -> None:
+        self.k, self.n, self.key = k, n, key
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        mine = split(items, self.key, self.n)[self.k - 1]
+        kept = set(map(id, mine))
+        others = [item for item in items if id(item) not in kept]
+        if others:
+            config.hook.pytest_deselected(items=others)
+            items[:] = [item for item in items if id(item) in kept]
 
 
 def _local_workers(node: Any) -> int:

@@ -20,7 +20,7 @@ from pytest_llmperf.plugin.gate import Gate, Rounds
 from pytest_llmperf.plugin.locations import check_folder_path
 from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
 from pytest_llmperf.plugin.progress import PROGRESS_MODES, ProgressMode
-from pytest_llmperf.plugin.shard import parse_shard
+from pytest_llmperf.suite.shard import parse_shard
 
 
 @dataclass(frozen=True)

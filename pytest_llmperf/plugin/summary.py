@@ -22,7 +22,7 @@ that what is said is what was recorded:
 
 A test's unreliable metrics (`measure.reliability`) and the settings a grid's engine did not
 take are noted too. Tests measured on several hosts (xdist workers elsewhere) are grouped by
-host, each host with its workers and GPUs (`results.hosts`).
+host, each host with its workers and GPUs (`results.readback.hosts`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_llmperf.measure.reliability import EVERY_METRIC
 from pytest_llmperf.measure.timed import OWN_ENGINE
 from pytest_llmperf.results.changes import unjudged_notes
-from pytest_llmperf.results.hosts import grouped, host_labels, host_lines
+from pytest_llmperf.results.readback.hosts import grouped, host_labels, host_lines
 from pytest_llmperf.results.readout import headline
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records

@@ -5,7 +5,8 @@ each configuration's engine loads in one shard only. Configurations go, in the o
 run meets them (the collection order, the same on every runner of one checkout), each to
 the shard with the fewest tests so far (ties: the lowest), so that shards are about even
 and every runner computes the same split without talking to the others. Tests of another
-shard are deselected, as `-k` does. `llmperf merge` joins the shards' run folders.
+shard are deselected, as `-k` does (`plugin.hooks`). `llmperf merge` joins the shards' run
+folders.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
-
-import pytest
 
 from pytest_llmperf.errors import LLMPerfUsageError
 
@@ -45,20 +44,3 @@ def split(items: Sequence[T], key: Callable[[T], Hashable], n: int) -> list[list
         shards[smallest].extend(group)
     return shards
 
-
-class Shard:
-    """Deselects the tests of other shards, after every other selection (`trylast`)."""
-
-    def __init__(self, k: int, n: int, key: Callable[[pytest.Item], Hashable]) -> None:
-        self.k, self.n, self.key = k, n, key
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(
-        self, config: pytest.Config, items: list[pytest.Item]
-    ) -> None:
-        mine = split(items, self.key, self.n)[self.k - 1]
-        kept = set(map(id, mine))
-        others = [item for item in items if id(item) not in kept]
-        if others:
-            config.hook.pytest_deselected(items=others)
-            items[:] = [item for item in items if id(item) in kept]
