@@ -16,6 +16,9 @@
 #          static cache compiled first, then the dynamic cache uncompiled), then, in the time
 #          left, hf's GPU tests (tests/test_hf_generate.py -k cuda: its greedy tokens equal
 #          batched generate's per setting, compiled by transformers on the GPU).
+#   speedups  seed 004's options as A/B tests (suites/test_hf_speedups.py, issue 26: each
+#          pair measured in turns, B/A with its interval), twice, each run its own results
+#          folder (results/), from which `llmperf calibrate` writes the GPU's bounds.
 #   tests  the GPU tests of both engines: tests/test_hf_graph.py and
 #          tests/test_triton_decode.py (hf-fast's graph path and kernels), then
 #          tests/test_hf_generate.py -k cuda (all of it, where call 2 ran out of time).
@@ -33,7 +36,7 @@
 # PYTHON=.venv/bin/python INSTALL=0 MODEL=tiny bash bench/gpu_decode_run.sh OUT 20
 set -u
 cd "$(dirname "$0")/.."
-usage="usage: [PART=fast|hf|tests] bench/gpu_decode_run.sh OUT_DIR [SECONDS]"
+usage="usage: [PART=fast|hf|speedups|tests] bench/gpu_decode_run.sh OUT_DIR [SECONDS]"
 out="${1:?$usage}"
 part="${PART:-fast}"
 seconds="${2:-530}"
@@ -42,9 +45,9 @@ if [[ -n ${2:-} && ! $2 =~ ^[0-9]+$ ]]; then  # the older form: OUT_DIR PART [SE
     seconds="${3:-530}"
 fi
 case "$part" in
-fast | hf | tests) ;;
+fast | hf | speedups | tests) ;;
 *)
-    echo "unknown PART '$part': fast, hf or tests ($usage)" >&2
+    echo "unknown PART '$part': fast, hf, speedups or tests ($usage)" >&2
     exit 2
     ;;
 esac
@@ -114,6 +117,17 @@ hf)
         -rs "${plugin[@]}"
     keep_results
     step 600 tests-hf.txt "${pytest[@]}" -q -rs tests/test_hf_generate.py -k cuda
+    ;;
+speedups)
+    built
+    # Two runs, each in its own pytest process (the drift between processes is what a
+    # bound must allow for); the second gets what the first left.
+    step $(($(left) / 2)) speedups-1.txt "${pytest[@]}" suites/test_hf_speedups.py --engine hf \
+        -rs "${plugin[@]}"
+    keep_results
+    step $(($(left) - 10)) speedups-2.txt "${pytest[@]}" suites/test_hf_speedups.py --engine hf \
+        -rs "${plugin[@]}"
+    keep_results
     ;;
 tests)
     step 300 tests.txt "${pytest[@]}" -q -rs tests/test_hf_graph.py tests/test_triton_decode.py

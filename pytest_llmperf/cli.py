@@ -67,6 +67,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pytest_llmperf.results import baseline  # as light as the trend parser's imports
+
     parser = _Parser(
         prog="llmperf", description="List, show, compare and report pytest-llmperf runs."
     )
@@ -128,6 +130,16 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="default: the project's (<rootdir>/<llmperf_thresholds_dir>, thresholds unless the "
         "ini says)",
+    )
+    calibrate.add_argument(
+        "--drift",
+        type=float,
+        default=baseline.DEFAULT_DRIFT,
+        metavar="FRACTION",
+        help="the least drift between runs to write bounds for, whatever the runs showed (a "
+        "machine other than the one calibrated on drifts more: BENCHMARKS.md 'Gate power' "
+        "measured 0.04-0.12 between pytest processes on the 2-core VM). Default: "
+        f"{baseline.DEFAULT_DRIFT:g}",
     )
 
     report = command("report", "a self-contained HTML report of one or more runs")
@@ -456,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             refs = [ref for given in args.runs for ref in run_refs(given, "llmperf calibrate")]
             runs = [open_run(ref, args.results_dir, baseline=True) for ref in refs]
             thresholds_dir = args.thresholds_dir or find_project().thresholds_dir
-            print("\n".join(calibrate(runs, thresholds_dir)))
+            print("\n".join(calibrate(runs, thresholds_dir, drift=args.drift)))
             return EXIT_OK
         if args.command == "report":
             return _report(args.runs, args.output, args.results_dir, args.force)

@@ -6,7 +6,9 @@ pytest suites/test_http_eval.py --engine vllm-server            # starts vLLM's 
 pytest suites/test_http_eval.py --engine openai --base-url URL  # a server you started
 
 The rows are `grids/http_eval_seed001.yaml`, measured in order in one test so that each
-gets its `speedup` over the first (`original_batch8`), the seed's "Speedup" column.
+gets its `speedup` over the first (`original_batch8`), the seed's "Speedup" column: rows
+measured one after another, not interleaved (`pytest_llmperf.measure.turns` defines speedup),
+so drift between them lands in it and it has no interval.
 Samples/s is `requests_per_s`: one sample is one generation request, however many of
 them share an HTTP request. The questions are the hundred one-digit sums asked four
 times (the seed's 400 samples), greedy, so `exact_match` shows that batching and token

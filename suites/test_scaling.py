@@ -1,5 +1,7 @@
 """Parallel workers (seed 003): throughput with 1, 2, 4, 8 and 16 requests in flight, with
 speedup over one worker and efficiency (speedup / workers) as metrics thresholds check.
+The points are measured one after another, not interleaved (`pytest_llmperf.measure.turns`
+defines speedup): drift between them lands in the speedup, which has no interval.
 (16 is the seed's "Maximum Throughput, 16+ workers" scenario; 4 and 8 its "Interactive
 API" and "Batch Processing".)
 

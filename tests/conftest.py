@@ -17,6 +17,14 @@ from pytest_llmperf.results.runs import find_runs
 from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import make_project, run_project
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CI has 45 minutes on 2 cores: its log names the slowest tests, so that the time a
+    # change adds is seen where it lands (`--durations N` on the command line wins).
+    if config.option.durations is None:
+        config.option.durations = 40
+
+
 # A benchmark test module as a user would write it, small enough for seconds on a CPU.
 SUITE = textwrap.dedent(
     """

@@ -44,6 +44,8 @@ class InstrumentServer:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.received_at: list[float] = []
+        #: For each streamed completion, when each token event was written (perf_counter).
+        self.emitted_at: list[list[float]] = []
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
@@ -102,6 +104,8 @@ class InstrumentServer:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         half = len(script.delays_s) // 2
+        emitted: list[float] = []
+        self.emitted_at.append(emitted)
         start = time.perf_counter()
         due = start
         for i, delay in enumerate(script.delays_s):
@@ -124,6 +128,7 @@ class InstrumentServer:
                 else:
                     choice["text"] = f" t{i}"
                 choices.append(choice)
+            emitted.append(time.perf_counter())
             await response.write(f"data: {json.dumps({'choices': choices})}\n\n".encode())
         if script.usage:
             usage = {"prompt_tokens": 7, "completion_tokens": len(script.delays_s) * n_choices}
@@ -171,6 +176,15 @@ class InstrumentServer:
         }
         await response.write((json.dumps(final) + "\n").encode())
         return response
+
+    def emitted_times_ms(self, request: int = -1) -> list[float]:
+        """When a request's token events were written, in ms from its arrival.
+
+        These are the moments the events happened, not the script's: a loaded machine
+        wakes the server late, and the client is judged on what it was sent.
+        """
+        arrival = self.received_at[request]
+        return [(t - arrival) * 1000 for t in self.emitted_at[request]]
 
     def scripted_times_ms(self) -> list[float]:
         """Cumulative times of the token events, from the request's arrival."""

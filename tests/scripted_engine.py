@@ -7,7 +7,8 @@ request is produced after a sleep of 1 / that rate, requests one after another. 
 tokenizer is a word tokenizer (a word per token), so workloads build exact-length prompts.
 
 Set `LLMPERF_SPEEDS` to a comma-separated list of factors (default 1) and `LLMPERF_RATE` to
-the base tokens per second (default 2000). Installed in a pytester project with
+the base tokens per second (default 2000); the setting `speed` (default 1) multiplies the rate
+of one configuration (an A/B test's two sides, `llmperf.compare`). Installed in a pytester project with
 `install_instrument(pytester)`, which registers it under the entry point `scripted`.
 """
 
@@ -28,13 +29,14 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
     Tokenizer,
 )
-from pytest_llmperf.engines.spec import EngineSpec, Traits
+from pytest_llmperf.engines.spec import EngineSpec, Setting, Traits
 
 SPEC = EngineSpec(
     name="scripted",
     target="scripted_engine:ScriptedEngine",
     doc="an instrument whose speed per round is scripted (tests of the gate only)",
     traits=Traits(uses_gpus=False),
+    settings=(Setting("speed", (int, float), 1.0, "a factor on the rate", above=0, maximum=100),),
 )
 
 
@@ -68,7 +70,7 @@ class ScriptedEngine:
         self._round = 0
         speeds = os.environ.get("LLMPERF_SPEEDS", "1")
         self._speeds = [float(s) for s in speeds.split(",")]
-        self._rate = float(os.environ.get("LLMPERF_RATE", "2000"))
+        self._rate = float(os.environ.get("LLMPERF_RATE", "2000")) * config.setting("speed", 1.0)
 
     def start(self) -> EngineInfo:
         return EngineInfo("scripted", self.config.model, "cpu", "none", {"speeds": self._speeds})

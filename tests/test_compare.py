@@ -22,7 +22,7 @@ from pytest_llmperf.cli import main
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.measure.metrics import spec_for
 from pytest_llmperf.results.changes import compare_metrics
-from pytest_llmperf.results.identity import Setup
+from pytest_llmperf.results.identity import Machine, Setup
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import load_requests, load_runs, open_run
 from pytest_llmperf.results.tolerances import Tolerance, parse_tolerances
@@ -306,6 +306,18 @@ def test_setups_differ_by_engine_model_name_and_hardware_key() -> None:
         "engine: hf vs vllm",
         "model: llama-3.2-1b vs tiny",
         "hardware: h100 vs h200",
+    ]
+
+
+def test_machines_differ_by_cpu_cores_memory_and_gpus() -> None:
+    vm = Machine("vm", "Xeon", 2, 23.5, ())
+    assert vm.differences(Machine("vm2", "Xeon", 2, 23.9, ())) == []  # memory within 5%
+    assert vm.differences(Machine(None, None, None, None, None)) == []  # unknown: no difference
+    assert vm.differences(Machine("box", "EPYC", 64, 512.0, ("NVIDIA H100",))) == [
+        "cpu: Xeon vs EPYC",
+        "cpus: 2 vs 64",
+        "memory: 24 GiB vs 512 GiB",
+        "gpus: none vs NVIDIA H100",
     ]
 
 

@@ -586,3 +586,16 @@ def test_update_rejects_bad_arguments(
 ) -> None:
     with pytest.raises(LLMPerfUsageError, match=message):
         update_thresholds(tmp_path / "t.yaml", {"t::a": {"ttft_ms.p90": 1.0}}, margin, defaults)
+
+
+def test_an_exact_bound_that_still_holds_is_kept_not_loosened_by_the_margin(
+    tmp_path: Path,
+) -> None:
+    # Accuracy of a deterministic model has no noise: a rewrite from a run that still meets
+    # its bound keeps it (the margin would only loosen 0.9 to 0.75); a run below it moves it.
+    path = tmp_path / "t.yaml"
+    path.write_text(f'schema: 1\ntests:\n  "{DECODE}":\n    accuracy: {{min: 0.9}}\n')
+    report = update_thresholds(path, {DECODE: {"accuracy": 1.0}}, 0.25, DEFAULTS)
+    assert report.loosened == [] and "accuracy: {min: 0.9}" in path.read_text()
+    report = update_thresholds(path, {DECODE: {"accuracy": 0.8}}, 0.25, DEFAULTS)
+    assert report.loosened == [f"{DECODE}: accuracy min 0.9 -> 0.6 (looser)"]

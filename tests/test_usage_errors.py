@@ -39,6 +39,19 @@ def test_unknown_engine_from_ini(project: pytest.Pytester) -> None:
 
 
 @pytest.mark.parametrize(
+    "ini, message",
+    [
+        ("llmperf_alpha = 0.7", "ini option llmperf_alpha: must be in (0, 0.5), got 0.7"),
+        ("llmperf_alpha = often", "ini option llmperf_alpha: 'often' is not a number"),
+        ("llmperf_drift = 1.5", "ini option llmperf_drift: must be in [[]0, 1), got 1.5"),
+    ],
+)
+def test_verdict_ini_options_are_checked(project: pytest.Pytester, ini: str, message: str) -> None:
+    project.makeini(f"[pytest]\n{ini}\n")
+    assert_usage_error(project.runpytest(), f"ERROR: {message}*")
+
+
+@pytest.mark.parametrize(
     "value, problem",
     [
         ("0,x", "bad item 'x'"),

@@ -5,6 +5,7 @@ speed in each round is scripted (tests/scripted_engine.py)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -87,7 +88,13 @@ def test_met_missed_and_inconclusive(
     result = measure(project, monkeypatch, "0.5,2,0.6,1.8")
     result.assert_outcomes(passed=1)
     assert checked(project) == {"output_tok_per_s": "inconclusive"}
-    result.stdout.fnmatch_lines(["*inconclusive 1/1*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*inconclusive 1/1*",
+            "warning: 1 test(s) passed undecided*--llmperf-strict fails them*"
+            "test_speed.py::test_speed (output_tok_per_s)*",
+        ]
+    )
     # ... which fails under --llmperf-strict.
     result = measure(project, monkeypatch, "0.5,2,0.6,1.8", "--llmperf-strict")
     result.assert_outcomes(failed=1)
@@ -145,14 +152,18 @@ def test_bounds_written_from_noise(
     measure(project, monkeypatch, "1,0.9", "--llmperf-update-thresholds").assert_outcomes(passed=1)
     text = (project.path / "thresholds" / "cpu" / "scripted.yaml").read_text()
     assert "output_tok_per_s: {min: " in text and "noise: " in text and "detects: " in text
-    # Several runs: their drift, measured.
-    for _ in range(3):
-        measure(project, monkeypatch, "1,0.9").assert_outcomes(passed=1)
+    # Several runs: their drift, measured; a run disturbed by other work (a tenth of the
+    # speed) is left out, and said so.
+    for speeds in ("1,0.9", "1,0.9", "0.1,0.1", "1,0.9"):
+        measure(project, monkeypatch, speeds)
     folder = project.path / "calibrated"
-    code = main(["calibrate", "latest:3", "--results-dir", str(project.path / "results"),
-                 "--thresholds-dir", str(folder)])  # fmt: skip
+    code = main(["calibrate", "latest:4", "--results-dir", str(project.path / "results"),
+                 "--thresholds-dir", str(folder), "--drift", "0.05"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and f"{KEY} (3 runs)" in out
+    assert re.search(
+        rf"note: {re.escape(KEY)}: left out run \S+: its output_tok_per_s 0\.\d+x", out
+    )
     written = (folder / "cpu" / "scripted.yaml").read_text()
     assert "runs: 3" in written and "rounds: 4" in written
     # The calibrated bound passes an unchanged run and fails a run at a third of the speed.

@@ -228,6 +228,9 @@ class EngineSpec:
     settings: tuple[Setting, ...] = ()
     traits: Traits = field(default_factory=Traits)
     doc: str = ""
+    #: The modules the engine imports when it starts (its library): an interpreter given
+    #: as its `python` setting must import them, and the child records their versions.
+    packages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.settings]
@@ -295,6 +298,17 @@ MAX_NUM_SEQS = Setting("max_num_seqs", (int,), prefix="batch", minimum=1)
 DTYPE = Setting("dtype", (str,), prefix="")
 QUANTIZATION = Setting("quantization", (str,), prefix="q")
 N_THREADS = Setting("n_threads", (int,), prefix="th", minimum=1)
+#: The interpreter an in-process engine runs under (`engines.isolated.interpreter`).
+PYTHON = Setting(
+    "python",
+    (str,),
+    None,
+    "the Python interpreter (a virtual environment's bin/python) the engine runs under, "
+    "in a child process of its own, so that two package versions are two configurations "
+    "of one run; this checkout's pytest_llmperf is put on its path; the versions of its "
+    "packages are recorded with each test. Default: pytest's own interpreter",
+    prefix="py",
+)
 SEED = Setting(
     "seed", (int,), 0, "sampling seed of requests that give none (runs repeat)", prefix="seed"
 )

@@ -114,6 +114,15 @@ def physical_indices(cuda_indices: tuple[int, ...]) -> tuple[int, ...]:
 
 def gpu_memory_used(physical: tuple[int, ...]) -> dict[int, int] | None:
     """Memory in use on each GPU (bytes), or None where NVML is not available."""
+    return _memory(physical, "used")
+
+
+def gpu_memory_free(physical: tuple[int, ...]) -> dict[int, int] | None:
+    """Memory free on each GPU (bytes), or None where NVML is not available."""
+    return _memory(physical, "free")
+
+
+def _memory(physical: tuple[int, ...], which: str) -> dict[int, int] | None:
     if not physical:
         return None
     try:
@@ -124,7 +133,9 @@ def gpu_memory_used(physical: tuple[int, ...]) -> dict[int, int] | None:
         return None
     try:
         return {
-            i: int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).used)
+            i: int(
+                getattr(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)), which)
+            )
             for i in physical
         }
     finally:

@@ -55,9 +55,10 @@ model bandwidth utilisation (`mbu`, `weights_bound_tok_per_s`) in
 `pytest_llmperf.measure.bandwidth`, prompt and generation speeds (`pp_tok_per_s`,
 `tg_tok_per_s`) in `pytest_llmperf.measure.prefill_decode`, GPU memory, utilisation, power
 and energy in `pytest_llmperf.hardware.telemetry`, goodput and the load client's self-check
-in `pytest_llmperf.suite.load`, accuracy in `pytest_llmperf.suite.accuracy`, speedup and
-scaling efficiency in `pytest_llmperf.suite.scaling`, and a dataset's output coverage in
-`pytest_llmperf.suite.workload_stats`. `SPECS` below lists every metric once, with its unit,
+in `pytest_llmperf.suite.load`, accuracy in `pytest_llmperf.suite.accuracy`, scaling
+efficiency in `pytest_llmperf.suite.scaling`, an A/B test's (`a.*`, `b.*`, the ratios
+`ratio.*` and `speedup`) in `pytest_llmperf.measure.turns`, and a dataset's output coverage
+in `pytest_llmperf.suite.workload_stats`. `SPECS` below lists every metric once, with its unit,
 direction (which way is better), kind and the module that defines it; thresholds,
 `llmperf compare`, the report and the exports read it, and nothing else defines a metric.
 
@@ -74,9 +75,10 @@ noise is multiplicative and skewed to the right, which logs make near-symmetric,
 quantile with n - 1 degrees of freedom pays for so few samples (a bootstrap's percentile
 interval of 3 values covers the truth in 74% of trials at a stated 95%). A metric that can be
 0 or negative gets a t interval on the values; a proportion over questions, a Wilson
-interval; samples that do not vary, none. Verdicts on those samples correct for the several
-metrics of a test by Holm's procedure and, for rounds until decided, spend the error rate
-over the looks. `pytest_llmperf.measure.stats` states each method and why.
+interval; samples that do not vary, none; a ratio B/A of an A/B test (`speedup`), the
+geometric mean of its pairs' ratios with a paired t interval on their logs. Verdicts on those
+samples correct for the several metrics of a test by Holm's procedure and, for rounds until
+decided, spend the error rate over the looks; `pytest_llmperf.measure.stats` says why.
 """
 
 from __future__ import annotations
@@ -143,6 +145,9 @@ _ACCURACY = "pytest_llmperf.suite.accuracy"
 _SCALING = "pytest_llmperf.suite.scaling"
 _WORKLOAD_STATS = "pytest_llmperf.suite.workload_stats"
 _TIMED = "pytest_llmperf.measure.timed"
+_TURNS = "pytest_llmperf.measure.turns"
+#: Prefixes of an A/B test's metrics (`measure.turns`): each side's, and B/A.
+AB_PREFIXES = ("a", "b", "ratio")
 
 
 #: Metrics judged as values, not through the interval of their per-round samples: whether
@@ -238,11 +243,8 @@ SPECS: tuple[MetricSpec, ...] = (
         ("token_f1", "ratio", "higher", "scalar"),
         ("truncation_rate", "ratio", "lower", "scalar"),
     ),
-    *_specs(
-        _SCALING,
-        ("speedup", "x", "higher", "scalar"),
-        ("efficiency", "ratio", "higher", "scalar"),
-    ),
+    *_specs(_SCALING, ("efficiency", "ratio", "higher", "scalar")),
+    *_specs(_TURNS, ("speedup", "x", "higher", "scalar")),
     *_specs(_WORKLOAD_STATS, ("output_coverage", "ratio", "higher", "scalar")),
     *_specs(_TIMED, ("call_s", "s", "lower", "scalar")),
 )
@@ -297,8 +299,14 @@ def metric_names() -> list[str]:
 
 
 def spec_for(path: str) -> MetricSpec | None:
-    """The spec behind a metric path (`output_tok_per_s`, `ttft_ms.p90`), or None."""
+    """The spec behind a metric path (`output_tok_per_s`, `ttft_ms.p90`, `a.ttft_ms.p90`,
+    `ratio.output_tok_per_s`), or None."""
     base, _, stat = path.partition(".")
+    if base in AB_PREFIXES and stat:
+        spec = spec_for(stat)
+        if base != "ratio" or spec is None:
+            return spec
+        return None if spec.judged_exactly else MetricSpec(path, "x", spec.better, "scalar", _TURNS)
     spec = metric_specs().get(base)
     if spec is None:
         return None

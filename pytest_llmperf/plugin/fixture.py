@@ -29,6 +29,7 @@ from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
 from pytest_llmperf.measure.evidence import marker_allowance, of_questions, of_requests
 from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds, repeat_plainly, run_rounds
+from pytest_llmperf.plugin.ab.compare import ComparisonMethods
 from pytest_llmperf.plugin.arguments import (
     check_config,
     check_evaluate_choices,
@@ -84,9 +85,9 @@ class Measurement:
         return flatten(self.metrics.as_dict())
 
 
-class LLMPerfFixture(TimingMethods):
-    """Measures workloads on the run's engine, and the test's own code (`TimingMethods`),
-    and records them for this test."""
+class LLMPerfFixture(TimingMethods, ComparisonMethods):
+    """Measures workloads on the run's engine, two sides in turns (`ComparisonMethods`) and
+    the test's own code (`TimingMethods`), and records them for this test."""
 
     def __init__(self, request: pytest.FixtureRequest, session: LLMPerfSession) -> None:
         self._request = request

@@ -36,6 +36,8 @@ INI_OPTIONS: list[tuple[str, str, str]] = [
     ("llmperf_progress", "live status line while a test measures: auto, on or off", "auto"),
     ("llmperf_rounds", "measured rounds per test, N or auto (like --llmperf-rounds)", ""),
     ("llmperf_strict", "fail on inconclusive verdicts too: true or false", "false"),
+    ("llmperf_alpha", "error rate of one test's verdicts (like --llmperf-alpha)", ""),
+    ("llmperf_drift", "least drift between runs against a baseline (like --llmperf-drift)", ""),
     (
         "llmperf_allow_mismatch",
         "compare against a baseline of another engine, model or hardware "
@@ -247,7 +249,8 @@ def add_verdict_options(addoption: AddOption) -> None:
         type=float,
         default=None,
         help="error rate of one test's verdicts: the chance that an unchanged setup is "
-        f"judged missed or regressed on any of its metrics. Default: {DEFAULT_ALPHA:g}.",
+        f"judged missed or regressed on any of its metrics (ini: llmperf_alpha). Default: "
+        f"{DEFAULT_ALPHA:g}.",
     )
     addoption(
         "--llmperf-drift",
@@ -257,7 +260,7 @@ def add_verdict_options(addoption: AddOption) -> None:
         default=None,
         help="the least drift between runs assumed against a baseline (the standard "
         "deviation of a run's mean, e.g. 0.02: about 2%%); pooled baselines (latest:N) "
-        f"measure it. Default: {DEFAULT_DRIFT:g}.",
+        f"measure it (ini: llmperf_drift). Default: {DEFAULT_DRIFT:g}.",
     )
     addoption(
         "--llmperf-strict",

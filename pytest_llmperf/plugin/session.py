@@ -340,15 +340,7 @@ class LLMPerfSession:
         memory_before = gpu_memory_used(physical)
         engine: Engine | None = None
         try:
-            if spec.traits.isolated or self.settings.isolate or bounded_in_process:
-                engine = IsolatedEngine(
-                    spec,
-                    engine_config,
-                    start_timeout_s=self.settings.engine_start_timeout_s,
-                    stream_timeout_s=self.settings.request_timeout_s,
-                )
-            else:
-                engine = load_engine_class(engine_config.engine)(engine_config)
+            engine = self.new_engine(engine_config, isolate=bounded_in_process)
             info = engine.start()
         except Exception as exc:
             self._engine_error = (
@@ -368,6 +360,22 @@ class LLMPerfSession:
         if memory_before is not None and memory_after is not None:
             self.engine_memory = {i: memory_after[i] - memory_before[i] for i in physical}
         return engine, info, load_s
+
+    def new_engine(self, engine_config: EngineConfig, isolate: bool = False) -> Engine:
+        """An engine for `engine_config`, not started: in a child process where its spec,
+        its `python` setting, `--llmperf-isolate` or `isolate` say so. `llmperf.compare`
+        starts its second side's this way, beside the loaded one (on the same GPUs)."""
+        spec = engine_spec(engine_config.engine)
+        # An engine under another interpreter (its `python` setting) runs in a child too.
+        other_python = engine_config.setting("python") is not None
+        if spec.traits.isolated or self.settings.isolate or isolate or other_python:
+            return IsolatedEngine(
+                spec,
+                engine_config,
+                start_timeout_s=self.settings.engine_start_timeout_s,
+                stream_timeout_s=self.settings.request_timeout_s,
+            )
+        return load_engine_class(engine_config.engine)(engine_config)
 
     def _record_start_failure(self, engine_config: EngineConfig, exc: Exception) -> None:
         """An engine that failed to start leaves the run folder with why and, for a

@@ -377,15 +377,30 @@ def _rounds(config: pytest.Config) -> Rounds | None:
     return int(text)
 
 
+def _given_or_ini(config: pytest.Config, name: str, option: str) -> tuple[float | None, str]:
+    """A number option's value (the command line's, else its ini twin's) and where it came
+    from, for the error that names it; None when neither gives one."""
+    given = config.getoption(name)
+    if given is not None:
+        return float(given), option
+    text = str(config.getini(name)).strip()
+    if not text:
+        return None, f"ini option {name}"
+    try:
+        return float(text), f"ini option {name}"
+    except ValueError:
+        raise LLMPerfUsageError(f"ini option {name}: {text!r} is not a number") from None
+
+
 def _gate(config: pytest.Config) -> Gate:
     """The verdict options, checked."""
     default = Gate()
-    alpha = config.getoption("llmperf_alpha")
+    alpha, alpha_source = _given_or_ini(config, "llmperf_alpha", "--llmperf-alpha")
     if alpha is not None and not 0 < alpha < 0.5:
-        raise LLMPerfUsageError(f"--llmperf-alpha: must be in (0, 0.5), got {alpha}")
-    drift = config.getoption("llmperf_drift")
+        raise LLMPerfUsageError(f"{alpha_source}: must be in (0, 0.5), got {alpha}")
+    drift, drift_source = _given_or_ini(config, "llmperf_drift", "--llmperf-drift")
     if drift is not None and not (0 <= drift < 1 and math.isfinite(drift)):
-        raise LLMPerfUsageError(f"--llmperf-drift: must be in [0, 1), got {drift}")
+        raise LLMPerfUsageError(f"{drift_source}: must be in [0, 1), got {drift}")
     low = config.getoption("llmperf_min_rounds") or default.min_rounds
     high = config.getoption("llmperf_max_rounds") or default.max_rounds
     if low < 2 or high < low:

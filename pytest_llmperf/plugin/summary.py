@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.measure.reliability import EVERY_METRIC
 from pytest_llmperf.measure.timed import OWN_ENGINE
+from pytest_llmperf.results import readout
 from pytest_llmperf.results.changes import unjudged_notes
 from pytest_llmperf.results.readback.hosts import grouped, host_labels, host_lines
 from pytest_llmperf.results.readout import headline
@@ -342,7 +343,33 @@ def run_notes(tests: Sequence[TestRecord], metadata: Mapping[str, Any]) -> list[
         *load_notes(metadata.get("load_average_at_start"), threads),
         *not_applied_notes(tests),
         *unreliable_notes(tests),
+        *inconclusive_notes(tests),
     ]
+
+
+def inconclusive_notes(tests: Sequence[TestRecord]) -> list[str]:
+    """One warning for the tests whose bounds or baseline stayed undecided: they passed
+    without evidence either way, which a green run must not hide (`--llmperf-strict` fails
+    them; more rounds, `--llmperf-rounds auto` or pooled baselines decide more)."""
+    undecided: list[str] = []
+    for test in tests:
+        metrics = [c.metric for c in test.thresholds.checked if c.verdict == "inconclusive"]
+        if test.baseline is not None:
+            metrics += [c.metric for c in test.baseline.judged if c.verdict == "inconclusive"]
+        if metrics:
+            undecided.append(f"{test.threshold_key} ({', '.join(dict.fromkeys(metrics))})")
+    if not undecided:
+        return []
+    return [
+        f"warning: {len(undecided)} test(s) passed undecided, neither within nor beyond a bound "
+        "or baseline with confidence (not failed; --llmperf-strict fails them, more rounds "
+        f"decide): {'; '.join(undecided)}"
+    ]
+
+
+def ab_lines(tests: Sequence[TestRecord]) -> list[str]:
+    """A line per A/B test (`llmperf.compare`): how its turns ran and its speedup."""
+    return [f"A/B {t.key}: {readout.ab_text(t)}" for t in tests if t.ab is not None]
 
 
 def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
@@ -389,6 +416,8 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
         if len(places) > 1:
             for line in host_lines(tests):
                 reporter.write_line(line)
+        for line in ab_lines(tests):
+            reporter.write_line(line)
         for note in run_notes(tests, session.metadata):
             reporter.write_line(note, yellow=True)
     for line in failures:

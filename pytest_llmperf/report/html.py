@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.report.ab import ab_section
 from pytest_llmperf.report.verdicts import tests_table, thresholds_state, verdicts_section
 from pytest_llmperf.results.runs import Run, time_order
 from pytest_llmperf.tables import format_number
@@ -133,6 +134,7 @@ def render_report(runs: Sequence[Run]) -> str:
     if len(runs) >= HISTORY_MIN_RUNS:
         parts.append(_history(runs))
     parts.append(tests_table(runs, labels))
+    parts.append(ab_section(runs, labels))
     parts.append(verdicts_section(runs, labels))
     parts.append(_errors(runs))
     from pytest_llmperf.results.compare import compare_runs
@@ -172,6 +174,8 @@ def _contents(runs: Sequence[Run]) -> str:
     if len(runs) >= HISTORY_MIN_RUNS:
         items.append('<li><a href="#history">History</a></li>')
     items.append('<li><a href="#tests">Tests</a></li>')
+    if any(t.ab for r in runs for t in r.tests):
+        items.append('<li><a href="#ab">A/B tests</a></li>')
     if any(t.thresholds.checked or t.baseline is not None for r in runs for t in r.tests):
         items.append('<li><a href="#verdicts">Verdicts</a></li>')
     items += [

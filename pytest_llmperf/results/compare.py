@@ -3,7 +3,9 @@ per-round samples where both runs have them (`results.baseline`), else point by 
 (`results.changes`), with tolerances (`results.tolerances`).
 
 Two runs of different engines, models or hardware compare setups, not one setup over
-time: `llmperf compare` shows both sides' (`results.identity`) and says when they differ.
+time: `llmperf compare` shows both sides' (`results.identity`) and says when they differ,
+down to the machines' CPUs, cores, memory and GPUs (two `cpu` runs of a 2-core VM and a
+64-core server); it compares them all the same.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pytest_llmperf.results.changes import (
     record_unreliable,
     unjudged_notes,
 )
-from pytest_llmperf.results.identity import Setup
+from pytest_llmperf.results.identity import Machine, Setup
 from pytest_llmperf.results.runs import Run
 from pytest_llmperf.results.tolerances import parse_tolerances
 
@@ -94,6 +96,18 @@ def setup_lines(base: Run, new: Run) -> list[str]:
         lines.append(
             f"WARNING: the runs differ in {'; '.join(differences)}: the changes below compare "
             "two setups, not one setup over time"
+        )
+    machine, other = Machine.of_run(base), Machine.of_run(new)
+    hardware = machine.differences(other)
+    if hardware:
+        lines.append(
+            f"WARNING: the runs were made on different hardware ({'; '.join(hardware)}): the "
+            "changes below include the machines' difference"
+        )
+    elif machine.host and other.host and machine.host != other.host:
+        lines.append(
+            f"note: the runs were made on two machines ({machine.host}, {other.host}) of the "
+            "same hardware as recorded (cpu, cores, memory, GPUs)"
         )
     return lines
 

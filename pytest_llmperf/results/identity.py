@@ -77,3 +77,49 @@ class Setup:
 def _same_hardware(one: str, other: str) -> bool:
     """As thresholds folders match: `h100` is `h100-80gb-hbm3` (a "-"-separated prefix)."""
     return one.startswith(other + "-") or other.startswith(one + "-")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The machine a run measured on, as its metadata (`run.json`'s `machine`) records it:
+    two runs of one hardware key (`cpu`) may still come from a 2-core VM and a 64-core server.
+    None where the run does not say."""
+
+    host: str | None
+    cpu: str | None
+    cpus: int | None
+    memory_gib: float | None
+    gpus: tuple[str, ...] | None
+
+    @classmethod
+    def of_run(cls, run: Run) -> Machine:
+        machine = run.summary.get("machine")
+        m = machine if isinstance(machine, dict) else {}
+        memory = m.get("memory_total_bytes")
+        gpus = m.get("gpus")
+        return cls(
+            m.get("hostname") if isinstance(m.get("hostname"), str) else None,
+            m.get("cpu") if isinstance(m.get("cpu"), str) else None,
+            m.get("cpu_count") if isinstance(m.get("cpu_count"), int) else None,
+            memory / 2**30 if isinstance(memory, (int, float)) and memory > 0 else None,
+            tuple(str(g.get("name")) for g in gpus if isinstance(g, dict))
+            if isinstance(gpus, list)
+            else None,
+        )
+
+    def differences(self, other: Machine) -> list[str]:
+        """`cpus: 2 vs 64` for each hardware part both sides know and that differs (memory
+        by more than 5%: the kernel's share moves it a little between boots)."""
+        found = []
+        if self.cpu and other.cpu and self.cpu != other.cpu:
+            found.append(f"cpu: {self.cpu} vs {other.cpu}")
+        if self.cpus and other.cpus and self.cpus != other.cpus:
+            found.append(f"cpus: {self.cpus} vs {other.cpus}")
+        mine, theirs = self.memory_gib, other.memory_gib
+        if mine and theirs and abs(mine - theirs) > 0.05 * max(mine, theirs):
+            found.append(f"memory: {mine:.0f} GiB vs {theirs:.0f} GiB")
+        if self.gpus is not None and other.gpus is not None and self.gpus != other.gpus:
+            found.append(
+                f"gpus: {', '.join(self.gpus) or 'none'} vs {', '.join(other.gpus) or 'none'}"
+            )
+        return found

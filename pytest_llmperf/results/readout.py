@@ -158,3 +158,50 @@ def verdict_columns(test: TestRecord) -> dict[str, Any]:
         "baseline": baseline_verdict(test),
         "baseline_metrics": "; ".join(change_text(c) for c in judged),
     }
+
+
+#: What an A/B test's view shows of each side and as B/A (`measure.turns`), where measured.
+AB_METRICS = (
+    "output_tok_per_s",
+    "requests_per_s",
+    "ttft_ms.p50",
+    "ttft_ms.p90",
+    "tpot_ms.p50",
+    "e2e_ms.p90",
+)
+
+
+def ratio_text(test: TestRecord, name: str) -> str:
+    """A ratio B/A with the 95% interval of its pairs (`1.52x [1.31, 1.77]`), or the value
+    alone where the pairs did not vary or were too few."""
+    value = test.metric(name)
+    if value is None:
+        return "-"
+    found = test.interval(name)
+    if found is None:
+        return f"{value:.3g}x"
+    return f"{value:.3g}x [{found.low:.3g}, {found.high:.3g}]"
+
+
+def ab_rows(test: TestRecord) -> list[tuple[str, str, str, str]]:
+    """An A/B test's metrics: (metric, A, B, B/A with its interval), A and B each with their
+    rounds' interval; none for a test that is no A/B test."""
+    if test.ab is None:
+        return []
+    return [
+        (metric, headline(test, f"a.{metric}"), headline(test, f"b.{metric}"), ratio)
+        for metric in AB_METRICS
+        if (ratio := ratio_text(test, f"ratio.{metric}")) != "-"
+    ]
+
+
+def ab_text(test: TestRecord) -> str:
+    """How an A/B test ran and its speedup: `interleaved, 4 pairs (ABBABAAB): speedup 1.52x
+    [1.31, 1.77]`; '' for a test that is no A/B test."""
+    ab = test.ab
+    if ab is None:
+        return ""
+    return (
+        f"{ab.get('mode')}, {ab.get('pairs')} pairs ({ab.get('order')}): "
+        f"speedup {ratio_text(test, 'speedup')}"
+    )

@@ -7,16 +7,15 @@ CLI, the HTML report, its plots and the dashboard) gets `TestRecord`s back throu
 `from_record()`, never the JSON by its keys. The JSON is the one `writer` has always
 written (its `schema_version` is the writer's): a run folder of any earlier version
 still reads. Fields added after the first version (`worker_pid`, `gpus`, `baseline`,
-`responses`, `evidence`) read as null where a record lacks them (`samples` and `unreliable`
-as empty, a judged change's `note` as null); keys this version does not know are left out (a
-later version may add some).
+`responses`, `evidence`, `ab`, a judged change's `note`) read as null where a record lacks
+them (`samples`, `unreliable`, `host` as empty); keys this version does not know are left out.
 
 Reading is strict: a field of the wrong type is a `RecordError`, a usage error that
 names the file, the line or entry, and the field (`results/r/tests.jsonl: line 3:
 thresholds.checked[0].ok: expected true or false, got a string`).
 
 Parts that are free-form by design stay JSON objects: the workload's `describe()`,
-the engine's `details`, settings, and `metrics`, the nested form of `metrics_flat`.
+the engine's `details`, settings, `ab` and `metrics`, the nested form of `metrics_flat`.
 """
 
 from __future__ import annotations
@@ -321,13 +320,10 @@ class TestRecord:
     baseline: BaselineRecord | None
     #: The responses table, relative to the run folder (`--llmperf-responses`).
     responses: str | None
-    #: The checks every measurement must pass (`measure.evidence`); None in records
-    #: written before they existed.
+    #: The checks every measurement must pass (`measure.evidence`); None in older records.
     evidence: Evidence | None = None
-    #: Per-round samples of the test's metrics, as `metrics_flat` names them: metric ->
-    #: one value per measured round (null for a round where the metric had none). Empty
-    #: in records written before samples were kept: readers then use the one value of
-    #: `metrics_flat` (see `samples_of`).
+    #: Per-round samples, as `metrics_flat` names them: metric -> one value per measured round
+    #: (null where the round had none). Empty in older records: readers use `metrics_flat`.
     samples: Mapping[str, tuple[Number | None, ...]] = field(default_factory=dict)
     #: Metrics that cannot be trusted, each with the reason (`*`: every metric); see
     #: `pytest_llmperf.measure.reliability`. No bound or baseline is made of them.
@@ -338,9 +334,11 @@ class TestRecord:
     #: name -> {unit, better, kind}, so that a reader in another process (`llmperf
     #: compare`) judges them as the run did. Empty in older records.
     declared_metrics: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    #: The host that measured the test (`hardware.environment.host_facts`): under xdist,
-    #: its worker's. Empty in older records.
+    #: The host that measured the test (`hardware.environment.host_facts`; xdist: its worker's).
     host: Mapping[str, Any] = field(default_factory=dict)
+    #: An A/B test (`llmperf.compare`, `plugin.ab`): how its turns ran and each side's
+    #: configuration and engine; its metrics are `a.*`, `b.*`, `ratio.*` (`measure.turns`).
+    ab: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -412,6 +410,7 @@ class TestRecord:
                 else {}
             ),
             host=f.json_object("host") if "host" in f.keys() else {},
+            ab=f.optional(lambda k: f.json_object(str(k)), "ab"),
         )
 
     def metric_specs(self) -> list[MetricSpec]:

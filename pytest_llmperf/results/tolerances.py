@@ -19,6 +19,9 @@ The defaults, and why:
     throughput, ttft/tpot/e2e p50 and p90     10%    what a shared GPU runner moves by
                                                      between nights
     call_s (a timed call of your code)        10%    a time like e2e, on the same runner
+    speedup (B/A of an A/B test)              10%    paired within each run, so drift between
+                                                     runs cancels; what is left is each run's
+                                                     own noise, as for throughput
     mbu                                       10%    decode speed over the card's fixed
                                                      bandwidth: it moves with the speeds
     energy_j, output_tok_per_j                15%    energy is power x time: the time's 10%,
@@ -67,6 +70,7 @@ DEFAULT_TOLERANCES: tuple[str, ...] = (
     "e2e_ms.p90:10%",
     "mbu:10%",
     "call_s:10%",
+    "speedup:10%",
     "energy_j:15%",
     "output_tok_per_j:15%",
     "peak_gpu_mem_bytes:5%",

@@ -12,7 +12,8 @@ checked twice, both times against engine specs (`engines.spec`), never a table o
   (`engines: [llamacpp, openai]`, or `any`): there a setting the engine does not take is
   not applied, and the test's record and the terminal summary say which; anywhere else it
   is a usage error naming the file and line, the engine and the settings it takes. The
-  engine's own arguments passed through (`vllm_args`, ...) are checked here too.
+  engine's own arguments passed through (`vllm_args`, ...) are checked here too, and an
+  interpreter given as `python` must be there and import the engine's library.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pytest_llmperf.engines import engine_spec, engine_specs, find_setting
+from pytest_llmperf.engines.isolated.interpreter import check_interpreter
 from pytest_llmperf.engines.native import check_native
-from pytest_llmperf.engines.spec import EngineSpec, Setting, freeze, plain, setting_names
+from pytest_llmperf.engines.spec import (
+    PYTHON,
+    EngineSpec,
+    Setting,
+    freeze,
+    plain,
+    setting_names,
+)
 from pytest_llmperf.errors import LLMPerfUsageError, did_you_mean
 from pytest_llmperf.suite.arguments import bad, text
 
@@ -246,5 +255,7 @@ def fit(config: Config, run_engine: str) -> Fit:
         if problem is not None:
             raise GridError(f"{here}: {problem} (engine {name!r})")
         check_native(setting, value, given, name, here)
+        if key == PYTHON.name:  # asks the interpreter, once per run
+            check_interpreter(value, spec.packages, here)
         applied[key] = value
     return Fit(name, applied, tuple(not_applied))

@@ -5,11 +5,15 @@ A worker is one request in flight: the engine's `max_num_seqs` (hf, vllm: the ba
 one it understands. With n workers the workload is n requests, one each, so every point
 does the same work per worker.
 
-    speedup(n)    = output_tok_per_s(n) / output_tok_per_s(1)
     efficiency(n) = speedup(n) / n            (1.0: linear scaling)
 
+where speedup(n) = output_tok_per_s(n) / output_tok_per_s(1), one worker's point as A and n
+workers' as B (speedup is defined once, in `pytest_llmperf.measure.turns`).
+
 Both are metrics of each labelled measurement (`workers1`, `workers2`, ...), so
-thresholds bound them like any other (`efficiency: {min: 0.5}`).
+thresholds bound them like any other (`efficiency: {min: 0.5}`). Here, as in every `Speedups`
+series, the points are measured one after another, not interleaved: drift between them lands
+in the ratio, which has no interval (an A/B test in turns, `llmperf.compare`, has both).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ class Speedups:
 
     speedup = rate / rate of the base (1.0 for the base itself), the "Speedup" column of
     a before/after table such as seed 001's (samples/s). Measure the base first: points
-    measured before it have no speedup (null).
+    measured before it have no speedup (null). Not interleaved (`measure.turns` defines
+    speedup, and says what that costs); `llmperf.compare` measures two points in turns.
     """
 
     def __init__(self, rate: str = "output_tok_per_s") -> None:

@@ -6,21 +6,40 @@ bounds into `<thresholds-dir>/<hardware>/<engine>.yaml` from the spread of the r
 of their rounds (`thresholds.noise`): the drift between runs that one run cannot see is then
 measured, not assumed. A test that some runs lack is written from the runs that have it.
 Runs of several engines or machines each go to their own file.
+
+A run disturbed by other work (another job on the machine's cores) is not the setup's noise:
+with four runs or more, a run whose mean headline metric sits far from the median run's
+(`OUTLIER_DISTANCE` robust standard deviations, and never nearer than that many drifts) is
+left out of that test's bounds, and the output says so. The drift floor (`--drift`) is the
+least noise written for, whatever the runs showed: runs made back to back on one machine
+drift less than runs on another day or another machine of the same kind.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.results.baseline import DEFAULT_DRIFT
+from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import Run
 from pytest_llmperf.thresholds.check import DEFAULT_ALPHA
 from pytest_llmperf.thresholds.update import Observed, update_thresholds
 
 #: The metrics a test without bounds gets (as under --llmperf-update-thresholds).
 DEFAULT_METRICS = ("output_tok_per_s", "ttft_ms.p90", "tpot_ms.p90", "e2e_ms.p90", "failure_rate")
+
+#: How far from the median run (in robust standard deviations of the runs' means, and at
+#: least this many drifts) a run's headline metric must sit to be left out as disturbed.
+OUTLIER_DISTANCE = 3.5
+#: The fewest runs the outlier rule looks at, and the fewest it leaves.
+_OUTLIER_RUNS = 4
+_KEPT_RUNS = 3
+#: The median absolute deviation of a normal sample, in standard deviations.
+_MAD_SD = 1.4826
 
 
 def calibrate(
@@ -44,16 +63,50 @@ def calibrate(
     lines: list[str] = []
     for (hardware, engine), tests in sorted(groups.items()):
         results: dict[str, Observed] = {}
+        used: dict[str, int] = {}
         for key, having in tests.items():
-            records = [r.test(key) for r in having]
-            found = [t for t in records if t is not None]
-            newest = found[-1]
+            pairs = [(r, t) for r in having if (t := r.test(key)) is not None]
+            disturbed = dict(disturbed_runs([t for _, t in pairs], drift))
+            for index, why in disturbed.items():
+                lines.append(f"note: {key}: left out run {pairs[index][0].run_id}: {why}")
+            found = [t for i, (_, t) in enumerate(pairs) if i not in disturbed]
+            newest, used[key] = found[-1], len(found)
             metrics = {m for t in found for m in t.samples}
             samples = {m: [list(t.samples_of(m)) for t in found] for m in metrics}
             results[key] = Observed(newest.metrics_flat, samples)
         path = thresholds_dir / hardware / f"{engine}.yaml"
-        report = update_thresholds(path, results, margin, DEFAULT_METRICS, drift, alpha)
-        lines += [f"{path}: {t} ({len(tests[t])} runs)" for t in report.written]
+        report = update_thresholds(
+            path, results, margin, DEFAULT_METRICS, drift, alpha, keep_met=True
+        )
+        lines += [f"{path}: {t} ({used[t]} runs)" for t in report.written]
         lines += [f"WARNING: {path}: {r}" for r in report.refused]
         lines += [f"WARNING: threshold loosened: {r}" for r in report.loosened]
     return lines
+
+
+def disturbed_runs(records: Sequence[TestRecord], drift: float) -> list[tuple[int, str]]:
+    """The runs of one test to leave out as disturbed (see the module docstring): their
+    indices in `records` and why, judged on the first headline metric every run sampled."""
+    if len(records) < _OUTLIER_RUNS:
+        return []
+    for metric in DEFAULT_METRICS:
+        samples = [r.samples_of(metric) for r in records]
+        if all(samples) and all(v > 0 for s in samples for v in s):
+            break
+    else:
+        return []
+    means = [sum(math.log(v) for v in s) / len(s) for s in samples]
+    middle = statistics.median(means)
+    spread = _MAD_SD * statistics.median(abs(m - middle) for m in means)
+    reach = OUTLIER_DISTANCE * max(spread, drift)
+    out = [(i, m) for i, m in enumerate(means) if abs(m - middle) > reach]
+    if len(records) - len(out) < _KEPT_RUNS:
+        return []
+    return [
+        (
+            i,
+            f"its {metric} {math.exp(m - middle):.2f}x the median run's (disturbed: further "
+            f"than {reach:.2f} in logs)",
+        )
+        for i, m in out
+    ]

@@ -97,11 +97,14 @@ def update_thresholds(
     default_metrics: Sequence[str],
     drift: float = DEFAULT_DRIFT,
     alpha: float = DEFAULT_ALPHA,
+    keep_met: bool = False,
 ) -> UpdateReport:
     """Rewrite `path` so that each test's reliable measurements pass: from their noise where
     they were measured round by round (`drift` the floor of the noise between runs, `alpha`
     the error rate the bounds will be judged at), else with `margin` to spare; merged under
-    a lock with what the file holds when it is written."""
+    a lock with what the file holds when it is written. A bound of a metric judged exactly
+    that the measurement meets is kept; with `keep_met` (`llmperf calibrate`, which writes
+    bounds from noise), so is a met bound of any metric without per-round samples."""
 
     if not 0 <= margin < 1:
         raise LLMPerfUsageError(f"threshold margin must be at least 0 and below 1, got {margin}")
@@ -114,7 +117,7 @@ def update_thresholds(
         for test, result in results.items()
     }
     with _locked(path.parent):
-        return _update(path, observed, _Rule(margin, drift, alpha), default_metrics)
+        return _update(path, observed, _Rule(margin, drift, alpha, keep_met), default_metrics)
 
 
 _SIDES: tuple[Side, Side] = ("min", "max")
@@ -127,6 +130,7 @@ class _Rule:
     margin: float
     drift: float
     alpha: float
+    keep_met: bool = False
 
     def limits(
         self, metric: str, value: float, runs: Sequence[Sequence[float]], shape: tuple[bool, bool]
@@ -199,7 +203,10 @@ def _update(
             if metric in bad:
                 refused.append(f"{test_id}: {metric}: no bound written: {bad[metric]}")
                 continue
-            fresh[metric] = rule.limits(metric, value, observed.runs.get(metric, ()), sides)
+            runs = observed.runs.get(metric, ())
+            if _kept(metric, existing.get(metric), value, not runs and rule.keep_met):
+                continue
+            fresh[metric] = rule.limits(metric, value, runs, sides)
         if fresh:
             old = {b.metric: b for b in before.bounds_for(test_id)}
             for metric, limits in sorted(fresh.items()):
@@ -212,6 +219,16 @@ def _update(
         _parse(text, path)  # never replace a good file with one that does not load
         _write_atomic(path, text)
     return UpdateReport(written, loosened, refused)
+
+
+def _kept(metric: str, bound: Written | None, value: float, unsampled: bool) -> bool:
+    """Whether a bound stays as it is: one of a metric judged exactly (accuracy of a
+    deterministic model, a failure rate, coverage), or of an `unsampled` one, has no noise to
+    be written from, and a value that still meets it would only loosen it by the margin."""
+    spec = spec_for(metric)
+    if bound is None or spec is None or not (spec.judged_exactly or unsampled):
+        return False
+    return (bound.min is None or value >= bound.min) and (bound.max is None or value <= bound.max)
 
 
 def _default_shape(metric: str) -> tuple[bool, bool]:

@@ -20,6 +20,7 @@ from pytest_llmperf.engines.spec import (
     MAX_MODEL_LEN,
     MAX_NUM_SEQS,
     N_THREADS,
+    PYTHON,
     SEED,
     TENSOR_PARALLEL_SIZE,
     EngineSpec,
@@ -81,6 +82,7 @@ _SHARED = (
     TENSOR_PARALLEL_SIZE.but(doc="must be 1: the hf engines run on one device"),
     Setting("score_batch_size", (int,), 64, "rows per scoring pass", prefix="sbs", minimum=1),
     FROM_PRETRAINED_ARGS,
+    PYTHON,
 )
 
 HF = EngineSpec(
@@ -144,6 +146,7 @@ HF = EngineSpec(
         ),
     ),
     traits=Traits(scores=True, local_model=True),
+    packages=("torch", "transformers"),
 )
 
 HF_FAST = EngineSpec(
@@ -186,4 +189,5 @@ HF_FAST = EngineSpec(
         ),
     ),
     traits=Traits(scores=True, local_model=True),
+    packages=("torch", "transformers"),
 )

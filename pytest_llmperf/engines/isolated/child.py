@@ -1,13 +1,16 @@
 """The child side of an isolated engine: one engine, one process, driven over a pipe.
 
-This module is what `multiprocessing` imports in the child before anything else of
-ours, so it must not import torch, CUDA or the engine at import time: `serve` pins the
-GPUs (`CUDA_VISIBLE_DEVICES`) first, then imports the engine.
+The parent runs `python -m pytest_llmperf.engines.isolated.child FD` under the engine's
+interpreter (pytest's own, or the engine's `python` setting), with `FD` one end of a
+socket pair. This module must not import torch, CUDA or the engine at import time:
+`serve` pins the GPUs (`CUDA_VISIBLE_DEVICES`) first, then imports the engine.
 
-Messages, parent -> child: ("encode", text), ("decode", ids), ("score", score
-requests), ("stream", requests), ("close",). Child -> parent: ("ready", info) or
-("error", text) after start; ("ok", value) for encode/decode/score; ("chunk", chunk)...
-then ("done",) for stream, or ("error", text) if the engine raised.
+Messages, parent -> child: ("start", Start) first; then ("encode", text), ("decode",
+ids), ("score", score requests), ("stream", requests), ("close",). Child -> parent:
+("ready", info) or ("error", text) after start; ("ok", value) for encode/decode/score;
+("chunk", chunk)... then ("done",) for stream, or ("error", text) if the engine raised.
+The ready info's details carry the child's interpreter and package versions
+(`interpreter.environment`) under "interpreter".
 """
 
 from __future__ import annotations
@@ -16,8 +19,44 @@ import importlib
 import os
 import sys
 import traceback
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Start:
+    """What the child needs to start its engine (the parent's first message)."""
+
+    target: str
+    streams_tokens: bool
+    config: Any
+    visible: str
+    log_path: str
+    #: Folders put on the child's path after its own (the parent's project folders, so
+    #: that an engine class defined beside the tests is found); all of the parent's path
+    #: when the child runs the parent's interpreter, as multiprocessing's spawn did.
+    sys_path: tuple[str, ...]
+    replace_path: bool
+
+
+def main() -> None:
+    conn = Connection(int(sys.argv[1]))
+    kind, start = conn.recv()
+    if kind != "start":
+        raise SystemExit(f"expected a start message, got {kind!r}")
+    if start.replace_path:
+        sys.path[:] = list(start.sys_path)
+    else:
+        sys.path.extend(p for p in start.sys_path if p not in sys.path)
+    serve(
+        conn,
+        start.target,
+        start.streams_tokens,
+        start.config,
+        start.visible,
+        start.log_path,
+    )
 
 
 def serve(
@@ -44,6 +83,10 @@ def serve(
         module_name, _, attr = target.partition(":")
         engine = getattr(importlib.import_module(module_name), attr)(config)
         info = engine.start()
+        from pytest_llmperf.engines.isolated.interpreter import environment
+
+        details = {**info.details, "interpreter": environment()}
+        info = replace(info, details=details)
     except BaseException:
         text = traceback.format_exc()
         print(text, file=sys.stderr, flush=True)  # the log keeps it for whoever reads it later
@@ -80,3 +123,7 @@ def serve(
         engine.close()
     finally:
         conn.close()
+
+
+if __name__ == "__main__":
+    main()

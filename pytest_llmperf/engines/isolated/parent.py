@@ -3,7 +3,7 @@
 Why: GPU memory held by one configuration (a vLLM engine, its CUDA context, a leaked
 tensor) must not survive into the next, and a crash, hang or out-of-memory in one
 configuration must fail only its own tests. So the parent never imports the engine:
-it spawns a child with `CUDA_VISIBLE_DEVICES` set before anything can start CUDA,
+it starts a child with `CUDA_VISIBLE_DEVICES` set before anything can start CUDA,
 talks to it over a pipe (`isolated.child`), and on close ends the child's whole
 process group, then waits until the GPUs' memory is back to where it was before the
 engine started (NVML), or on a CPU machine until every process of the group is gone.
@@ -15,6 +15,12 @@ child's log. `terminate` ends the child from another thread (the per-test bound'
 watchdog): a native call that hangs in the child cannot stop the parent from ending it.
 The reaper (`pytest_llmperf.procs.reaper`) ends the child's group if the parent dies first.
 
+The child runs under pytest's interpreter, or the one the engine's `python` setting names
+(`isolated.interpreter`: checked before it starts, its package versions recorded in the
+engine's info, `details["interpreter"]`). It is a plain subprocess rather than
+multiprocessing's spawn, which would hand the child this process's `sys.path`, and so this
+environment's packages, whatever the interpreter.
+
 The child's log is deleted when the engine closes cleanly, and kept when the engine
 died (the error message names it).
 """
@@ -25,6 +31,8 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -40,6 +48,8 @@ from pytest_llmperf.engines.base import (
     ScoreResult,
     StreamChunk,
 )
+from pytest_llmperf.engines.isolated.child import Start
+from pytest_llmperf.engines.isolated.interpreter import check_interpreter, child_env
 from pytest_llmperf.engines.spec import EngineSpec
 from pytest_llmperf.hardware.gpus import gpu_memory_used, physical_indices
 from pytest_llmperf.procs.reaper import end_group, group_alive, reaper
@@ -54,6 +64,31 @@ LOG_TAIL_CHARS = 3000
 
 class EngineDied(RuntimeError):
     """The engine's process died, hung past its bound, or could not start."""
+
+
+class _Child:
+    """The child process, with the few calls of `multiprocessing.Process` this module uses."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """As multiprocessing says it: negative for the signal that ended the child."""
+        return self._popen.poll()
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 class _RemoteTokenizer:
@@ -88,7 +123,7 @@ class IsolatedEngine:
         self.start_timeout_s = start_timeout_s
         self.stream_timeout_s = stream_timeout_s
         self.release_timeout_s = release_timeout_s
-        self._process: Any = None
+        self._process: _Child | None = None
         self._conn: Connection | None = None
         self._physical = physical_indices(config.gpus)
         self._baseline: dict[int, int] | None = None
@@ -150,27 +185,25 @@ class IsolatedEngine:
             self.config.not_applied,
         )
         visible = ",".join(str(i) for i in self._physical)
-        context = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = context.Pipe()
-        from pytest_llmperf.engines.isolated.child import serve
-
-        self._process = context.Process(
-            target=serve,
-            name=f"llmperf-{self.config.engine}",
-            args=(
-                child_conn,
-                self.spec.target,
-                self.spec.traits.streams_tokens,
-                child_config,
-                visible,
-                str(self._log_path),
-            ),
-            daemon=False,
-        )
-        self._process.start()
-        reaper.watch(self._process.pid)  # the child makes itself a group leader at once
+        python = self.config.setting("python")
+        if python is not None:
+            check_interpreter(python, self.spec.packages, f"engine {self.config.engine!r}")
+        parent_conn, child_conn = multiprocessing.Pipe()
+        with open(self._log_path, "ab") as log:
+            popen = subprocess.Popen(
+                [python or sys.executable, "-m", __package__ + ".child", str(child_conn.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(child_conn.fileno(),),
+                env=child_env(python or sys.executable, visible),
+                process_group=0,  # a group of its own, so that ending it ends what it starts
+            )
+        self._process = _Child(popen)
+        reaper.watch(popen.pid)
         child_conn.close()
         self._conn = parent_conn
+        self._send(("start", self._start_message(child_config, visible, python)))
         message = self._receive(self.start_timeout_s, "starting")
         if message[0] == "error":
             self.death_cause = "engine failed to start"  # keeps the log its message names
@@ -180,6 +213,24 @@ class IsolatedEngine:
             )
         info: EngineInfo = message[1]
         return info
+
+    def _start_message(self, config: EngineConfig, visible: str, python: str | None) -> Start:
+        # Under another interpreter only the parent's project folders travel (this
+        # environment's packages would shadow the child's own); under ours all of its
+        # path, as multiprocessing's spawn gave it.
+        ours = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+        project = tuple(
+            p for p in sys.path if p and not any(Path(p).resolve().is_relative_to(o) for o in ours)
+        )
+        return Start(
+            target=self.spec.target,
+            streams_tokens=self.spec.traits.streams_tokens,
+            config=config,
+            visible=visible,
+            log_path=str(self._log_path),
+            sys_path=tuple(sys.path) if python is None else project,
+            replace_path=python is None,
+        )
 
     def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[StreamChunk]:
         self._send(("stream", list(requests)))
@@ -231,7 +282,7 @@ class IsolatedEngine:
             raise self._died(f"pipe to the engine broke ({exc})") from None
 
     def _receive(self, timeout_s: float, doing: str) -> tuple[Any, ...]:
-        assert self._conn is not None
+        assert self._conn is not None and self._process is not None
         deadline = time.monotonic() + timeout_s
         while True:
             # Poll in short slices so that a dead child is noticed at once.

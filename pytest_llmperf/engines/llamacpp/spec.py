@@ -16,6 +16,7 @@ from pytest_llmperf.engines.spec import (
     MAX_MODEL_LEN,
     MAX_NUM_SEQS,
     N_THREADS,
+    PYTHON,
     QUANTIZATION,
     SEED,
     EngineSpec,
@@ -61,6 +62,7 @@ LLAMACPP = EngineSpec(
         N_GPU_LAYERS,
         QUANTIZATION_LLAMA,
         SEED,
+        PYTHON,
         Setting(
             "llama_args",
             (Mapping,),
@@ -83,6 +85,7 @@ LLAMACPP = EngineSpec(
         ),
     ),
     traits=Traits(local_model=True, gguf_model=True),
+    packages=("llama_cpp",),
 )
 
 #: Flags the harness gives either server itself (llama-server's, llama-cpp-python's).

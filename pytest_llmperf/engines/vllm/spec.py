@@ -14,6 +14,7 @@ from pytest_llmperf.engines.spec import (
     DTYPE,
     MAX_MODEL_LEN,
     MAX_NUM_SEQS,
+    PYTHON,
     QUANTIZATION,
     SEED,
     TENSOR_PARALLEL_SIZE,
@@ -90,6 +91,7 @@ VLLM = EngineSpec(
     doc="vLLM's offline LLM, always in a child process of its own",
     settings=(
         *SETTINGS,
+        PYTHON,
         Setting(
             "vllm_args",
             (Mapping,),
@@ -105,6 +107,7 @@ VLLM = EngineSpec(
         ),
     ),
     traits=Traits(isolated=True, streams_tokens=False, scores=True, local_model=True),
+    packages=("torch", "vllm"),
 )
 
 _SERVER_FLAGS = NativeArgs(

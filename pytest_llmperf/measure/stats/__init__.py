@@ -66,6 +66,17 @@ Against a baseline (`judge_change`)
     difference and the tolerance absolute; a linear tolerance of 0 (`failure_rate:0`, any
     new failure) is judged exactly.
 
+Two sides paired by turn (`paired_ratio`)
+    `llmperf.compare` measures A and B in turns, ABBA BAAB ..., one pair of turns (one round
+    of each side, or a block of rounds where the engines are swapped) at a time. Machine drift
+    moves both turns of a pair alike and cancels in their ratio r_i = b_i / a_i, and the ABBA
+    order cancels a linear drift within each group of two pairs. The ratio B/A is the
+    geometric mean of the r_i with a t interval on log r_i (n - 1 df for n pairs): the paired
+    t interval, which fits the 3-10 pairs a benchmark affords for the reasons the log-t
+    interval above does. A bound on a ratio (`speedup: {min: 1.1}`) is judged on the r_i
+    like any other metric on its samples (`judge_bound`, so Holm's correction and the looks of
+    rounds until decided apply unchanged): met means B beats A by the bound with confidence.
+
 Several metrics in one test (`correct`)
     Holm's step-down procedure over the metrics' one-sided p-values keeps the chance that
     any metric of an unchanged test is missed / regressed at alpha, whatever the dependence
@@ -119,6 +130,7 @@ from pytest_llmperf.measure.stats.distributions import (
 )
 from pytest_llmperf.measure.stats.estimate import Estimate, Method, Scale, estimate, proportion
 from pytest_llmperf.measure.stats.multiple import Judged, correct, holm_adjust
+from pytest_llmperf.measure.stats.paired import pair_ratios, paired_ratio
 from pytest_llmperf.measure.stats.sequential import (
     Continuation,
     Spending,
@@ -152,6 +164,8 @@ __all__ = [
     "look_alpha",
     "normal_cdf",
     "normal_ppf",
+    "pair_ratios",
+    "paired_ratio",
     "proportion",
     "round_alpha",
     "should_continue",
