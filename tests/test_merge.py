@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llmperf.cli import main
-from pytest_llmperf.suite.shard import parse_shard, split
 from pytest_llmperf.results.runs import read_run
+from pytest_llmperf.suite.shard import parse_shard, split
 
 
 def test_shards_keep_each_configuration_whole_and_are_about_even() -> None:

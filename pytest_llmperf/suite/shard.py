@@ -43,4 +43,3 @@ def split(items: Sequence[T], key: Callable[[T], Hashable], n: int) -> list[list
         smallest = min(range(n), key=lambda i: len(shards[i]))
         shards[smallest].extend(group)
     return shards
-
