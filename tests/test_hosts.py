@@ -3,7 +3,9 @@ user, measure into the controller's run, their records sent with their tests' re
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +102,27 @@ def test_workers_in_other_folders_measure_into_the_controllers_run(tmp_path: Pat
         copy = Path(cwd) / "suite" / "results" / run_dir.name / "workers" / worker
         assert (copy / "tests.jsonl").exists()
     assert not (run_dir / "workers").exists()
+    _report_groups_by_host(run_dir, tmp_path / "report.html", a, b)
+
+
+def _report_groups_by_host(run_dir: Path, out: Path, a: Path, b: Path) -> None:
+    """The HTML report of a run measured in two places: a host column in the tests table
+    with each place's rows together, and a line per place (workers, GPUs) in the header."""
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    page = out.read_text()
+    tests = page.split('<h2 id="tests">', 1)[1].split("</table>", 1)[0]
+    head = re.findall(r"<th>(.*?)</th>", tests)
+    assert head[:3] == ["test", "host", "config"], head
+    rows = re.findall(r'<span class="id">(.*?)</span></td><td class="host">(.*?)</td>', tests)
+    assert {html.unescape(test) for test, _ in rows} == TESTS
+    places = [html.unescape(place) for _, place in rows]
+    assert places == sorted(places, key=places.index)  # each place's rows together
+    assert {p.rsplit(":", 1)[1] for p in places} == {str(a), str(b)}
+    (hosts,) = re.findall(r"<tr><th>hosts</th><td>(.*?)</td></tr>", page)
+    lines = [html.unescape(line) for line in hosts.split("<br>")]
+    assert len(lines) == 2, lines
+    assert any(f":{a}: " in line and "GPUs none (LLMPERF_GPUS in xdist" in line for line in lines)
+    assert any(f":{b}: " in line and "GPUs none (--gpus)" in line for line in lines)
 
 
 def test_a_worker_over_ssh_as_another_user_measures_into_the_controllers_run(
