@@ -64,6 +64,7 @@ def run_rounds(
     *,
     repeat: Repeat = repeat_plainly,
     before_measuring: Callable[[], None] = lambda: None,
+    before_round: Callable[[int], None] = lambda index: None,
     after_round: Callable[[list[RequestRecord]], None] = lambda records: None,
     on_round: Callable[[int, Sequence[RequestRecord], float], None] = lambda i, r, d: None,
     keep_going: Callable[[Rounds], bool] | None = None,
@@ -71,7 +72,8 @@ def run_rounds(
     """Run `plan`'s rounds of `requests` on `engine`.
 
     `before_measuring` is called just before the first measured round (telemetry covers
-    the measured rounds, not the warm-up); `after_round` with each measured round's
+    the measured rounds, not the warm-up), `before_round` before each measured round with
+    its index (a split load's barrier, `suite.split`); `after_round` with each measured round's
     records when the round ends, before they are kept (it may raise to stop); `on_round`
     with the round's index (from 0), its records and its duration once they are kept (a
     live status line: it must not raise).
@@ -97,6 +99,8 @@ def run_rounds(
         index = count - plan.warmup_rounds
         count += 1
 
+        if not warmup:
+            before_round(index)
         if index == 0:
             before_measuring()
         # Records are handed over when the round ends, not while it runs: a write inside

@@ -58,6 +58,7 @@ from pytest_llmperf.suite.accuracy import ChoiceTask
 from pytest_llmperf.suite.arguments import bad
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
 from pytest_llmperf.suite.load import SLO, Arrivals
+from pytest_llmperf.suite.split import LoadShare, barrier
 from pytest_llmperf.suite.workload import (
     Workload,
     check_responses,
@@ -148,6 +149,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         score: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None,
         derived: Callable[[AggregateMetrics], Mapping[str, float | None]] | None = None,
         allowed_failure_rate: float | None = None,
+        share: LoadShare | None = None,
     ) -> Measurement:
         """Run `workload` on the engine for `config`: warm-up rounds, then measured rounds.
 
@@ -167,7 +169,9 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         `model` replaces the run's `--model` for this call; `score` turns the measured
         records into more metrics (e.g. `GenerationTask.score`: exact match), checked by
         thresholds like the rest; `derived` turns the aggregate metrics into more (e.g.
-        `ScalingSeries.metrics`: speedup over one worker).
+        `ScalingSeries.metrics`: speedup over one worker). `share` makes the call one
+        client's share of a load split over xdist workers (`split_load`, `suite.split`):
+        each measured round starts when every share has reached it.
         """
         check_measure(
             config,
@@ -182,6 +186,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
             score=score,
             derived=derived,
             allowed_failure_rate=allowed_failure_rate,
+            share=share,
         )
         assert workload is not None  # checked: a workload
         key = self._claim("measure()", label)
@@ -203,7 +208,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         started = self._start_engine(engine_config, config)
         requests = self._build_requests(subject, started, workload, arrivals)
         looks = RoundsUntilDecided(self._session, key, engine_config.engine, more) if auto else None
-        measured, telemetry = self._run_rounds(started, requests, plan, looks)
+        measured, telemetry = self._run_rounds(started, requests, plan, looks, share)
         metrics = aggregate(measured, telemetry, more, self._physical(), started.info.details)
         samples = round_samples(measured, more)
         rounds_done = len(measured.durations)
@@ -216,7 +221,8 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         evidence = of_requests(measured.records, allowed)
         responses = self._write_responses(key, requests, measured)
         outcome = Outcome(metrics, verdicts, evidence, responses, samples, stop)
-        self._record(make_record(self._session, subject, started, plan, outcome))
+        record = make_record(self._session, subject, started, plan, outcome)
+        self._record(replace(record, split=share.describe()) if share else record)
         self._fail_if_dead(started.engine, key)
         self._fail_if_missed(key, outcome)
         return Measurement(
@@ -340,6 +346,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         requests: list[GenerationRequest],
         plan: RoundPlan,
         looks: RoundsUntilDecided | None = None,
+        share: LoadShare | None = None,
     ) -> tuple[Rounds, dict[str, float | None]]:
         """The plan's rounds, and the GPUs' telemetry over the measured ones."""
         if not requests:  # nothing to send (a workload that built none): the evidence says so
@@ -362,6 +369,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
                 plan,
                 repeat=self._repeat,
                 before_measuring=sampler.start,
+                before_round=barrier(share, getattr(self._request.config, "workerinput", None)),
                 after_round=lambda records: self._keep_round(requests, records),
                 on_round=progress.on_round,
                 keep_going=looks,

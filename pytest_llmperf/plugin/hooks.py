@@ -36,6 +36,7 @@ from pytest_llmperf.plugin.own.gpus import (
 from pytest_llmperf.plugin.session import LLMPerfSession
 from pytest_llmperf.plugin.settings import read_settings
 from pytest_llmperf.plugin.summary import write_terminal_summary
+from pytest_llmperf.procs.rendezvous import RENDEZVOUS_KEY, Rendezvous
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
 from pytest_llmperf.suite.shard import split
 
@@ -114,10 +115,16 @@ class _XdistController:
 
     def __init__(self, session: LLMPerfSession) -> None:
         self.session = session
+        #: The barrier of loads split over workers (`suite.split`), started with the first.
+        self.rendezvous: Rendezvous | None = None
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["llmperf_run_id"] = self.session.run_id
         self.session.xdist_run_uid = node.workerinput.get("testrunuid")
+        if self.rendezvous is None:
+            self.rendezvous = Rendezvous(remote=_local_workers(node) < _all_workers(node))
+        here = bool(node.gateway.spec.popen)
+        node.workerinput[RENDEZVOUS_KEY] = self.rendezvous.address(local=here)
         if not node.gateway.spec.popen:
             return  # another host (`--tx ssh=...`): this one's CPUs are not its to share
         share = self.session.xdist_share(node.workerinput["workerid"], _local_workers(node))
@@ -130,6 +137,10 @@ class _XdistController:
         records = report.__dict__.pop(RECORDS_KEY, None)
         if records:
             self.session.receive(records)
+
+    def pytest_unconfigure(self) -> None:
+        if self.rendezvous is not None:
+            self.rendezvous.close()
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         output = getattr(node, "workeroutput", None) or {}
@@ -164,6 +175,12 @@ def _local_workers(node: Any) -> int:
     from xdist.workermanage import parse_tx_spec_config
 
     return sum(1 for tx in parse_tx_spec_config(node.config) if XSpec(tx).popen) or 1
+
+
+def _all_workers(node: Any) -> int:
+    from xdist.workermanage import parse_tx_spec_config
+
+    return len(parse_tx_spec_config(node.config))
 
 
 def declare_suite_metrics(config: pytest.Config) -> None:

@@ -38,6 +38,7 @@ from pytest_llmperf.measure.timed import OWN_ENGINE
 from pytest_llmperf.results import readout
 from pytest_llmperf.results.changes import unjudged_notes
 from pytest_llmperf.results.readback.hosts import grouped, host_labels, host_lines
+from pytest_llmperf.results.readback.split import load_lines, merged_loads
 from pytest_llmperf.results.readout import headline
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
@@ -416,6 +417,9 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
         if len(places) > 1:
             for line in host_lines(tests):
                 reporter.write_line(line)
+        for load in merged_loads(tests, session.run_dir):  # `suite.split`
+            (line,) = load_lines([load])
+            reporter.write_line(line, yellow=load["more_client_hosts_needed"])
         for line in ab_lines(tests):
             reporter.write_line(line)
         for note in run_notes(tests, session.metadata):
