@@ -61,6 +61,7 @@ class LoadShare:
 
 def split_load(load: str, clients: int, barrier_timeout_s: float = 300.0) -> list[Any]:
     """The shares of `load` as `pytest.param`s (ids `load-1of2`, ...) for `parametrize`."""
+    whole("split_load", "clients", clients, minimum=1)
     return [
         pytest.param(share, id=str(share))
         for share in (

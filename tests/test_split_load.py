@@ -1,0 +1,55 @@
+"""The pieces of a load split over client workers (`suite.split`) that need no engine: the
+controller's barrier (`procs.rendezvous`) and the shares' arguments. The load itself, on the
+real vLLM server, is in tests/test_vllm_server.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pytest_llmperf import LoadShare, split_load
+from pytest_llmperf.procs.rendezvous import BarrierTimeout, Rendezvous, wait
+from pytest_llmperf.suite.arguments import ArgumentError
+
+
+def test_the_barrier_lets_every_party_go_only_when_the_last_has_come() -> None:
+    barrier = Rendezvous(remote=False)
+    address = barrier.address(local=True)
+    released: dict[str, float] = {}
+
+    def party(name: str) -> None:
+        wait(address, "load#0", 3, timeout_s=30)
+        released[name] = time.monotonic()
+
+    try:
+        early = [threading.Thread(target=party, args=(n,)) for n in ("a", "b")]
+        for thread in early:
+            thread.start()
+        time.sleep(0.5)
+        assert released == {}  # two of three: still waiting
+        last_came = time.monotonic()
+        party("c")
+        for thread in early:
+            thread.join(timeout=30)
+        assert set(released) == {"a", "b", "c"}
+        assert min(released.values()) >= last_came
+        # Another key is another barrier: one party alone times out, saying so.
+        with pytest.raises(BarrierTimeout, match=r"waited 0\.3 s"):
+            wait(address, "load#1", 2, timeout_s=0.3)
+    finally:
+        barrier.close()
+
+
+def test_shares_are_named_and_checked_where_they_are_written() -> None:
+    params = split_load("chat", clients=3)
+    assert [p.id for p in params] == ["chat-1of3", "chat-2of3", "chat-3of3"]
+    assert params[1].values[0] == LoadShare("chat", 2, 3)
+    with pytest.raises(
+        ArgumentError,
+        match=r"test_split_load\.py: line \d+: LoadShare: index=4: must be at most clients=3",
+    ):
+        LoadShare("chat", 4, 3)
+    with pytest.raises(ArgumentError, match="split_load: clients=0: must be at least 1"):
+        split_load("chat", clients=0)
