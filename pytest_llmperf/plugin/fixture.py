@@ -126,13 +126,14 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         )
 
     def gpu_count(self, config: Config = DEFAULT_CONFIG) -> int:
-        """GPUs this test leases: tensor parallel size or its `gpu(n)` mark, none on a CPU run."""
+        """GPUs this test leases: those its configuration uses on this host (`gpus_on_host`:
+        tensor x pipeline x data parallel) or its `gpu(n)` mark, none on a CPU run."""
         name = config.engine or self._session.settings.engine
         if not self._session.gpus or not engine_spec(name).traits.uses_gpus:
             return 0
         node = self._request.node
         marked = [marker_gpu_count(node.nodeid, m.args, m.kwargs) for m in node.iter_markers("gpu")]
-        return max([config.tensor_parallel_size, *marked])
+        return max([config.gpus_on_host, *marked])
 
     def measure(
         self,
