@@ -122,7 +122,7 @@ class _XdistController:
         node.workerinput["llmperf_run_id"] = self.session.run_id
         self.session.xdist_run_uid = node.workerinput.get("testrunuid")
         if self.rendezvous is None:
-            self.rendezvous = Rendezvous(remote=_local_workers(node) < _all_workers(node))
+            self.rendezvous = Rendezvous(remote=_any_remote(node))
         here = bool(node.gateway.spec.popen)
         node.workerinput[RENDEZVOUS_KEY] = self.rendezvous.address(local=here)
         if not node.gateway.spec.popen:
@@ -177,10 +177,12 @@ def _local_workers(node: Any) -> int:
     return sum(1 for tx in parse_tx_spec_config(node.config) if XSpec(tx).popen) or 1
 
 
-def _all_workers(node: Any) -> int:
+def _any_remote(node: Any) -> bool:
+    """Whether any of the run's xdist workers runs on another host (not a popen gateway)."""
+    from execnet import XSpec
     from xdist.workermanage import parse_tx_spec_config
 
-    return len(parse_tx_spec_config(node.config))
+    return any(not XSpec(tx).popen for tx in parse_tx_spec_config(node.config))
 
 
 def declare_suite_metrics(config: pytest.Config) -> None:
