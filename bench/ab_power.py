@@ -128,7 +128,7 @@ def run_trials(args: argparse.Namespace, plan: Sequence[ArmSpec], work: Path) ->
         sys.executable, "-m", "pytest", "test_ab_trials.py", "-p", "no:randomly", "-q",
         "-p", "no:cacheprovider", f"--llmperf-min-rounds={args.min_pairs}",
         f"--llmperf-max-rounds={args.max_pairs}", f"--llmperf-max-seconds={args.max_seconds}",
-        f"--llmperf-alpha={args.alpha}",
+        f"--llmperf-alpha={args.alpha}", "--gpus", "cpu",
     ]  # fmt: skip
     subprocess.run(command, cwd=work, env=env, check=False, stdout=subprocess.DEVNULL)
     runs = sorted((work / "results").glob("2*"))
@@ -166,31 +166,51 @@ def report(plan: Sequence[ArmSpec], arms: Sequence[ArmSpec], run: Path) -> dict[
             for key in keys
             if key in records or outcomes.get(key) == "failed"
         ]
-        verdicts = [t["verdict"] for t in trials]
-        flags = verdicts.count("flagged")
-        rate = flags / len(trials) if trials else None
-        speedups = [t["speedup"] for t in trials if t.get("speedup")]
-        out.append(
-            {
-                "name": arm.name,
-                "slowdown": arm.slowdown,
-                "planned": arm.trials,
-                "trials": len(trials),
-                "flags": flags,
-                "cleared": verdicts.count("cleared"),
-                "inconclusive": verdicts.count("inconclusive"),
-                "errors": verdicts.count("error"),
-                "rate": rate,
-                "ci95": list(clopper_pearson(flags, len(trials))) if trials else None,
-                "target": str(arm.target),
-                "target_met": arm.target.met(rate) if arm.target and rate is not None else None,
-                "pairs": spread([float(t["pairs"]) for t in trials if "pairs" in t]),
-                "seconds": spread([t["seconds"] for t in trials if "seconds" in t]),
-                "stops": {s: [t.get("stop") for t in trials].count(s) for s in _stops(trials)},
-                "speedup_median": statistics.median(speedups) if speedups else None,
-            }
-        )
+        out.append(summarize(arm.name, arm.slowdown, arm.trials, arm.target, trials))
     return {"run": str(run), "arms": out}
+
+
+def summarize(
+    name: str, slowdown: float, planned: int, target: Target | None, trials: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One arm's counts, rate with its interval, and spreads, from its trials' results."""
+    verdicts = [t["verdict"] for t in trials]
+    flags = verdicts.count("flagged")
+    rate = flags / len(trials) if trials else None
+    speedups = [t["speedup"] for t in trials if t.get("speedup")]
+    return {
+        "name": name,
+        "slowdown": slowdown,
+        "planned": planned,
+        "trials": len(trials),
+        "flags": flags,
+        "cleared": verdicts.count("cleared"),
+        "inconclusive": verdicts.count("inconclusive"),
+        "errors": verdicts.count("error"),
+        "rate": rate,
+        "ci95": list(clopper_pearson(flags, len(trials))) if trials else None,
+        "target": str(target),
+        "target_met": target.met(rate) if target and rate is not None else None,
+        "pairs": spread([float(t["pairs"]) for t in trials if "pairs" in t]),
+        "seconds": spread([t["seconds"] for t in trials if "seconds" in t]),
+        "stops": {s: [t.get("stop") for t in trials].count(s) for s in _stops(trials)},
+        "speedup_median": statistics.median(speedups) if speedups else None,
+        "results": trials,
+    }
+
+
+def merge(parts: Sequence[Path], arms: Sequence[ArmSpec]) -> dict[str, Any]:
+    """Several reports (runs of this benchmark side by side, each on cores of its own) as
+    one: each arm's trials joined, its rate and interval computed again from all of them."""
+    loaded = [json.loads(part.read_text()) for part in parts]
+    targets = {arm.name: arm.target for arm in arms}
+    out = []
+    for name in [arm["name"] for arm in loaded[0]["arms"]]:
+        mine = [arm for report in loaded for arm in report["arms"] if arm["name"] == name]
+        trials = [t for arm in mine for t in arm["results"]]
+        planned = sum(arm["planned"] for arm in mine)
+        out.append(summarize(name, mine[0]["slowdown"], planned, targets.get(name), trials))
+    return {"run": [report["run"] for report in loaded], "arms": out, "parts": len(loaded)}
 
 
 def _stops(trials: Sequence[dict[str, Any]]) -> list[str]:
@@ -236,6 +256,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--minutes", type=float, default=240.0, help="time budget (default: 240)")
     add("--work", type=Path, help="folder for the trials' project (default: a temporary one)")
     add("--json", type=Path, help="write the report here as JSON")
+    add(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="join reports of runs made side by side (each --json) into one, and stop",
+    )
     return parser
 
 
@@ -244,6 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.slowdown < 1:
         raise SystemExit(f"--slowdown {args.slowdown}: expected a fraction in [0, 1)")
     arms = arms_of(args)
+    if args.merge:
+        result = merge(args.merge, arms)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(markdown(result))
+        return 0
     plan = schedule([arm for arm in arms if arm.trials > 0])
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="ab_power_") as temporary:

@@ -56,3 +56,18 @@ def test_short_run_counts_its_trials_and_catches_a_large_slowdown(
     assert slow["cleared"] == 0, slow
     printed = capsys.readouterr().out
     assert "| A/B, 50% slower | 2/2 | " in printed and "| A/A, unchanged | 1/1 | " in printed
+
+    # Runs made side by side (each on cores of its own) join into one report: each arm's
+    # trials added up, its rate and interval computed again from all of them.
+    merged = tmp_path / "merged.json"
+    assert main(["--merge", str(out), str(out), f"--json={merged}"]) == 0
+    joined = {arm["name"]: arm for arm in json.loads(merged.read_text())["arms"]}
+    for name, arm in arms.items():
+        assert joined[name]["trials"] == 2 * arm["trials"]
+        assert joined[name]["flags"] == 2 * arm["flags"]
+        assert joined[name]["planned"] == 2 * arm["planned"]
+        expected_high = stats.beta.ppf(
+            0.975, 2 * arm["flags"] + 1, 2 * (arm["trials"] - arm["flags"])
+        )
+        if arm["flags"] < arm["trials"]:
+            assert joined[name]["ci95"][1] == pytest.approx(expected_high)
