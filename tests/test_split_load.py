@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pytest_llmperf import LoadShare, split_load
-from pytest_llmperf.procs.rendezvous import BarrierTimeout, Rendezvous, wait
+from pytest_llmperf.procs.rendezvous import BarrierError, Rendezvous, abort, wait
 from pytest_llmperf.suite.arguments import ArgumentError
 
 
@@ -36,8 +36,34 @@ def test_the_barrier_lets_every_party_go_only_when_the_last_has_come() -> None:
         assert set(released) == {"a", "b", "c"}
         assert min(released.values()) >= last_came
         # Another key is another barrier: one party alone times out, saying so.
-        with pytest.raises(BarrierTimeout, match=r"waited 0\.3 s"):
+        with pytest.raises(BarrierError, match=r"waited 0\.3 s"):
             wait(address, "load#1", 2, timeout_s=0.3)
+    finally:
+        barrier.close()
+
+
+def test_a_party_that_gives_up_lets_the_others_of_its_group_go_at_once() -> None:
+    barrier = Rendezvous(remote=False)
+    address = barrier.address(local=True)
+    errors: list[str] = []
+
+    def party() -> None:
+        try:
+            wait(address, "chat#0", 3, timeout_s=60)
+        except BarrierError as exc:
+            errors.append(str(exc))
+
+    try:
+        waiting = threading.Thread(target=party)
+        waiting.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        abort(address, "chat", "test_chat[chat-2of3] failed (setup)")
+        waiting.join(timeout=30)
+        party()  # one still to come is let go too, at any step
+        assert time.monotonic() - started < 10  # not the 60 s timeout
+        assert errors == ["another party gave up: test_chat[chat-2of3] failed (setup)"] * 2
+        wait(address, "other#0", 1, timeout_s=5)  # another group is not concerned
     finally:
         barrier.close()
 

@@ -39,6 +39,7 @@ from pytest_llmperf.plugin.summary import write_terminal_summary
 from pytest_llmperf.procs.rendezvous import RENDEZVOUS_KEY, Rendezvous
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
 from pytest_llmperf.suite.shard import split
+from pytest_llmperf.suite.split import abandon
 
 session_key = pytest.StashKey[LLMPerfSession]()
 #: An xdist worker's usage error for a test, found at collection: the test fails with it.
@@ -359,6 +360,10 @@ def pytest_runtest_makereport(
         records = session.writer.take_outbox()
         if records:  # to the controller with the report, through xdist's channel
             setattr(report, RECORDS_KEY, records)
+        params = getattr(getattr(item, "callspec", None), "params", None)
+        if (report.failed or report.skipped) and params:  # a split load's share: no more
+            worker = getattr(item.config, "workerinput", None)
+            abandon(params, worker, f"{item.nodeid} {report.outcome} ({report.when})")
     excinfo = call.excinfo
     if (
         excinfo is not None

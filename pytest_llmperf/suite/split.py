@@ -19,8 +19,8 @@ share (a client-bound share says more client hosts were needed).
 The shares must run at the same time, on different workers: run a split load with at least
 `clients` xdist workers and nothing else queued before it on them (xdist sends fewer than two
 tests per worker round-robin, one to each; `-k`/`-m` select the load), workers on other hosts
-through `--tx ssh=...`. A share that waits longer than `barrier_timeout_s` for the others
-fails, saying so.
+through `--tx ssh=...`. A share that fails lets the others go at once (`abandon`: they fail,
+naming it); a share that waits longer than `barrier_timeout_s` for the others fails, saying so.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.procs.rendezvous import RENDEZVOUS_KEY, BarrierTimeout, wait
+from pytest_llmperf.procs.rendezvous import RENDEZVOUS_KEY, BarrierError, abort, wait
 from pytest_llmperf.suite.arguments import bad, number, text, whole
 
 
@@ -92,7 +92,7 @@ def barrier(
             return  # the only share
         try:
             wait(address, f"{share.load}#{index}", share.clients, share.barrier_timeout_s)
-        except (BarrierTimeout, OSError) as exc:
+        except (BarrierError, OSError) as exc:
             pytest.fail(
                 f"split load {share.load!r}: share {share.index} of {share.clients} waited "
                 f"for the others at round {index + 1} ({exc}): the shares must run at the "
@@ -101,3 +101,16 @@ def barrier(
             )
 
     return wait_for_all
+
+
+def abandon(params: Mapping[str, object], workerinput: Mapping[str, Any] | None, why: str) -> None:
+    """A failed test's shares (`params`: its parameters) will not come to their barrier: the
+    other shares of each load are let go, failing with `why`, rather than waiting for it until
+    their timeout. Harmless after the share's last round: every share has passed it then."""
+    address = (workerinput or {}).get(RENDEZVOUS_KEY)
+    for share in params.values():
+        if isinstance(share, LoadShare) and address is not None:
+            try:
+                abort(address, share.load, why)
+            except OSError:
+                pass  # the controller is gone: the others time out
