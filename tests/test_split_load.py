@@ -79,3 +79,31 @@ def test_shares_are_named_and_checked_where_they_are_written() -> None:
         LoadShare("chat", 4, 3)
     with pytest.raises(ArgumentError, match="split_load: clients=0: must be at least 1"):
         split_load("chat", clients=0)
+
+
+def test_a_share_that_fails_lets_the_other_go_at_once(pytester: pytest.Pytester) -> None:
+    """Under xdist, share 2 fails before its round: share 1, waiting at the barrier on the
+    other worker, fails at once naming it, not after its timeout (an hour: the run's own
+    bound, 240 s, would end it first)."""
+    pytester.makepyfile(
+        test_s="""
+        import pytest
+        from pytest_llmperf import SyntheticWorkload, split_load
+
+        @pytest.mark.parametrize("share", split_load("chat", clients=2, barrier_timeout_s=3600))
+        def test_chat(llmperf, share):
+            if share.index == 2:
+                pytest.fail("share 2 broke")
+            work = SyntheticWorkload(num_requests=2, input_tokens=8, output_tokens=4)
+            llmperf.measure(workload=work, rounds=1, warmup_rounds=0, share=share)
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--gpus", "cpu", timeout=240)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*split load 'chat': share 1 of 2 at round 1: another party gave up: "
+            "test_s.py::test_chat?chat-2of2? failed (call) (see suite.split)*"
+        ]
+    )
+    assert "During handling" not in result.stdout.str()  # the message alone

@@ -34,6 +34,10 @@ class BarrierError(Exception):
     """The other parties did not all arrive in time, or one of them gave up."""
 
 
+class BarrierAborted(BarrierError):
+    """A party of the group gave up (`abort`)."""
+
+
 class _Handler(socketserver.StreamRequestHandler):
     server: _Server
 
@@ -118,7 +122,7 @@ def wait(address: str, key: str, parties: int, timeout_s: float) -> None:
         except TimeoutError:
             raise BarrierError(f"waited {timeout_s:g} s") from None
         if answer.startswith("abort "):
-            raise BarrierError(f"another party gave up: {answer.removeprefix('abort ')}")
+            raise BarrierAborted(f"another party gave up: {answer.removeprefix('abort ')}")
         if answer != "go":
             raise BarrierError("the barrier closed before every party arrived")
 

@@ -31,7 +31,13 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.procs.rendezvous import RENDEZVOUS_KEY, BarrierError, abort, wait
+from pytest_llmperf.procs.rendezvous import (
+    RENDEZVOUS_KEY,
+    BarrierAborted,
+    BarrierError,
+    abort,
+    wait,
+)
 from pytest_llmperf.suite.arguments import bad, number, text, whole
 
 
@@ -90,15 +96,21 @@ def barrier(
     def wait_for_all(index: int) -> None:
         if address is None:
             return  # the only share
+        hint = ": the shares must run at the same time, each on its own xdist worker"
         try:
             wait(address, f"{share.load}#{index}", share.clients, share.barrier_timeout_s)
-        except (BarrierError, OSError) as exc:
-            pytest.fail(
-                f"split load {share.load!r}: share {share.index} of {share.clients} waited "
-                f"for the others at round {index + 1} ({exc}): the shares must run at the "
-                "same time, each on its own xdist worker (see suite.split)",
-                pytrace=False,
-            )
+            return
+        except BarrierAborted as exc:
+            problem, hint = str(exc), ""
+        except BarrierError as exc:
+            problem = f"waited for the others: {exc}"
+        except OSError as exc:
+            problem = f"the controller's barrier at {address} cannot be reached ({exc})"
+        pytest.fail(
+            f"split load {share.load!r}: share {share.index} of {share.clients} at round "
+            f"{index + 1}: {problem}{hint} (see suite.split)",
+            pytrace=False,
+        )
 
     return wait_for_all
 
