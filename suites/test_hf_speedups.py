@@ -30,7 +30,7 @@ CPU_WORK = SyntheticWorkload(num_requests=8, input_tokens=32, output_tokens=16)
 #: On a GPU, longer prompts and outputs: with 32 and 16 tokens a 1B model's round is a few
 #: milliseconds of kernel launches, where no option can show what it does to the arithmetic.
 GPU_WORK = SyntheticWorkload(num_requests=8, input_tokens=256, output_tokens=64)
-ROUNDS = 4
+ROUNDS = 10
 
 
 def work(llmperf) -> SyntheticWorkload:

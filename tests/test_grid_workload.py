@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def test_every_hf_setting_but_the_device_can_be_given_in_a_grid(engine: str) -> 
         if s.name != "device"
     }
     settings["tensor_parallel_size"] = 1
+    settings["python"] = sys.executable  # an interpreter that is there (it is checked)
     fitted = fit(Config.make("all", settings), engine)
     assert fitted.settings == settings and fitted.not_applied == ()
     with pytest.raises(GridError, match=f"unknown setting 'device' for engine '{engine}'"):

@@ -216,3 +216,34 @@ def test_one_load_split_over_two_workers_is_merged_from_every_request(
     result = pytester.runpytest_subprocess(*base, "-k", "1of2", timeout=120)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*split load 'chat': its 2 shares run at once on xdist*-n 2*"])
+
+
+def test_trace_replay_and_a_conversation_on_the_real_server(vllm_server: str) -> None:
+    """Issue 28: a trace replayed and a conversation run against vLLM itself (timing
+    against the trace is checked on the instrument server: `test_workload_replay.py`)."""
+    from pytest_llmperf import ConversationWorkload, TraceWorkload
+    from pytest_llmperf.engines.base import EngineConfig
+    from pytest_llmperf.engines.openai.engine import OpenAIEngine
+    from pytest_llmperf.measure.harness import run_round
+
+    trace = Path(__file__).resolve().parent.parent / "suites" / "data" / "trace_block16.jsonl"
+    lines = [json.loads(x) for x in trace.read_text().splitlines()][:8]
+    engine = OpenAIEngine(EngineConfig.make("openai", "tiny", {"base_url": vllm_server}))
+    engine.start()
+    try:
+        replay = TraceWorkload(trace, block_size=16, speedup=4, limit=8)
+        replayed, _ = run_round(engine, replay.build(engine.tokenizer), 0)
+        conversation = ConversationWorkload(sessions=2, turns=3, user_tokens=8, output_tokens=4)
+        turns, _ = run_round(engine, conversation.build(engine.tokenizer), 0)
+    finally:
+        engine.close()
+    assert [r.error for r in replayed + turns] == [None] * 14
+    # The server's own counts: the trace's lengths exactly, in the model's tokens.
+    assert [r.prompt_tokens for r in replayed] == [x["input_length"] for x in lines]
+    assert [r.output_tokens for r in replayed] == [x["output_length"] for x in lines]
+    by_id = {r.custom_id: r for r in turns}
+    for s in (0, 1):
+        grown = [by_id[f"conv{s}-turn{k}"].prompt_tokens or 0 for k in (1, 2, 3)]
+        # Each turn adds a user turn (8) and an answer (4), plus the chat template's tokens.
+        assert grown[0] + 12 <= grown[1] and grown[1] + 12 <= grown[2], grown
+        assert all(by_id[f"conv{s}-turn{k}"].output_tokens == 4 for k in (1, 2, 3))

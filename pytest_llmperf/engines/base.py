@@ -24,7 +24,7 @@ frees every resource (GPU memory included) and may be called more than once.
 What an engine takes and is (its settings, its traits) is its spec (`engines.spec`). What
 it can do beyond `Engine` is a small Protocol it implements: `Scorer` (log-likelihoods),
 `Terminable` (processes another thread can end), `KeepsLog`, `BuildsGraphs`,
-`ReportsClientCost`. The harness asks `isinstance(engine, Scorer)`, never `getattr`.
+`ReportsClientCost`, `SendsTurns`. The harness asks `isinstance(engine, Scorer)`, never `getattr`.
 """
 
 from __future__ import annotations
@@ -89,6 +89,12 @@ class GenerationRequest:
     #: Open-loop load: seconds after the round starts at which a client engine sends
     #: this request (its arrival). Engines that run a batch at once do not take it.
     send_offset_s: float = 0.0
+    #: A conversation's later turn: the `custom_id` of the turn before it in its session.
+    #: It is sent once that turn has been answered and `think_time_s` has passed, with
+    #: the session's real answers in place of its `messages`' assistant contents (the
+    #: contents the workload wrote stand in for answers not given: `engines.turns`).
+    follows: str | None = None
+    think_time_s: float = 0.0
 
     def __post_init__(self) -> None:
         given = [x is not None for x in (self.prompt, self.prompt_token_ids, self.messages)]
@@ -329,6 +335,16 @@ class ReportsClientCost(Protocol):
     def last_round_stats(self) -> Mapping[str, float]:
         """The last round's `client_cpu_s`, `loop_lag_ms_max`, `loop_lag_ms_p99`."""
         ...
+
+
+@runtime_checkable
+class SendsTurns(Protocol):
+    """A client engine that sends each conversation turn itself, once the turn it `follows`
+    has been answered, so sessions go on independently (the harness runs the turns of other
+    engines in waves: `measure.harness`)."""
+
+    #: Always True: the engine keeps `GenerationRequest.follows` and `think_time_s`.
+    sends_turns: bool
 
 
 def death_cause(engine: object) -> str | None:

@@ -63,6 +63,8 @@ class ManagedServerEngine:
 
     name: ClassVar[str]
     spec: ClassVar[EngineSpec]
+    #: The client sends a conversation's turns after their answers (`SendsTurns`).
+    sends_turns: ClassVar[bool] = True
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config

@@ -11,7 +11,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pytest_llmperf.engines.base import Engine, EngineTimings, GenerationRequest, StreamChunk
+from pytest_llmperf.engines.base import (
+    Engine,
+    EngineTimings,
+    GenerationRequest,
+    SendsTurns,
+    StreamChunk,
+)
+from pytest_llmperf.engines.turns import chain, failed_before, with_answers
 from pytest_llmperf.measure.metrics import RequestRecord, tpot_ms
 
 _MS = 1000.0
@@ -136,6 +143,11 @@ def run_round(
     A request's record is handed to `on_record` as soon as it finishes, so results
     are written while the round is still running. An exception from the engine ends
     the round: requests still open become failures carrying the exception's text.
+
+    Conversations (requests that `follow` another): an engine that `SendsTurns` sends
+    each turn itself once the turn before has been answered; any other engine gets them
+    in waves, each wave the next turn of every session, after the wave before has ended
+    and the wave's longest think time has passed, its arrival the wave's start.
     """
     start = time.perf_counter()
     progress = [_Progress(arrival=start) for _ in requests]
@@ -148,13 +160,10 @@ def run_round(
             on_record(record)
 
     try:
-        for chunk in engine.stream(requests):
-            now = time.perf_counter()
-            if not 0 <= chunk.index < len(requests) or records[chunk.index] is not None:
-                continue  # a chunk for no open request: ignore, the record is final
-            progress[chunk.index].add(chunk, now)
-            if chunk.finish_reason is not None:
-                finish(chunk.index)
+        if any(r.follows for r in requests) and not isinstance(engine, SendsTurns):
+            _waves(engine, requests, progress, records, finish)
+        else:
+            _stream(engine, requests, range(len(requests)), progress, records, finish)
     except Exception as exc:  # the engine broke: the round's open requests fail
         message = f"{type(exc).__name__}: {exc}"
         for index, record in enumerate(records):
@@ -167,3 +176,63 @@ def run_round(
         if record is None:
             finish(index)
     return [r for r in records if r is not None], duration
+
+
+def _stream(
+    engine: Engine,
+    batch: Sequence[GenerationRequest],
+    indices: Sequence[int],
+    progress: list[_Progress],
+    records: list[RequestRecord | None],
+    finish: Callable[[int], None],
+) -> None:
+    """Stream `batch` through the engine; its request i is the round's `indices[i]`."""
+    for chunk in engine.stream(batch):
+        now = time.perf_counter()
+        if not 0 <= chunk.index < len(batch):
+            continue  # a chunk for no request of this batch
+        index = indices[chunk.index]
+        if records[index] is not None:
+            continue  # a chunk for no open request: ignore, the record is final
+        progress[index].add(chunk, now)
+        if chunk.finish_reason is not None:
+            finish(index)
+
+
+def _waves(
+    engine: Engine,
+    requests: Sequence[GenerationRequest],
+    progress: list[_Progress],
+    records: list[RequestRecord | None],
+    finish: Callable[[int], None],
+) -> None:
+    """Conversations on an engine that runs a batch at once: turn k of every session in
+    wave k, with the answers of the waves before in its history."""
+    by_id = {r.custom_id: r for r in requests}
+    chains = [chain(r, by_id) for r in requests]
+    answered: dict[str, str | None] = {}  # custom_id -> its answer's text (None: not given)
+    for depth in range(max(len(c) for c in chains) + 1):
+        wave = [i for i, c in enumerate(chains) if len(c) == depth]
+        think = max((requests[i].think_time_s for i in wave), default=0.0) if depth else 0.0
+        if think > 0:
+            time.sleep(think)
+        batch, indices = [], []
+        for i in wave:
+            failed = next((cid for cid in chains[i] if cid not in answered), None)
+            if failed is not None:
+                progress[i].finish_reason = "error"
+                progress[i].error = failed_before(failed)
+                finish(i)
+                continue
+            texts = {cid: t for cid, t in answered.items() if t is not None}
+            batch.append(with_answers(requests[i], chains[i], texts))
+            indices.append(i)
+        now = time.perf_counter()
+        for i in indices:
+            progress[i].arrival = now
+        if batch:
+            _stream(engine, batch, indices, progress, records, finish)
+        for i in indices:
+            record = records[i]
+            if record is not None and record.error is None:
+                answered[requests[i].custom_id] = record.output_text

@@ -68,6 +68,7 @@ def run_rounds(
     after_round: Callable[[list[RequestRecord]], None] = lambda records: None,
     on_round: Callable[[int, Sequence[RequestRecord], float], None] = lambda i, r, d: None,
     keep_going: Callable[[Rounds], bool] | None = None,
+    fresh: Callable[[int], Sequence[GenerationRequest]] | None = None,
 ) -> Rounds:
     """Run `plan`'s rounds of `requests` on `engine`.
 
@@ -84,6 +85,9 @@ def run_rounds(
     `keep_going` gets what the rounds so far gave and says whether to measure another (rounds
     until decided); the rounds then run in our own loop, not `repeat`'s, which cannot stop
     early.
+
+    With `fresh`, round i (from 0, warm-up rounds counted) sends `fresh(i)` instead of
+    `requests`, built before the round's clock starts.
     """
     kept: list[RequestRecord] = []
     durations: list[float] = []
@@ -99,6 +103,8 @@ def run_rounds(
         index = count - plan.warmup_rounds
         count += 1
 
+        # Built before the barrier: a split load's shares then start sending together.
+        batch = requests if fresh is None else fresh(count - 1)
         if not warmup:
             before_round(index)
         if index == 0:
@@ -106,7 +112,7 @@ def run_rounds(
         # Records are handed over when the round ends, not while it runs: a write inside
         # the loop would delay the next chunk's timestamp (and, for an in-process engine,
         # the engine itself). A run killed mid-way keeps every finished round.
-        records, duration = run_round(engine, requests, index)
+        records, duration = run_round(engine, batch, index)
         if warmup:
             return
         after_round(records)

@@ -13,7 +13,10 @@ from pytest_llmperf.suite.config import Config
 from pytest_llmperf.suite.load import SLO, Arrivals
 from pytest_llmperf.suite.split import LoadShare
 
-_WORKLOADS = "SyntheticWorkload, DatasetWorkload, GenerationTask"
+_WORKLOADS = (
+    "SyntheticWorkload, DatasetWorkload, SharedPrefixWorkload, TraceWorkload, "
+    "ConversationWorkload, GenerationTask"
+)
 
 
 def _is_workload(value: object) -> bool:

@@ -48,6 +48,7 @@ from pytest_llmperf.plugin.pipeline import (
     judge,
     limited,
     make_record,
+    round_builder,
     round_samples,
 )
 from pytest_llmperf.plugin.progress import open_progress
@@ -60,6 +61,7 @@ from pytest_llmperf.suite.config import Config, NotForEngine, fit
 from pytest_llmperf.suite.load import SLO, Arrivals
 from pytest_llmperf.suite.split import LoadShare, barrier
 from pytest_llmperf.suite.workload import (
+    Scheduled,
     Workload,
     check_responses,
     offline_tokenizer,
@@ -197,11 +199,21 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         plan = RoundPlan(gate.max_rounds if chosen == "auto" else chosen, warmup_rounds)
         more = MoreMetrics(extra_metrics or {}, slo, score, derived)
         engine_config = self.engine_config(config, model)
-        if arrivals is not None and not engine_spec(engine_config.engine).traits.takes_arrivals:
-            pytest.skip(
-                f"engine {engine_config.engine!r} runs a batch at once; open-loop "
-                "arrivals need a client engine (openai, vllm-server)"
+        timed = isinstance(workload, Scheduled) and workload.scheduled()
+        if arrivals is not None and timed:
+            problem = (
+                "this workload sends on its own times (a trace's timestamps): give no arrivals"
             )
+            raise bad("measure()", "arrivals", arrivals, problem)
+        takes_arrivals = engine_spec(engine_config.engine).traits.takes_arrivals
+        if (arrivals is not None or timed) and not takes_arrivals:
+            need = (
+                "a trace replayed on its timestamps needs a client engine (openai, "
+                "vllm-server; TraceWorkload(timed=False) sends its shapes at once)"
+                if timed
+                else "open-loop arrivals need a client engine (openai, vllm-server)"
+            )
+            pytest.skip(f"engine {engine_config.engine!r} runs a batch at once; {need}")
         workload = workload.with_overrides(dict(config.workload_settings))
         subject = Subject(self._request.node.nodeid, key, config, engine_config, workload)
         if self._session.settings.dry_run:
@@ -209,7 +221,8 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         started = self._start_engine(engine_config, config)
         requests = self._build_requests(subject, started, workload, arrivals)
         looks = RoundsUntilDecided(self._session, key, engine_config.engine, more) if auto else None
-        measured, telemetry = self._run_rounds(started, requests, plan, looks, share)
+        fresh = round_builder(started.engine, workload, self._session.settings.limit, arrivals)
+        measured, telemetry = self._run_rounds(started, requests, plan, looks, fresh, share)
         metrics = aggregate(measured, telemetry, more, self._physical(), started.info.details)
         samples = round_samples(measured, more)
         rounds_done = len(measured.durations)
@@ -347,6 +360,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         requests: list[GenerationRequest],
         plan: RoundPlan,
         looks: RoundsUntilDecided | None = None,
+        fresh: Callable[[int], Sequence[GenerationRequest]] | None = None,
         share: LoadShare | None = None,
     ) -> tuple[Rounds, dict[str, float | None]]:
         """The plan's rounds, and the GPUs' telemetry over the measured ones."""
@@ -374,6 +388,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
                 after_round=lambda records: self._keep_round(requests, records),
                 on_round=progress.on_round,
                 keep_going=looks,
+                fresh=fresh,
             )
         finally:
             progress.close()  # erased before pytest writes the outcome, failed or not

@@ -51,7 +51,7 @@ from pytest_llmperf.results.record import (
 from pytest_llmperf.suite.accuracy import ChoiceTask
 from pytest_llmperf.suite.config import Config
 from pytest_llmperf.suite.load import SLO, Arrivals, client_check
-from pytest_llmperf.suite.workload import Workload
+from pytest_llmperf.suite.workload import FreshEachRound, Workload
 from pytest_llmperf.thresholds.check import CheckResult, check
 
 if TYPE_CHECKING:
@@ -190,6 +190,22 @@ def build_requests(
     """The workload's requests in the engine's own tokens, limited, with arrival times."""
     requests = limited(workload.build(engine.tokenizer), limit)
     return arrivals.apply(requests) if arrivals is not None else requests
+
+
+def round_builder(
+    engine: Engine, workload: Workload, limit: int | None, arrivals: Arrivals | None
+) -> Callable[[int], list[GenerationRequest]] | None:
+    """Each round's own requests, for a workload that sends fresh ones every round; else None
+    (every round sends the same requests)."""
+    if not (isinstance(workload, FreshEachRound) and workload.fresh_each_round):
+        return None
+    fresh = workload
+
+    def build(round_index: int) -> list[GenerationRequest]:
+        requests = limited(fresh.build_round(engine.tokenizer, round_index), limit)
+        return arrivals.apply(requests) if arrivals is not None else requests
+
+    return build
 
 
 def aggregate(

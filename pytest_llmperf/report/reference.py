@@ -22,7 +22,10 @@ from pytest_llmperf.engines.spec import Setting
 from pytest_llmperf.plugin.fixture import LLMPerfFixture
 from pytest_llmperf.suite.accuracy import ChoiceTask, GenerationTask
 from pytest_llmperf.suite.config import WORKLOAD_SETTINGS
+from pytest_llmperf.suite.conversation import ConversationWorkload
 from pytest_llmperf.suite.load import SLO, Arrivals
+from pytest_llmperf.suite.shared_prefix import SharedPrefixWorkload
+from pytest_llmperf.suite.trace import TraceWorkload
 from pytest_llmperf.suite.workload import DatasetWorkload, SyntheticWorkload
 
 #: The README's lines around the generated text.
@@ -33,6 +36,9 @@ END = "<!-- end of reference -->"
 PARAMETER_CLASSES: tuple[type, ...] = (
     SyntheticWorkload,
     DatasetWorkload,
+    SharedPrefixWorkload,
+    TraceWorkload,
+    ConversationWorkload,
     SamplingParams,
     ChoiceTask,
     GenerationTask,

@@ -1,7 +1,8 @@
 """Arguments of the Python API, checked where they are given.
 
 `llmperf.measure()`, `llmperf.evaluate_choices()`, the workloads (`SyntheticWorkload`,
-`DatasetWorkload`, `LengthDistribution`), the tasks (`ChoiceTask`, `GenerationTask`),
+`DatasetWorkload`, `LengthDistribution`, `SharedPrefixWorkload`, `TraceWorkload`,
+`ConversationWorkload`), the tasks (`ChoiceTask`, `GenerationTask`),
 `Arrivals`, `SLO` and grids (`Config.make`, `Grid.of`, `Grid.product`, `grid_params`)
 check their arguments when they are called or made. A wrong one stops the test before any
 engine starts, with an `ArgumentError` (a usage error) that names where it was given, the

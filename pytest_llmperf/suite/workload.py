@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pytest_llmperf.engines.base import GenerationRequest, SamplingParams, Tokenizer
 from pytest_llmperf.errors import LLMPerfUsageError, where
@@ -45,6 +45,25 @@ class Workload(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def with_overrides(self, settings: Mapping[str, Any]) -> Workload: ...
+
+
+@runtime_checkable
+class FreshEachRound(Protocol):
+    """A workload that can send other requests every round (`SharedPrefixWorkload`'s
+    `fresh_each_round`): when `fresh_each_round` is true, round i (from 0, warm-up rounds
+    counted) sends `build_round(tokenizer, i)`."""
+
+    fresh_each_round: bool
+
+    def build_round(self, tokenizer: Tokenizer, round_index: int) -> list[GenerationRequest]: ...
+
+
+@runtime_checkable
+class Scheduled(Protocol):
+    """A workload whose requests carry their own send times (`TraceWorkload`): it needs a
+    client engine, and takes no `Arrivals`."""
+
+    def scheduled(self) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ stamps of all its token events (`StreamChunk.token_times`): nothing crosses thre
 token, and the time a request waits for the harness's thread is not counted. A
 request's arrival is when it left the client (`sent_at`).
 
+Conversations (`GenerationRequest.follows`): a later turn is sent when the turn before it
+has been answered and its think time has passed, with the real answers in its history
+(`engines.turns`); its arrival is when it is sent. Each session goes at its own pace.
+
 A token event is an event whose choice carries text (a completion's `text`, a chat
 `delta.content`), or empty text before the finish (a token whose characters are not
 complete yet); the chat role announcement and an empty closing event are not tokens.
@@ -56,6 +60,7 @@ from pytest_llmperf.engines.base import (
     StreamChunk,
     Tokenizer,
 )
+from pytest_llmperf.engines.openai.conversations import ClientTurns
 from pytest_llmperf.engines.openai.events import EventStream
 from pytest_llmperf.engines.openai.http_stream import HTTPClient
 from pytest_llmperf.engines.openai.scoring import parse_score, score_body, unsupported_answer
@@ -83,6 +88,8 @@ async def _measure_lag(lags: list[float], interval_s: float = 0.02) -> None:
 class OpenAIEngine:
     name: ClassVar[str] = "openai"
     spec: ClassVar[EngineSpec] = OPENAI
+    #: Sends a conversation's turns itself, each after the answer before it (`SendsTurns`).
+    sends_turns: ClassVar[bool] = True
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -219,7 +226,10 @@ class OpenAIEngine:
         # Every wait is bounded: the whole batch can take at most the per-request bound
         # times the number of waves the concurrency limit makes.
         waves = 1 + len(requests) // max(1, self.max_concurrency or len(requests) or 1)
-        deadline = time.monotonic() + self.request_timeout_s * waves + 30.0
+        # A conversation's turns go one after another: each adds a request and its think time.
+        turns = sum(1 for r in requests if r.follows is not None)
+        thinking = sum(r.think_time_s for r in requests)
+        deadline = time.monotonic() + self.request_timeout_s * (waves + turns) + thinking + 30.0
         while True:
             item = out.get(timeout=max(0.1, deadline - time.monotonic()))
             if item is _DONE:
@@ -247,13 +257,28 @@ class OpenAIEngine:
         cpu_start = time.thread_time()
         lags: list[float] = []
         ticker = asyncio.ensure_future(_measure_lag(lags))
+        turns = ClientTurns(requests)
 
         async def one(group: list[tuple[int, GenerationRequest]]) -> None:
-            offset = group[0][1].send_offset_s
-            if offset > 0:  # open loop: send on schedule; the schedule is the arrival
-                await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
-            async with limit:
-                out.put(await self._send(group, start + offset if offset > 0 else None))
+            index, first = group[0]
+            try:
+                if turns.follows(first):  # a conversation's later turn: after its answer
+                    ready = await turns.ready(index, first)
+                    if isinstance(ready, StreamChunk):
+                        out.put([ready])
+                        return
+                    async with limit:
+                        chunks = await self._send([(index, ready)])
+                else:
+                    offset = first.send_offset_s
+                    if offset > 0:  # open loop: send on schedule; the schedule is the arrival
+                        await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
+                    async with limit:
+                        chunks = await self._send(group, start + offset if offset > 0 else None)
+                turns.answered(chunks)
+                out.put(chunks)
+            finally:
+                turns.done(group)
 
         try:
             await asyncio.gather(*(one(g) for g in groups))
@@ -283,6 +308,8 @@ class OpenAIEngine:
                 and len(last) < size
                 and item[1].messages is None
                 and last[0][1].messages is None
+                and item[1].follows is None
+                and last[0][1].follows is None
                 and last[0][1].sampling == item[1].sampling
             ):
                 last.append(item)

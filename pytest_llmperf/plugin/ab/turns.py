@@ -30,7 +30,7 @@ from pytest_llmperf.measure.harness import run_round
 from pytest_llmperf.measure.metrics import RequestRecord
 from pytest_llmperf.measure.rounds import Rounds
 from pytest_llmperf.measure.turns import Mode, Side, turn_metrics, turn_order
-from pytest_llmperf.plugin.pipeline import build_requests
+from pytest_llmperf.plugin.pipeline import build_requests, round_builder
 from pytest_llmperf.suite.workload import Workload
 
 if TYPE_CHECKING:
@@ -64,6 +64,10 @@ class SideState:
     #: Whether this test closes `engine` when done (a second instance, or a given engine).
     owned: bool = False
     requests: list[GenerationRequest] = field(default_factory=list)
+    #: Each round's own requests, for a workload fresh every round (`pipeline.round_builder`).
+    fresh: Callable[[int], list[GenerationRequest]] | None = None
+    #: Rounds this side has sent, warm-up included: the next fresh round's index.
+    sent: int = 0
     records: list[RequestRecord] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
     #: Each turn's flat metrics, over that turn's rounds.
@@ -147,7 +151,7 @@ class Turns:
                 self.dead = f"engine of side {side.side.upper()} died: {death_cause(side.engine)}"
                 break
             index = len(side.durations)
-            got, duration = run_round(side.engine, side.requests, index)
+            got, duration = run_round(side.engine, self._next_batch(side), index)
             after_round(side.side, got)
             side.records.extend(got)
             side.durations.append(duration)
@@ -180,6 +184,14 @@ class Turns:
             side.loads.append(time.perf_counter() - started)
         workload = side.workload or self.workload
         side.requests = build_requests(side.engine, workload, session.settings.limit, None)
+        side.fresh = round_builder(side.engine, workload, session.settings.limit, None)
+
+    def _next_batch(self, side: SideState) -> list[GenerationRequest]:
+        """The side's next round: its requests, or the next fresh ones (both sides get the
+        same sequence, each round's once)."""
+        batch = side.requests if side.fresh is None else side.fresh(side.sent)
+        side.sent += 1
+        return batch
 
     def _unload(self, side: SideState) -> None:
         engine, side.engine = side.engine, None
@@ -190,7 +202,7 @@ class Turns:
     def _warm_up(self, side: SideState) -> None:
         assert side.engine is not None
         for _ in range(self.warmup_rounds):
-            run_round(side.engine, side.requests, -1)
+            run_round(side.engine, self._next_batch(side), -1)
 
     def _second_fits(self) -> bool:
         """Whether every leased GPU has the free memory the first engine took there, plus a
