@@ -10,8 +10,15 @@ import time
 import pytest
 
 from pytest_llmperf import LoadShare, split_load
-from pytest_llmperf.procs.rendezvous import BarrierError, Rendezvous, abort, wait
+from pytest_llmperf.procs.rendezvous import (
+    RENDEZVOUS_KEY,
+    BarrierError,
+    Rendezvous,
+    abort,
+    wait,
+)
 from pytest_llmperf.suite.arguments import ArgumentError
+from pytest_llmperf.suite.split import barrier
 
 
 def test_the_barrier_lets_every_party_go_only_when_the_last_has_come() -> None:
@@ -79,6 +86,9 @@ def test_shares_are_named_and_checked_where_they_are_written() -> None:
         LoadShare("chat", 4, 3)
     with pytest.raises(ArgumentError, match="split_load: clients=0: must be at least 1"):
         split_load("chat", clients=0)
+    # Rounds until decided would let each share stop on its own, the others left waiting.
+    with pytest.raises(pytest.fail.Exception, match=r"rounds='auto'.*a fixed number of rounds"):
+        barrier(LoadShare("chat", 1, 2), {RENDEZVOUS_KEY: "127.0.0.1:1"}, adaptive=True)
 
 
 def test_a_share_that_fails_lets_the_other_go_at_once(pytester: pytest.Pytester) -> None:

@@ -384,7 +384,9 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
                 plan,
                 repeat=self._repeat,
                 before_measuring=sampler.start,
-                before_round=barrier(share, getattr(self._request.config, "workerinput", None)),
+                before_round=barrier(
+                    share, getattr(self._request.config, "workerinput", None), looks is not None
+                ),
                 after_round=lambda records: self._keep_round(requests, records),
                 on_round=progress.on_round,
                 keep_going=looks,

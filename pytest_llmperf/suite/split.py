@@ -77,14 +77,22 @@ def split_load(load: str, clients: int, barrier_timeout_s: float = 300.0) -> lis
 
 
 def barrier(
-    share: LoadShare | None, workerinput: Mapping[str, Any] | None
+    share: LoadShare | None, workerinput: Mapping[str, Any] | None, adaptive: bool = False
 ) -> Callable[[int], None]:
     """What a measured round of `share` waits for: every share of its load at that round,
     at the controller's barrier (`procs.rendezvous`, its address in the xdist worker's
     `workerinput`); nothing without a share. Run outside xdist, a load of more than one
-    share fails at once: its shares would run one after the other."""
+    share fails at once: its shares would run one after the other; so does one whose rounds
+    are `adaptive` (rounds until decided): each share would stop on its own, leaving the
+    others at a barrier."""
     if share is None:
         return lambda index: None
+    if adaptive:
+        pytest.fail(
+            f"split load {share.load!r}: rounds='auto' (or --llmperf-rounds auto) lets each "
+            "share stop on its own; a split load measures a fixed number of rounds",
+            pytrace=False,
+        )
     address = (workerinput or {}).get(RENDEZVOUS_KEY)
     if address is None and share.clients > 1:
         pytest.fail(
