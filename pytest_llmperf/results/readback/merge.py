@@ -21,6 +21,7 @@ from typing import Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.results.exports import write_github_benchmark, write_tests_csv
+from pytest_llmperf.results.readback.split import merged_loads
 from pytest_llmperf.results.runs import Run, read_run
 from pytest_llmperf.results.writer import RunWriter, read_records, write_summary
 
@@ -50,14 +51,15 @@ def merge_runs(runs: Sequence[Run], out: Path) -> Run:
     outcomes: dict[str, Any] = {}
     for run in runs:
         outcomes.update(run.summary.get("outcomes") or {})
-    write_summary(
-        out,
-        {
-            "finished_at": max(str(r.summary.get("finished_at") or "") for r in runs),
-            "interrupted": any(bool(r.summary.get("interrupted")) for r in runs),
-            "outcomes": outcomes,
-        },
-    )
+    extra = {
+        "finished_at": max(str(r.summary.get("finished_at") or "") for r in runs),
+        "interrupted": any(bool(r.summary.get("interrupted")) for r in runs),
+        "outcomes": outcomes,
+    }
+    # Split loads merged again, from the joined runs' shares (a load's shares may be in several).
+    if loads := merged_loads([test for run in runs for test in run.tests], out):
+        extra["split_loads"] = loads
+    write_summary(out, extra)
     merged = read_run(out)
     write_github_benchmark(merged)
     write_tests_csv(merged)
@@ -66,7 +68,15 @@ def merge_runs(runs: Sequence[Run], out: Path) -> Run:
 
 #: Keys of a run's summary that describe that run alone, not the merged one.
 _PER_RUN = frozenset(
-    {"tests", "engine_failures", "outcomes", "finished_at", "interrupted", "thresholds_update"}
+    {
+        "tests",
+        "engine_failures",
+        "outcomes",
+        "finished_at",
+        "interrupted",
+        "thresholds_update",
+        "split_loads",
+    }
 )
 
 
