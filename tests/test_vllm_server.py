@@ -7,6 +7,7 @@ else started, and `--engine vllm-server`, which starts and stops the server itse
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from pytest_llmperf.cli import main
 from pytest_llmperf.models.names import tiny_model_path
+from pytest_llmperf.tables import format_number
 from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import run_suite
 
@@ -211,6 +214,14 @@ def test_one_load_split_over_two_workers_is_merged_from_every_request(
     assert load["client_bound_shares"] == bound
     assert load["more_client_hosts_needed"] is bool(bound)
     result.stdout.fnmatch_lines(["split load chat: 2 of 2 client(s) on *; 24 requests merged*"])
+    # The HTML report shows the merged load, with its shares' workers.
+    out = pytester.path / "report.html"
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    section = out.read_text().split('<h2 id="split">', 1)[1].split("</table>", 1)[0]
+    assert '<span class="id">chat</span>' in section and "gw0" in section and "gw1" in section
+    shown = re.findall(r'<td class="num">(.*?)</td>', section)
+    expected = [merged["requests"], merged["output_tok_per_s"], merged["ttft_ms"]["p50"]]
+    assert shown[:3] == [format_number(v) for v in expected]
 
     # Without xdist the shares would run one after the other: the first fails at once.
     result = pytester.runpytest_subprocess(*base, "-k", "1of2", timeout=120)

@@ -6,7 +6,8 @@ e-mail attachment or a CI artifact, and shows the same in ten years.
 
 Layout: a header per run (machine, packages, thresholds passed; a line per host where its
 tests ran on several), the figures of all the runs together, a table of every test's main
-metrics with their intervals and rounds (grouped by host where a run's ran on several), every
+metrics with their intervals and rounds (grouped by host where a run's ran on several), the
+A/B tests and the loads split over client workers (`report.split`), every
 bound's and baseline metric's verdict (`report.verdicts`), failed requests if any, then with two
 to four runs a comparison of the first (the base) against each later one. Five runs or more
 are a history (`HISTORY_MIN_RUNS`): a History section plots each headline metric over the
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.report.ab import ab_section
+from pytest_llmperf.report.split import split_section
 from pytest_llmperf.report.verdicts import tests_table, thresholds_state, verdicts_section
 from pytest_llmperf.results.readback.hosts import grouped, host_lines
 from pytest_llmperf.results.runs import Run, time_order
@@ -137,6 +139,7 @@ def render_report(runs: Sequence[Run]) -> str:
         parts.append(_history(runs))
     parts.append(tests_table(runs, labels))
     parts.append(ab_section(runs, labels))
+    parts.append(split_section(runs, labels))
     parts.append(verdicts_section(runs, labels))
     parts.append(_errors(runs))
     from pytest_llmperf.results.compare import compare_runs
@@ -178,6 +181,8 @@ def _contents(runs: Sequence[Run]) -> str:
     items.append('<li><a href="#tests">Tests</a></li>')
     if any(t.ab for r in runs for t in r.tests):
         items.append('<li><a href="#ab">A/B tests</a></li>')
+    if any(r.summary.get("split_loads") for r in runs):
+        items.append('<li><a href="#split">Split loads</a></li>')
     if any(t.thresholds.checked or t.baseline is not None for r in runs for t in r.tests):
         items.append('<li><a href="#verdicts">Verdicts</a></li>')
     items += [
