@@ -109,8 +109,9 @@ RECORDS_KEY = "llmperf_records"
 
 
 class _XdistController:
-    """Hands the controller's run id, and on a CPU run each worker's share of the CPUs,
-    to every xdist worker; takes each worker's records back with its tests' reports
+    """Hands the controller's run id, the address of its barrier for split loads
+    (`procs.rendezvous`) and, on a CPU run, each worker's share of the CPUs to every xdist
+    worker; takes each worker's records back with its tests' reports
     (`RunWriter.take_outbox`: the worker may run on another host, or in another folder)
     and its thread environment at its end."""
 
