@@ -22,6 +22,7 @@ from pytest_llmperf.suite.grid import Config, Grid, grid_params
 from pytest_llmperf.suite.load import SLO, Arrivals
 from pytest_llmperf.suite.scaling import ScalingSeries, Speedups, workers_config
 from pytest_llmperf.suite.shared_prefix import SharedPrefixWorkload
+from pytest_llmperf.suite.split import LoadShare, split_load
 from pytest_llmperf.suite.trace import TraceWorkload
 from pytest_llmperf.suite.workload import DatasetWorkload, SyntheticWorkload, Workload
 from pytest_llmperf.suite.workload_stats import coverage, covering_limit, reference_lengths
@@ -39,6 +40,7 @@ __all__ = [
     "GenerationRequest",
     "GenerationTask",
     "Grid",
+    "LoadShare",
     "MetricSpec",
     "SamplingParams",
     "ScalingSeries",
@@ -55,6 +57,7 @@ __all__ = [
     "grid_params",
     "pp_metrics",
     "reference_lengths",
+    "split_load",
     "tg_metrics",
     "workers_config",
 ]

@@ -45,7 +45,7 @@ from pytest_llmperf.results.runs import (
     read_test_records,
     run_refs,
 )
-from pytest_llmperf.results.writer import write_summary
+from pytest_llmperf.results.writer import worker_copies, write_summary
 from pytest_llmperf.tables import render_table
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--force", action="store_true", help="rewrite the summary of a run that has one"
     )
+
+    merge = command("merge", "join runs of parts of a suite (shards, hosts) into one run")
+    merge.add_argument("runs", nargs="+", metavar="RUN", help="run folders, ids, or latest~N")
+    merge.add_argument("-o", "--output", type=_path, required=True, help="the new run's folder")
 
     compare = command("compare", "per-test metric changes from BASE to NEW; 1 on regression")
     compare.add_argument("base")
@@ -303,6 +307,9 @@ def _rebuild(run: Run, force: bool) -> int:
     try:
         tests = read_test_records(run.path)
         requests = list(run.requests())
+        known = {r.get("test_id") for r in requests} | {t.test_id for t in tests}
+        spare = worker_copies(run.path, "requests")  # xdist: tests the controller never got
+        requests += [r for r in spare if r.get("test_id") not in known]
         # A test the run was measuring when it was killed has request records only.
         cut_short = cut_short_tests(
             requests, tests, overview.settings_of(run), str(run.summary.get("started_at", ""))
@@ -426,6 +433,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show(open_run(args.run, args.results_dir))
         if args.command == "rebuild":
             return _rebuild(open_run(args.run, args.results_dir), args.force)
+        if args.command == "merge":
+            from pytest_llmperf.results.readback.merge import merge_runs
+
+            merged = merge_runs([open_run(r, args.results_dir) for r in args.runs], args.output)
+            print(f"wrote {merged.path}: {len(merged.tests)} test(s) of {len(args.runs)} runs")
+            return EXIT_OK
         if args.command == "compare":
             from pytest_llmperf.results.compare import compare_command
 

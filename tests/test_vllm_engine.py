@@ -358,7 +358,8 @@ def test_vllm_args_reach_vllm_and_an_unknown_one_is_refused_before_any_engine(
         product:
           axes:
             vllm_args:
-              - {max_num_batched_tokens: 768, block_size: 32}
+              - {max_num_batched_tokens: 768, block_size: 32, distributed_executor_backend: mp,
+                 pipeline_parallel_size: 1, data_parallel_size: 1}
           base: {max_model_len: 256, max_num_seqs: 2}
         """,
     )
@@ -378,12 +379,25 @@ def test_vllm_args_reach_vllm_and_an_unknown_one_is_refused_before_any_engine(
     )
     result = run_vllm(pytester, timeout=300)
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*test_args?max_num_batched_tokens768_block_size32? PASSED*"])
+    result.stdout.fnmatch_lines(["*test_args?max_num_batched_tokens768_block_size32_* PASSED*"])
     (test,) = read_summary(pytester)["tests"]
     details = test["engine_info"]["details"]
     assert (details["max_num_batched_tokens"], details["block_size"]) == (768, 32)
     assert details["max_num_seqs"] == 2  # our own setting, beside them
-    passed = {"max_num_batched_tokens": 768, "block_size": 32}
+    # vLLM's multi-node settings pass through the same way: the record says the cluster
+    # as vLLM configured it (the executor backend it was given, not the one-node default).
+    cluster = details["cluster"]
+    assert cluster["distributed_executor_backend"] == "mp"
+    sizes = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "nnodes")
+    assert [cluster[k] for k in sizes] == [1, 1, 1, 1]
+    assert cluster["world_size"] == 1
+    passed = {
+        "max_num_batched_tokens": 768,
+        "block_size": 32,
+        "distributed_executor_backend": "mp",
+        "pipeline_parallel_size": 1,
+        "data_parallel_size": 1,
+    }
     assert test["engine_config"]["settings"]["vllm_args"] == passed
 
     shutil.rmtree(pytester.path / "results")
@@ -400,4 +414,21 @@ def test_vllm_args_reach_vllm_and_an_unknown_one_is_refused_before_any_engine(
         ]
     )
     assert not (pytester.path / "results").exists()  # no engine was started
+    assert eventually_empty(leftovers, tag, pytester.path) == []
+
+    # A known name with a value vLLM does not take is vLLM's own error, at the engine's
+    # start, in the failed test's message: its values are vLLM's to judge, not ours.
+    text = grid.read_text().replace("max_num_batchd_tokens", "max_num_batched_tokens")
+    grid.write_text(
+        text.replace("distributed_executor_backend: mp", "distributed_executor_backend: rayy")
+    )
+    result = run_vllm(pytester, timeout=240)
+    result.assert_outcomes(failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # not our usage error
+    # The failure's own section (the test's id names the value too: not evidence).
+    failure = result.stdout.str().split("= FAILURES =", 1)[1].split("short test summary", 1)[0]
+    failure = failure.split("_ test_args[", 1)[1].split("] _", 1)[1]
+    assert "engine 'vllm' failed to start: " in failure
+    assert "VllmConfig" in failure  # vLLM's own configuration refused it
+    assert "is not one of vLLM's" not in failure  # not our name check
     assert eventually_empty(leftovers, tag, pytester.path) == []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import statistics
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.cli import main as cli_main
+from pytest_llmperf.cli import main
 from pytest_llmperf.models.names import tiny_model_path
+from pytest_llmperf.tables import format_number
 from tests.cpu_vllm_server import cpu_vllm_server
 from tests.suite_run import run_suite
 
@@ -117,7 +120,7 @@ def test_smoke_suite_through_a_managed_vllm_server(tmp_path: Path) -> None:
     assert single["server_kv_cache_usage_peak"] < batch8["server_kv_cache_usage_peak"]
     # The report plots each test's series beside the client's figures.
     out = tmp_path / "report.html"
-    assert cli_main(["report", str(tmp_path / "results" / summary["run_id"]), "-o", str(out)]) == 0
+    assert main(["report", str(tmp_path / "results" / summary["run_id"]), "-o", str(out)]) == 0
     html = out.read_text(encoding="utf-8")
     title = "Server metrics over the measured rounds"
     section = html[html.index(f"<h3>{title}</h3>") :].split("</section>")[0]
@@ -208,6 +211,76 @@ def test_an_unknown_server_flag_is_a_usage_error_at_collection(pytester: pytest.
             "(did you mean '--max-num-batched-tokens'*"
         ]
     )
+
+
+SPLIT_SUITE = """
+    import pytest
+    from pytest_llmperf import Config, SyntheticWorkload, split_load
+
+    C = Config.make("c", {"max_concurrency": 2})
+
+    @pytest.mark.parametrize("share", split_load("chat", clients=2, barrier_timeout_s=120))
+    def test_chat(llmperf, share):
+        work = SyntheticWorkload(num_requests=6, input_tokens=16, output_tokens=8)
+        llmperf.measure(C, work, rounds=2, warmup_rounds=1, share=share)
+"""
+
+
+def _percentile(values: list[float], q: int) -> float:
+    """numpy's default (linear) percentile, by the standard library's own code."""
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def test_one_load_split_over_two_workers_is_merged_from_every_request(
+    vllm_server: str, pytester: pytest.Pytester
+) -> None:
+    """Two xdist workers each run a share of one closed-loop load on the real server, their
+    rounds started together at the controller's barrier; the controller merges the shares'
+    request records into one measurement whose percentiles are those of all the records."""
+    pytester.makepyfile(test_split=SPLIT_SUITE)
+    base = ("--engine", "openai", "--base-url", vllm_server, "--gpus", "cpu", "-p", "no:randomly")
+    result = pytester.runpytest_subprocess(*base, "-n", "2", timeout=300)
+    result.assert_outcomes(passed=2)
+    run_dir = next(p for p in (pytester.path / "results").iterdir() if p.is_dir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (load,) = summary["split_loads"]
+    assert (load["load"], load["clients"], load["missing_shares"]) == ("chat", 2, [])
+    assert {s["worker"] for s in load["shares"]} == {"gw0", "gw1"}
+    ids = {s["test_id"] for s in load["shares"]}
+    rows = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+    mine = [r for r in rows if r["test_id"] in ids and r["error"] is None]
+    assert len(mine) == 2 * 6 * 2  # both shares, every measured round, no warm-up round
+    merged = load["metrics"]
+    assert merged["requests"] == len(mine)
+    for metric in ("ttft_ms", "e2e_ms", "tpot_ms"):
+        values = [r[metric] for r in mine]
+        assert merged[metric]["count"] == len(values)
+        for q in (50, 90, 95, 99):
+            assert merged[metric][f"p{q}"] == pytest.approx(_percentile(values, q), rel=1e-9)
+    # Each round of the load lasts as long as its slowest share's: they started together.
+    shares = [t for t in summary["tests"] if t["test_id"] in ids]
+    per_share = [t["samples"]["duration_s"] for t in shares]
+    assert load["round_durations_s"] == [max(d) for d in zip(*per_share, strict=True)]
+    tokens = sum(r["output_tokens"] for r in mine)
+    assert merged["output_tok_per_s"] == pytest.approx(tokens / sum(load["round_durations_s"]))
+    # The client self-check of every share decides whether more client hosts were needed.
+    bound = [t["test_id"] for t in shares if t["metrics_flat"].get("client_bound")]
+    assert load["client_bound_shares"] == bound
+    assert load["more_client_hosts_needed"] is bool(bound)
+    result.stdout.fnmatch_lines(["split load chat: 2 of 2 client(s) on *; 24 requests merged*"])
+    # The HTML report shows the merged load, with its shares' workers.
+    out = pytester.path / "report.html"
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    section = out.read_text().split('<h2 id="split">', 1)[1].split("</table>", 1)[0]
+    assert '<span class="id">chat</span>' in section and "gw0" in section and "gw1" in section
+    shown = re.findall(r'<td class="num">(.*?)</td>', section)
+    expected = [merged["requests"], merged["output_tok_per_s"], merged["ttft_ms"]["p50"]]
+    assert shown[:3] == [format_number(v) for v in expected]
+
+    # Without xdist the shares would run one after the other: the first fails at once.
+    result = pytester.runpytest_subprocess(*base, "-k", "1of2", timeout=120)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*split load 'chat': its 2 shares run at once on xdist*-n 2*"])
 
 
 def test_trace_replay_and_a_conversation_on_the_real_server(vllm_server: str) -> None:

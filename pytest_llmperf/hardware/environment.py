@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import platform
 import socket
@@ -93,3 +94,42 @@ def machine_metadata(gpus: list[GpuInfo], rootdir: Path, argv: list[str]) -> dic
         "git_commit": git_commit(rootdir),
         "command_line": argv,
     }
+
+
+#: What of `machine_metadata` each test's record repeats as its host's facts.
+_HOST_KEYS = (
+    "hostname",
+    "platform",
+    "python",
+    "cpu",
+    "cpu_count",
+    "memory_total_bytes",
+    "gpus",
+    "driver",
+    "cuda_visible_devices",
+    "packages",
+)
+
+
+def host_facts(
+    machine: dict[str, Any], gpus: tuple[int, ...], gpus_source: str, worker: str | None
+) -> dict[str, Any]:
+    """The host a test measured on, as its record keeps it: under xdist each worker may run
+    on another machine (`--tx ssh=...`), in another folder, with its own GPUs (`gpus`, the
+    run's set on that host, and where it was set), so the run's `machine` (the controller's)
+    does not say where each test ran."""
+    return {
+        "worker": worker,
+        **{key: machine.get(key) for key in _HOST_KEYS},
+        "user": _user(),
+        "cwd": os.getcwd(),
+        "run_gpus": list(gpus),
+        "gpus_source": gpus_source,
+    }
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return None

@@ -87,8 +87,10 @@ def visible_gpus() -> list[GpuInfo]:
     return visible
 
 
-def select_gpus(requested: tuple[int, ...] | None, visible: list[GpuInfo]) -> tuple[int, ...]:
-    """The run's GPU set: `requested` checked against what is visible."""
+def select_gpus(
+    requested: tuple[int, ...] | None, visible: list[GpuInfo], source: str = "--gpus"
+) -> tuple[int, ...]:
+    """The run's GPU set: `requested` (from `source`) checked against what is visible."""
     available = tuple(g.index for g in visible)
     if requested is None:
         return available
@@ -96,7 +98,7 @@ def select_gpus(requested: tuple[int, ...] | None, visible: list[GpuInfo]) -> tu
     if missing:
         shown = ",".join(map(str, available)) or "none"
         raise LLMPerfUsageError(
-            f"--gpus: GPU {','.join(map(str, missing))} is not visible (visible GPUs: {shown})"
+            f"{source}: GPU {','.join(map(str, missing))} is not visible (visible GPUs: {shown})"
         )
     return requested
 

@@ -82,6 +82,7 @@ def run_rounds(
     *,
     repeat: Repeat = repeat_plainly,
     before_measuring: Callable[[], None] = lambda: None,
+    before_round: Callable[[int], None] = lambda index: None,
     after_round: Callable[[list[RequestRecord]], None] = lambda records: None,
     on_round: Callable[[int, Sequence[RequestRecord], float], None] = lambda i, r, d: None,
     keep_going: Callable[[Rounds], bool] | None = None,
@@ -90,7 +91,8 @@ def run_rounds(
     """Run `plan`'s rounds of `requests` on `engine`.
 
     `before_measuring` is called just before the first measured round (telemetry covers
-    the measured rounds, not the warm-up); `after_round` with each measured round's
+    the measured rounds, not the warm-up), `before_round` before each measured round with
+    its index (a split load's barrier, `suite.split`); `after_round` with each measured round's
     records when the round ends, before they are kept (it may raise to stop); `on_round`
     with the round's index (from 0), its records and its duration once they are kept (a
     live status line: it must not raise).
@@ -119,12 +121,15 @@ def run_rounds(
         index = count - plan.warmup_rounds
         count += 1
 
+        # Built before the barrier: a split load's shares then start sending together.
+        batch = requests if fresh is None else fresh(count - 1)
+        if not warmup:
+            before_round(index)
         if index == 0:
             before_measuring()
         # Records are handed over when the round ends, not while it runs: a write inside
         # the loop would delay the next chunk's timestamp (and, for an in-process engine,
         # the engine itself). A run killed mid-way keeps every finished round.
-        batch = requests if fresh is None else fresh(count - 1)
         records, duration = run_round(engine, batch, index)
         if warmup:
             return

@@ -11,6 +11,7 @@ from pytest_llmperf.suite.accuracy import ChoiceTask, GenerationTask
 from pytest_llmperf.suite.arguments import a_callable, bad, optional_number, text, whole
 from pytest_llmperf.suite.config import Config
 from pytest_llmperf.suite.load import SLO, Arrivals
+from pytest_llmperf.suite.split import LoadShare
 
 _WORKLOADS = (
     "SyntheticWorkload, DatasetWorkload, SharedPrefixWorkload, TraceWorkload, "
@@ -47,6 +48,7 @@ def check_measure(
     score: object,
     derived: object,
     allowed_failure_rate: object,
+    share: object = None,
 ) -> None:
     """Every argument of `measure()`; the first wrong one raises."""
     owner = "measure()"
@@ -74,6 +76,8 @@ def check_measure(
                 raise bad(owner, f"extra_metrics[{name!r}]", value, "must be a number or None")
     if arrivals is not None and not isinstance(arrivals, Arrivals):
         raise bad(owner, "arrivals", arrivals, "must be an Arrivals, e.g. Arrivals(rate_per_s=8)")
+    if share is not None and not isinstance(share, LoadShare):
+        raise bad(owner, "share", share, "must be a LoadShare, from split_load(name, clients)")
     if slo is not None and not isinstance(slo, SLO):
         raise bad(owner, "slo", slo, "must be an SLO, e.g. SLO(ttft_ms=200)")
     a_callable(owner, "score", score, "of the measured request records")

@@ -61,6 +61,7 @@ from pytest_llmperf.suite.accuracy import ChoiceTask
 from pytest_llmperf.suite.arguments import bad
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
 from pytest_llmperf.suite.load import SLO, Arrivals
+from pytest_llmperf.suite.split import LoadShare, barrier
 from pytest_llmperf.suite.workload import (
     Scheduled,
     Workload,
@@ -129,13 +130,14 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         )
 
     def gpu_count(self, config: Config = DEFAULT_CONFIG) -> int:
-        """GPUs this test leases: tensor parallel size or its `gpu(n)` mark, none on a CPU run."""
+        """GPUs this test leases: those its configuration uses on this host (`gpus_on_host`:
+        tensor x pipeline x data parallel) or its `gpu(n)` mark, none on a CPU run."""
         name = config.engine or self._session.settings.engine
         if not self._session.gpus or not engine_spec(name).traits.uses_gpus:
             return 0
         node = self._request.node
         marked = [marker_gpu_count(node.nodeid, m.args, m.kwargs) for m in node.iter_markers("gpu")]
-        return max([config.tensor_parallel_size, *marked])
+        return max([config.gpus_on_host, *marked])
 
     def measure(
         self,
@@ -152,6 +154,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         score: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None,
         derived: Callable[[AggregateMetrics], Mapping[str, float | None]] | None = None,
         allowed_failure_rate: float | None = None,
+        share: LoadShare | None = None,
     ) -> Measurement:
         """Run `workload` on the engine for `config`: warm-up rounds, then measured rounds.
 
@@ -171,7 +174,9 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         `model` replaces the run's `--model` for this call; `score` turns the measured
         records into more metrics (e.g. `GenerationTask.score`: exact match), checked by
         thresholds like the rest; `derived` turns the aggregate metrics into more (e.g.
-        `ScalingSeries.metrics`: speedup over one worker).
+        `ScalingSeries.metrics`: speedup over one worker). `share` makes the call one
+        client's share of a load split over xdist workers (`split_load`, `suite.split`):
+        each measured round starts when every share has reached it.
         """
         check_measure(
             config,
@@ -186,6 +191,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
             score=score,
             derived=derived,
             allowed_failure_rate=allowed_failure_rate,
+            share=share,
         )
         assert workload is not None  # checked: a workload
         key = self._claim("measure()", label)
@@ -218,7 +224,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         requests = self._build_requests(subject, started, workload, arrivals)
         looks = RoundsUntilDecided(self._session, key, engine_config.engine, more) if auto else None
         fresh = round_builder(started.engine, workload, self._session.settings.limit, arrivals)
-        measured, telemetry = self._run_rounds(started, requests, plan, key, looks, fresh)
+        measured, telemetry = self._run_rounds(started, requests, plan, key, looks, fresh, share)
         metrics = aggregate(measured, telemetry, more, self._physical(), started.info.details)
         samples = round_samples(measured, more)
         rounds_done = len(measured.durations)
@@ -231,7 +237,8 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         evidence = of_requests(measured.records, allowed)
         responses = self._write_responses(key, requests, measured)
         outcome = Outcome(metrics, verdicts, evidence, responses, samples, stop)
-        self._record(make_record(self._session, subject, started, plan, outcome))
+        record = make_record(self._session, subject, started, plan, outcome)
+        self._record(replace(record, split=share.describe()) if share else record)
         self._fail_if_dead(started.engine, key)
         self._fail_if_missed(key, outcome)
         return Measurement(
@@ -357,6 +364,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         key: str,
         looks: RoundsUntilDecided | None = None,
         fresh: Callable[[int], Sequence[GenerationRequest]] | None = None,
+        share: LoadShare | None = None,
     ) -> tuple[Rounds, dict[str, float | None]]:
         """The plan's rounds, and the GPUs' telemetry and the server's metrics over the
         measured ones."""
@@ -387,6 +395,9 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
                 plan,
                 repeat=self._repeat,
                 before_measuring=before_measuring,
+                before_round=barrier(
+                    share, getattr(self._request.config, "workerinput", None), looks is not None
+                ),
                 after_round=lambda records: self._keep_round(requests, records),
                 on_round=progress.on_round,
                 keep_going=looks,

@@ -6,7 +6,7 @@ Thin by design: each hook hands off to the run's `LLMPerfSession`, kept in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -36,7 +36,10 @@ from pytest_llmperf.plugin.own.gpus import (
 from pytest_llmperf.plugin.session import LLMPerfSession
 from pytest_llmperf.plugin.settings import read_settings
 from pytest_llmperf.plugin.summary import write_terminal_summary
+from pytest_llmperf.procs.rendezvous import RENDEZVOUS_KEY, Rendezvous
 from pytest_llmperf.suite.config import Config, NotForEngine, fit
+from pytest_llmperf.suite.shard import split
+from pytest_llmperf.suite.split import abandon
 
 session_key = pytest.StashKey[LLMPerfSession]()
 #: An xdist worker's usage error for a test, found at collection: the test fails with it.
@@ -82,6 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
         session.thread_plan["xdist_share"] = apply_share(share)
     term = config.stash[term_key] = TermAsInterrupt()
     term.install()  # SIGTERM ends the run like Ctrl-C: engines stopped, summary written
+    if session.settings.shard is not None:
+        config.pluginmanager.register(Shard(*session.settings.shard, _engine_key), "llmperf-shard")
     if worker_id is None:
         config.pluginmanager.register(_Outcomes(session), "llmperf-outcomes")
     if config.pluginmanager.hasplugin("xdist") and worker_id is None:
@@ -99,25 +104,87 @@ class _Outcomes:
         self.session.note_outcome(report)
 
 
+#: The report attribute (and `workeroutput` key) an xdist worker's records travel in.
+RECORDS_KEY = "llmperf_records"
+
+
 class _XdistController:
-    """Hands the controller's run id, and on a CPU run each worker's share of the CPUs,
-    to every xdist worker; takes each worker's thread environment back at its end."""
+    """Hands the controller's run id, the address of its barrier for split loads
+    (`procs.rendezvous`) and, on a CPU run, each worker's share of the CPUs to every xdist
+    worker; takes each worker's records back with its tests' reports
+    (`RunWriter.take_outbox`: the worker may run on another host, or in another folder)
+    and its thread environment at its end."""
 
     def __init__(self, session: LLMPerfSession) -> None:
         self.session = session
+        #: The barrier of loads split over workers (`suite.split`), started with the first.
+        self.rendezvous: Rendezvous | None = None
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["llmperf_run_id"] = self.session.run_id
         self.session.xdist_run_uid = node.workerinput.get("testrunuid")
-        workers = len(getattr(node.config.option, "tx", None) or ()) or 1
-        share = self.session.xdist_share(node.workerinput["workerid"], workers)
+        if self.rendezvous is None:
+            self.rendezvous = Rendezvous(remote=_any_remote(node))
+        here = bool(node.gateway.spec.popen)
+        node.workerinput[RENDEZVOUS_KEY] = self.rendezvous.address(local=here)
+        if not node.gateway.spec.popen:
+            return  # another host (`--tx ssh=...`): this one's CPUs are not its to share
+        share = self.session.xdist_share(node.workerinput["workerid"], _local_workers(node))
         if share:
             node.workerinput["llmperf_cpus"] = share
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Taken off the report before any other plugin (junitxml, reportlog) sees it.
+        records = report.__dict__.pop(RECORDS_KEY, None)
+        if records:
+            self.session.receive(records)
+
+    def pytest_unconfigure(self) -> None:
+        if self.rendezvous is not None:
+            self.rendezvous.close()
+
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         output = getattr(node, "workeroutput", None) or {}
+        if output.get(RECORDS_KEY):  # written after its last test's report
+            self.session.receive(output[RECORDS_KEY])
         if "llmperf_threads" in output:
             self.session.worker_threads[node.workerinput["workerid"]] = output["llmperf_threads"]
+
+
+class Shard:
+    """`--llmperf-shard K/N` (`suite.shard`): deselects the tests of other shards, after
+    every other selection (`trylast`)."""
+
+    def __init__(self, k: int, n: int, key: Callable[[pytest.Item], Hashable]) -> None:
+        self.k, self.n, self.key = k, n, key
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        mine = split(items, self.key, self.n)[self.k - 1]
+        kept = set(map(id, mine))
+        others = [item for item in items if id(item) not in kept]
+        if others:
+            config.hook.pytest_deselected(items=others)
+            items[:] = [item for item in items if id(item) in kept]
+
+
+def _local_workers(node: Any) -> int:
+    """How many of the run's xdist workers run on this host (popen gateways)."""
+    from execnet import XSpec  # xdist's own dependency; only here, where xdist runs
+    from xdist.workermanage import parse_tx_spec_config
+
+    return sum(1 for tx in parse_tx_spec_config(node.config) if XSpec(tx).popen) or 1
+
+
+def _any_remote(node: Any) -> bool:
+    """Whether any of the run's xdist workers runs on another host (not a popen gateway)."""
+    from execnet import XSpec
+    from xdist.workermanage import parse_tx_spec_config
+
+    return any(not XSpec(tx).popen for tx in parse_tx_spec_config(node.config))
 
 
 def declare_suite_metrics(config: pytest.Config) -> None:
@@ -283,11 +350,21 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Bad input found while a benchmark runs (an argument of `measure()`, a workload made
-    in the test) fails it with the message alone: it says what and where, and a traceback
-    through this package would bury it. Only tests that use the `llmperf` fixture: others
-    keep pytest's report."""
+    """In an xdist worker, the records the test appended go with its report to the
+    controller. Bad input found while a benchmark runs (an argument of `measure()`, a
+    workload made in the test) fails it with the message alone: it says what and where,
+    and a traceback through this package would bury it. Only tests that use the `llmperf`
+    fixture: others keep pytest's report."""
     report = yield
+    session = _session(item.config)
+    if session is not None and not session.is_controller:
+        records = session.writer.take_outbox()
+        if records:  # to the controller with the report, through xdist's channel
+            setattr(report, RECORDS_KEY, records)
+        params = getattr(getattr(item, "callspec", None), "params", None)
+        if (report.failed or report.skipped) and params:  # a split load's share: no more
+            worker = getattr(item.config, "workerinput", None)
+            abandon(params, worker, f"{item.nodeid} {report.outcome} ({report.when})")
     excinfo = call.excinfo
     if (
         excinfo is not None
@@ -375,6 +452,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         llmperf_session.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: its threads, for run.json
+            workeroutput[RECORDS_KEY] = llmperf_session.writer.take_outbox()
             workeroutput["llmperf_threads"] = {
                 **thread_environment(),
                 **llmperf_session.thread_plan,

@@ -253,6 +253,15 @@ def add_run_options(addoption: AddOption) -> None:
         "its outcome; auto: only on a terminal, not under -q, -s, xdist or CI (CI set) "
         "(ini: llmperf_progress). Default: auto.",
     )
+    addoption(
+        "--llmperf-shard",
+        dest="llmperf_shard",
+        metavar="K/N",
+        default=None,
+        help="run shard K of N (1 to N): the selected tests split by engine configuration, "
+        "so each configuration loads in one shard only; join the shards' runs with "
+        "`llmperf merge`. Default: every test.",
+    )
 
 
 def add_verdict_options(addoption: AddOption) -> None:

@@ -371,6 +371,7 @@ def make_record(
         if outcome.stop is not None
         else None,
         unreliable=unreliable(flatten(metrics.as_dict())),
+        host=session.host,
     )
 
 

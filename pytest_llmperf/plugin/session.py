@@ -23,7 +23,7 @@ from pytest_llmperf.engines import engine_spec, load_engine_class
 from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo, Terminable, death_cause
 from pytest_llmperf.engines.isolated.parent import IsolatedEngine
 from pytest_llmperf.errors import LLMPerfUsageError
-from pytest_llmperf.hardware.environment import machine_metadata
+from pytest_llmperf.hardware.environment import host_facts, machine_metadata
 from pytest_llmperf.hardware.gpus import (
     GpuInfo,
     gpu_memory_used,
@@ -47,6 +47,7 @@ from pytest_llmperf.procs.servers import ServerError, shared_servers_dir
 from pytest_llmperf.results.compare import check_measured
 from pytest_llmperf.results.exports import write_github_benchmark, write_tests_csv
 from pytest_llmperf.results.identity import Setup
+from pytest_llmperf.results.readback.split import merged_loads
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import responses_available
 from pytest_llmperf.results.runs import Run, open_run, read_run, read_test_records, run_refs
@@ -60,8 +61,7 @@ from pytest_llmperf.version import __version__
 log = logging.getLogger("pytest_llmperf")
 
 
-#: How long a leased GPU may take to become clean (no one else's processes, memory at
-#: baseline) before the engine that wants it fails with what was seen.
+#: How long a leased GPU may take to become clean (no other processes, memory at baseline).
 CLEAN_TIMEOUT_S = 120.0
 
 #: Bounds written for a test that has none yet, by --llmperf-update-thresholds.
@@ -101,7 +101,7 @@ class LLMPerfSession:
             except DatasetError as exc:
                 raise DatasetError(f"{settings.dataset_source}: {exc}") from None
         self.visible: list[GpuInfo] = visible_gpus()
-        self.gpus = select_gpus(settings.gpus, self.visible)
+        self.gpus = select_gpus(settings.gpus, self.visible, settings.gpus_source)
         run_gpus = [g for g in self.visible if g.index in self.gpus]
         self.hardware = settings.hardware or (
             hardware_slug(run_gpus[0].name) if run_gpus else "cpu"
@@ -131,10 +131,11 @@ class LLMPerfSession:
             "hardware": self.hardware,
             "settings": describe_settings(settings),
             "machine": machine_metadata(run_gpus, config.rootpath, sys.argv),
-            # Other work on the machine when the run started: a noise source the summary
-            # names (`plugin.summary`).
+            # Other work on the machine at the start: a noise source (`plugin.summary`).
             "load_average_at_start": _load_average(),
         }
+        #: The host this process measures on, in its tests' records (xdist: the worker's).
+        self.host = host_facts(self.metadata["machine"], self.gpus, settings.gpus_source, worker_id)
         #: How the CPUs are shared: on the controller, the split between xdist workers
         #: (`xdist`); in a worker, the share it applied (`xdist_share`).
         self.thread_plan: dict[str, Any] = {}
@@ -151,12 +152,10 @@ class LLMPerfSession:
         #: runs on them (and keeps their locks when the test ends).
         self.test_lease: Lease | None = None
         #: Engines started so far, and the GPU memory (NVML, physical index -> bytes) the
-        #: loaded one took when it started: the release check of `llmperf_gpus` leaves
-        #: it out.
+        #: loaded one took when it started: the release check of `llmperf_gpus` leaves it out.
         self.engine_starts = 0
         self.engine_memory: dict[int, int] | None = None
-        #: Memory in use on each of the run's GPUs when it started (NVML), for the
-        #: isolation check; None without NVML.
+        #: Memory in use on each of the run's GPUs at its start (NVML; None without it).
         self.gpu_baseline = gpu_memory_used(physical_indices(self.gpus))
         self._engine: Engine | None = None
         self._engine_info: EngineInfo | None = None
@@ -170,8 +169,7 @@ class LLMPerfSession:
         #: Some test has a time bound: engines that run in process are isolated, so that
         #: the bound can end their process (see `lifecycle`).
         self.bounded = settings.test_timeout_s is not None
-        #: xdist's run id, on the controller: names the folder the workers' shared
-        #: servers keep their state in, removed at the end.
+        #: xdist's run id (controller): names the workers' shared servers' folder.
         self.xdist_run_uid: str | None = None
 
     @property
@@ -268,6 +266,13 @@ class LLMPerfSession:
         share = list(shares[int(worker.removeprefix("gw") or 0) % workers])
         plan["shares"][worker] = share
         return share
+
+    def receive(self, records: dict[str, Any]) -> None:
+        """Records an xdist worker handed over with a test's report (controller): they join
+        the run's files, wherever the worker ran."""
+        self.writer.receive(records)
+        if any(records.values()):
+            self.ensure_metadata()
 
     def note_outcome(self, report: pytest.TestReport) -> None:
         """Keep pytest's verdict of each test (controller: xdist forwards every report),
@@ -436,6 +441,8 @@ class LLMPerfSession:
                 update_error = exc
                 extra["thresholds_update"] = {"error": str(exc)}
         self.unmatched_thresholds = self._unmatched(tests)
+        if loads := merged_loads(tests, self.run_dir):  # loads split over workers: merged
+            extra["split_loads"] = loads
         self.summary_path = write_summary(self.run_dir, extra)
         run = read_run(self.run_dir)
         write_github_benchmark(run)

@@ -4,6 +4,7 @@ a bad value is a usage error that names the option it came from."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pytest_llmperf.plugin.gate import Gate, Rounds
 from pytest_llmperf.plugin.locations import check_folder_path
 from pytest_llmperf.plugin.options import DEFAULT_REQUEST_TIMEOUT_S
 from pytest_llmperf.plugin.progress import PROGRESS_MODES, ProgressMode
+from pytest_llmperf.suite.shard import parse_shard
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class Settings:
     model_source: str = "--model"
     dataset_source: str = "--llmperf-dataset"
     results_source: str = "--llmperf-results-dir"
+    gpus_source: str = "--gpus"
+    #: `--llmperf-shard K/N`: (K, N), or None for every test.
+    shard: tuple[int, int] | None = None
     #: `--llmperf-progress`: the live status line (`plugin.progress.progress_wanted`).
     progress: ProgressMode = "auto"
     #: How tests are judged and how long auto rounds go on (`plugin.gate`).
@@ -100,6 +105,24 @@ def _get(config: pytest.Config, name: str) -> tuple[str, str]:
         _check_not_empty(str(value), _flag(name))
         return str(value), _flag(name)
     return str(config.getini(name)), f"ini option {name}"
+
+
+#: An xdist worker's own GPU set, in place of `--gpus`, set in its `--tx` spec
+#: (`--tx ssh=gpu2//env:LLMPERF_GPUS=0,1`): hosts differ in their GPUs, and the command
+#: line is the same for every worker.
+GPUS_ENV = "LLMPERF_GPUS"
+
+
+def _gpus(config: pytest.Config) -> tuple[str, str]:
+    """`--gpus` (or its ini twin) and where it came from; in an xdist worker, its host's
+    `LLMPERF_GPUS` instead where set (the controller runs no test: it has none)."""
+    workerinput = getattr(config, "workerinput", None)
+    own = os.environ.get(GPUS_ENV)
+    if workerinput is None or own is None:
+        return _get(config, "llmperf_gpus")
+    source = f"{GPUS_ENV} in xdist worker {workerinput['workerid']}'s environment"
+    _check_not_empty(own, source)
+    return own, source
 
 
 def _check_not_empty(value: str, flag: str) -> None:
@@ -171,7 +194,7 @@ def read_settings(config: pytest.Config) -> Settings:
     engine, engine_src = _get(config, "llmperf_engine")
     check_engine_name(engine, engine_src)
     model, model_src = _get(config, "llmperf_model")
-    gpus_text, gpus_src = _get(config, "llmperf_gpus")
+    gpus_text, gpus_src = _gpus(config)
     margin_text, margin_src = _get(config, "llmperf_threshold_margin")
     try:
         margin = float(margin_text)
@@ -225,6 +248,8 @@ def read_settings(config: pytest.Config) -> Settings:
         model_source=model_src,
         dataset_source=dataset_src,
         results_source=results_src,
+        gpus_source=gpus_src,
+        shard=_shard(config),
         progress=_progress_mode(config),
         gate=_gate(config),
         metrics_interval_s=_metrics_interval(config),
@@ -252,6 +277,11 @@ def _metrics_interval(config: pytest.Config) -> float:
     if not 0.01 <= value <= 3600:  # faster than 100 reads a second would load the server
         raise LLMPerfUsageError(f"{source}: must be 0 or in [0.01, 3600] seconds, got {value:g}")
     return value
+
+
+def _shard(config: pytest.Config) -> tuple[int, int] | None:
+    text = _optional_text(config, "llmperf_shard")
+    return parse_shard(text) if text is not None else None
 
 
 def _progress_mode(config: pytest.Config) -> ProgressMode:
@@ -333,6 +363,7 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "responses": settings.responses,
         "dry_run": settings.dry_run,
         "limit": settings.limit,
+        "shard": list(settings.shard) if settings.shard is not None else None,
         "gate": {
             "alpha": settings.gate.alpha,
             "drift": settings.gate.drift,

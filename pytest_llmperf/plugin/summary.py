@@ -24,7 +24,8 @@ that what is said is what was recorded:
                      shared it, or it lost requests.
 
 A test's unreliable metrics (`measure.reliability`) and the settings a grid's engine did not
-take are noted too.
+take are noted too. Tests measured on several hosts (xdist workers elsewhere) are grouped by
+host, each host with its workers and GPUs (`results.readback.hosts`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from pytest_llmperf.measure.reliability import EVERY_METRIC
 from pytest_llmperf.measure.timed import OWN_ENGINE
 from pytest_llmperf.results import readout
 from pytest_llmperf.results.changes import unjudged_notes
+from pytest_llmperf.results.readback.hosts import grouped, host_labels, host_lines
+from pytest_llmperf.results.readback.split import load_lines, merged_loads
 from pytest_llmperf.results.readout import headline
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import read_test_records
@@ -409,17 +412,31 @@ def write_terminal_summary(reporter: Any, session: LLMPerfSession) -> None:
         own = [t for t in tests if t.engine == OWN_ENGINE]
         engines = [t for t in tests if t.engine != OWN_ENGINE]
         files = thresholds_files(session, tests)
+        places = grouped(tests)
         if engines:
             baseline = any(t.baseline is not None for t in engines)
             header = ["test", "engine", *(name for name, _ in COLUMNS), "thresholds"]
             header += ["baseline"] if baseline else []
             rows = summary_rows(engines, files, baseline)
+            if len(places) > 1:  # tests measured on several hosts: grouped by host
+                header.insert(2, "host")
+                labels = host_labels(tests)
+                order = {label: n for n, (label, _) in enumerate(places)}
+                for row, test in zip(rows, engines, strict=True):
+                    row.insert(2, labels[test.test_id])
+                rows.sort(key=lambda row: order[row[2]])
             for text in render_table(header, rows).splitlines():
                 reporter.write_line(text)
         if own:
             header = ["your code", "metrics", "thresholds"]
             for text in render_table(header, own_rows(own, files)).splitlines():
                 reporter.write_line(text)
+        if len(places) > 1:
+            for line in host_lines(tests):
+                reporter.write_line(line)
+        for load in merged_loads(tests, session.run_dir):  # `suite.split`
+            (line,) = load_lines([load])
+            reporter.write_line(line, yellow=load["more_client_hosts_needed"])
         for line in ab_lines(tests):
             reporter.write_line(line)
         for note in run_notes(tests, session.metadata):

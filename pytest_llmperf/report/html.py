@@ -4,8 +4,10 @@ The file holds everything it shows: figures as inline SVG (from `plots`), styles
 `<style>` element, no script, no font, image or link to fetch, so it opens offline, as an
 e-mail attachment or a CI artifact, and shows the same in ten years.
 
-Layout: a header per run (machine, packages, thresholds passed), the figures of all the
-runs together, a table of every test's main metrics with their intervals and rounds, every
+Layout: a header per run (machine, packages, thresholds passed; a line per host where its
+tests ran on several), the figures of all the runs together, a table of every test's main
+metrics with their intervals and rounds (grouped by host where a run's ran on several), the
+A/B tests and the loads split over client workers (`report.split`), every
 bound's and baseline metric's verdict (`report.verdicts`), failed requests if any, then with two
 to four runs a comparison of the first (the base) against each later one. Five runs or more
 are a history (`HISTORY_MIN_RUNS`): a History section plots each headline metric over the
@@ -30,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.report.ab import ab_section
+from pytest_llmperf.report.split import split_section
 from pytest_llmperf.report.verdicts import tests_table, thresholds_state, verdicts_section
+from pytest_llmperf.results.readback.hosts import grouped, host_lines
 from pytest_llmperf.results.runs import Run, time_order
 from pytest_llmperf.tables import format_number
 
@@ -135,6 +139,7 @@ def render_report(runs: Sequence[Run]) -> str:
         parts.append(_history(runs))
     parts.append(tests_table(runs, labels))
     parts.append(ab_section(runs, labels))
+    parts.append(split_section(runs, labels))
     parts.append(verdicts_section(runs, labels))
     parts.append(_errors(runs))
     from pytest_llmperf.results.compare import compare_runs
@@ -176,6 +181,8 @@ def _contents(runs: Sequence[Run]) -> str:
     items.append('<li><a href="#tests">Tests</a></li>')
     if any(t.ab for r in runs for t in r.tests):
         items.append('<li><a href="#ab">A/B tests</a></li>')
+    if any(r.summary.get("split_loads") for r in runs):
+        items.append('<li><a href="#split">Split loads</a></li>')
     if any(t.thresholds.checked or t.baseline is not None for r in runs for t in r.tests):
         items.append('<li><a href="#verdicts">Verdicts</a></li>')
     items += [
@@ -259,6 +266,8 @@ def _run_header(run: Run, index: int, label: str) -> str:
         installed = [f"{name} {version}" for name, version in packages.items() if version]
         if installed:
             rows.append(("packages", _e(", ".join(installed))))
+    if len(grouped(run.tests)) > 1:  # measured on several hosts: each with its workers
+        rows += [("hosts", "<br>".join(_e(line) for line in host_lines(run.tests)))]
     command = machine.get("command_line")
     if command:
         rows.append(("command", f'<span class="id">{_e(_plain(command))}</span>'))

@@ -12,6 +12,7 @@ import html
 from collections.abc import Sequence
 
 from pytest_llmperf.results import readout
+from pytest_llmperf.results.readback.hosts import grouped
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import Run
 
@@ -68,21 +69,33 @@ def _has(test: TestRecord, metric: str) -> bool:
 
 def tests_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
     """Every test of `runs`: its setup, thresholds, baseline, rounds, and headline metrics
-    (each with its 95% interval where it was measured round by round)."""
-    tests = [(label, t) for run, label in zip(runs, labels, strict=True) for t in run.tests]
+    (each with its 95% interval where it was measured round by round); where a run's tests
+    ran on several hosts, a host column, each run's tests grouped by host."""
+    # A run measured in several places (xdist workers on other hosts, merged shards): its
+    # tests grouped by place, as the terminal summary groups them (`results.readback.hosts`).
+    places = {id(run): grouped(run.tests) for run in runs}
+    spread = any(len(groups) > 1 for groups in places.values())
+    tests = [
+        (label, place, t)
+        for run, label in zip(runs, labels, strict=True)
+        for place, group in places[id(run)]
+        for t in group
+    ]
     if not tests:
         return '<h2 id="tests">Tests</h2><p class="note">The runs hold no measured test.</p>'
-    columns = [(h, m) for h, m in TABLE_METRICS if any(_has(t, m) for _, t in tests)]
-    compared = any(t.baseline is not None for _, t in tests)
+    columns = [(h, m) for h, m in TABLE_METRICS if any(_has(t, m) for _, _, t in tests)]
+    compared = any(t.baseline is not None for _, _, t in tests)
     head = ["run"] if len(runs) > 1 else []
-    head += ["test", "config", "engine", "model", "thresholds"]
+    head += ["test", "host"] if spread else ["test"]
+    head += ["config", "engine", "model", "thresholds"]
     head += ["baseline"] if compared else []
     head += ["rounds", *(h for h, _ in columns)]
     rows = []
-    for label, test in tests:
+    for label, place, test in tests:
         model = test.engine_config.model or test.engine_info.model
         cells = [f"<td>{_e(label)}</td>"] if len(runs) > 1 else []
         cells.append(f'<td class="test"><span class="id">{_e(test.key)}</span></td>')
+        cells += [f'<td class="host">{_e(place)}</td>'] if spread else []
         texts = [_e(test.config.name), _e(test.engine), _e(model or ""), _thresholds_cell(test)]
         if compared:
             texts.append(_e(readout.baseline_verdict(test)))

@@ -7,9 +7,9 @@ CLI, the HTML report, its plots and the dashboard) gets `TestRecord`s back throu
 `from_record()`, never the JSON by its keys. The JSON is the one `writer` has always
 written (its `schema_version` is the writer's): a run folder of any earlier version
 still reads. Fields added after the first version (`worker_pid`, `gpus`, `baseline`,
-`responses`, `evidence`, `ab`) read as null where a record lacks them (`samples` and `unreliable`
-as empty, a judged change's `note` as null); keys this version does not know are left out (a
-later version may add some).
+`responses`, `evidence`, `ab`, `split`, a judged change's `note`) read as null where a record
+lacks them (`samples`, `unreliable`, `host` as empty); keys this version does not know are
+left out.
 
 Reading is strict: a field of the wrong type is a `RecordError`, a usage error that
 names the file, the line or entry, and the field (`results/r/tests.jsonl: line 3:
@@ -122,8 +122,7 @@ class BoundCheck:
     ok: bool
     file: str
     line: int
-    #: met / missed / inconclusive (`thresholds.check`); records before verdicts had
-    #: intervals say met or missed from `ok`.
+    #: met / missed / inconclusive (`thresholds.check`); older records: met or missed (`ok`).
     outcome: str | None = None
     #: samples, value or not measured: how the bound was judged.
     how: str | None = None
@@ -294,8 +293,7 @@ class TestRecord:
 
     #: The test's node id.
     test_id: str
-    #: What names the measurement in thresholds and across runs: the node id, plus
-    #: `@label` for a labelled call (see `key`).
+    #: What names the measurement in thresholds and across runs: node id[@label] (`key`).
     threshold_key: str
     config: ConfigRecord
     engine: str
@@ -321,26 +319,26 @@ class TestRecord:
     baseline: BaselineRecord | None
     #: The responses table, relative to the run folder (`--llmperf-responses`).
     responses: str | None
-    #: The checks every measurement must pass (`measure.evidence`); None in records
-    #: written before they existed.
+    #: The checks every measurement must pass (`measure.evidence`); None in older records.
     evidence: Evidence | None = None
-    #: Per-round samples of the test's metrics, as `metrics_flat` names them: metric ->
-    #: one value per measured round (null for a round where the metric had none). Empty
-    #: in records written before samples were kept: readers then use the one value of
-    #: `metrics_flat` (see `samples_of`).
+    #: Per-round samples, as `metrics_flat` names them: metric -> one value per measured round
+    #: (null where the round had none). Empty in older records: readers use `metrics_flat`.
     samples: Mapping[str, tuple[Number | None, ...]] = field(default_factory=dict)
-    #: Metrics that cannot be trusted, each with the reason (`*`: every metric); see
-    #: `pytest_llmperf.measure.reliability`. No bound or baseline is made of them.
+    #: Metrics that cannot be trusted, each with the reason (`*`: every metric; see
+    #: `measure.reliability`): no bound or baseline is made of them.
     unreliable: Mapping[str, str] = field(default_factory=dict)
     #: How the measured rounds ended (None in records before rounds could be adaptive).
     stop: StopRecord | None = None
-    #: The metrics of the suite's own that the record holds (`pytest_llmperf_metrics`):
-    #: name -> {unit, better, kind}, so that a reader in another process (`llmperf
-    #: compare`) judges them as the run did. Empty in older records.
+    #: The suite's own metrics the record holds (`pytest_llmperf_metrics`): name -> {unit,
+    #: better, kind}, for readers in other processes (`llmperf compare`). Empty in older records.
     declared_metrics: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: The host that measured the test (`hardware.environment.host_facts`; xdist: its worker's).
+    host: Mapping[str, Any] = field(default_factory=dict)
     #: An A/B test (`llmperf.compare`, `plugin.ab`): how its turns ran and each side's
     #: configuration and engine; its metrics are `a.*`, `b.*`, `ratio.*` (`measure.turns`).
     ab: Mapping[str, Any] | None = None
+    #: A share of a load split over client workers (`suite.split`): load, index, clients.
+    split: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -411,7 +409,9 @@ class TestRecord:
                 if "declared_metrics" in f.keys()
                 else {}
             ),
+            host=f.json_object("host") if "host" in f.keys() else {},
             ab=f.optional(lambda k: f.json_object(str(k)), "ab"),
+            split=f.optional(lambda k: f.json_object(str(k)), "split"),
         )
 
     def metric_specs(self) -> list[MetricSpec]:

@@ -118,6 +118,25 @@ class Config:
     def tensor_parallel_size(self) -> int:
         return int(dict(self.engine_settings).get("tensor_parallel_size", 1))
 
+    @property
+    def gpus_on_host(self) -> int:
+        """GPUs the configuration uses on this host, which it leases: tensor x pipeline
+        parallel x this node's data parallel ranks (vLLM's `vllm_args`), shared out over
+        `nnodes` by vLLM's own multi-node launcher; over a Ray cluster
+        (`distributed_executor_backend: ray`) the tensor parallel size: Ray places the rest."""
+        native = dict(self.engine_settings).get("vllm_args")
+        args = dict(native) if isinstance(native, Mapping) else {}
+
+        def size(key: str, default: int = 1) -> int:
+            value = args.get(key, default)
+            return value if isinstance(value, int) and value > 0 else default
+
+        if args.get("distributed_executor_backend") == "ray":
+            return self.tensor_parallel_size
+        local = size("data_parallel_size_local", size("data_parallel_size"))
+        world = self.tensor_parallel_size * size("pipeline_parallel_size") * local
+        return max(1, world // size("nnodes"))
+
     def source(self, key: str) -> str:
         """Where `key` was written ("path: line N"), or the configuration's name."""
         return dict(self.sources).get(key, f"config {self.name!r}")

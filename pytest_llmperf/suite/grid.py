@@ -162,8 +162,8 @@ class Grid:
         params = []
         for config in self.configs:
             marks: list[Any] = [getattr(pytest.mark, m) for m in config.marks]
-            if config.tensor_parallel_size > 1:
-                marks.append(pytest.mark.gpu(config.tensor_parallel_size))
+            if config.gpus_on_host > 1:
+                marks.append(pytest.mark.gpu(config.gpus_on_host))
             params.append(pytest.param(config, id=config.name, marks=marks))
         return params
 

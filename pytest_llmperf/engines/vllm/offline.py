@@ -41,6 +41,7 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.engines.scoring import result_from_tokens, token_pairs
 from pytest_llmperf.engines.spec import EngineSpec
+from pytest_llmperf.engines.vllm.cluster import cluster_of_config
 from pytest_llmperf.engines.vllm.install import broken_cpu_install, installed_versions
 from pytest_llmperf.engines.vllm.spec import ENGINE_ARGS, VLLM
 from pytest_llmperf.models.names import resolve_model
@@ -102,6 +103,8 @@ class VLLMEngine:
                 "max_num_seqs": vllm_config.scheduler_config.max_num_seqs,
                 "max_num_batched_tokens": vllm_config.scheduler_config.max_num_batched_tokens,
                 "block_size": vllm_config.cache_config.block_size,
+                # Backend, sizes, nodes: what vLLM chose (`engines.vllm.cluster`).
+                "cluster": cluster_of_config(vllm_config.parallel_config),
                 "cuda_version": torch.version.cuda,
             },
         )

@@ -9,13 +9,16 @@ raw flags through `server_args`, after ours.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from pytest_llmperf.engines.base import EngineInfo
 from pytest_llmperf.engines.managed_server import ManagedServerEngine, ServerCommand
 from pytest_llmperf.engines.native import as_flag, as_flags
 from pytest_llmperf.engines.spec import EngineSpec
+from pytest_llmperf.engines.vllm.cluster import cluster_of_argv
 from pytest_llmperf.engines.vllm.install import broken_cpu_install, installed_versions
 from pytest_llmperf.engines.vllm.spec import ENGINE_ARGS, VLLM_SERVER
 from pytest_llmperf.models.names import resolve_model
@@ -64,6 +67,13 @@ class VLLMServerEngine(ManagedServerEngine):
     def model_files(self) -> tuple[str, str]:
         path = str(resolve_model(self.config.model))
         return path, path
+
+    def start(self) -> EngineInfo:
+        info = super().start()
+        # A worker sharing another's server has no argv of its own: its configuration's.
+        argv = info.details.get("server_argv") or server_argv("", 0, self.settings, False)
+        details = {**info.details, "cluster": cluster_of_argv(argv)}
+        return dataclasses.replace(info, details=details)
 
     def server_command(self, model_path: str, port: int) -> ServerCommand:
         broken = broken_cpu_install(installed_versions())  # the server runs this Python

@@ -314,6 +314,7 @@ class ComparisonMethods:
             samples=samples,
             stop=StopRecord(stop.rounds, stop.reason, stop.undecided) if stop else None,
             unreliable=unreliable(dict(flat)),
+            host=session.host,
             ab=ab,
         )
 

@@ -286,6 +286,7 @@ def own_record(
         worker=session.worker_id,
         worker_pid=os.getpid(),
         gpus=place.gpus,
+        host=session.host,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         metrics=dict(flat),
         metrics_flat=dict(flat),

@@ -59,7 +59,7 @@ def _record(
     settings: Mapping[str, Any],
     finished_at: str,
 ) -> TestRecord:
-    records = [_request(r) for r in requests]
+    records = [read_request(r) for r in requests]
     metrics = AggregateMetrics.from_records(records, []).as_dict()
     metrics.update(dict.fromkeys(_NEEDS_DURATIONS))
     rounds = len({r.round for r in records})
@@ -92,7 +92,7 @@ def _record(
     )
 
 
-def _request(data: Mapping[str, Any]) -> RequestRecord:
+def read_request(data: Mapping[str, Any]) -> RequestRecord:
     """A request record as written (`RequestRecord.as_dict`), read back; a record that is
     not one is a TypeError or ValueError the caller names the run for."""
     fields = {k: v for k, v in data.items() if k in _REQUEST_FIELDS}
