@@ -24,12 +24,10 @@ from pytest_llmperf.engines.base import (
 )
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.hardware.gpus import marker_gpu_count
-from pytest_llmperf.hardware.telemetry import Sampler
 from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
 from pytest_llmperf.measure.evidence import marker_allowance, of_questions, of_requests
 from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds, repeat_through, run_rounds
-from pytest_llmperf.measure.server.scrape import scraper_for
 from pytest_llmperf.plugin.ab.compare import ComparisonMethods
 from pytest_llmperf.plugin.arguments import (
     check_config,
@@ -41,13 +39,13 @@ from pytest_llmperf.plugin.own.methods import TimingMethods
 from pytest_llmperf.plugin.pipeline import (
     MoreMetrics,
     Outcome,
+    RoundWatch,
     StartedEngine,
     Subject,
     aggregate,
     allowance,
     build_requests,
     judge,
-    keep_server_metrics,
     limited,
     make_record,
     round_builder,
@@ -370,9 +368,8 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         measured ones."""
         if not requests:  # nothing to send (a workload that built none): the evidence says so
             return Rounds((), (), (), None), {}
-        sampler = Sampler(self._physical())
         session = self._session
-        scraper = scraper_for(started.engine, session.settings.metrics_interval_s)
+        watch = RoundWatch(started.engine, self._physical(), session.settings.metrics_interval_s)
         progress = open_progress(
             self._request.config,
             session.settings.progress,
@@ -382,19 +379,13 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         )
         if looks is not None:
             progress.undecided = looks.undecided  # the same list, refreshed at each look
-
-        def before_measuring() -> None:
-            sampler.start()
-            if scraper is not None:
-                scraper.start()
-
         try:
             measured = run_rounds(
                 started.engine,
                 requests,
                 plan,
                 repeat=self._repeat,
-                before_measuring=before_measuring,
+                before_measuring=watch.start,
                 before_round=barrier(
                     share, getattr(self._request.config, "workerinput", None), looks is not None
                 ),
@@ -405,11 +396,9 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
             )
         finally:
             progress.close()  # erased before pytest writes the outcome, failed or not
-            reads = scraper.stop() if scraper is not None else None  # failed or not
-        metrics = sampler.stop(measured.output_tokens)
-        if reads is not None:
-            metrics.update(keep_server_metrics(session, reads, self._request.node.nodeid, key))
-        return measured, metrics
+            watch.stop_reading()
+        test_id = self._request.node.nodeid
+        return measured, watch.metrics(session, measured.output_tokens, test_id, key)
 
     def _score_choices(
         self, started: StartedEngine, task: ChoiceTask, name: str

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_llmperf.engines.base import Engine, EngineConfig, EngineInfo, GenerationRequest
 from pytest_llmperf.errors import where
 from pytest_llmperf.hardware.leases import Lease, gpu_processes
+from pytest_llmperf.hardware.telemetry import Sampler
 from pytest_llmperf.measure.bandwidth import bandwidth_metrics, peak_bandwidth
 from pytest_llmperf.measure.evidence import MARKER as ALLOW_MARKER
 from pytest_llmperf.measure.evidence import Allowance, Evidence
@@ -36,7 +37,7 @@ from pytest_llmperf.measure.metrics import (
 from pytest_llmperf.measure.reliability import unreliable
 from pytest_llmperf.measure.rounds import RoundPlan, Rounds
 from pytest_llmperf.measure.samples import Samples, collect, harness_rounds, round_records
-from pytest_llmperf.measure.server.scrape import Reads
+from pytest_llmperf.measure.server.scrape import Reads, scraper_for
 from pytest_llmperf.measure.server.summary import server_metrics
 from pytest_llmperf.results.baseline import BaselineCheck, judge_test
 from pytest_llmperf.results.changes import changes_table
@@ -412,3 +413,32 @@ def gpu_record(session: LLMPerfSession, held: Lease | None = None) -> GpuRecord 
         physical=tuple(held.physical),
         processes={str(i): tuple(procs) for i, procs in gpu_processes(held.physical).items()},
     )
+
+
+class RoundWatch:
+    """What watches the measured rounds: the GPUs' telemetry and, for an engine that drives
+    a server with a metrics endpoint, the server's own metrics (`measure.server`)."""
+
+    def __init__(self, engine: object, physical: tuple[int, ...], interval_s: float) -> None:
+        self.sampler = Sampler(physical)
+        self.scraper = scraper_for(engine, interval_s)
+        self.reads: Reads | None = None
+
+    def start(self) -> None:
+        self.sampler.start()
+        if self.scraper is not None:
+            self.scraper.start()
+
+    def stop_reading(self) -> None:
+        """Stop the server's reads: called whether the rounds ended or failed."""
+        if self.scraper is not None:
+            self.reads = self.scraper.stop()
+
+    def metrics(
+        self, session: LLMPerfSession, output_tokens: int, test_id: str, key: str
+    ) -> dict[str, float | None]:
+        """The telemetry over the rounds, with the server's metrics (its reads written)."""
+        metrics = self.sampler.stop(output_tokens)
+        if self.reads is not None:
+            metrics.update(keep_server_metrics(session, self.reads, test_id, key))
+        return metrics
