@@ -63,6 +63,8 @@ def test_seed001_rows_report_samples_per_s_and_speedup(
         "openai",
         "--base-url",
         trained_vllm_server,
+        "-m",
+        "not longform",  # the rows; their A/B steps are the next test's
         target="suites/test_http_eval.py",
     )
     assert run.out.returncode == 0, run.output
@@ -85,8 +87,10 @@ def test_seed001_rows_report_samples_per_s_and_speedup(
 def test_seed001_suite_says_it_needs_an_http_engine(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--engine", "hf", "-rs", target="suites/test_http_eval.py")
     assert run.out.returncode == 0, run.output
-    assert "1 skipped" in run.output
+    # The rows, and the two A/B steps (which need one server: --engine openai).
+    assert "3 skipped" in run.output
     assert "run with --engine vllm-server or openai" in run.output
+    assert "A/B steps on one server: run with --engine openai --base-url URL" in run.output
 
 
 def test_seed001_steps_are_a_b_tests_on_one_server(
