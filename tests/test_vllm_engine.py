@@ -111,7 +111,7 @@ def eventually_empty(probe: Any, *args: Any, within_s: float = 10.0) -> list[str
 def test_alternating_grid_records_engine_timings_and_leaves_no_process(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Four distinct configurations, a KV-cache-hungry one and a lean one in turn: each is
+    # Three distinct configurations, KV-cache-hungry, lean, hungry again: each is
     # loaded once, in this order (regrouping merges only identical configurations).
     pytester.makepyfile(
         test_grid="""
@@ -124,7 +124,7 @@ def test_alternating_grid_records_engine_timings_and_leaves_no_process(
             Config.make(f"{name}{seed}", {**settings, "seed": seed})
             for seed in range(2)
             for name, settings in (("hungry", HUNGRY), ("lean", LEAN))
-        ]
+        ][:3]
 
         @pytest.mark.parametrize("config", CONFIGS, ids=str)
         def test_grid(llmperf, config):
@@ -138,15 +138,15 @@ def test_alternating_grid_records_engine_timings_and_leaves_no_process(
     tag = uuid.uuid4().hex
     monkeypatch.setenv(TAG, tag)  # inherited by the inner pytest and every engine process
     result = run_vllm(pytester, timeout=480)
-    result.assert_outcomes(passed=4)
-    names = [f"{name}{seed}" for seed in range(2) for name in ("hungry", "lean")]
+    result.assert_outcomes(passed=3)
+    names = [f"{name}{seed}" for seed in range(2) for name in ("hungry", "lean")][:3]
     result.stdout.fnmatch_lines(
         [f"*test_grid?{name}? PASSED*" for name in names]
         + ["*llmperf summary*", "test_grid.py::test_grid?hungry0?*vllm*16*0*"]
     )
 
     records = requests_of(pytester)
-    assert len(records) == 4 * 16  # one measured round each; the warm-up round is discarded
+    assert len(records) == 3 * 16  # one measured round each; the warm-up round is discarded
     for record in records:
         assert record["timing_source"] == "engine"
         assert record["error"] is None and record["finish_reason"] == "length"
@@ -169,7 +169,7 @@ def test_alternating_grid_records_engine_timings_and_leaves_no_process(
     # Every configuration was closed and handed over, in the order the tests ran.
     handed_over = [h["engine_config"]["settings"] for h in summary["engine_handovers"]]
     assert handed_over == [t["config"]["engine_settings"] for t in tests]
-    assert [s["max_num_seqs"] for s in handed_over] == [16, 1, 16, 1]
+    assert [s["max_num_seqs"] for s in handed_over] == [16, 1, 16]
     assert all(h["engine_config"]["engine"] == "vllm" for h in summary["engine_handovers"])
 
     assert eventually_empty(leftovers, tag, pytester.path) == []
