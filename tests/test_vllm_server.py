@@ -113,7 +113,10 @@ def test_smoke_suite_through_a_managed_vllm_server(tmp_path: Path) -> None:
     single = by_name["test_single_request_latency"]
     batch1 = next(m for name, m in by_name.items() if "batch1-" in name or name.endswith("batch1]"))
     batch8 = next(m for name, m in by_name.items() if "batch8" in name)
-    assert single["server_running_peak"] <= 1 == batch1["server_running_peak"]
+    # A server of one place never runs two. (Whether a read lands while one runs is chance:
+    # the server answers /metrics most readily between two requests, when it runs none; CI
+    # once read 0 in every sample of batch1 while fifteen waited.)
+    assert single["server_running_peak"] <= 1 and batch1["server_running_peak"] <= 1
     assert 1 < batch8["server_running_peak"] <= 8
     assert single["server_waiting_peak"] < batch8["server_waiting_peak"] <= 8
     assert batch8["server_waiting_peak"] < batch1["server_waiting_peak"] <= 15
