@@ -174,3 +174,50 @@ def test_bounds_written_from_noise(
     assert checked(project)["output_tok_per_s"] == "missed"
     assert main(["calibrate", "latest", "--results-dir", str(project.path / "results")]) == 2
     assert "at least 2 runs" in capsys.readouterr().err
+
+
+def test_calibrate_writes_the_file_runs_there_are_checked_against_and_keeps_its_comments(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs on an "NVIDIA H100 80GB HBM3" are checked against `h100/` when no more specific
+    folder exists: calibrating them rewrites that file, not a new `h100-80gb-hbm3/` one, and
+    the notes people wrote in it stay where they were."""
+    for _ in range(2):
+        measure(project, monkeypatch, "1,0.9")
+    results = project.path / "results"
+    for run in [p for p in results.iterdir() if (p / "summary.json").is_file()]:
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "hardware": "h100-80gb-hbm3"}))
+    file = project.path / "bounds" / "h100" / "scripted.yaml"
+    file.parent.mkdir(parents=True)
+    file.write_text(
+        "# Bounds of the lent H100, first written by hand.\n"
+        "schema: 1\n"
+        "tests:\n"
+        "  # The other test: raised by hand after a noisy night.\n"
+        '  "other.py::t":  # kept as it is\n'
+        "    output_tok_per_s: {min: 5}  # 0.5x the slower run\n"
+        f'  "{KEY}":\n'
+        "    output_tok_per_s: {min: 1}\n"
+        "# The end.\n"
+    )
+    code = main(["calibrate", "latest:2", "--results-dir", str(results),
+                 "--thresholds-dir", str(project.path / "bounds")])  # fmt: skip
+    assert code == 0 and f"{file}: {KEY} (2 runs)" in capsys.readouterr().out
+    assert sorted(p.name for p in file.parent.parent.iterdir()) == ["h100"]
+    text = file.read_text()
+    assert text.startswith("# Bounds of the lent H100, first written by hand.\n# Written by")
+    body = text[text.index("schema: 1") :].splitlines()
+    assert body[:5] == [
+        "schema: 1",
+        "tests:",
+        "  # The other test: raised by hand after a noisy night.",
+        '  "other.py::t":  # kept as it is',
+        "    output_tok_per_s: {min: 5}  # 0.5x the slower run",
+    ]
+    assert body[5] == f'  "{KEY}":' and "noise: " in body[6] and body[-1] == "# The end."
+    # A second rewrite keeps them once, its own header once.
+    assert main(["calibrate", "latest:2", "--results-dir", str(results),
+                 "--thresholds-dir", str(project.path / "bounds")]) == 0  # fmt: skip
+    again = file.read_text()
+    assert again == text and again.count("# Written by") == 1

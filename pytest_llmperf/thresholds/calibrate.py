@@ -2,7 +2,8 @@
 
 Run a suite N times on the machine its bounds are for (`for i in $(seq 5); do pytest suites/
 -m smoke; done`), then `llmperf calibrate latest:5` (or the run folders) writes each test's
-bounds into `<thresholds-dir>/<hardware>/<engine>.yaml` from the spread of the runs' means and
+bounds into `<thresholds-dir>/<hardware>/<engine>.yaml` (the file a run there is checked
+against: an existing `h100/` folder for "h100-80gb-hbm3") from the spread of the runs' means and
 of their rounds (`thresholds.noise`): the drift between runs that one run cannot see is then
 measured, not assumed. A test that some runs lack is written from the runs that have it.
 Runs of several engines or machines each go to their own file.
@@ -27,6 +28,7 @@ from pytest_llmperf.results.baseline import DEFAULT_DRIFT
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.runs import Run
 from pytest_llmperf.thresholds.check import DEFAULT_ALPHA
+from pytest_llmperf.thresholds.files import select_threshold_files
 from pytest_llmperf.thresholds.update import AB_DEFAULT_METRICS, Observed, update_thresholds
 
 #: The metrics a test without bounds gets (as under --llmperf-update-thresholds).
@@ -71,7 +73,10 @@ def calibrate(
                 lines.append(f"note: {key}: left out run {pairs[index][0].run_id}: {why}")
             found = [t for i, (_, t) in enumerate(pairs) if i not in disturbed]
             results[key], used[key] = Observed.of(found), len(found)
-        path = thresholds_dir / hardware / f"{engine}.yaml"
+        # The file a run on this hardware is checked against (an `h100/` folder serves
+        # "h100-80gb-hbm3"), so that a new, more specific folder does not shadow it.
+        chosen = select_threshold_files(thresholds_dir, hardware, engine)
+        path = chosen[0] if chosen else thresholds_dir / hardware / f"{engine}.yaml"
         report = update_thresholds(
             path, results, margin, DEFAULT_METRICS, drift, alpha, keep_met=True
         )

@@ -31,8 +31,9 @@ measurements: an exact entry keeps the shape of its bounds, reset around the mea
 with the margin; a test without one gets the default metrics (`min` if higher is better,
 else `max`); glob entries stay. Bounds are rounded outward to 4 significant digits, so that
 the measurements that wrote a file pass it. The file is rewritten whole, under a lock and
-merged with what it holds then: its comments are lost. No bound is written from a value
-`measure.reliability` finds unreliable.
+merged with what it holds then; its comments are put back where they were
+(`thresholds.comments`). No bound is written from a value `measure.reliability` finds
+unreliable.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from pytest_llmperf.measure.reliability import EVERY_METRIC, unreliable
 from pytest_llmperf.results.baseline import DEFAULT_DRIFT
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.thresholds.check import DEFAULT_ALPHA
+from pytest_llmperf.thresholds.comments import Comments, generated_header, put_back, read_comments
 from pytest_llmperf.thresholds.files import (
     _BOUND_KEYS,
     _NOISE_KEYS,
@@ -196,6 +197,7 @@ def _update(
     path: Path, results: Mapping[str, Observed], rule: _Rule, default_metrics: Sequence[str]
 ) -> UpdateReport:
     before = ThresholdSet([load_threshold_file(path)] if path.exists() else [])
+    comments = read_comments(path.read_text(encoding="utf-8")) if path.exists() else Comments()
     entries: dict[str, dict[str, Written]] = {}
     for file in before.files:
         entries.update({pattern: {} for pattern in file.test_lines})
@@ -236,7 +238,7 @@ def _update(
             entries[test_id] = {**existing, **fresh}
             written.append(test_id)
     if written:
-        text = _render(entries, rule.margin)
+        text = put_back(_render(entries, rule.margin), comments)
         _parse(text, path)  # never replace a good file with one that does not load
         _write_atomic(path, text)
     return UpdateReport(written, loosened, refused)
@@ -327,14 +329,7 @@ def _render(entries: Mapping[str, Mapping[str, Written]], margin: float) -> str:
         allow_unicode=True,
         width=10**6,
     )
-    head = (
-        "# Written by pytest --llmperf-update-thresholds or llmperf calibrate. Bounds with noise\n"
-        "# are prediction limits for a new run (noise: the spread of a run's mean, runs and\n"
-        "# rounds it was seen over, detects: the smallest change caught in 80% of runs; see\n"
-        "# pytest_llmperf/thresholds/noise.py); the others are the value with a margin of "
-        f"{margin * 100:g}%.\n"
-    )
-    return head + body
+    return generated_header(margin) + body
 
 
 def _write_atomic(path: Path, text: str) -> None:
