@@ -19,6 +19,9 @@
 #   speedups  seed 004's options as A/B tests (suites/test_hf_speedups.py, issue 26: each
 #          pair measured in turns, B/A with its interval), twice, each run its own results
 #          folder (results/), from which `llmperf calibrate` writes the GPU's bounds.
+#   scaling  seed 003's workers (suites/test_scaling.py: the smoke series, then each worker
+#          count as an A/B test against one worker, longform), twice, each run its own results
+#          folder, from which `llmperf calibrate` writes the GPU's bounds.
 #   tests  the GPU tests of both engines: tests/test_hf_graph.py and
 #          tests/test_triton_decode.py (hf-fast's graph path and kernels), then
 #          tests/test_hf_generate.py -k cuda (all of it, where call 2 ran out of time).
@@ -36,7 +39,7 @@
 # PYTHON=.venv/bin/python INSTALL=0 MODEL=tiny bash bench/gpu_decode_run.sh OUT 20
 set -u
 cd "$(dirname "$0")/.."
-usage="usage: [PART=fast|hf|speedups|tests] bench/gpu_decode_run.sh OUT_DIR [SECONDS]"
+usage="usage: [PART=fast|hf|speedups|scaling|tests] bench/gpu_decode_run.sh OUT_DIR [SECONDS]"
 out="${1:?$usage}"
 part="${PART:-fast}"
 seconds="${2:-530}"
@@ -45,9 +48,9 @@ if [[ -n ${2:-} && ! $2 =~ ^[0-9]+$ ]]; then  # the older form: OUT_DIR PART [SE
     seconds="${3:-530}"
 fi
 case "$part" in
-fast | hf | speedups | tests) ;;
+fast | hf | speedups | scaling | tests) ;;
 *)
-    echo "unknown PART '$part': fast, hf, speedups or tests ($usage)" >&2
+    echo "unknown PART '$part': fast, hf, speedups, scaling or tests ($usage)" >&2
     exit 2
     ;;
 esac
@@ -128,6 +131,14 @@ speedups)
     step $(($(left) - 10)) speedups-2.txt "${pytest[@]}" suites/test_hf_speedups.py --engine hf \
         -rs "${plugin[@]}"
     keep_results
+    ;;
+scaling)
+    built
+    for run in 1 2; do
+        step $(($(left) / (3 - run) - 5)) "scaling-$run.txt" "${pytest[@]}" \
+            suites/test_scaling.py -m "smoke or longform" --engine hf -rs "${plugin[@]}"
+        keep_results
+    done
     ;;
 tests)
     step 300 tests.txt "${pytest[@]}" -q -rs tests/test_hf_graph.py tests/test_triton_decode.py
