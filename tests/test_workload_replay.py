@@ -200,7 +200,10 @@ def test_workloads_through_the_plugin(tmp_path: Path) -> None:
     project = make_project(tmp_path, WORKLOAD_SUITE)
     (project / "trace.jsonl").write_text(SHIPPED_TRACE.read_text())
     with InstrumentServer(Script(delays_s=[0.005] * 3)) as server:
-        out = run_project(project, "--engine", "openai", "--base-url", server.base_url, "-rA")
+        out = run_project(
+            project, "--engine", "openai", "--base-url", server.base_url, "-rA",
+            "--llmperf-responses",
+        )  # fmt: skip
         bodies = list(server.requests)
     assert "1 failed, 4 passed" in out.stdout, out.stdout[-3000:]
     assert "test_suite.py: line 13: measure(): arrivals=Arrivals(rate_per_s=5, " in out.stdout
@@ -213,6 +216,14 @@ def test_workloads_through_the_plugin(tmp_path: Path) -> None:
     # Fresh prefixes: three rounds (one warm-up) of four prompts, none sent twice.
     prompts = [tuple(b["prompt"]) for b in bodies if len(b.get("prompt") or ()) == 10]
     assert len(prompts) == 12 and len(set(prompts)) == 12
+    # The responses table gives each measured round the prompts that round sent (the custom
+    # ids repeat from round to round; the prompts do not): the server's last eight.
+    import pyarrow.parquet as pq
+
+    run = open_run("latest", project / "results").path
+    table = pq.read_table(run / str(tests["test_fresh"].responses)).to_pylist()
+    assert [row["round"] for row in table] == [0] * 4 + [1] * 4
+    assert sorted(tuple(row["prompt_token_ids"]) for row in table) == sorted(prompts[4:])
     hf = run_project(project, "--engine", "hf", "-rs", "-k", "test_trace and not arrivals")
     assert (
         "1 skipped" in hf.stdout

@@ -233,7 +233,9 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
             self._session, key, engine_config.engine, allowed_failure_rate, self._marked_rate()
         )
         evidence = of_requests(measured.records, allowed)
-        responses = self._write_responses(key, requests, measured)
+        # A fresh workload's measured round i sent what its round warmup + i was built from.
+        sent = requests if fresh is None else lambda i: fresh(plan.warmup_rounds + i)
+        responses = self._write_responses(key, sent, measured)
         outcome = Outcome(metrics, verdicts, evidence, responses, samples, stop)
         record = make_record(self._session, subject, started, plan, outcome)
         self._record(replace(record, split=share.describe()) if share else record)
@@ -422,7 +424,10 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         return timed["results"], timed["duration"]
 
     def _write_responses(
-        self, key: str, requests: list[GenerationRequest], measured: Rounds
+        self,
+        key: str,
+        requests: list[GenerationRequest] | Callable[[int], list[GenerationRequest]],
+        measured: Rounds,
     ) -> Path | None:
         """The responses table, with `--llmperf-responses`."""
         if not self._session.settings.responses:

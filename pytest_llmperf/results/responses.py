@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +52,28 @@ def _prompt(request: GenerationRequest) -> str | None:
 def write_responses(
     run_dir: Path,
     test_key: str,
-    requests: Sequence[GenerationRequest],
+    requests: Sequence[GenerationRequest] | Callable[[int], Sequence[GenerationRequest]],
     records: Sequence[RequestRecord],
 ) -> Path:
-    """Write the table; returns its path relative to `run_dir`."""
+    """Write the table; returns its path relative to `run_dir`. `requests` are what every
+    round sent, or, for a workload that sends fresh requests each round (whose custom ids
+    repeat from round to round), a function of the measured round's index giving its own."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    by_id = {r.custom_id: r for r in requests}
+    rounds: dict[int, dict[str, GenerationRequest]] = {}
+
+    def sent(record: RequestRecord) -> GenerationRequest | None:
+        if not callable(requests):
+            return by_id.get(record.custom_id)
+        if record.round not in rounds:
+            rounds[record.round] = {r.custom_id: r for r in requests(record.round)}
+        return rounds[record.round].get(record.custom_id)
+
+    by_id = {} if callable(requests) else {r.custom_id: r for r in requests}
     rows: list[dict[str, Any]] = []
     for record in records:
-        request = by_id.get(record.custom_id)
+        request = sent(record)
         rows.append(
             {
                 "test_id": test_key,
