@@ -175,41 +175,6 @@ def test_alternating_grid_records_engine_timings_and_leaves_no_process(
     assert eventually_empty(leftovers, tag, pytester.path) == []
 
 
-def test_engine_that_cannot_start_fails_alone(pytester: pytest.Pytester) -> None:
-    # The tiny model's max_position_embeddings is 2048: vLLM refuses max_model_len 100000.
-    pytester.makepyfile(
-        test_start="""
-        import pytest
-        from pytest_llmperf import Config, SyntheticWorkload
-
-        CONFIGS = [
-            Config.make("impossible", {"max_model_len": 100000, "max_num_seqs": 2}),
-            Config.make("after", {"max_model_len": 256, "max_num_seqs": 3}),
-        ]
-
-        @pytest.mark.parametrize("config", CONFIGS, ids=str)
-        def test_start(llmperf, config):
-            llmperf.measure(config, SyntheticWorkload(num_requests=2, input_tokens=8,
-                                                      output_tokens=4), rounds=1)
-    """
-    )
-    result = run_vllm(pytester, timeout=300)
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*test_start?impossible? FAILED*",
-            "*test_start?after? PASSED*",
-        ]
-    )
-    # The message names the cause, from vLLM's own error, not just that the start failed.
-    failure = result.stdout.str().split("_ test_start[impossible] _", 1)[1]
-    failure = failure.split("_ test_start[after] _", 1)[0]
-    assert "engine 'vllm' failed to start: " in failure
-    assert "max_model_len (100000)" in failure
-    assert "max_position_embeddings=2048" in failure
-    assert [t["config"]["name"] for t in read_summary(pytester)["tests"]] == ["after"]
-
-
 # Faults are sent to the engine's whole process group (the child and vLLM's EngineCore),
 # reached through the session's public `engine_for`, which returns the engine already
 # loaded for a configuration: between two measurements, or with `SignalAfterTokenizing`
@@ -222,6 +187,14 @@ FAULTS_SUITE = """
 
     from pytest_llmperf import Config, SyntheticWorkload
 
+    # The tiny model's max_position_embeddings is 2048: vLLM refuses max_model_len 100000.
+    IMPOSSIBLE = Config.make("impossible", {"max_model_len": 100000, "max_num_seqs": 2})
+    # A known engine argument with a value vLLM does not take: vLLM's to judge, at the start.
+    BAD_BACKEND = Config.make(
+        "bad_backend",
+        {"max_model_len": 256, "max_num_seqs": 4,
+         "vllm_args": {"distributed_executor_backend": "rayy"}},
+    )
     DOOMED = Config.make("doomed", {"max_model_len": 256, "max_num_seqs": 4})
     NEXT = Config.make("next", {"max_model_len": 256, "max_num_seqs": 2})
     WORK = SyntheticWorkload(num_requests=4, input_tokens=16, output_tokens=8)
@@ -249,11 +222,25 @@ FAULTS_SUITE = """
 """
 
 
-def test_dead_or_hung_engine_fails_only_its_own_tests(pytester: pytest.Pytester) -> None:
+def failure_of(result: pytest.RunResult, test: str) -> str:
+    """The failure section of the inner test named `test`."""
+    failures = result.stdout.str().split("= FAILURES =", 1)[1].split("short test summary", 1)[0]
+    return failures.split(f"_ {test} _", 1)[1].split("\n____", 1)[0]
+
+
+def test_engines_that_cannot_start_die_or_hang_fail_only_their_own_tests(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(
         test_faults=FAULTS_SUITE
         + """
     import time
+
+    def test_impossible(llmperf):
+        llmperf.measure(IMPOSSIBLE, WORK, rounds=1, warmup_rounds=0)
+
+    def test_bad_backend(llmperf):
+        llmperf.measure(BAD_BACKEND, WORK, rounds=1, warmup_rounds=0)
 
     def test_killed(llmperf):
         llmperf.measure(DOOMED, WORK, rounds=1, warmup_rounds=0)
@@ -275,10 +262,13 @@ def test_dead_or_hung_engine_fails_only_its_own_tests(pytester: pytest.Pytester)
             Path("waited_s").write_text(str(time.monotonic() - started))
     """
     )
-    result = run_vllm(pytester, "--llmperf-request-timeout", "5", timeout=300)
-    result.assert_outcomes(passed=1, failed=3)
+    result = run_vllm(pytester, "--llmperf-request-timeout", "5", timeout=360)
+    result.assert_outcomes(passed=1, failed=5)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # not a usage error
     result.stdout.fnmatch_lines(
         [
+            "*test_impossible FAILED*",
+            "*test_bad_backend FAILED*",
             "*test_killed FAILED*",
             "*test_same_config FAILED*",
             "*test_next_config PASSED*",
@@ -299,6 +289,17 @@ def test_dead_or_hung_engine_fails_only_its_own_tests(pytester: pytest.Pytester)
         ]
     )
     result.stdout.no_fnmatch_line("*pytest_llmperf/engines/isolated/parent.py:*")  # no tracebacks
+    # A start that fails says why, in vLLM's own words, not just that the start failed.
+    impossible = failure_of(result, "test_impossible")
+    assert "engine 'vllm' failed to start: " in impossible
+    assert "max_model_len (100000)" in impossible
+    assert "max_position_embeddings=2048" in impossible
+    bad_backend = failure_of(result, "test_bad_backend")
+    assert "engine 'vllm' failed to start: " in bad_backend
+    assert "VllmConfig" in bad_backend  # vLLM's own configuration refused it
+    assert "is not one of vLLM's" not in bad_backend  # not our name check
+    measured = {t["test_id"] for t in read_summary(pytester)["tests"]}
+    assert not {"test_faults.py::test_impossible", "test_faults.py::test_bad_backend"} & measured
     assert durations(pytester)["test_same_config"] < 5  # no second attempt, no waiting
     # Measurements are recorded up to the fault; the requests it cut short, as failures.
     records = requests_of(pytester)
@@ -414,21 +415,4 @@ def test_vllm_args_reach_vllm_and_an_unknown_one_is_refused_before_any_engine(
         ]
     )
     assert not (pytester.path / "results").exists()  # no engine was started
-    assert eventually_empty(leftovers, tag, pytester.path) == []
-
-    # A known name with a value vLLM does not take is vLLM's own error, at the engine's
-    # start, in the failed test's message: its values are vLLM's to judge, not ours.
-    text = grid.read_text().replace("max_num_batchd_tokens", "max_num_batched_tokens")
-    grid.write_text(
-        text.replace("distributed_executor_backend: mp", "distributed_executor_backend: rayy")
-    )
-    result = run_vllm(pytester, timeout=240)
-    result.assert_outcomes(failed=1)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED  # not our usage error
-    # The failure's own section (the test's id names the value too: not evidence).
-    failure = result.stdout.str().split("= FAILURES =", 1)[1].split("short test summary", 1)[0]
-    failure = failure.split("_ test_args[", 1)[1].split("] _", 1)[1]
-    assert "engine 'vllm' failed to start: " in failure
-    assert "VllmConfig" in failure  # vLLM's own configuration refused it
-    assert "is not one of vLLM's" not in failure  # not our name check
     assert eventually_empty(leftovers, tag, pytester.path) == []
