@@ -71,6 +71,7 @@ _LOAD = "pytest_llmperf.suite.load"
 _ACCURACY = "pytest_llmperf.suite.accuracy"
 _SCALING = "pytest_llmperf.suite.scaling"
 _WORKLOAD_STATS = "pytest_llmperf.suite.workload_stats"
+_CONVERSATION = "pytest_llmperf.suite.conversation"
 _TIMED = "pytest_llmperf.measure.timed"
 _TURNS = "pytest_llmperf.measure.turns"
 #: Prefixes of an A/B test's metrics (`measure.turns`): each side's, and B/A.
@@ -173,6 +174,11 @@ SPECS: tuple[MetricSpec, ...] = (
     *_specs(_SCALING, ("efficiency", "ratio", "higher", "scalar")),
     *_specs(_TURNS, ("speedup", "x", "higher", "scalar")),
     *_specs(_WORKLOAD_STATS, ("output_coverage", "ratio", "higher", "scalar")),
+    *_specs(
+        _CONVERSATION,
+        ("first_turn_ttft_ms_p50", "ms", "lower", "scalar"),
+        ("last_turn_ttft_ms_p50", "ms", "lower", "scalar"),
+    ),
     *_specs(_TIMED, ("call_s", "s", "lower", "scalar")),
     *_specs("pytest_llmperf.measure.server.summary", *_SERVER_ROWS),
 )
