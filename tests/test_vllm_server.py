@@ -216,6 +216,14 @@ def test_xdist_workers_share_one_managed_server(pytester: pytest.Pytester) -> No
     owners = {t["worker"] for t in tests if t["engine_info"]["details"]["server_owner"]}
     assert len(owners) == 1
     assert vllm_server_processes() == before
+    # The server's own counts are of both workers' requests: said once, never a warning
+    # that another client took it (nor compared with each test's own count).
+    assert all(t["engine_info"]["details"]["shared_server"] for t in tests)
+    assert all(t["metrics"]["server_requests"] is not None for t in tests)
+    result.stdout.no_fnmatch_line("*the server finished*")
+    result.stdout.fnmatch_lines(
+        ["*note: 4 tests read a server that xdist workers shared*server_requests is not*"]
+    )
 
 
 def test_vllm_args_and_server_args_become_the_servers_flags() -> None:
