@@ -157,8 +157,7 @@ class Turns:
             scraper.start()
         try:
             for _ in range(rounds):
-                if death_cause(side.engine):
-                    cause = death_cause(side.engine)
+                if cause := death_cause(side.engine):
                     self.dead = f"engine of side {side.side.upper()} died: {cause}"
                     break
                 index = len(side.durations)
