@@ -39,6 +39,9 @@ class Script:
     #: Requests its /metrics counts for each it receives (more than 1: as if other clients
     #: shared the server, sending as many).
     counted_per_request: int = 1
+    #: Seconds added before the first token for each message of a chat request: a server
+    #: whose prefill grows with a conversation's history, by a known amount.
+    first_token_per_message_s: float = 0.0
 
 
 class InstrumentServer:
@@ -132,7 +135,7 @@ class InstrumentServer:
         emitted: list[float] = []
         self.emitted_at.append(emitted)
         start = time.perf_counter()
-        due = start
+        due = start + len(body.get("messages") or ()) * script.first_token_per_message_s
         for i, delay in enumerate(script.delays_s):
             due += delay
             await asyncio.sleep(max(0.0, due - time.perf_counter()))

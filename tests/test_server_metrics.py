@@ -329,3 +329,42 @@ def test_a_server_count_unlike_ours_is_a_warning(tmp_path: Path) -> None:
         "warning: test_suite.py::test_served: the server finished 24 requests during the "
         "rounds, this test sent 8: another client shared the server"
     ) in " ".join(stdout.split()), stdout[-3000:]
+
+
+def test_each_side_of_an_ab_reads_its_own_servers_metrics(tmp_path: Path) -> None:
+    """Two servers' URLs as the sides of an A/B, `--llmperf-metrics-url` naming A's: B's
+    side reads B's own /metrics, and each side's server counts that side's requests only."""
+    with (
+        InstrumentServer(Script(delays_s=[0.02] * 4)) as a,
+        InstrumentServer(Script(delays_s=[0.02] * 4, counted_per_request=2)) as b,
+    ):
+        project = make_project(
+            tmp_path,
+            f"""
+from pytest_llmperf import SyntheticWorkload
+
+
+def test_ab(llmperf):
+    work = SyntheticWorkload(num_requests=3, input_tokens=4, output_tokens=4)
+    llmperf.compare("{a.base_url}", "{b.base_url}", work, rounds=2, warmup_rounds=1)
+""",
+        )
+        out = run_project(
+            project,
+            "--engine",
+            "openai",
+            "--base-url",
+            a.base_url,
+            "--llmperf-metrics-url",
+            f"{a.base_url}/metrics",
+            "--llmperf-metrics-interval",
+            "0.02",
+        )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    (test,) = open_run("latest", project / "results").tests
+    assert test.ab is not None
+    urls = {side: test.ab[side]["engine_config"]["settings"]["metrics_url"] for side in "ab"}
+    assert urls == {"a": f"{a.base_url}/metrics", "b": f"{b.base_url}/metrics"}
+    # Two measured rounds of three requests a side; B's server counts each request twice.
+    assert test.metric("a.requests") == test.metric("b.requests") == 6
+    assert test.metric("a.server_requests") == 6 and test.metric("b.server_requests") == 12

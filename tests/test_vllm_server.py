@@ -33,7 +33,9 @@ def vllm_server_processes() -> list[str]:
 
 @pytest.fixture(scope="module")
 def vllm_server() -> Iterator[str]:
-    with cpu_vllm_server(tiny_model_path(), max_model_len=512) as url:
+    """One server for the module, prefix caching on (the hit-rate test needs it; every other
+    test here sends prompts the cache cannot serve, or does not read the hit rate)."""
+    with cpu_vllm_server(tiny_model_path(), max_model_len=512, enable_prefix_caching=True) as url:
         yield url
 
 
@@ -49,14 +51,20 @@ def server_reads(tmp_path: Path, summary: dict[str, Any]) -> list[dict[str, Any]
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def check_server_metrics(tests: list[dict[str, Any]], reads: list[dict[str, Any]]) -> None:
+def check_server_metrics(
+    tests: list[dict[str, Any]], reads: list[dict[str, Any]], *, caching: bool
+) -> None:
     """What the server saw, beside what we measured: it counted every request we sent and
-    no other, its TTFT lies inside ours, and every test's reads were kept in order."""
+    no other, its TTFT lies inside ours, and every test's reads were kept in order. With
+    `caching`, it looked every prompt up and found nothing: the CPU build caches whole
+    blocks of 128 tokens, never a prompt's last token, and the smoke suite's prompts are at
+    most 128 tokens long; without, it looked nothing up (null, not 0)."""
     for test in tests:
         metrics = test["metrics"]
         assert metrics["server_requests"] == metrics["requests"], test["test_id"]
         assert 0 < metrics["server_ttft_ms_mean"] <= metrics["ttft_ms"]["mean"], test["test_id"]
-        assert metrics["server_prefix_cache_hit_rate"] is None  # caching off: no lookups
+        hit_rate = metrics["server_prefix_cache_hit_rate"]
+        assert hit_rate == (0.0 if caching else None), (test["test_id"], hit_rate)
         series = [r for r in reads if r["test_id"] == test["test_id"]]
         assert len(series) >= 2 and {r["server"] for r in series} == {"vllm"}
         assert all(a["t_s"] < b["t_s"] for a, b in itertools.pairwise(series))
@@ -81,7 +89,7 @@ def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path)
     for test in tests:
         assert test["metrics"]["failures"] == 0
         assert test["engine_info"]["details"]["base_url"] == vllm_server
-    check_server_metrics(tests, server_reads(tmp_path, summary))
+    check_server_metrics(tests, server_reads(tmp_path, summary), caching=True)
     decode = next(t for t in tests if "batch8" in t["test_id"])
     assert decode["metrics"]["ttft_ms"]["count"] == 48
     requests = [
@@ -95,20 +103,76 @@ def test_smoke_suite_through_the_openai_client(vllm_server: str, tmp_path: Path)
     assert {r["token_count_source"] for r in fixed} == {"usage"}
 
 
+PREFIX_SUITE = """
+    import pytest
+    from pytest_llmperf import SharedPrefixWorkload
+
+    # Eight prompts of 416 tokens a round either way. Shared: two groups of four behind a
+    # prefix of 384 tokens (three whole 128-token blocks), the same every round. Fresh:
+    # eight prompts of their own, never sent before, every round.
+    WORK = {
+        "shared": SharedPrefixWorkload(groups=2, prompts_per_group=4, prefix_tokens=384,
+                                       suffix_tokens=32, output_tokens=4),
+        "fresh": SharedPrefixWorkload(groups=8, prompts_per_group=1, prefix_tokens=384,
+                                      suffix_tokens=32, output_tokens=4,
+                                      fresh_each_round=True),
+    }
+
+    @pytest.mark.parametrize("kind", WORK)
+    def test_prefix(llmperf, kind):
+        llmperf.measure(workload=WORK[kind], rounds=2, warmup_rounds=1)
+"""
+
+
+def test_prefix_cache_hit_rate_of_shared_and_fresh_prefixes(
+    vllm_server: str, pytester: pytest.Pytester
+) -> None:
+    """Issue 28: with caching on, the server finds a shared prefix in its cache and finds
+    nothing of prompts it has never seen, as its own Prometheus counters say."""
+    pytester.makepyfile(test_prefix=PREFIX_SUITE)
+    result = pytester.runpytest(
+        "--engine",
+        "openai",
+        "--base-url",
+        vllm_server,
+        "--llmperf-metrics-url",
+        f"{vllm_server}/metrics",
+        "--gpus",
+        "cpu",
+        "-p",
+        "no:randomly",
+    )
+    result.assert_outcomes(passed=2)
+    run_dir = next(p for p in (pytester.path / "results").iterdir() if p.is_dir())
+    tests = json.loads((run_dir / "summary.json").read_text())["tests"]
+    rate = {t["test_id"].split("[")[-1].rstrip("]"): t["metrics"] for t in tests}
+    for metrics in rate.values():
+        assert metrics["server_requests"] == metrics["requests"] == 16
+    # Shared: the warm-up round left each group's three prefix blocks in the cache, so every
+    # measured prompt finds 384 of its 416 tokens (0.92); above 0.5 even if the first prompt
+    # of each group missed in every round (0.69). Fresh: no prompt shares a whole block
+    # with any other, so nothing is found (0); below 0.2 all the same.
+    assert rate["shared"]["server_prefix_cache_hit_rate"] > 0.5
+    assert rate["fresh"]["server_prefix_cache_hit_rate"] < 0.2
+    result.stdout.no_fnmatch_line("*the server finished*")
+
+
 def test_smoke_suite_through_a_managed_vllm_server(tmp_path: Path) -> None:
-    before = vllm_server_processes()
     summary = run_smoke(tmp_path, "--engine", "vllm-server", "--llmperf-metrics-interval", "0.1")
     tests = summary["tests"]
     assert len(tests) == 4 and {t["engine"] for t in tests} == {"vllm-server"}
     assert all(t["metrics"]["failures"] == 0 for t in tests)
     argv = tests[0]["engine_info"]["details"]["server_argv"]
     assert "--no-enable-prefix-caching" in argv and "127.0.0.1" in argv
-    # Every server the run started is gone (servers of other runs may come and go).
-    assert set(vllm_server_processes()) <= set(before)
+    # Every server the run started is gone (servers of other runs may come and go: ours are
+    # told by their ports).
+    argvs = [t["engine_info"]["details"]["server_argv"] for t in tests]
+    ports = {argv[argv.index("--port") + 1] for argv in argvs}
+    assert not [p for p in vllm_server_processes() if any(f"--port {n} " in f"{p} " for n in ports)]
     # Each server's own metrics, read at its own /metrics, rise with the load: one request
     # at a time, against sixteen at once on a server of one place (fifteen wait) and of
     # eight (eight run, eight wait).
-    check_server_metrics(tests, server_reads(tmp_path, summary))
+    check_server_metrics(tests, server_reads(tmp_path, summary), caching=False)
     by_name = {t["test_id"].split("::")[-1]: t["metrics"] for t in tests}
     single = by_name["test_single_request_latency"]
     batch1 = next(m for name, m in by_name.items() if "batch1-" in name or name.endswith("batch1]"))
@@ -154,6 +218,14 @@ def test_xdist_workers_share_one_managed_server(pytester: pytest.Pytester) -> No
     owners = {t["worker"] for t in tests if t["engine_info"]["details"]["server_owner"]}
     assert len(owners) == 1
     assert vllm_server_processes() == before
+    # The server's own counts are of both workers' requests: said once, never a warning
+    # that another client took it (nor compared with each test's own count).
+    assert all(t["engine_info"]["details"]["shared_server"] for t in tests)
+    assert all(t["metrics"]["server_requests"] is not None for t in tests)
+    result.stdout.no_fnmatch_line("*the server finished*")
+    result.stdout.fnmatch_lines(
+        ["*note: 4 tests read a server that xdist workers shared*server_requests is not*"]
+    )
 
 
 def test_vllm_args_and_server_args_become_the_servers_flags() -> None:

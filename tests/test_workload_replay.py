@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import statistics
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import pytest
 
 from pytest_llmperf import ConversationWorkload, SharedPrefixWorkload, TraceWorkload
 from pytest_llmperf.engines.base import EngineConfig, GenerationRequest, StreamChunk
@@ -137,6 +140,14 @@ def test_conversation_and_fresh_prefixes_on_the_hf_engine() -> None:
         engine.close()
     assert [r.error for r in records] == [None] * 6
     by_id = {r.custom_id: r for r in records}
+    # The per-turn metrics on a real engine: the medians of the turns' own TTFTs (two
+    # sessions: the middle of two), each counted from its wave's start.
+    turn_ms = {k: [by_id[f"conv{s}-turn{k}"].ttft_ms or 0.0 for s in (0, 1)] for k in (1, 3)}
+    assert workload.workload_metrics(records) == {
+        "first_turn_ttft_ms_p50": pytest.approx(statistics.fmean(turn_ms[1]), rel=1e-12),
+        "last_turn_ttft_ms_p50": pytest.approx(statistics.fmean(turn_ms[3]), rel=1e-12),
+    }
+    assert all(ms > 0 for ms in turn_ms[1] + turn_ms[3])
     # Waves: turn k of both sessions together; each turn's history holds the real answers,
     # so its prompt grows by a user turn and an answer (and the chat template's tokens).
     for s in (0, 1):
@@ -176,7 +187,7 @@ def test_trace_with_arrivals(llmperf):
 def test_conversation(llmperf):
     llmperf.measure(workload=ConversationWorkload(sessions=2, turns=2, user_tokens=4,
                                                   output_tokens=3, think_time_s=0.01),
-                    rounds=1, warmup_rounds=0)
+                    rounds=3, warmup_rounds=0)
 
 
 def test_fresh(llmperf):
@@ -199,19 +210,38 @@ def test_workloads_through_the_plugin(tmp_path: Path) -> None:
 
     project = make_project(tmp_path, WORKLOAD_SUITE)
     (project / "trace.jsonl").write_text(SHIPPED_TRACE.read_text())
-    with InstrumentServer(Script(delays_s=[0.005] * 3)) as server:
+    # A bound on a conversation's first turns that their scripted TTFT misses.
+    (project / "thresholds" / "cpu").mkdir(parents=True)
+    (project / "thresholds" / "cpu" / "openai.yaml").write_text(
+        'schema: 1\ntests:\n  "test_suite.py::test_conversation":\n'
+        "    first_turn_ttft_ms_p50: {max: 5}\n"
+    )
+    # A chat request's first token waits 20 ms more per message: turn 1 (one message)
+    # 5 + 20 ms, turn 2 (a message, the answer, a message) 5 + 60 ms.
+    script = Script(delays_s=[0.005] * 3, first_token_per_message_s=0.02)
+    with InstrumentServer(script) as server:
         out = run_project(
             project, "--engine", "openai", "--base-url", server.base_url, "-rA",
             "--llmperf-responses",
         )  # fmt: skip
         bodies = list(server.requests)
-    assert "1 failed, 4 passed" in out.stdout, out.stdout[-3000:]
+    assert "2 failed, 3 passed" in out.stdout, out.stdout[-3000:]
     assert "test_suite.py: line 13: measure(): arrivals=Arrivals(rate_per_s=5, " in out.stdout
     assert "this workload sends on its own times (a trace's timestamps): give no arrivals" in (
         out.stdout
     )
     tests = {t.test_id.split("::")[-1]: t for t in open_run("latest", project / "results").tests}
-    assert tests["test_conversation"].metric("requests") == 4
+    conversation = tests["test_conversation"]
+    assert conversation.metric("requests") == 3 * 4
+    # Per-turn TTFT, as scripted (the script is a floor; 30 ms of slack for a busy machine),
+    # over all rounds and in each round, so that the bound judged the samples and failed.
+    first, last = (conversation.metric(f"{t}_turn_ttft_ms_p50") for t in ("first", "last"))
+    assert first is not None and last is not None
+    assert 25 <= first < 55 and 65 <= last < 95, (first, last)
+    for name, floor in (("first", 25), ("last", 65)):
+        samples = conversation.samples[f"{name}_turn_ttft_ms_p50"]
+        assert len(samples) == 3 and all(floor <= x < floor + 30 for x in samples), samples
+    assert re.search(r"first_turn_ttft_ms_p50 +[\d.]+ .*<= 5 .* MISS", out.stdout), out.stdout
     assert tests["test_trace"].metric("requests") == 24
     # Fresh prefixes: three rounds (one warm-up) of four prompts, none sent twice.
     prompts = [tuple(b["prompt"]) for b in bodies if len(b.get("prompt") or ()) == 10]

@@ -16,6 +16,7 @@ from pytest_llmperf import ConversationWorkload, SharedPrefixWorkload, TraceWork
 from pytest_llmperf.engines.base import GenerationRequest, Tokenizer
 from pytest_llmperf.engines.turns import chain, with_answers
 from pytest_llmperf.errors import LLMPerfUsageError
+from pytest_llmperf.measure.metrics import RequestRecord, spec_for
 from pytest_llmperf.models.tokenizer import local_tokenizer
 from pytest_llmperf.suite.load import Arrivals
 
@@ -153,6 +154,33 @@ def test_conversation_history_grows_turn_by_turn(tokenizer: Tokenizer) -> None:
     contents = [m["content"] for m in third]
     # The first answer is known and replaces its stand-in; the second is not, and stays.
     assert [m["content"] for m in answered.messages] == [contents[0], "A1", *contents[2:]]
+
+
+def test_per_turn_ttft_metrics_take_the_medians_of_first_and_last_turns() -> None:
+    def record(custom_id: str, ttft: float | None, error: str | None = None) -> RequestRecord:
+        return RequestRecord(custom_id, 0, 8, 4, "length", ttft, 50.0, 5.0, None, error=error)
+
+    workload = ConversationWorkload(sessions=3, turns=11)
+    records = [
+        record("conv0-turn1", 10.0),
+        record("conv1-turn1", 30.0),
+        record("conv2-turn1", 900.0, error="HTTP 500"),  # failed: not a turn's TTFT
+        record("conv0-turn11", 70.0),  # the last turn, not turn 1
+        record("conv1-turn11", 80.0),
+        record("conv2-turn11", 120.0),
+        record("conv0-turn2", 5.0),  # a middle turn: neither
+    ]
+    assert workload.workload_metrics(records) == {
+        "first_turn_ttft_ms_p50": 20.0,
+        "last_turn_ttft_ms_p50": 80.0,
+    }
+    # No last turn answered (a limit, or failures): null, never 0.
+    assert workload.workload_metrics(records[:3])["last_turn_ttft_ms_p50"] is None
+    # Metrics thresholds know: defined in the conversation module.
+    for name in ("first_turn_ttft_ms_p50", "last_turn_ttft_ms_p50"):
+        spec = spec_for(name)
+        assert spec is not None and spec.better == "lower" and spec.unit == "ms"
+        assert spec.defined_in == "pytest_llmperf.suite.conversation"
 
 
 def gap_stats(arrivals: Arrivals, n: int) -> tuple[float, float]:

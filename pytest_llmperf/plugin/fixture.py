@@ -197,7 +197,6 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
         gate = self._session.settings.gate
         auto = chosen == "auto"
         plan = RoundPlan(gate.max_rounds if chosen == "auto" else chosen, warmup_rounds)
-        more = MoreMetrics(extra_metrics or {}, slo, score, derived)
         engine_config = self.engine_config(config, model)
         timed = isinstance(workload, Scheduled) and workload.scheduled()
         if arrivals is not None and timed:
@@ -215,6 +214,7 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods):
             )
             pytest.skip(f"engine {engine_config.engine!r} runs a batch at once; {need}")
         workload = workload.with_overrides(dict(config.workload_settings))
+        more = MoreMetrics.of(workload, extra_metrics, slo, score, derived)
         subject = Subject(self._request.node.nodeid, key, config, engine_config, workload)
         if self._session.settings.dry_run:
             self._dry_run(subject, workload)

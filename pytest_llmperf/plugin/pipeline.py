@@ -54,7 +54,7 @@ from pytest_llmperf.results.record import (
 from pytest_llmperf.suite.accuracy import ChoiceTask
 from pytest_llmperf.suite.config import Config
 from pytest_llmperf.suite.load import SLO, Arrivals, client_check
-from pytest_llmperf.suite.workload import FreshEachRound, Workload
+from pytest_llmperf.suite.workload import FreshEachRound, Workload, WorkloadMetrics
 from pytest_llmperf.thresholds.check import CheckResult, check
 
 if TYPE_CHECKING:
@@ -92,6 +92,21 @@ class MoreMetrics:
     slo: SLO | None = None
     score: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None
     derived: Callable[[AggregateMetrics], Mapping[str, float | None]] | None = None
+    #: The workload's own metrics (`suite.workload.WorkloadMetrics`), applied as `score` is.
+    workload: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        workload: Workload,
+        extra: Mapping[str, float | None] | None = None,
+        slo: SLO | None = None,
+        score: Callable[[Sequence[RequestRecord]], Mapping[str, float | None]] | None = None,
+        derived: Callable[[AggregateMetrics], Mapping[str, float | None]] | None = None,
+    ) -> MoreMetrics:
+        """What `measure`'s arguments and `workload` add."""
+        own = workload.workload_metrics if isinstance(workload, WorkloadMetrics) else None
+        return cls(extra or {}, slo, score, derived, own)
 
 
 @dataclass(frozen=True)
@@ -232,8 +247,9 @@ def aggregate(
         client_check(measured.client_stats, durations, sum(r.output_tokens for r in records))
     )
     extra.update(server_timing_metrics(records))
-    if more.score is not None:
-        extra.update(more.score(records))
+    for scorer in (more.score, more.workload):
+        if scorer is not None:
+            extra.update(scorer(records))
     if measured.graph_build_s is not None:
         extra["graph_build_s"] = measured.graph_build_s
     if extra:
@@ -326,8 +342,9 @@ def round_samples(measured: Rounds, more: MoreMetrics) -> Samples:
             tokens = sum(r.output_tokens for r in part)
             extra.update(client_check([measured.client_stats[index]], [seconds], tokens))
         extra.update(server_timing_metrics(part))
-        if more.score is not None:
-            extra.update(more.score(part))
+        for scorer in (more.score, more.workload):
+            if scorer is not None:
+                extra.update(scorer(part))
         flat.update(extra)
     return collect(per_round)
 

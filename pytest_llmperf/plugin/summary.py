@@ -21,7 +21,8 @@ that what is said is what was recorded:
                      CPUs (and at least 1): other work competed with the measured tests.
     server count     the server's own count of the requests it finished during the rounds
                      (`server_requests`, `measure.server`) differs from ours: another client
-                     shared it, or it lost requests.
+                     shared it, or it lost requests. For a managed server that xdist workers
+                     shared, a note says so instead: its counts include every worker's.
 
 A test's unreliable metrics (`measure.reliability`) and the settings a grid's engine did not
 take are noted too. Tests measured on several hosts (xdist workers elsewhere) are grouped by
@@ -245,9 +246,23 @@ def client_bound_notes(tests: Sequence[TestRecord]) -> list[str]:
 
 
 def server_count_notes(tests: Sequence[TestRecord]) -> list[str]:
+    """A warning for each test whose server counted other requests than it sent; a note,
+    not a warning, for tests on a managed server that xdist workers shared (every worker's
+    requests are in its counts, by design: no per-worker attribution)."""
     notes = []
+    shared = [t for t in tests if t.engine_info.details.get("shared_server")]
+    shared_ids = {id(t) for t in shared}
+    read = [t.threshold_key for t in shared if t.metric("server_requests") is not None]
+    if read:
+        notes.append(
+            f"note: {len(read)} tests read a server that xdist workers shared ({_names(read)}): "
+            "its counts and levels (requests, queue, batch, KV cache) include the other "
+            "workers' requests, so server_requests is not compared with each test's own"
+        )
     for test in tests:
         counted, ours = test.metric("server_requests"), test.metric("requests")
+        if id(test) in shared_ids:
+            continue
         if counted is not None and ours is not None and counted != ours:
             notes.append(
                 f"warning: {test.threshold_key}: the server finished {counted:.0f} requests "

@@ -11,7 +11,17 @@ chat template's. The workload writes stand-in answers of that length, used where
 answer is known (`measure`'s dry run counts them).
 
 Each turn is a request of its own (`custom_id` `conv<s>-turn<k>`), so its TTFT is recorded
-per turn: the TTFT of turn k counts from when turn k was sent. A client engine
+per turn: the TTFT of turn k counts from when turn k was sent. Two metrics of the test
+compare the turns (`workload_metrics`), over the successful turns of the measured rounds:
+    first_turn_ttft_ms_p50  median TTFT of the sessions' first turns (no history: a cold
+                            prompt of `user_tokens` tokens).
+    last_turn_ttft_ms_p50   median TTFT of their last turns (turn `turns`: the longest
+                            history). Beside the first, it shows what the history costs:
+                            close to it when a prefix cache keeps the conversation, growing
+                            with the turns when every turn is prefilled whole.
+Null when no such turn succeeded; with `turns` = 1 both are the same turns'. Only the
+first and the last are metrics: a fixed pair of names that a thresholds file can bound
+whatever `turns` is (each turn's own TTFT stays in its request record). A client engine
 (`SendsTurns`: openai, vllm-server, llamacpp-server) runs every session at its own pace;
 an engine that runs a batch at once gets the turns in waves (turn k of every session
 together, after the wave before and its think time: `measure.harness`). With `Arrivals`,
@@ -22,11 +32,12 @@ follow their answers.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_llmperf.engines.base import GenerationRequest, SamplingParams, Tokenizer
+from pytest_llmperf.measure.metrics import RequestRecord, percentile
 from pytest_llmperf.suite import arguments
 from pytest_llmperf.suite.arguments import whole
 from pytest_llmperf.suite.workload import exact_length_prompt
@@ -83,6 +94,13 @@ class ConversationWorkload:
                 )
         return requests
 
+    def workload_metrics(self, records: Sequence[RequestRecord]) -> dict[str, float | None]:
+        """`first_turn_ttft_ms_p50` and `last_turn_ttft_ms_p50` (module docstring)."""
+        return {
+            "first_turn_ttft_ms_p50": _turn_ttft_p50(records, 1),
+            "last_turn_ttft_ms_p50": _turn_ttft_p50(records, self.turns),
+        }
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "conversation",
@@ -99,3 +117,14 @@ class ConversationWorkload:
         if "max_new_tokens" in settings:
             return replace(self, output_tokens=int(settings["max_new_tokens"]))
         return self
+
+
+def _turn_ttft_p50(records: Sequence[RequestRecord], turn: int) -> float | None:
+    """The median TTFT of the successful records of turn `turn` of every session."""
+    suffix = f"-turn{turn}"
+    ttfts = sorted(
+        r.ttft_ms
+        for r in records
+        if r.error is None and r.ttft_ms is not None and r.custom_id.endswith(suffix)
+    )
+    return percentile(ttfts, 50) if ttfts else None

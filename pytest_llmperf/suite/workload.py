@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pytest_llmperf.engines.base import GenerationRequest, SamplingParams, Tokenizer
 from pytest_llmperf.errors import LLMPerfUsageError, where
+from pytest_llmperf.measure.metrics import RequestRecord
 from pytest_llmperf.models.tokenizer import local_tokenizer
 from pytest_llmperf.suite import arguments
 from pytest_llmperf.suite.arguments import bad, dataset_path, one_of, whole
@@ -56,6 +57,15 @@ class FreshEachRound(Protocol):
     fresh_each_round: bool
 
     def build_round(self, tokenizer: Tokenizer, round_index: int) -> list[GenerationRequest]: ...
+
+
+@runtime_checkable
+class WorkloadMetrics(Protocol):
+    """A workload whose shape gives metrics of its own (`ConversationWorkload`: per-turn
+    TTFT): `llmperf.measure` adds `workload_metrics(records)` to the test's metrics, over
+    all measured rounds and round by round, as it does a `score=` callable's."""
+
+    def workload_metrics(self, records: Sequence[RequestRecord]) -> dict[str, float | None]: ...
 
 
 @runtime_checkable

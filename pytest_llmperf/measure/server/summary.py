@@ -27,8 +27,9 @@ server, is null):
                                  exports no counters.
     server_requests              requests the server finished during the rounds: beside
                                  `requests` (ours), a cross-check that every request we
-                                 count reached it (a shared server under pytest-xdist also
-                                 counts the other workers').
+                                 count reached it (a managed server that pytest-xdist
+                                 workers share counts every worker's: the summary notes
+                                 it, and compares nothing).
     server_ttft_ms_mean          the server's mean time to first token over the rounds,
                                  from its histogram: delta sum / delta count, in ms. The
                                  server starts the clock when it receives the request and

@@ -17,6 +17,7 @@ from pytest_llmperf.measure.evidence import Evidence, of_requests
 from pytest_llmperf.measure.metrics import AggregateMetrics, RequestRecord, flatten
 from pytest_llmperf.measure.reliability import unreliable
 from pytest_llmperf.measure.samples import Samples
+from pytest_llmperf.measure.server.summary import server_metrics
 from pytest_llmperf.measure.stats import Estimate, estimate
 from pytest_llmperf.measure.turns import (
     RATIO,
@@ -214,7 +215,12 @@ class ComparisonMethods:
     ) -> SideState:
         if isinstance(side, str):  # a server's URL, through the openai client engine
             found = self.engine_config(Config(name=side, engine="openai"), model)
+            run_base_url = dict(found.settings).get("base_url")
             settings = {**dict(found.settings), "base_url": side}
+            if settings.get("metrics_url") and run_base_url != side:
+                # `--llmperf-metrics-url` is the run's server's: another server's side reads
+                # its own, at the path every server we map serves them on.
+                settings["metrics_url"] = f"{side.rstrip('/')}/metrics"
             engine_config = EngineConfig.make("openai", found.model, settings)
             return SideState(name, side, engine_config, workload)
         if isinstance(side, Config):
@@ -246,7 +252,8 @@ class ComparisonMethods:
             if not side.durations:
                 continue
             details = side.info.details if side.info is not None else {}
-            metrics = aggregate(side.rounds(), {}, MoreMetrics(), self._physical(), details)
+            read = server_metrics(side.server_samples) if side.server_samples is not None else {}
+            metrics = aggregate(side.rounds(), read, MoreMetrics(), self._physical(), details)
             nested.update(nest(flatten(metrics.as_dict()), name))
             samples.update(prefixed(round_samples(side.rounds(), MoreMetrics()), name))
         a, b = turns.sides["a"], turns.sides["b"]

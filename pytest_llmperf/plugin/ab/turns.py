@@ -29,6 +29,7 @@ from pytest_llmperf.hardware.gpus import gpu_memory_free
 from pytest_llmperf.measure.harness import run_round
 from pytest_llmperf.measure.metrics import RequestRecord
 from pytest_llmperf.measure.rounds import Rounds
+from pytest_llmperf.measure.server.scrape import Sample, scraper_for
 from pytest_llmperf.measure.turns import Mode, Side, turn_metrics, turn_order
 from pytest_llmperf.plugin.pipeline import build_requests, round_builder
 from pytest_llmperf.suite.workload import Workload
@@ -72,6 +73,9 @@ class SideState:
     durations: list[float] = field(default_factory=list)
     #: Each turn's flat metrics, over that turn's rounds.
     turns: list[dict[str, Any]] = field(default_factory=list)
+    #: The reads of its server's metrics during its measured turns, in order (None: no
+    #: server metrics read: not a server engine, or `--llmperf-metrics-interval 0`).
+    server_samples: list[Sample] | None = None
 
     @property
     def name(self) -> str:
@@ -146,18 +150,27 @@ class Turns:
         assert side.engine is not None
         records: list[RequestRecord] = []
         durations: list[float] = []
-        for _ in range(rounds):
-            if death_cause(side.engine):
-                self.dead = f"engine of side {side.side.upper()} died: {death_cause(side.engine)}"
-                break
-            index = len(side.durations)
-            got, duration = run_round(side.engine, self._next_batch(side), index)
-            after_round(side.side, got)
-            side.records.extend(got)
-            side.durations.append(duration)
-            records.extend(got)
-            durations.append(duration)
-            self.seconds += duration
+        # Each side's own server, read during its own turns only: the other side's turns
+        # between them leave a server of its own idle (its counters' deltas stay the side's).
+        scraper = scraper_for(side.engine, self._session.settings.metrics_interval_s)
+        if scraper is not None:
+            scraper.start()
+        try:
+            for _ in range(rounds):
+                if cause := death_cause(side.engine):
+                    self.dead = f"engine of side {side.side.upper()} died: {cause}"
+                    break
+                index = len(side.durations)
+                got, duration = run_round(side.engine, self._next_batch(side), index)
+                after_round(side.side, got)
+                side.records.extend(got)
+                side.durations.append(duration)
+                records.extend(got)
+                durations.append(duration)
+                self.seconds += duration
+        finally:
+            if scraper is not None:
+                side.server_samples = [*(side.server_samples or ()), *scraper.stop().samples]
         if durations:
             side.turns.append(turn_metrics(records, durations))
 
