@@ -8,10 +8,12 @@ what happened. It runs on 127.0.0.1 in a thread of the test process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,10 @@ class Script:
     #: Requests its /metrics counts for each it receives (more than 1: as if other clients
     #: shared the server, sending as many).
     counted_per_request: int = 1
+    #: Completions answered at once (None: all); the rest wait, in order of arrival, for a
+    #: place, before their first token. With every request taking `sum(delays_s)`, the
+    #: server's capacity is exactly `capacity / sum(delays_s)` requests per second.
+    capacity: int | None = None
 
 
 class InstrumentServer:
@@ -56,6 +62,7 @@ class InstrumentServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+        self._places: asyncio.Semaphore | None = None
 
     def __enter__(self) -> InstrumentServer:
         self._thread.start()
@@ -103,11 +110,24 @@ class InstrumentServer:
         return web.Response(text=text, content_type="text/plain")
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        self.in_flight += 1
-        try:
-            return await self._complete(request)
-        finally:
-            self.in_flight -= 1
+        async with self._place():
+            self.in_flight += 1
+            try:
+                return await self._complete(request)
+            finally:
+                self.in_flight -= 1
+
+    @contextlib.asynccontextmanager
+    async def _place(self) -> AsyncIterator[None]:
+        """A place among the script's `capacity` (asyncio's semaphore wakes waiters first
+        come, first served); at once without one."""
+        if self.script.capacity is None:
+            yield
+            return
+        if self._places is None:  # made in the server's own loop
+            self._places = asyncio.Semaphore(self.script.capacity)
+        async with self._places:
+            yield
 
     async def _complete(self, request: web.Request) -> web.StreamResponse:
         self.received_at.append(time.perf_counter())

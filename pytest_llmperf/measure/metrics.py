@@ -57,7 +57,8 @@ Metrics computed elsewhere are defined in that module's docstring: bandwidth uti
 `pytest_llmperf.measure.server.summary`, goodput and the load client's self-check in
 `pytest_llmperf.suite.load`, accuracy in `pytest_llmperf.suite.accuracy`, scaling efficiency in
 `pytest_llmperf.suite.scaling`, an A/B test's (`a.*`, `b.*`, `ratio.*`, `speedup`) in
-`pytest_llmperf.measure.turns`, and output coverage in `pytest_llmperf.suite.workload_stats`.
+`pytest_llmperf.measure.turns`, output coverage in `pytest_llmperf.suite.workload_stats`, and
+the highest load under an SLO in `pytest_llmperf.suite.slo_search`.
 `SPECS` below lists every metric once, with its unit, direction, kind and defining module;
 thresholds, `llmperf compare`, reports and exports read it: nothing else defines one.
 
@@ -143,6 +144,7 @@ _TELEMETRY = "pytest_llmperf.hardware.telemetry"
 _LOAD = "pytest_llmperf.suite.load"
 _ACCURACY = "pytest_llmperf.suite.accuracy"
 _SCALING = "pytest_llmperf.suite.scaling"
+_SEARCH = "pytest_llmperf.suite.slo_search"
 _WORKLOAD_STATS = "pytest_llmperf.suite.workload_stats"
 _TIMED = "pytest_llmperf.measure.timed"
 _TURNS = "pytest_llmperf.measure.turns"
@@ -244,6 +246,7 @@ SPECS: tuple[MetricSpec, ...] = (
         ("truncation_rate", "ratio", "lower", "scalar"),
     ),
     *_specs(_SCALING, ("efficiency", "ratio", "higher", "scalar")),
+    *_specs(_SEARCH, ("max_rate_under_slo_req_per_s", "req/s", "higher", "scalar")),
     *_specs(_TURNS, ("speedup", "x", "higher", "scalar")),
     *_specs(_WORKLOAD_STATS, ("output_coverage", "ratio", "higher", "scalar")),
     *_specs(_TIMED, ("call_s", "s", "lower", "scalar")),

@@ -339,6 +339,9 @@ class TestRecord:
     ab: Mapping[str, Any] | None = None
     #: A share of a load split over client workers (`suite.split`): load, index, clients.
     split: Mapping[str, Any] | None = None
+    #: A search for the highest load under an SLO (`llmperf.max_load_under_slo`,
+    #: `suite.slo_search`): its plan, every step, the chosen one and why it stopped.
+    slo_search: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -412,6 +415,7 @@ class TestRecord:
             host=f.json_object("host") if "host" in f.keys() else {},
             ab=f.optional(lambda k: f.json_object(str(k)), "ab"),
             split=f.optional(lambda k: f.json_object(str(k)), "split"),
+            slo_search=f.optional(lambda k: f.json_object(str(k)), "slo_search"),
         )
 
     def metric_specs(self) -> list[MetricSpec]:
