@@ -1,5 +1,5 @@
 """Issue 28 item 3: the highest load under an SLO (`llmperf.max_load_under_slo`,
-`suite.slo_search`), against the instrument server with a scripted capacity (the rate it
+`suite.slo.search`), against the instrument server with a scripted capacity (the rate it
 allows is known exactly), a client that cannot keep up, and bad input. The real vLLM CPU
 server's search is in `test_vllm_server.py` (it shares that module's server)."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from pytest_llmperf import SLO
 from pytest_llmperf.errors import ArgumentError
-from pytest_llmperf.suite.slo_search import SearchPlan, SearchStep, judge_goodput, search
+from pytest_llmperf.suite.slo.search import SearchPlan, SearchStep, judge_goodput, search
 from tests.instrument_server import InstrumentServer, Script
 from tests.suite_run import make_project, run_project
 

@@ -50,15 +50,12 @@ and discarded):
                    memory column of a quantization table, passed by the test as an extra
                    metric (`suites/test_quantization.py`).
 
-Metrics computed elsewhere are defined in that module's docstring: bandwidth utilisation (`mbu`,
-`weights_bound_tok_per_s`) in `pytest_llmperf.measure.bandwidth`, prompt and generation speeds
-(`pp_tok_per_s`, `tg_tok_per_s`) in `pytest_llmperf.measure.prefill_decode`, GPU telemetry in
-`pytest_llmperf.hardware.telemetry`, the server's own metrics (`server_*`) in
-`pytest_llmperf.measure.server.summary`, goodput and the load client's self-check in
-`pytest_llmperf.suite.load`, accuracy in `pytest_llmperf.suite.accuracy`, scaling efficiency in
-`pytest_llmperf.suite.scaling`, an A/B test's (`a.*`, `b.*`, `ratio.*`, `speedup`) in
-`pytest_llmperf.measure.turns`, output coverage in `pytest_llmperf.suite.workload_stats`, and
-the highest load under an SLO in `pytest_llmperf.suite.slo_search`.
+Metrics computed elsewhere are defined in their module's docstring (in `pytest_llmperf`):
+`measure.bandwidth` (`mbu`, `weights_bound_tok_per_s`), `measure.prefill_decode` (`pp_tok_per_s`,
+`tg_tok_per_s`), `hardware.telemetry` (GPU telemetry), `measure.server.summary` (`server_*`),
+`suite.load` (goodput, the client's self-check), `suite.accuracy`, `suite.scaling` (efficiency),
+`measure.turns` (an A/B test's `a.*`, `b.*`, `ratio.*`, `speedup`), `suite.workload_stats`
+(output coverage) and `suite.slo.search` (`max_rate_under_slo_req_per_s`).
 `SPECS` below lists every metric once, with its unit, direction, kind and defining module;
 thresholds, `llmperf compare`, reports and exports read it: nothing else defines one.
 
@@ -144,7 +141,7 @@ _TELEMETRY = "pytest_llmperf.hardware.telemetry"
 _LOAD = "pytest_llmperf.suite.load"
 _ACCURACY = "pytest_llmperf.suite.accuracy"
 _SCALING = "pytest_llmperf.suite.scaling"
-_SEARCH = "pytest_llmperf.suite.slo_search"
+_SEARCH = "pytest_llmperf.suite.slo.search"
 _WORKLOAD_STATS = "pytest_llmperf.suite.workload_stats"
 _TIMED = "pytest_llmperf.measure.timed"
 _TURNS = "pytest_llmperf.measure.turns"

@@ -52,8 +52,8 @@ from pytest_llmperf.plugin.pipeline import (
     round_samples,
 )
 from pytest_llmperf.plugin.progress import open_progress
-from pytest_llmperf.plugin.search import SearchMethods
 from pytest_llmperf.plugin.session import EngineStartError, LLMPerfSession
+from pytest_llmperf.plugin.slo.search import SearchMethods
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import write_responses
 from pytest_llmperf.suite.accuracy import ChoiceTask

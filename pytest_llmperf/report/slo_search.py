@@ -1,4 +1,4 @@
-"""The report's SLO searches (`llmperf.max_load_under_slo`, `suite.slo_search`): each search's
+"""The report's SLO searches (`llmperf.max_load_under_slo`, `suite.slo.search`): each search's
 answer, why it stopped, and a table of its steps in the order they ran (rate, goodput with its
 interval, decision, send rates, throughput and latencies). Everything from result files goes
 through `html.escape`."""

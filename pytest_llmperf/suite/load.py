@@ -42,7 +42,7 @@ first, over the seconds from the round's start to the last one's actual send, be
 count over the schedule's own span: the rate asked of the client by this draw of gaps. A
 client that falls behind (its loop busy, or its `max_concurrency` full) sends later than
 scheduled, and its achieved rate falls short of the asked one; the SLO search
-(`suite.slo_search`) stops there, as the server is then not what is measured.
+(`suite.slo.search`) stops there, as the server is then not what is measured.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The SLO search's Pareto view (`llmperf.max_load_under_slo`, `suite.slo_search`): each step
+"""The SLO search's Pareto view (`llmperf.max_load_under_slo`, `suite.slo.search`): each step
 as output tok/s per user (1000 / mean TPOT: the decode speed one user sees) against output
 tok/s per server, or per GPU where the test leased GPUs; the chosen step ringed. Moving right
 along the front serves more users' tokens at once, and each user gets them more slowly."""

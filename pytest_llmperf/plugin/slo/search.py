@@ -1,5 +1,5 @@
 """`llmperf.max_load_under_slo(config, workload, slo)`: the highest request rate whose goodput
-meets the SLO, found by a sweep and a bisection of measured steps (`suite.slo_search` says how
+meets the SLO, found by a sweep and a bisection of measured steps (`suite.slo.search` says how
 each step is decided and defines the metrics)."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.suite.arguments import bad, text
 from pytest_llmperf.suite.config import Config
 from pytest_llmperf.suite.load import SLO, Arrivals, client_check, send_rates
-from pytest_llmperf.suite.slo_search import (
+from pytest_llmperf.suite.slo.search import (
     OWNER,
     Phase,
     SearchPlan,
@@ -51,7 +51,7 @@ from pytest_llmperf.thresholds.check import CheckResult
 if TYPE_CHECKING:
     from pytest_llmperf.plugin.session import LLMPerfSession
 
-#: The search's headline metric (`suite.slo_search`).
+#: The search's headline metric (`suite.slo.search`).
 MAX_RATE = "max_rate_under_slo_req_per_s"
 
 
@@ -139,7 +139,7 @@ class SearchMethods:
         The test's metrics are `max_rate_under_slo_req_per_s` and the chosen step's
         (throughput, TTFT/TPOT percentiles, goodput, with their per-round samples), checked
         by thresholds like any; every step is kept in the record (`slo_search`) and shown
-        in the report. Defined in `pytest_llmperf.suite.slo_search`. The test fails, after
+        in the report. Defined in `pytest_llmperf.suite.slo.search`. The test fails, after
         it was recorded, when the chosen step's requests failed (or, with no passing step,
         any did), when a bound is missed or a metric regressed, or the engine died.
         """

@@ -1,6 +1,6 @@
 """Max load under an SLO: the highest request rate whose goodput still meets the SLO.
 
-`llmperf.max_load_under_slo(config, workload, slo)` (`plugin.search`) measures steps, each
+`llmperf.max_load_under_slo(config, workload, slo)` (`plugin.slo.search`) measures steps, each
 the workload sent open loop at one rate (`Arrivals`, Poisson unless told otherwise):
 
     sweep      from `start_rate_per_s`, doubling, until a step fails or one at
