@@ -141,7 +141,7 @@ def test_client_bound(llmperf):
         SLO(e2e_ms=5000), start_rate_per_s=20, max_rate_per_s=20, warmup_rounds=0,
         distribution="constant", label="client",
     )
-    assert found.max_rate_per_s is None and found.result.stopped == "client_bound"
+    raise AssertionError("not reached: its bound on a search that found nothing is missed")
 
 
 def test_no_bound(llmperf):
@@ -153,6 +153,18 @@ def test_no_step(llmperf):
 """
 
 
+#: Thresholds check the search's answer and the chosen step's metrics like any test's: met
+#: here; missed where the search found no rate (null: "not measured").
+THRESHOLDS = """schema: 1
+tests:
+  "test_suite.py::test_capacity":
+    max_rate_under_slo_req_per_s: {min: 30}
+    ttft_ms.p90: {max: 500}
+  "test_suite.py::test_client_bound@client":
+    max_rate_under_slo_req_per_s: {min: 1}
+"""
+
+
 def test_the_search_finds_the_rate_a_scripted_capacity_allows(tmp_path: Path) -> None:
     """One run of four tests: the search on a server of known capacity, a client held to one
     request at a time, and two bad calls."""
@@ -160,10 +172,13 @@ def test_the_search_finds_the_rate_a_scripted_capacity_allows(tmp_path: Path) ->
     from pytest_llmperf.results.runs import open_run
 
     project = make_project(tmp_path, SUITE)
+    (project / "thresholds" / "cpu").mkdir(parents=True)
+    (project / "thresholds" / "cpu" / "openai.yaml").write_text(THRESHOLDS)
     script = Script(delays_s=[GAP_S] * TOKENS, capacity=CAPACITY)
     with InstrumentServer(script) as server:
-        out = run_project(project, "--engine", "openai", "--base-url", server.base_url, "-rA")
-    assert "2 failed, 2 passed" in out.stdout, out.stdout[-4000:]
+        args = ("--engine", "openai", "--base-url", server.base_url, "-rA")
+        out = run_project(project, *args, "--llmperf-thresholds-dir", "thresholds")
+    assert "3 failed, 1 passed" in out.stdout, out.stdout[-4000:]
     # Bad input: the test's line, the call, the argument, the problem.
     assert "test_suite.py: line 27: max_load_under_slo(): slo=SLO(" in out.stdout
     assert "has no bound: give ttft_ms, tpot_ms or e2e_ms" in out.stdout
@@ -203,12 +218,18 @@ def test_the_search_finds_the_rate_a_scripted_capacity_allows(tmp_path: Path) ->
     assert capacity.metric("output_tok_per_s") == pytest.approx(chosen["output_tok_per_s"])
     assert len(capacity.samples_of("goodput_fraction")) == chosen["rounds"]
     assert f"FOUND {found}" in out.stdout
+    checked = {c.metric: c for c in capacity.thresholds.checked}
+    assert checked["max_rate_under_slo_req_per_s"].outcome == "met"
+    assert checked["ttft_ms.p90"].outcome == "met" and checked["ttft_ms.p90"].how == "samples"
 
     client = tests["test_client_bound@client"]
     (first,) = (client.slo_search or {})["steps"]
     assert first["decision"] == "client_bound" and first["rounds"] == 1
     assert first["achieved_send_rate_per_s"] < 0.9 * first["asked_send_rate_per_s"]
     assert client.metrics_flat["max_rate_under_slo_req_per_s"] is None
+    (missed,) = client.thresholds.checked
+    assert missed.outcome == "missed" and missed.measured is None
+    assert "thresholds missed for test_suite.py::test_client_bound@client" in out.stdout
     assert "stopped client-bound at 20 req/s: the client sent" in out.stdout
     assert "the load generator, not the server, was the bottleneck there" in out.stdout
 

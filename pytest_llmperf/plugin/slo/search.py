@@ -41,6 +41,7 @@ from pytest_llmperf.suite.slo.search import (
     SearchPlan,
     SearchResult,
     SearchStep,
+    StepVerdict,
     client_fell_behind,
     judge_goodput,
     search,
@@ -181,9 +182,10 @@ class SearchMethods:
         for _ in range(warmup_rounds):  # all at once: loads the model's paths, not measured
             run_round(started.engine, requests, -1)
         kept: dict[float, _Measured] = {}
-        measure = self._step_measurer(started, workload, requests, plan, key, kept)
+        measure = self._step_measurer(started, workload, requests, plan, kept)
         result = search(plan, measure)
-        return self._finish(key, config, engine_config, started, workload, result, kept)
+        subject = Subject(self._request.node.nodeid, key, config, engine_config, workload)
+        return self._finish(subject, started, result, kept, warmup_rounds)
 
     def _step_measurer(
         self,
@@ -191,27 +193,29 @@ class SearchMethods:
         workload: Workload,
         requests: list[GenerationRequest],
         plan: SearchPlan,
-        key: str,
         kept: dict[float, _Measured],
     ) -> Callable[[float, Phase], SearchStep]:
+        """Measures one step: rounds at `rate` until its goodput is decided (or the client
+        falls behind), each round's records written with the step's rate."""
         session, engine = self._session, started.engine
         more = MoreMetrics(slo=plan.slo)
         writer, test_id = session.writer, self._request.node.nodeid
 
         def measure(rate: float, phase: Phase) -> SearchStep:
             arrivals = Arrivals(rate, plan.distribution, plan.seed)
-            state: dict[str, object] = {"decision": "inconclusive", "verdict": None}
+            # Undecided until a look decides it (an engine that died: still undecided).
+            last = StepVerdict("inconclusive", None)
 
             def keep_going(so_far: Rounds) -> bool:
+                nonlocal last
                 if client_fell_behind(send_rates(so_far.client_stats)):
-                    state["decision"] = "client_bound"
+                    last = StepVerdict("client_bound", None)
                     return False
                 if len(so_far.durations) < plan.min_rounds:
                     return True
                 samples = round_samples(so_far, more).get("goodput_fraction", ())
-                judged = judge_goodput(list(samples), plan, session.settings.gate.alpha)
-                state["decision"], state["verdict"] = judged.decision, judged.verdict
-                return judged.decision == "inconclusive"
+                last = judge_goodput(list(samples), plan, session.settings.gate.alpha)
+                return last.decision == "inconclusive"
 
             def keep(records: list[RequestRecord]) -> None:
                 for record in records:
@@ -229,21 +233,21 @@ class SearchMethods:
             metrics = aggregate(measured, {}, more, (), started.info.details)
             samples = round_samples(measured, more)
             kept[rate] = _Measured(measured, metrics, samples)
-            return _step(rate, phase, measured, metrics, samples, state)
+            return _step(rate, phase, measured, metrics, samples, last)
 
         return measure
 
     def _finish(
         self,
-        key: str,
-        config: Config,
-        engine_config: EngineConfig,
+        subject: Subject,
         started: StartedEngine,
-        workload: Workload,
         result: SearchResult,
         kept: dict[float, _Measured],
+        warmup_rounds: int,
     ) -> LoadSearch:
-        session = self._session
+        """The test's record: the chosen step's metrics and samples with the answer, every
+        step in `slo_search`; then the test fails as `measure`'s does."""
+        session, key, engine = self._session, subject.key, subject.engine_config.engine
         best = result.max_rate_per_s
         chosen = kept.get(best) if best is not None else None
         if chosen is not None:
@@ -258,12 +262,12 @@ class SearchMethods:
                 0,
             )
         metrics = metrics.with_extra(**{MAX_RATE: best})
-        verdicts = judge(session, key, engine_config.engine, metrics, samples)
-        allowed = allowance(session, key, engine_config.engine, None, self._marked_rate())
+        verdicts = judge(session, key, engine, metrics, samples)
+        allowed = allowance(session, key, engine, None, self._marked_rate())
         evidence = of_requests(records, allowed)
         outcome = Outcome(metrics, verdicts, evidence, None, samples, None)
-        subject = Subject(self._request.node.nodeid, key, config, engine_config, workload)
-        record = make_record(session, subject, started, RoundPlan(rounds, 0), outcome)
+        plan = RoundPlan(rounds, warmup_rounds)
+        record = make_record(session, subject, started, plan, outcome)
         self._record(replace(record, slo_search=result.as_record()), False)
         self._request.node.add_report_section("call", "llmperf SLO search", result.note)
         self._fail_if_dead(started.engine, key)
@@ -279,13 +283,11 @@ def _step(
     measured: Rounds,
     metrics: AggregateMetrics,
     samples: Samples,
-    state: dict[str, object],
+    last: StepVerdict,
 ) -> SearchStep:
     """A measured step as the record's table row."""
-    from pytest_llmperf.measure.stats import BoundVerdict
-
-    verdict = state["verdict"]
-    estimate = verdict.estimate if isinstance(verdict, BoundVerdict) else None
+    verdict = last.verdict
+    estimate = verdict.estimate if verdict is not None else None
     rates = send_rates(measured.client_stats)
     durations = measured.durations
     output_tokens = sum(r.output_tokens for r in measured.records)
@@ -295,13 +297,13 @@ def _step(
     return SearchStep(
         rate_per_s=rate,
         phase=phase,
-        decision=state["decision"],  # type: ignore[arg-type]
+        decision=last.decision,
         rounds=len(durations),
         goodput_samples=tuple(None if v is None else float(v) for v in goodput),
         goodput_centre=estimate.centre if estimate is not None else None,
         goodput_low=estimate.low if estimate is not None else None,
         goodput_high=estimate.high if estimate is not None else None,
-        p_value=verdict.p_value if isinstance(verdict, BoundVerdict) else None,
+        p_value=verdict.p_value if verdict is not None else None,
         asked_send_rate_per_s=rates[0] if rates is not None else None,
         achieved_send_rate_per_s=rates[1] if rates is not None else None,
         client_flag=bool(flag),

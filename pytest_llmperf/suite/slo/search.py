@@ -124,7 +124,9 @@ def judge_goodput(samples: Sequence[float | None], plan: SearchPlan, alpha: floa
     rounds = min(max(len(values), plan.min_rounds), plan.max_rounds)
     look = round_alpha(rounds, plan.min_rounds, plan.max_rounds, alpha)
     verdict = judge_bound(values, plan.goodput, "higher", look, scale="linear")
-    decision: Decision = {"met": "pass", "missed": "fail"}.get(verdict.outcome, "inconclusive")  # type: ignore[assignment]
+    decision: Decision = "inconclusive"
+    if verdict.outcome != "inconclusive":
+        decision = "pass" if verdict.outcome == "met" else "fail"
     return StepVerdict(decision, verdict)
 
 
