@@ -207,7 +207,7 @@ def search(plan: SearchPlan, measure: Callable[[float, Phase], SearchStep]) -> S
         result = SearchResult(plan, tuple(steps), chosen, stopped, "")
         return SearchResult(plan, tuple(steps), chosen, stopped, note(result))
 
-    rate = plan.start_rate_per_s
+    rate = float(plan.start_rate_per_s)  # given as 32, recorded as 32.0 like the rest
     failed: float | None = None
     while failed is None:
         step = measure(rate, "sweep")
@@ -220,7 +220,7 @@ def search(plan: SearchPlan, measure: Callable[[float, Phase], SearchStep]) -> S
             return done("max_rate")
         else:
             passed = rate
-            rate = min(rate * GROWTH, plan.max_rate_per_s)
+            rate = min(rate * GROWTH, float(plan.max_rate_per_s))
     low = passed if passed is not None else 0.0
     while failed - low > plan.step_per_s:
         mid = (low + failed) / 2
