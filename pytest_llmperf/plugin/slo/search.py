@@ -32,7 +32,7 @@ from pytest_llmperf.plugin.pipeline import (
     round_samples,
 )
 from pytest_llmperf.results.record import TestRecord
-from pytest_llmperf.suite.arguments import bad, text
+from pytest_llmperf.suite.arguments import bad, text, whole
 from pytest_llmperf.suite.config import Config
 from pytest_llmperf.suite.load import SLO, Arrivals, client_check, send_rates
 from pytest_llmperf.suite.slo.search import (
@@ -151,12 +151,7 @@ class SearchMethods:
         if isinstance(workload, Scheduled) and workload.scheduled():
             problem = "sends on its own times (a trace's timestamps): the search sets the rate"
             raise bad(OWNER, "workload", workload, problem)
-        if (
-            isinstance(warmup_rounds, bool)
-            or not isinstance(warmup_rounds, int)
-            or (warmup_rounds < 0)
-        ):
-            raise bad(OWNER, "warmup_rounds", warmup_rounds, "must be a whole number, at least 0")
+        whole(OWNER, "warmup_rounds", warmup_rounds, 0)
         for name, value in (("label", label), ("model", model)):
             if value is not None:
                 text(OWNER, name, value)
