@@ -55,6 +55,11 @@ class InstrumentServer:
         self.received_at: list[float] = []
         #: For each streamed completion, when each token event was written (perf_counter).
         self.emitted_at: list[list[float]] = []
+        #: For each streamed completion answered in full: seconds to its first and its last
+        #: token event from when it was taken up.
+        self.took_s: list[tuple[float, float]] = []
+        #: With a capacity: how long each request held its place (its whole answer).
+        self.held_s: list[float] = []
         #: Completions being answered now (its /metrics' running gauge).
         self.in_flight = 0
         self.port = _free_port()
@@ -127,10 +132,15 @@ class InstrumentServer:
         if self._places is None:  # made in the server's own loop
             self._places = asyncio.Semaphore(self.script.capacity)
         async with self._places:
-            yield
+            taken = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.held_s.append(time.perf_counter() - taken)
 
     async def _complete(self, request: web.Request) -> web.StreamResponse:
-        self.received_at.append(time.perf_counter())
+        received = time.perf_counter()
+        self.received_at.append(received)
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
@@ -175,6 +185,8 @@ class InstrumentServer:
                 choices.append(choice)
             emitted.append(time.perf_counter())
             await response.write(f"data: {json.dumps({'choices': choices})}\n\n".encode())
+        # From when the request was taken up (with a capacity: when it got its place).
+        self.took_s.append((emitted[0] - received, emitted[-1] - received))
         if script.usage:
             usage = {"prompt_tokens": 7, "completion_tokens": len(script.delays_s) * n_choices}
             await response.write(

@@ -6,6 +6,7 @@ server's search is in `test_vllm_server.py` (it shares that module's server)."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ REQUESTS, TTFT_MS, GOODPUT = 20, 60.0, 0.9
 START, STEP = 16.0, 4.0
 
 
-def share_met(rate: float, n: int = REQUESTS) -> float:
+def share_met(
+    rate: float, service_s: float = TOKENS * GAP_S, first_s: float = GAP_S, n: int = REQUESTS
+) -> float:
     """The share of `n` requests sent every 1/rate s that the script answers within the SLO:
     each waits for the first of the `CAPACITY` places to free, then its first token."""
     free = [0.0] * CAPACITY
@@ -33,15 +36,16 @@ def share_met(rate: float, n: int = REQUESTS) -> float:
         arrive = k / rate
         place = min(range(CAPACITY), key=free.__getitem__)
         start = max(arrive, free[place])
-        free[place] = start + TOKENS * GAP_S
-        met += (start - arrive + GAP_S) * 1000 <= TTFT_MS
+        free[place] = start + service_s
+        met += (start - arrive + first_s) * 1000 <= TTFT_MS
     return met / n
 
 
-def allowed_rate() -> float:
-    """The highest rate (to 0.01 req/s) at which the script meets the SLO: 45.71."""
+def allowed_rate(service_s: float = TOKENS * GAP_S, first_s: float = GAP_S) -> float:
+    """The highest rate (to 0.01 req/s) at which the script meets the SLO: 45.71 req/s as
+    written (each request 0.1 s); less as it ran (a sleep wakes a little late)."""
     rate = 1.0
-    while share_met(rate + 0.01) >= GOODPUT:
+    while share_met(rate + 0.01, service_s, first_s) >= GOODPUT:
         rate += 0.01
     return rate
 
@@ -128,7 +132,7 @@ WORK = SyntheticWorkload(num_requests={REQUESTS}, input_tokens=4, output_tokens=
 def test_capacity(llmperf):
     found = llmperf.max_load_under_slo(
         workload=WORK, slo=SLO(ttft_ms={TTFT_MS}), goodput={GOODPUT}, start_rate_per_s={START},
-        step_per_s={STEP}, max_rate_per_s=200, min_rounds=2, max_rounds=4, warmup_rounds=0,
+        step_per_s={STEP}, max_rate_per_s=200, min_rounds=2, max_rounds=5, warmup_rounds=0,
         distribution="constant",
     )
     print("FOUND", found.max_rate_per_s, found.note)
@@ -178,6 +182,7 @@ def test_the_search_finds_the_rate_a_scripted_capacity_allows(tmp_path: Path) ->
     with InstrumentServer(script) as server:
         args = ("--engine", "openai", "--base-url", server.base_url, "-rA")
         out = run_project(project, *args, "--llmperf-thresholds-dir", "thresholds")
+        took, held = list(server.took_s), list(server.held_s)  # each request, as it ran
     assert "3 failed, 1 passed" in out.stdout, out.stdout[-4000:]
     # Bad input: the test's line, the call, the argument, the problem.
     assert "test_suite.py: line 27: max_load_under_slo(): slo=SLO(" in out.stdout
@@ -188,12 +193,16 @@ def test_the_search_finds_the_rate_a_scripted_capacity_allows(tmp_path: Path) ->
     tests = {t.key.split("::")[-1]: t for t in run.tests}
     capacity = tests["test_capacity"]
     search_record = capacity.slo_search or {}
-    allowed = allowed_rate()  # 45.71 req/s; the places' nominal capacity is 40
+    first_s = statistics.median(first for first, _ in took)
+    service_s = statistics.median(held)  # its whole answer: a little over the 0.1 s script
+    assert TOKENS * GAP_S <= service_s < 1.2 * TOKENS * GAP_S, service_s
+    allowed = allowed_rate(service_s, first_s)  # 45.71 req/s at exactly 0.1 s a request
     found = capacity.metric("max_rate_under_slo_req_per_s")
     assert found is not None and found == search_record["max_rate_per_s"]
-    # Within one search step below the rate the script allows; 5% of slack either way for
-    # the server's own overheads (each request takes a little over its 0.1 s) and wake-ups.
-    assert allowed - STEP - 0.05 * allowed <= found <= allowed + 0.05 * allowed, (found, allowed)
+    # Within one search step below the rate the script allows as it ran; 5% of slack either
+    # way for wake-ups that vary from request to request (the median hides them).
+    slack = 0.05 * allowed
+    assert allowed - STEP - slack <= found <= allowed + slack, (found, allowed, service_s)
     steps = search_record["steps"]
     rates = [s["rate_per_s"] for s in steps]
     assert rates[:3] == [START, 2 * START, 4 * START]  # the sweep, then bisection
@@ -205,7 +214,7 @@ def test_the_search_finds_the_rate_a_scripted_capacity_allows(tmp_path: Path) ->
     assert above and all(s["decision"] in ("fail", "inconclusive") for s in above)
     assert min(s["rate_per_s"] for s in above) - found <= STEP
     for s in steps:  # each step decided on its rounds, with its interval where they vary
-        assert 2 <= s["rounds"] <= 4 and len(s["goodput_samples"]) == s["rounds"]
+        assert 2 <= s["rounds"] <= 5 and len(s["goodput_samples"]) == s["rounds"]
         assert s["asked_send_rate_per_s"] == pytest.approx(s["rate_per_s"], rel=1e-6)
         if s["decision"] == "pass":
             assert s["goodput_low"] >= GOODPUT
@@ -220,7 +229,8 @@ def test_the_search_finds_the_rate_a_scripted_capacity_allows(tmp_path: Path) ->
     assert f"FOUND {found}" in out.stdout
     checked = {c.metric: c for c in capacity.thresholds.checked}
     assert checked["max_rate_under_slo_req_per_s"].outcome == "met"
-    assert checked["ttft_ms.p90"].outcome == "met" and checked["ttft_ms.p90"].how == "samples"
+    # Judged on the chosen step's rounds (2 to 5: met, or inconclusive on 2 wide ones).
+    assert checked["ttft_ms.p90"].how == "samples" and checked["ttft_ms.p90"].outcome != "missed"
 
     client = tests["test_client_bound@client"]
     (first,) = (client.slo_search or {})["steps"]
