@@ -8,10 +8,12 @@ what happened. It runs on 127.0.0.1 in a thread of the test process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,10 @@ class Script:
     #: Seconds added before the first token for each message of a chat request: a server
     #: whose prefill grows with a conversation's history, by a known amount.
     first_token_per_message_s: float = 0.0
+    #: Completions answered at once (None: all); the rest wait, in order of arrival, for a
+    #: place, before their first token. With every request taking `sum(delays_s)`, the
+    #: server's capacity is exactly `capacity / sum(delays_s)` requests per second.
+    capacity: int | None = None
 
 
 class InstrumentServer:
@@ -52,6 +58,11 @@ class InstrumentServer:
         self.received_at: list[float] = []
         #: For each streamed completion, when each token event was written (perf_counter).
         self.emitted_at: list[list[float]] = []
+        #: For each streamed completion answered in full: seconds to its first and its last
+        #: token event from when it was taken up.
+        self.took_s: list[tuple[float, float]] = []
+        #: With a capacity: how long each request held its place (its whole answer).
+        self.held_s: list[float] = []
         #: Completions being answered now (its /metrics' running gauge).
         self.in_flight = 0
         self.port = _free_port()
@@ -59,6 +70,7 @@ class InstrumentServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+        self._places: asyncio.Semaphore | None = None
 
     def __enter__(self) -> InstrumentServer:
         self._thread.start()
@@ -106,14 +118,32 @@ class InstrumentServer:
         return web.Response(text=text, content_type="text/plain")
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        self.in_flight += 1
-        try:
-            return await self._complete(request)
-        finally:
-            self.in_flight -= 1
+        async with self._place():
+            self.in_flight += 1
+            try:
+                return await self._complete(request)
+            finally:
+                self.in_flight -= 1
+
+    @contextlib.asynccontextmanager
+    async def _place(self) -> AsyncIterator[None]:
+        """A place among the script's `capacity` (asyncio's semaphore wakes waiters first
+        come, first served); at once without one."""
+        if self.script.capacity is None:
+            yield
+            return
+        if self._places is None:  # made in the server's own loop
+            self._places = asyncio.Semaphore(self.script.capacity)
+        async with self._places:
+            taken = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.held_s.append(time.perf_counter() - taken)
 
     async def _complete(self, request: web.Request) -> web.StreamResponse:
-        self.received_at.append(time.perf_counter())
+        received = time.perf_counter()
+        self.received_at.append(received)
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
@@ -158,6 +188,8 @@ class InstrumentServer:
                 choices.append(choice)
             emitted.append(time.perf_counter())
             await response.write(f"data: {json.dumps({'choices': choices})}\n\n".encode())
+        # From when the request was taken up (with a capacity: when it got its place).
+        self.took_s.append((emitted[0] - received, emitted[-1] - received))
         if script.usage:
             usage = {"prompt_tokens": 7, "completion_tokens": len(script.delays_s) * n_choices}
             await response.write(

@@ -387,3 +387,52 @@ def test_trace_replay_and_a_conversation_on_the_real_server(vllm_server: str) ->
         # Each turn adds a user turn (8) and an answer (4), plus the chat template's tokens.
         assert grown[0] + 12 <= grown[1] and grown[1] + 12 <= grown[2], grown
         assert all(by_id[f"conv{s}-turn{k}"].output_tokens == 4 for k in (1, 2, 3))
+
+
+SLO_SEARCH_SUITE = """
+from pytest_llmperf import SLO, SyntheticWorkload
+
+
+def test_search(llmperf):
+    found = llmperf.max_load_under_slo(
+        workload=SyntheticWorkload(num_requests=32, input_tokens=16, output_tokens=8),
+        slo=SLO(ttft_ms=250, tpot_ms=100), start_rate_per_s=32, step_per_s=32,
+        max_rate_per_s=1024, min_rounds=2, max_rounds=3, warmup_rounds=1,
+    )
+    print("FOUND", found.max_rate_per_s, "|", found.note)
+"""
+
+
+def test_an_slo_search_on_the_real_server(vllm_server: str, tmp_path: Path) -> None:
+    """Issue 28: the highest load under an SLO, searched on vLLM itself through the openai
+    client (the search's accuracy is checked on the instrument server: test_slo_search.py)."""
+    from pytest_llmperf.report.html import render_report
+    from pytest_llmperf.results.runs import open_run
+    from tests.suite_run import make_project, run_project
+
+    project = make_project(tmp_path, SLO_SEARCH_SUITE)
+    out = run_project(project, "--engine", "openai", "--base-url", vllm_server, "-s")
+    assert "1 passed" in out.stdout, out.stdout[-4000:]
+    run = open_run("latest", project / "results")
+    (test,) = run.tests
+    search = test.slo_search or {}
+    steps = search["steps"]
+    # On two cores the CPU server and the client share the CPUs: at the higher rates the
+    # client may fall behind its schedule, and the search then stops saying so.
+    assert len(steps) >= 2 and search["stopped"] != "no_pass", search["note"]
+    if search["stopped"] == "client_bound":
+        last = steps[-1]
+        assert last["achieved_send_rate_per_s"] < 0.9 * last["asked_send_rate_per_s"]
+        assert "the load generator, not the server, was the bottleneck" in search["note"]
+    found = test.metric("max_rate_under_slo_req_per_s")
+    assert found is not None and found == search["max_rate_per_s"] >= 32
+    chosen = steps[search["chosen"]]
+    assert chosen["decision"] == "pass" and chosen["rate_per_s"] == found
+    # The chosen point's throughput and latencies are the test's metrics.
+    assert test.metric("output_tok_per_s") == pytest.approx(chosen["output_tok_per_s"])
+    assert 0 < test.metric("ttft_ms.p90") <= 250  # type: ignore[operator]
+    assert test.metric("goodput_fraction") >= 0.9  # type: ignore[operator]
+    assert f"FOUND {found} | {search['note']}" in out.stdout
+    report = render_report([run])
+    assert "SLO search: output tok/s per user vs per server" in report
+    assert report.count("<td>sweep</td>") >= 1 and report.count("(chosen)</td>") == 1

@@ -334,7 +334,8 @@ class ReportsClientCost(Protocol):
 
     @property
     def last_round_stats(self) -> Mapping[str, float]:
-        """The last round's `client_cpu_s`, `loop_lag_ms_max`, `loop_lag_ms_p99`."""
+        """The last round's `client_cpu_s`, `loop_lag_ms_max`, `loop_lag_ms_p99`, and for a
+        round sent on a schedule, `sends`, `scheduled_span_s` and `send_span_s`."""
         ...
 
 

@@ -57,9 +57,10 @@ Metrics computed elsewhere are defined in that module's docstring: bandwidth uti
 `pytest_llmperf.measure.server.summary`, goodput and the load client's self-check in
 `pytest_llmperf.suite.load`, accuracy in `pytest_llmperf.suite.accuracy`, scaling efficiency in
 `pytest_llmperf.suite.scaling`, an A/B test's (`a.*`, `b.*`, `ratio.*`, `speedup`) in
-`pytest_llmperf.measure.turns`, output coverage in `pytest_llmperf.suite.workload_stats`, and
+`pytest_llmperf.measure.turns`, output coverage in `pytest_llmperf.suite.workload_stats`,
 a conversation's per-turn TTFT (`first_turn_ttft_ms_p50`, `last_turn_ttft_ms_p50`) in
-`pytest_llmperf.suite.conversation`.
+`pytest_llmperf.suite.conversation`, and the highest load under an SLO
+(`max_rate_under_slo_req_per_s`) in `pytest_llmperf.suite.slo.search`.
 `SPECS` (`pytest_llmperf.measure.specs`) lists every metric once, with its unit, direction,
 kind and defining module; thresholds, `llmperf compare`, reports and exports read it:
 nothing else defines one.

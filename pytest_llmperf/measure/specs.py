@@ -70,6 +70,7 @@ _TELEMETRY = "pytest_llmperf.hardware.telemetry"
 _LOAD = "pytest_llmperf.suite.load"
 _ACCURACY = "pytest_llmperf.suite.accuracy"
 _SCALING = "pytest_llmperf.suite.scaling"
+_SEARCH = "pytest_llmperf.suite.slo.search"
 _WORKLOAD_STATS = "pytest_llmperf.suite.workload_stats"
 _CONVERSATION = "pytest_llmperf.suite.conversation"
 _TIMED = "pytest_llmperf.measure.timed"
@@ -172,6 +173,7 @@ SPECS: tuple[MetricSpec, ...] = (
         ("truncation_rate", "ratio", "lower", "scalar"),
     ),
     *_specs(_SCALING, ("efficiency", "ratio", "higher", "scalar")),
+    *_specs(_SEARCH, ("max_rate_under_slo_req_per_s", "req/s", "higher", "scalar")),
     *_specs(_TURNS, ("speedup", "x", "higher", "scalar")),
     *_specs(_WORKLOAD_STATS, ("output_coverage", "ratio", "higher", "scalar")),
     *_specs(

@@ -53,6 +53,7 @@ from pytest_llmperf.plugin.pipeline import (
 )
 from pytest_llmperf.plugin.progress import open_progress
 from pytest_llmperf.plugin.session import EngineStartError, LLMPerfSession
+from pytest_llmperf.plugin.slo.search import SearchMethods
 from pytest_llmperf.results.record import TestRecord
 from pytest_llmperf.results.responses import write_responses
 from pytest_llmperf.suite.accuracy import ChoiceTask
@@ -88,9 +89,10 @@ class Measurement:
         return flatten(self.metrics.as_dict())
 
 
-class LLMPerfFixture(TimingMethods, ComparisonMethods):
-    """Measures workloads on the run's engine, two sides in turns (`ComparisonMethods`) and
-    the test's own code (`TimingMethods`), and records them for this test."""
+class LLMPerfFixture(TimingMethods, ComparisonMethods, SearchMethods):
+    """Measures workloads on the run's engine, two sides in turns (`ComparisonMethods`), the
+    highest load under an SLO (`SearchMethods`) and the test's own code (`TimingMethods`),
+    and records them for this test."""
 
     def __init__(self, request: pytest.FixtureRequest, session: LLMPerfSession) -> None:
         self._request = request

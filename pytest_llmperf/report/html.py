@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmperf.errors import LLMPerfUsageError
 from pytest_llmperf.report.ab import ab_section
+from pytest_llmperf.report.slo_search import slo_search_section
 from pytest_llmperf.report.split import split_section
 from pytest_llmperf.report.verdicts import tests_table, thresholds_state, verdicts_section
 from pytest_llmperf.results.readback.hosts import grouped, host_lines
@@ -140,6 +141,7 @@ def render_report(runs: Sequence[Run]) -> str:
     parts.append(tests_table(runs, labels))
     parts.append(ab_section(runs, labels))
     parts.append(split_section(runs, labels))
+    parts.append(slo_search_section(runs, labels))
     parts.append(verdicts_section(runs, labels))
     parts.append(_errors(runs))
     from pytest_llmperf.results.compare import compare_runs
@@ -183,6 +185,8 @@ def _contents(runs: Sequence[Run]) -> str:
         items.append('<li><a href="#ab">A/B tests</a></li>')
     if any(r.summary.get("split_loads") for r in runs):
         items.append('<li><a href="#split">Split loads</a></li>')
+    if any(t.slo_search for r in runs for t in r.tests):
+        items.append('<li><a href="#slo-search">SLO searches</a></li>')
     if any(t.thresholds.checked or t.baseline is not None for r in runs for t in r.tests):
         items.append('<li><a href="#verdicts">Verdicts</a></li>')
     items += [

@@ -98,6 +98,13 @@ def _field_default(field: dataclasses.Field[Any]) -> str:
     return "required"
 
 
+#: `max_load_under_slo`'s parameters whose default says less than a sentence does.
+SEARCH_DEFAULTS = {
+    "config": "no configuration: each engine's defaults",
+    "workload": "required (checked when the test runs)",
+    "slo": "required: an `SLO` with at least one bound",
+}
+
 #: `measure`'s parameters whose default says less than a sentence does.
 MEASURE_DEFAULTS = {
     "config": "no configuration: each engine's defaults (the `default` column above)",
@@ -117,6 +124,13 @@ def parameter_lines() -> list[str]:
         if p.name != "self"
     ]
     lines = ["", "`llmperf.measure(...)`:", "", *_table(("parameter", "default"), rows)]
+    searched = inspect.signature(LLMPerfFixture.max_load_under_slo)
+    rows = [
+        (f"`{p.name}`", SEARCH_DEFAULTS.get(p.name) or f"`{p.default!r}`")
+        for p in searched.parameters.values()
+        if p.name != "self"
+    ]
+    lines += ["", "`llmperf.max_load_under_slo(...)`:", "", *_table(("parameter", "default"), rows)]
     for cls in PARAMETER_CLASSES:
         fields = [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
         typed = [(f"`{f.name}`", f"`{f.type}`", _field_default(f)) for f in fields]

@@ -339,6 +339,9 @@ class TestRecord:
     ab: Mapping[str, Any] | None = None
     #: A share of a load split over client workers (`suite.split`): load, index, clients.
     split: Mapping[str, Any] | None = None
+    #: An SLO search's plan, steps, chosen step and note (`suite.slo.search`).
+    slo_search: Mapping[str, Any] | None = None
+    OPTIONAL_OBJECTS: ClassVar[tuple[str, ...]] = ("ab", "split", "slo_search")
 
     @property
     def key(self) -> str:
@@ -401,17 +404,14 @@ class TestRecord:
             evidence=f.optional(lambda k: read_evidence(f.obj(k)), "evidence"),
             samples=_samples(f) if "samples" in f.keys() else {},
             stop=f.optional(lambda k: StopRecord.read(f.obj(k)), "stop"),
-            unreliable=(
-                f.json_object("unreliable", _check_text) if "unreliable" in f.keys() else {}
-            ),
+            unreliable=f.json_object("unreliable", _check_text) if "unreliable" in f.keys() else {},
             declared_metrics=(
                 f.json_object("declared_metrics", _check_declared)
                 if "declared_metrics" in f.keys()
                 else {}
             ),
             host=f.json_object("host") if "host" in f.keys() else {},
-            ab=f.optional(lambda k: f.json_object(str(k)), "ab"),
-            split=f.optional(lambda k: f.json_object(str(k)), "split"),
+            **{k: f.optional(lambda k: f.json_object(str(k)), k) for k in cls.OPTIONAL_OBJECTS},
         )
 
     def metric_specs(self) -> list[MetricSpec]:

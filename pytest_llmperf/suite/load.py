@@ -36,13 +36,20 @@ Client self-check (client engines only): the load generator's own cost and healt
     client_bound              1 when the client, not the server, may have been the
                               bottleneck (loop lag p99 over 5 ms, or the loop thread busy
                               more than 80% of the round), else 0.
+
+Achieved send rate (`send_rates`, open loop only): the requests sent on a schedule after the
+first, over the seconds from the round's start to the last one's actual send, beside the same
+count over the schedule's own span: the rate asked of the client by this draw of gaps. A
+client that falls behind (its loop busy, or its `max_concurrency` full) sends later than
+scheduled, and its achieved rate falls short of the asked one; the SLO search
+(`suite.slo.search`) stops there, as the server is then not what is measured.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -181,3 +188,15 @@ def client_check(
         "loop_lag_ms_max": lag_max,
         "client_bound": float(lag_p99 > CLIENT_LAG_LIMIT_MS or busy > CLIENT_BUSY_LIMIT),
     }
+
+
+def send_rates(stats: Sequence[Mapping[str, float]]) -> tuple[float, float] | None:
+    """(asked, achieved) requests per second over the rounds sent on a schedule; None when
+    no round was (a closed-loop round, a client that does not say)."""
+    timed = [s for s in stats if s.get("sends", 0) > 1 and s.get("scheduled_span_s", 0) > 0]
+    if not timed:
+        return None
+    gaps = sum(s["sends"] - 1 for s in timed)
+    scheduled = sum(s["scheduled_span_s"] for s in timed)
+    sent = sum(max(s["send_span_s"], s["scheduled_span_s"]) for s in timed)
+    return gaps / scheduled, gaps / sent

@@ -260,6 +260,9 @@ class OpenAIEngine:
         lags: list[float] = []
         ticker = asyncio.ensure_future(_measure_lag(lags))
         turns = ClientTurns(requests)
+        # Open-loop sends: (scheduled, actual) seconds after the round's start, for the
+        # achieved send rate (`load.send_rates`).
+        sends: list[tuple[float, float]] = []
 
         async def one(group: list[tuple[int, GenerationRequest]]) -> None:
             index, first = group[0]
@@ -276,6 +279,7 @@ class OpenAIEngine:
                     if offset > 0:  # open loop: send on schedule; the schedule is the arrival
                         await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
                     async with limit:
+                        sends.append((offset, time.perf_counter() - start))
                         chunks = await self._send(group, start + offset if offset > 0 else None)
                 turns.answered(chunks)
                 out.put(chunks)
@@ -291,6 +295,7 @@ class OpenAIEngine:
                 "client_cpu_s": time.thread_time() - cpu_start,
                 "loop_lag_ms_max": lags[-1] * 1000 if lags else 0.0,
                 "loop_lag_ms_p99": lags[int(0.99 * (len(lags) - 1))] * 1000 if lags else 0.0,
+                **send_spans(sends),
             }
             out.put(_DONE)
 
@@ -457,3 +462,15 @@ def _new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def send_spans(sends: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """How many open-loop requests a round sent, and the seconds from the round's start to
+    the last one's scheduled and actual send (`load.send_rates` compares their rates)."""
+    if not sends:
+        return {}
+    return {
+        "sends": float(len(sends)),
+        "scheduled_span_s": max(scheduled for scheduled, _ in sends),
+        "send_span_s": max(actual for _, actual in sends),
+    }

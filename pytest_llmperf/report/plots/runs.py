@@ -36,6 +36,7 @@ from pytest_llmperf.report.plots.common import (
     run_labels,
     test_views,
 )
+from pytest_llmperf.report.plots.pareto import pareto_plots
 from pytest_llmperf.report.plots.server import server_plots
 
 
@@ -296,12 +297,13 @@ def accuracy_plot(runs: Sequence[Run]) -> Plot:
 
 def run_plots(runs: Sequence[Run]) -> list[Plot]:
     """Every figure of `runs`, those without data as a note saying what is missing (the
-    servers' reads only where there are some)."""
+    servers' reads and the SLO searches only where there are some)."""
     return [
         throughput_plot(runs),
         latency_plot(runs),
         ttft_plot(runs),
         *server_plots(runs),
+        *pareto_plots(runs),
         scaling_plot(runs),
         accuracy_plot(runs),
     ]
