@@ -235,7 +235,6 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods, SearchMethods):
             self._session, key, engine_config.engine, allowed_failure_rate, self._marked_rate()
         )
         evidence = of_requests(measured.records, allowed)
-        # A fresh workload's measured round i sent what its round warmup + i was built from.
         sent = requests if fresh is None else lambda i: fresh(plan.warmup_rounds + i)
         responses = self._write_responses(key, sent, measured)
         outcome = Outcome(metrics, verdicts, evidence, responses, samples, stop)
@@ -431,7 +430,8 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods, SearchMethods):
         requests: list[GenerationRequest] | Callable[[int], list[GenerationRequest]],
         measured: Rounds,
     ) -> Path | None:
-        """The responses table, with `--llmperf-responses`."""
+        """The responses table, with `--llmperf-responses`; `requests` of a fresh workload
+        give measured round i what it sent (built as round warmup_rounds + i)."""
         if not self._session.settings.responses:
             return None
         return write_responses(self._session.run_dir, key, requests, measured.records)
