@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -235,8 +234,14 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods, SearchMethods):
             self._session, key, engine_config.engine, allowed_failure_rate, self._marked_rate()
         )
         evidence = of_requests(measured.records, allowed)
+        # The responses table (--llmperf-responses): measured round i of a fresh workload
+        # sent what was built as round warmup + i.
         sent = requests if fresh is None else lambda i: fresh(plan.warmup_rounds + i)
-        responses = self._write_responses(key, sent, measured)
+        responses = (
+            write_responses(self._session.run_dir, key, sent, measured.records)
+            if self._session.settings.responses
+            else None
+        )
         outcome = Outcome(metrics, verdicts, evidence, responses, samples, stop)
         record = make_record(self._session, subject, started, plan, outcome)
         self._record(replace(record, split=share.describe()) if share else record)
@@ -423,18 +428,6 @@ class LLMPerfFixture(TimingMethods, ComparisonMethods, SearchMethods):
 
         self._repeat(timed_pass, rounds=1, warmup_rounds=0)
         return timed["results"], timed["duration"]
-
-    def _write_responses(
-        self,
-        key: str,
-        requests: list[GenerationRequest] | Callable[[int], list[GenerationRequest]],
-        measured: Rounds,
-    ) -> Path | None:
-        """The responses table, with `--llmperf-responses`; `requests` of a fresh workload
-        give measured round i what it sent (built as round warmup_rounds + i)."""
-        if not self._session.settings.responses:
-            return None
-        return write_responses(self._session.run_dir, key, requests, measured.records)
 
     def _death(self, engine: Engine, key: str) -> str | None:
         """Why the engine's process is gone, with its log's errors; None while it lives."""
